@@ -1,0 +1,32 @@
+// The HTTP API: registers every endpoint on a Router. mq_routes.cc holds the
+// IronMQ v3 endpoints, admin_routes.cc Kiln's project and token management,
+// system_routes.cc /healthz and /version. Handlers run on the server's io
+// threads; everything they touch (Engine, Access) is thread-safe.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "access/access.h"
+#include "http/router.h"
+#include "mq/engine.h"
+
+namespace kiln::api {
+
+struct Services {
+  mq::Engine* engine = nullptr;
+  access::Access* access = nullptr;
+  const std::atomic<bool>* stopping = nullptr;  // set when the server shuts down
+};
+
+void AddSystemRoutes(http::Router& r, const Services& s);
+void AddMqRoutes(http::Router& r, const Services& s);
+void AddAdminRoutes(http::Router& r, const Services& s);
+
+inline void AddAllRoutes(http::Router& r, const Services& s) {
+  AddSystemRoutes(r, s);
+  AddMqRoutes(r, s);
+  AddAdminRoutes(r, s);
+}
+
+}  // namespace kiln::api

@@ -1,0 +1,39 @@
+#include "api/auth.h"
+
+namespace kiln::api {
+
+std::string TokenOf(const http::Request& req) {
+  auto h = req.Header("authorization");
+  for (std::string_view scheme : {"OAuth ", "Bearer ", "oauth "}) {
+    if (h.size() > scheme.size() && h.substr(0, scheme.size()) == scheme) {
+      auto t = h.substr(scheme.size());
+      while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+      while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+      return std::string(t);
+    }
+  }
+  if (auto q = req.Query("oauth")) return *q;
+  return {};
+}
+
+Result<access::Principal> Authorize(access::Access& access, const http::Request& req,
+                                    const std::string& project_id) {
+  auto p = access.Authenticate(TokenOf(req));
+  if (!p) return p;
+  if (p->admin) {
+    if (!access.ProjectExists(project_id)) return Fail(Error::NotFound("Project not found"));
+    return p;
+  }
+  if (p->project_id != project_id)
+    return Fail(Error::Unauthenticated("Token is not valid for this project"));
+  return p;
+}
+
+Result<access::Principal> AuthorizeAdmin(access::Access& access, const http::Request& req) {
+  auto p = access.Authenticate(TokenOf(req));
+  if (!p) return p;
+  if (!p->admin) return Fail(Error::PermissionDenied("This needs an admin token"));
+  return p;
+}
+
+}  // namespace kiln::api

@@ -1,0 +1,447 @@
+// IronMQ v3 pull-queue endpoints (iron-api.md §2; docs/http-api.md).
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+
+#include "api/api.h"
+#include "api/auth.h"
+#include "api/errors.h"
+#include "api/json.h"
+#include "base/ids.h"
+
+namespace kiln::api {
+namespace {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using http::Request;
+using http::Response;
+
+constexpr const char* kPrefix = "/3/projects/:project/queues";
+
+struct Ctx {
+  Services s;
+};
+
+Response Ok(std::string body, int status = 200) { return Response{status, std::move(body)}; }
+Response Msg(std::string_view text) { return Ok(MsgJson(text)); }
+
+// Posts through the engine and resumes the awaiting coroutine on its own
+// executor with the result. The initiation holds only raw pointers: with
+// GCC 12, Boost 1.74's use_awaitable destroys the initiation object twice,
+// which is harmless only for trivially destructible ones. `req` lives in the
+// awaiting coroutine's frame.
+using PostResult = Result<std::vector<uint64_t>>;
+
+struct PostRequest {
+  std::string project, queue;
+  std::vector<mq::NewMessage> msgs;
+};
+
+struct PostInitiation {
+  mq::Engine* engine;
+  PostRequest* req;
+
+  template <typename Handler>
+  void operator()(Handler handler) const {
+    auto ex = asio::get_associated_executor(handler);
+    auto h = std::make_shared<Handler>(std::move(handler));
+    engine->Post(req->project, req->queue, std::move(req->msgs), [h, ex](PostResult r) {
+      asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+    });
+  }
+};
+
+awaitable<PostResult> AsyncPost(mq::Engine* engine, PostRequest* req) {
+  return asio::async_initiate<decltype(asio::use_awaitable), void(PostResult)>(
+      PostInitiation{engine, req}, asio::use_awaitable);
+}
+
+void WriteQueue(JsonWriter& w, const mq::QueueInfo& q, bool with_counts) {
+  const auto& r = q.record;
+  w.StartObject();
+  w.Key("project_id");
+  WriteString(w, r.project_id);
+  w.Key("name");
+  WriteString(w, r.name);
+  if (with_counts) {
+    w.Key("size");
+    w.Uint64(q.size);
+    w.Key("total_messages");
+    w.Uint64(q.total_messages);
+  }
+  w.Key("message_timeout");
+  w.Int64(r.message_timeout);
+  w.Key("message_expiration");
+  w.Int64(r.message_expiration);
+  w.Key("type");
+  WriteString(w, r.type);
+  if (!r.dead_letter_queue.empty()) {
+    w.Key("dead_letter");
+    w.StartObject();
+    w.Key("queue_name");
+    WriteString(w, r.dead_letter_queue);
+    w.Key("max_reservations");
+    w.Int64(r.max_reservations);
+    w.EndObject();
+  }
+  w.EndObject();
+}
+
+Response QueueResponse(const mq::QueueInfo& q, bool with_counts) {
+  return Ok(Json([&](JsonWriter& w) {
+    w.StartObject();
+    w.Key("queue");
+    WriteQueue(w, q, with_counts);
+    w.EndObject();
+  }));
+}
+
+void WriteMessage(JsonWriter& w, const mq::Message& m) {
+  w.StartObject();
+  w.Key("id");
+  WriteString(w, std::to_string(m.id));
+  w.Key("body");
+  WriteString(w, m.body);
+  w.Key("reserved_count");
+  w.Uint(m.reserved_count);
+  if (!m.reservation_id.empty()) {
+    w.Key("reservation_id");
+    WriteString(w, m.reservation_id);
+  }
+  w.EndObject();
+}
+
+Response MessagesResponse(const std::vector<mq::Message>& msgs) {
+  return Ok(Json([&](JsonWriter& w) {
+    w.StartObject();
+    w.Key("messages");
+    w.StartArray();
+    for (const auto& m : msgs) WriteMessage(w, m);
+    w.EndArray();
+    w.EndObject();
+  }));
+}
+
+Result<mq::QueueSettings> ParseSettings(const std::string& body) {
+  auto doc = ParseObject(body);
+  if (!doc) return Fail(doc.error());
+  mq::QueueSettings s;
+  auto q = GetObject(*doc, "queue");
+  if (!q) return Fail(q.error());
+  if (!*q) return s;  // {} or no "queue": all defaults
+  const auto& o = **q;
+  auto type = GetString(o, "type");
+  if (!type) return Fail(type.error());
+  s.type = *type;
+  auto push = GetObject(o, "push");
+  if (!push) return Fail(push.error());
+  if (*push || o.HasMember("subscribers"))
+    return Fail(Error::InvalidArgument("Push queues are not supported by this server yet"));
+  for (auto [key, field] : {std::pair{"message_timeout", &s.message_timeout},
+                            std::pair{"message_expiration", &s.message_expiration}}) {
+    auto v = GetInt(o, key);
+    if (!v) return Fail(v.error());
+    *field = *v;
+  }
+  auto dl = GetObject(o, "dead_letter");
+  if (!dl) return Fail(dl.error());
+  if (*dl) {
+    auto name = GetString(**dl, "queue_name");
+    if (!name) return Fail(name.error());
+    auto max = GetInt(**dl, "max_reservations");
+    if (!max) return Fail(max.error());
+    s.dead_letter_queue = name->value_or("");
+    s.max_reservations = *max;
+  }
+  auto alerts = GetArray(o, "alerts");
+  if (!alerts) return Fail(alerts.error());
+  if (*alerts && !(*alerts)->Empty())
+    return Fail(Error::InvalidArgument("Queue alerts are not supported by this server yet"));
+  return s;
+}
+
+Result<uint64_t> MessageId(const Request& req) {
+  uint64_t id = 0;
+  if (!ParseU64(req.Param("id"), &id)) return Fail(Error::NotFound("Message not found"));
+  return id;
+}
+
+// Authorizes the request for its :project; returns the project id.
+#define KILN_AUTH(ctx, req, project)                                                   \
+  std::string project(req.Param("project"));                                           \
+  if (auto auth_ = Authorize(*ctx->s.access, req, project); !auth_) {                  \
+    co_return ErrorResponse(auth_.error());                                            \
+  }
+
+#define KILN_TRY(var, expr)                              \
+  auto var = (expr);                                     \
+  if (!var) co_return ErrorResponse(var.error());
+
+}  // namespace
+
+void AddMqRoutes(http::Router& router, const Services& services) {
+  auto ctx = std::make_shared<Ctx>(Ctx{services});
+  const std::string q = std::string(kPrefix) + "/:queue";
+
+  router.Add("GET", kPrefix, [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    int64_t per_page = 30;
+    if (auto v = req.Query("per_page")) {
+      KILN_TRY(n, ParseIntParam("per_page", *v));
+      if (*n < 1 || *n > 100)
+        co_return ErrorResponse(Error::InvalidArgument("per_page must be between 1 and 100"));
+      per_page = *n;
+    }
+    auto prefix = req.Query("prefix");
+    auto previous = req.Query("previous");
+    auto names = ctx->s.engine->ListQueues(project, prefix ? *prefix : "",
+                                           previous ? *previous : "", static_cast<int>(per_page));
+    co_return Ok(Json([&](JsonWriter& w) {
+      w.StartObject();
+      w.Key("queues");
+      w.StartArray();
+      for (const auto& n : names) {
+        w.StartObject();
+        w.Key("name");
+        WriteString(w, n);
+        w.EndObject();
+      }
+      w.EndArray();
+      w.EndObject();
+    }));
+  });
+
+  router.Add("GET", q, [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(info, ctx->s.engine->GetQueue(project, std::string(req.Param("queue"))));
+    co_return QueueResponse(*info, true);
+  });
+
+  router.Add("PUT", q, [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(settings, ParseSettings(req.body));
+    KILN_TRY(info, ctx->s.engine->PutQueue(project, std::string(req.Param("queue")), *settings));
+    co_return QueueResponse(*info, false);
+  });
+
+  router.Add("PATCH", q, [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(settings, ParseSettings(req.body));
+    KILN_TRY(info,
+             ctx->s.engine->UpdateQueue(project, std::string(req.Param("queue")), *settings));
+    co_return QueueResponse(*info, true);
+  });
+
+  router.Add("DELETE", q, [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(r, ctx->s.engine->DeleteQueue(project, std::string(req.Param("queue"))));
+    co_return Msg("Deleted");
+  });
+
+  // M1: post messages.
+  router.Add("POST", q + "/messages", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(arr, GetArray(*doc, "messages"));
+    if (!*arr || (*arr)->Empty())
+      co_return ErrorResponse(Error::InvalidArgument("messages must be a non-empty array"));
+    std::vector<mq::NewMessage> msgs;
+    for (const auto& m : (*arr)->GetArray()) {
+      if (!m.IsObject())
+        co_return ErrorResponse(Error::InvalidArgument("each message must be an object"));
+      KILN_TRY(body, GetString(m, "body"));
+      if (!*body) co_return ErrorResponse(Error::InvalidArgument("body is required"));
+      KILN_TRY(delay, GetInt(m, "delay"));
+      KILN_TRY(headers, GetObject(m, "push_headers"));
+      msgs.push_back({std::move(**body), delay->value_or(0)});
+    }
+    PostRequest post{project, std::string(req.Param("queue")), std::move(msgs)};
+    PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
+    if (!ids) co_return ErrorResponse(ids.error());
+    co_return Ok(Json([&](JsonWriter& w) {
+                   w.StartObject();
+                   w.Key("ids");
+                   w.StartArray();
+                   for (auto id : *ids) WriteString(w, std::to_string(id));
+                   w.EndArray();
+                   w.Key("msg");
+                   w.String("Messages put on queue.");
+                   w.EndObject();
+                 }),
+                 201);
+  });
+
+  // M2: webhook, the raw body becomes one message.
+  router.Add("POST", q + "/webhook", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    std::vector<mq::NewMessage> msgs;
+    msgs.push_back({std::move(req.body), 0});
+    PostRequest post{project, std::string(req.Param("queue")), std::move(msgs)};
+    PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
+    if (!ids) co_return ErrorResponse(ids.error());
+    co_return Ok(Json([&](JsonWriter& w) {
+                   w.StartObject();
+                   w.Key("ids");
+                   w.StartArray();
+                   WriteString(w, std::to_string(ids->at(0)));
+                   w.EndArray();
+                   w.Key("msg");
+                   w.String("Messages put on queue.");
+                   w.EndObject();
+                 }),
+                 201);
+  });
+
+  // M3: reserve, with long polling.
+  router.Add("POST", q + "/reservations", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(n, GetInt(*doc, "n"));
+    KILN_TRY(timeout, GetInt(*doc, "timeout"));
+    KILN_TRY(wait, GetInt(*doc, "wait"));
+    KILN_TRY(del, GetBool(*doc, "delete"));
+    mq::ReserveOptions o;
+    o.n = static_cast<int>(std::clamp<int64_t>(n->value_or(1), -1, 1000));
+    o.timeout = *timeout;
+    o.delete_messages = del->value_or(false);
+    int64_t wait_s = wait->value_or(0);
+    if (wait_s < 0 || wait_s > mq::kMaxWait)
+      co_return ErrorResponse(Error::InvalidArgument("wait must be between 0 and 30"));
+    std::string queue(req.Param("queue"));
+    auto& engine = *ctx->s.engine;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+    auto ex = co_await asio::this_coro::executor;
+    for (;;) {
+      bool can_wait = wait_s > 0 && !*ctx->s.stopping &&
+                      std::chrono::steady_clock::now() < deadline;
+      std::shared_ptr<mq::Waiter> waiter;
+      std::shared_ptr<asio::steady_timer> timer;
+      if (can_wait) {
+        timer = std::make_shared<asio::steady_timer>(ex, deadline);
+        waiter = std::make_shared<mq::Waiter>();
+        waiter->wake = [timer, ex] { asio::post(ex, [timer] { timer->cancel(); }); };
+      }
+      KILN_TRY(msgs, engine.Reserve(project, queue, o, waiter));
+      if (!msgs->empty() || !waiter) co_return MessagesResponse(*msgs);
+      boost::system::error_code ec;
+      co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      engine.CancelWait(project, queue, waiter.get());
+      if (!ec) {  // the wait ran out: one last look
+        KILN_TRY(last, engine.Reserve(project, queue, o));
+        co_return MessagesResponse(*last);
+      }
+    }
+  });
+
+  // M5: peek.
+  router.Add("GET", q + "/messages", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    int64_t n = 1;
+    if (auto v = req.Query("n")) {
+      KILN_TRY(parsed, ParseIntParam("n", *v));
+      n = *parsed;
+    }
+    if (n < 1 || n > 100)
+      co_return ErrorResponse(Error::InvalidArgument("n must be between 1 and 100"));
+    KILN_TRY(msgs, ctx->s.engine->Peek(project, std::string(req.Param("queue")),
+                                       static_cast<int>(n)));
+    co_return MessagesResponse(*msgs);
+  });
+
+  // M7/M8: delete several, or clear when there is no "ids".
+  router.Add("DELETE", q + "/messages", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(ids, GetArray(*doc, "ids"));
+    std::string queue(req.Param("queue"));
+    if (!*ids) {
+      KILN_TRY(r, ctx->s.engine->Clear(project, queue));
+      co_return Msg("Cleared");
+    }
+    std::vector<mq::DeleteRef> refs;
+    for (const auto& item : (*ids)->GetArray()) {
+      mq::DeleteRef ref;
+      std::string id_text;
+      if (item.IsString()) {  // v1-style bare ids
+        id_text = item.GetString();
+      } else if (item.IsObject()) {
+        KILN_TRY(id, GetString(item, "id"));
+        KILN_TRY(rid, GetString(item, "reservation_id"));
+        id_text = id->value_or("");
+        ref.reservation_id = rid->value_or("");
+      } else {
+        co_return ErrorResponse(Error::InvalidArgument("each of ids must be an object"));
+      }
+      if (!ParseU64(id_text, &ref.id))
+        co_return ErrorResponse(Error::NotFound("Message not found"));
+      refs.push_back(std::move(ref));
+    }
+    if (refs.empty()) co_return ErrorResponse(Error::InvalidArgument("ids must not be empty"));
+    KILN_TRY(r, ctx->s.engine->DeleteMessages(project, queue, refs));
+    co_return Msg("Deleted");
+  });
+
+  const std::string m = q + "/messages/:id";
+
+  router.Add("GET", m, [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(id, MessageId(req));
+    KILN_TRY(msg, ctx->s.engine->GetMessage(project, std::string(req.Param("queue")), *id));
+    co_return Ok(Json([&](JsonWriter& w) {
+      w.StartObject();
+      w.Key("message");
+      WriteMessage(w, *msg);
+      w.EndObject();
+    }));
+  });
+
+  router.Add("DELETE", m, [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(id, MessageId(req));
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(rid, GetString(*doc, "reservation_id"));
+    std::string reservation = rid->value_or("");
+    if (auto v = req.Query("reservation_id"); v && reservation.empty()) reservation = *v;
+    KILN_TRY(r, ctx->s.engine->DeleteMessage(project, std::string(req.Param("queue")),
+                                             {*id, reservation}));
+    co_return Msg("Deleted");
+  });
+
+  router.Add("POST", m + "/touch", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(id, MessageId(req));
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(rid, GetString(*doc, "reservation_id"));
+    KILN_TRY(timeout, GetInt(*doc, "timeout"));
+    KILN_TRY(fresh, ctx->s.engine->Touch(project, std::string(req.Param("queue")), *id,
+                                         rid->value_or(""), *timeout));
+    co_return Ok(Json([&](JsonWriter& w) {
+      w.StartObject();
+      w.Key("reservation_id");
+      WriteString(w, *fresh);
+      w.Key("msg");
+      w.String("Touched");
+      w.EndObject();
+    }));
+  });
+
+  router.Add("POST", m + "/release", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(id, MessageId(req));
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(rid, GetString(*doc, "reservation_id"));
+    KILN_TRY(delay, GetInt(*doc, "delay"));
+    KILN_TRY(r, ctx->s.engine->Release(project, std::string(req.Param("queue")), *id,
+                                       rid->value_or(""), delay->value_or(0)));
+    co_return Msg("Released");
+  });
+}
+
+}  // namespace kiln::api

@@ -1,0 +1,80 @@
+#include "base/ids.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <charconv>
+#include <cstring>
+#include <stdexcept>
+
+namespace kiln {
+namespace {
+constexpr char kHex[] = "0123456789abcdef";
+
+std::string ToHex(const unsigned char* p, size_t n) {
+  std::string out(n * 2, '0');
+  for (size_t i = 0; i < n; ++i) {
+    out[2 * i] = kHex[p[i] >> 4];
+    out[2 * i + 1] = kHex[p[i] & 15];
+  }
+  return out;
+}
+
+void Random(unsigned char* p, size_t n) {
+  if (RAND_bytes(p, static_cast<int>(n)) != 1) throw std::runtime_error("RAND_bytes failed");
+}
+}  // namespace
+
+std::string NewObjectId(int64_t now_ms) {
+  unsigned char b[12];
+  uint32_t secs = static_cast<uint32_t>(now_ms / 1000);
+  b[0] = secs >> 24, b[1] = secs >> 16, b[2] = secs >> 8, b[3] = secs;
+  Random(b + 4, 8);
+  return ToHex(b, 12);
+}
+
+bool IsObjectId(std::string_view s) {
+  if (s.size() != 24) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+std::string RandomHex(size_t n) {
+  std::string raw(n, '\0');
+  Random(reinterpret_cast<unsigned char*>(raw.data()), n);
+  return ToHex(reinterpret_cast<const unsigned char*>(raw.data()), n);
+}
+
+uint64_t RandomU64() {
+  uint64_t v;
+  Random(reinterpret_cast<unsigned char*>(&v), sizeof v);
+  return v;
+}
+
+std::string Sha256Hex(std::string_view s) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(s.data(), s.size(), md, &len, EVP_sha256(), nullptr);
+  return ToHex(md, len);
+}
+
+std::string HexU64(uint64_t v) {
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kHex[v & 15];
+  return out;
+}
+
+bool ParseHexU64(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 16) return false;
+  auto r = std::from_chars(s.data(), s.data() + s.size(), *out, 16);
+  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+
+bool ParseU64(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 20) return false;
+  auto r = std::from_chars(s.data(), s.data() + s.size(), *out, 10);
+  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+
+}  // namespace kiln

@@ -1,0 +1,27 @@
+// Identifiers and secrets: 24-hex project ids (ObjectId-shaped, as the Ruby
+// clients require), monotonic numeric message ids, random tokens and their
+// SHA-256 hashes. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace kiln {
+
+// A fresh 24-hex-character id: 4 bytes of seconds, 8 random bytes.
+std::string NewObjectId(int64_t now_ms);
+bool IsObjectId(std::string_view s);
+
+// `n` random bytes from the OS's CSPRNG, hex-encoded (2n characters).
+std::string RandomHex(size_t n);
+uint64_t RandomU64();
+
+// Lower-case hex SHA-256 of `s`.
+std::string Sha256Hex(std::string_view s);
+
+std::string HexU64(uint64_t v);  // 16 hex digits
+bool ParseHexU64(std::string_view s, uint64_t* out);
+bool ParseU64(std::string_view s, uint64_t* out);  // decimal
+
+}  // namespace kiln

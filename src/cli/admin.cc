@@ -1,0 +1,121 @@
+// `kiln project ...` and `kiln token ...`: administration with the admin
+// token (--admin-token, KILN_ADMIN_TOKEN, or DATA/admin.token).
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "cli/output.h"
+
+namespace kiln::cli {
+namespace {
+
+struct AdminFlags {
+  Connection conn;
+  std::string admin_token;
+  std::string data_dir = "data";
+  bool json = false;
+};
+
+Connection AdminConnection(const AdminFlags& f) {
+  Connection c = f.conn;
+  c.project_id = "-";  // not used; keeps Resolve from reading it
+  c.token = f.admin_token;
+  if (c.token.empty()) {
+    if (const char* v = std::getenv("KILN_ADMIN_TOKEN")) c.token = v;
+  }
+  if (c.token.empty()) {
+    std::ifstream in(f.data_dir + "/admin.token");
+    std::getline(in, c.token);
+  }
+  if (c.token.empty()) {
+    std::fprintf(stderr,
+                 "kiln: no admin token: pass --admin-token, set KILN_ADMIN_TOKEN, or run where "
+                 "%s/admin.token is readable (--data)\n",
+                 f.data_dir.c_str());
+    std::exit(2);
+  }
+  return Resolve(c);
+}
+
+void Common(CLI::App* cmd, AdminFlags& f) {
+  cmd->add_option("--host", f.conn.host, "Server host");
+  cmd->add_option("--port", f.conn.port, "Server port");
+  cmd->add_option("--admin-token", f.admin_token, "Admin token (KILN_ADMIN_TOKEN)");
+  cmd->add_option("--data", f.data_dir, "Data directory holding admin.token")
+      ->envname("KILN_DATA");
+  cmd->add_flag("--json", f.json, "Print the server's JSON reply");
+}
+
+void PrintToken(const rapidjson::Value& t) {
+  std::printf("%s  project %s  %s%s\n", t["id"].GetString(), t["project_id"].GetString(),
+              t["name"].GetString(), t["admin"].GetBool() ? "  (admin)" : "");
+  if (t.HasMember("token")) std::printf("token: %s  (shown once)\n", t["token"].GetString());
+}
+
+}  // namespace
+
+void AddAdminCommands(CLI::App& app) {
+  auto f = std::make_shared<AdminFlags>();
+  auto name = std::make_shared<std::string>();
+  auto project = std::make_shared<std::string>();
+
+  auto* projects = app.add_subcommand("project", "Projects (admin)");
+  projects->require_subcommand(1);
+  Common(projects, *f);
+  auto* pcreate = projects->add_subcommand("create", "Create a project and its first token");
+  pcreate->add_option("name", *name, "Project name")->required();
+  pcreate->callback([=] {
+    auto c = AdminConnection(*f);
+    std::string body = "{\"name\":" + JsonString(*name) + "}";
+    std::exit(Print(Call(c, "POST", "/kiln/v1/projects", body), f->json,
+                    [](const rapidjson::Document& d) {
+                      std::printf("project_id: %s\n", d["project"]["id"].GetString());
+                      std::printf("token: %s\n", d["token"]["token"].GetString());
+                    }));
+  });
+  projects->add_subcommand("list", "List projects")->callback([=] {
+    auto c = AdminConnection(*f);
+    std::exit(Print(Call(c, "GET", "/kiln/v1/projects"), f->json, [](const rapidjson::Document& d) {
+      for (const auto& p : d["projects"].GetArray())
+        std::printf("%s  %s\n", p["id"].GetString(), p["name"].GetString());
+    }));
+  });
+
+  auto* tokens = app.add_subcommand("token", "Tokens (admin)");
+  tokens->require_subcommand(1);
+  Common(tokens, *f);
+  auto* tcreate = tokens->add_subcommand("create", "Create a token for a project");
+  tcreate->add_option("--project", *project, "Project id")->required();
+  tcreate->add_option("--name", *name, "A name to recognise it by");
+  tcreate->callback([=] {
+    auto c = AdminConnection(*f);
+    std::string body =
+        "{\"project_id\":" + JsonString(*project) + ",\"name\":" + JsonString(*name) + "}";
+    std::exit(Print(Call(c, "POST", "/kiln/v1/tokens", body), f->json,
+                    [](const rapidjson::Document& d) { PrintToken(d["token"]); }));
+  });
+  auto* tlist = tokens->add_subcommand("list", "List tokens (never their secrets)");
+  tlist->add_option("--project", *project, "Only this project's");
+  tlist->callback([=] {
+    auto c = AdminConnection(*f);
+    std::string target = "/kiln/v1/tokens";
+    if (!project->empty()) target += "?project_id=" + Escape(*project);
+    std::exit(Print(Call(c, "GET", target), f->json, [](const rapidjson::Document& d) {
+      for (const auto& t : d["tokens"].GetArray()) PrintToken(t);
+    }));
+  });
+  auto* revoke = tokens->add_subcommand("revoke", "Revoke a token by its id");
+  revoke->add_option("id", *name, "Token id (from token list)")->required();
+  revoke->callback([=] {
+    auto c = AdminConnection(*f);
+    std::exit(Print(Call(c, "DELETE", "/kiln/v1/tokens/" + Escape(*name)), f->json,
+                    [](const rapidjson::Document& d) { std::printf("%s\n", d["msg"].GetString()); }));
+  });
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,38 @@
+// The CLI's connection to a Kiln server: where it is and which credentials
+// to send, found the way the Iron tools find them (flags, then IRON_* env,
+// then iron.json in the working directory and in ~), and a blocking HTTP
+// call. One thread; not thread-safe.
+#pragma once
+
+#include <string>
+
+#include "base/error.h"
+
+namespace kiln::cli {
+
+struct Connection {
+  std::string scheme = "http";
+  std::string host;
+  std::string port;
+  std::string project_id;
+  std::string token;
+};
+
+// Fills the fields `c` leaves empty from the environment and iron.json;
+// defaults to 127.0.0.1:8080.
+Connection Resolve(Connection c);
+
+struct Reply {
+  int status = 0;
+  std::string body;
+};
+
+// Sends one request (JSON body when `body` is not empty). Errors: Unavailable
+// when the server cannot be reached.
+Result<Reply> Call(const Connection& c, const std::string& method, const std::string& target,
+                   const std::string& body = "");
+
+// Percent-encodes a path segment.
+std::string Escape(const std::string& s);
+
+}  // namespace kiln::cli

@@ -1,0 +1,225 @@
+// `kiln mq <verb>`: the IronMQ v3 API from the shell.
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <memory>
+
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "cli/output.h"
+
+namespace kiln::cli {
+namespace {
+
+struct MqFlags {
+  Connection conn;
+  bool json = false;
+};
+
+std::string QueuePath(const Connection& c, const std::string& q) {
+  return "/3/projects/" + c.project_id + "/queues" + (q.empty() ? "" : "/" + Escape(q));
+}
+
+void PrintMessages(const rapidjson::Document& d) {
+  if (!d.HasMember("messages") || !d["messages"].IsArray() || d["messages"].Empty()) {
+    std::printf("no messages\n");
+    return;
+  }
+  for (const auto& m : d["messages"].GetArray()) {
+    std::printf("id %s  reserved %d", m["id"].GetString(), m["reserved_count"].GetInt());
+    if (m.HasMember("reservation_id"))
+      std::printf("  reservation_id %s", m["reservation_id"].GetString());
+    std::printf("\n  %s\n", m["body"].GetString());
+  }
+}
+
+void PrintMsg(const rapidjson::Document& d) {
+  if (d.HasMember("msg") && d["msg"].IsString()) std::printf("%s\n", d["msg"].GetString());
+}
+
+}  // namespace
+
+void AddMqCommands(CLI::App& app) {
+  auto f = std::make_shared<MqFlags>();
+  auto* mq = app.add_subcommand("mq", "Message queues (IronMQ v3)");
+  mq->require_subcommand(1);
+  mq->add_option("--host", f->conn.host, "Server host (IRON_HOST, iron.json)");
+  mq->add_option("--port", f->conn.port, "Server port (IRON_PORT, iron.json)");
+  mq->add_option("--project-id", f->conn.project_id, "Project id (IRON_PROJECT_ID, iron.json)");
+  mq->add_option("--token", f->conn.token, "Token (IRON_TOKEN, iron.json)");
+  mq->add_flag("--json", f->json, "Print the server's JSON reply");
+  auto conn = [f] { return Resolve(f->conn); };
+
+  auto* list = mq->add_subcommand("list", "List queues");
+  auto prefix = std::make_shared<std::string>();
+  list->add_option("--prefix", *prefix, "Only names starting with this");
+  list->callback([=] {
+    auto c = conn();
+    std::string target = QueuePath(c, "") + "?per_page=100";
+    if (!prefix->empty()) target += "&prefix=" + Escape(*prefix);
+    std::exit(Print(Call(c, "GET", target), f->json, [](const rapidjson::Document& d) {
+      for (const auto& q : d["queues"].GetArray()) std::printf("%s\n", q["name"].GetString());
+    }));
+  });
+
+  auto* create = mq->add_subcommand("create", "Create a queue, or change its settings");
+  auto name = std::make_shared<std::string>();
+  auto timeout = std::make_shared<int64_t>(0);
+  auto expiration = std::make_shared<int64_t>(0);
+  auto dlq = std::make_shared<std::string>();
+  auto max_res = std::make_shared<int64_t>(0);
+  create->add_option("queue", *name, "Queue name")->required();
+  create->add_option("--message-timeout", *timeout, "Reservation length in seconds (30-86400)");
+  create->add_option("--message-expiration", *expiration, "Seconds a message lives");
+  create->add_option("--dead-letter", *dlq, "Queue that receives over-reserved messages");
+  create->add_option("--max-reservations", *max_res, "Reservations before dead-lettering");
+  create->callback([=] {
+    auto c = conn();
+    std::string q = "{";
+    auto add = [&](const std::string& kv) { q += (q.size() > 1 ? "," : "") + kv; };
+    if (*timeout) add("\"message_timeout\":" + std::to_string(*timeout));
+    if (*expiration) add("\"message_expiration\":" + std::to_string(*expiration));
+    if (!dlq->empty() || *max_res) {
+      std::string dl = "\"dead_letter\":{\"queue_name\":" + JsonString(*dlq);
+      if (*max_res) dl += ",\"max_reservations\":" + std::to_string(*max_res);
+      add(dl + "}");
+    }
+    q += "}";
+    std::exit(Print(Call(c, "PUT", QueuePath(c, *name), "{\"queue\":" + q + "}"), f->json,
+                    [](const rapidjson::Document& d) {
+                      std::printf("queue %s ready\n", d["queue"]["name"].GetString());
+                    }));
+  });
+
+  auto* info = mq->add_subcommand("info", "Show a queue");
+  info->add_option("queue", *name, "Queue name")->required();
+  info->callback([=] {
+    auto c = conn();
+    std::exit(Print(Call(c, "GET", QueuePath(c, *name)), f->json, [](const rapidjson::Document& d) {
+      const auto& q = d["queue"];
+      std::printf("name                %s\n", q["name"].GetString());
+      std::printf("type                %s\n", q["type"].GetString());
+      std::printf("size                %lu\n", static_cast<unsigned long>(q["size"].GetUint64()));
+      std::printf("total_messages      %lu\n",
+                  static_cast<unsigned long>(q["total_messages"].GetUint64()));
+      std::printf("message_timeout     %ld s\n", static_cast<long>(q["message_timeout"].GetInt64()));
+      std::printf("message_expiration  %ld s\n",
+                  static_cast<long>(q["message_expiration"].GetInt64()));
+      if (q.HasMember("dead_letter"))
+        std::printf("dead_letter         %s after %d reservations\n",
+                    q["dead_letter"]["queue_name"].GetString(),
+                    q["dead_letter"]["max_reservations"].GetInt());
+    }));
+  });
+
+  auto* push = mq->add_subcommand("push", "Post messages (arguments, or one from stdin)");
+  auto bodies = std::make_shared<std::vector<std::string>>();
+  auto delay = std::make_shared<int64_t>(0);
+  push->add_option("queue", *name, "Queue name")->required();
+  push->add_option("body", *bodies, "Message bodies");
+  push->add_option("--delay", *delay, "Seconds before the messages become visible");
+  push->callback([=] {
+    auto c = conn();
+    if (bodies->empty())
+      bodies->push_back(std::string(std::istreambuf_iterator<char>(std::cin), {}));
+    std::string json = "{\"messages\":[";
+    for (size_t i = 0; i < bodies->size(); ++i) {
+      json += (i ? "," : "") + std::string("{\"body\":") + JsonString((*bodies)[i]);
+      if (*delay) json += ",\"delay\":" + std::to_string(*delay);
+      json += "}";
+    }
+    json += "]}";
+    std::exit(Print(Call(c, "POST", QueuePath(c, *name) + "/messages", json), f->json,
+                    [](const rapidjson::Document& d) {
+                      for (const auto& id : d["ids"].GetArray()) std::printf("%s\n", id.GetString());
+                    }));
+  });
+
+  auto* reserve = mq->add_subcommand("reserve", "Reserve messages");
+  auto n = std::make_shared<int>(1);
+  auto wait = std::make_shared<int>(0);
+  auto del = std::make_shared<bool>(false);
+  reserve->add_option("queue", *name, "Queue name")->required();
+  reserve->add_option("-n", *n, "How many (1-100)");
+  reserve->add_option("--timeout", *timeout, "Reservation length in seconds");
+  reserve->add_option("--wait", *wait, "Long-poll up to this many seconds (0-30)");
+  reserve->add_flag("--delete", *del, "Delete the messages as they are reserved");
+  reserve->callback([=] {
+    auto c = conn();
+    std::string json = "{\"n\":" + std::to_string(*n) + ",\"wait\":" + std::to_string(*wait) +
+                       (*timeout ? ",\"timeout\":" + std::to_string(*timeout) : "") +
+                       (*del ? ",\"delete\":true" : "") + "}";
+    std::exit(
+        Print(Call(c, "POST", QueuePath(c, *name) + "/reservations", json), f->json, PrintMessages));
+  });
+
+  auto* peek = mq->add_subcommand("peek", "Show ready messages without reserving them");
+  peek->add_option("queue", *name, "Queue name")->required();
+  peek->add_option("-n", *n, "How many (1-100)");
+  peek->callback([=] {
+    auto c = conn();
+    std::exit(Print(Call(c, "GET", QueuePath(c, *name) + "/messages?n=" + std::to_string(*n)),
+                    f->json, PrintMessages));
+  });
+
+  auto id = std::make_shared<std::string>();
+  auto rid = std::make_shared<std::string>();
+  auto* delete_cmd = mq->add_subcommand("delete", "Delete a message");
+  delete_cmd->add_option("queue", *name, "Queue name")->required();
+  delete_cmd->add_option("id", *id, "Message id")->required();
+  delete_cmd->add_option("--reservation-id", *rid, "Needed when the message is reserved");
+  delete_cmd->callback([=] {
+    auto c = conn();
+    std::string json = rid->empty() ? "{}" : "{\"reservation_id\":" + JsonString(*rid) + "}";
+    std::exit(Print(Call(c, "DELETE", QueuePath(c, *name) + "/messages/" + Escape(*id), json),
+                    f->json, PrintMsg));
+  });
+
+  auto* touch = mq->add_subcommand("touch", "Extend a reservation");
+  touch->add_option("queue", *name, "Queue name")->required();
+  touch->add_option("id", *id, "Message id")->required();
+  touch->add_option("--reservation-id", *rid, "Current reservation id")->required();
+  touch->add_option("--timeout", *timeout, "New reservation length in seconds");
+  touch->callback([=] {
+    auto c = conn();
+    std::string json = "{\"reservation_id\":" + JsonString(*rid) +
+                       (*timeout ? ",\"timeout\":" + std::to_string(*timeout) : "") + "}";
+    std::exit(Print(Call(c, "POST", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/touch",
+                         json),
+                    f->json, [](const rapidjson::Document& d) {
+                      std::printf("reservation_id %s\n", d["reservation_id"].GetString());
+                    }));
+  });
+
+  auto* release = mq->add_subcommand("release", "Give a reserved message back");
+  release->add_option("queue", *name, "Queue name")->required();
+  release->add_option("id", *id, "Message id")->required();
+  release->add_option("--reservation-id", *rid, "Current reservation id")->required();
+  release->add_option("--delay", *delay, "Seconds before it is visible again");
+  release->callback([=] {
+    auto c = conn();
+    std::string json = "{\"reservation_id\":" + JsonString(*rid) +
+                       ",\"delay\":" + std::to_string(*delay) + "}";
+    std::exit(Print(Call(c, "POST",
+                         QueuePath(c, *name) + "/messages/" + Escape(*id) + "/release", json),
+                    f->json, PrintMsg));
+  });
+
+  auto* clear = mq->add_subcommand("clear", "Delete every message of a queue");
+  clear->add_option("queue", *name, "Queue name")->required();
+  clear->callback([=] {
+    auto c = conn();
+    std::exit(Print(Call(c, "DELETE", QueuePath(c, *name) + "/messages", "{}"), f->json, PrintMsg));
+  });
+
+  auto* rm = mq->add_subcommand("rm", "Delete a queue and its messages");
+  rm->add_option("queue", *name, "Queue name")->required();
+  rm->callback([=] {
+    auto c = conn();
+    std::exit(Print(Call(c, "DELETE", QueuePath(c, *name), "{}"), f->json, PrintMsg));
+  });
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,53 @@
+// HTTP request and response as plain values, free of Beast types, so that
+// handlers and their callers need not include Beast. Thread-compatible.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace kiln::http {
+
+struct Request {
+  std::string method;  // upper case, e.g. "GET"
+  std::string target;  // as received, with the query string
+  std::string path;    // without the query string, not decoded
+  std::unordered_map<std::string, std::string> query;   // percent-decoded
+  std::unordered_map<std::string, std::string> params;  // filled by the router, decoded
+  std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
+  std::string body;
+  std::string remote;  // peer address
+
+  // The first header named `name` (lower case), or "".
+  std::string_view Header(std::string_view name) const {
+    for (const auto& [k, v] : headers)
+      if (k == name) return v;
+    return {};
+  }
+  std::string_view Param(const std::string& name) const {
+    auto it = params.find(name);
+    return it == params.end() ? std::string_view() : std::string_view(it->second);
+  }
+  const std::string* Query(const std::string& name) const {
+    auto it = query.find(name);
+    return it == query.end() ? nullptr : &it->second;
+  }
+};
+
+struct Response {
+  Response(int status_code = 200, std::string body_text = {})
+      : status(status_code), body(std::move(body_text)) {}
+
+  int status;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Percent-decodes `s` ('+' stays '+' in paths; in queries it means a space).
+// Returns false on a malformed escape.
+bool PercentDecode(std::string_view s, bool plus_is_space, std::string* out);
+
+}  // namespace kiln::http

@@ -1,0 +1,276 @@
+#include "http/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <list>
+#include <mutex>
+#include <thread>
+
+namespace kiln::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+
+namespace {
+
+std::string ErrorBody(std::string_view msg) {
+  std::string out = "{\"msg\":\"";
+  out += msg;  // callers pass fixed ASCII text
+  out += "\"}";
+  return out;
+}
+
+void ParseQuery(std::string_view q, Request* req) {
+  while (!q.empty()) {
+    size_t amp = q.find('&');
+    auto pair = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
+    if (pair.empty()) continue;
+    size_t eq = pair.find('=');
+    std::string k, v;
+    if (!PercentDecode(pair.substr(0, eq), true, &k)) continue;
+    if (eq != std::string_view::npos && !PercentDecode(pair.substr(eq + 1), true, &v)) continue;
+    req->query.emplace(std::move(k), std::move(v));
+  }
+}
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions options;
+  const Router& router;
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::atomic<size_t> next_context{0};
+
+  // Live connections, so that Stop can close the idle ones.
+  struct Conn {
+    beast::tcp_stream* stream;
+    bool busy = false;  // a request is being handled
+  };
+  std::mutex conns_mu;
+  std::list<Conn> conns;
+  std::atomic<size_t> live{0};
+
+  Impl(ServerOptions o, const Router& r) : options(std::move(o)), router(r) {}
+
+  awaitable<void> Accept(std::atomic<bool>& stopping) {
+    for (;;) {
+      auto& ctx = *contexts[next_context++ % contexts.size()];
+      boost::system::error_code ec;
+      tcp::socket sock = co_await acceptor->async_accept(
+          ctx, asio::redirect_error(use_awaitable, ec));
+      if (ec) {
+        if (stopping || ec == asio::error::operation_aborted) co_return;
+        spdlog::warn("accept: {}", ec.message());
+        continue;
+      }
+      sock.set_option(tcp::no_delay(true), ec);
+      asio::co_spawn(ctx, Session(std::move(sock), stopping), asio::detached);
+    }
+  }
+
+  awaitable<void> Session(tcp::socket sock, std::atomic<bool>& stopping) {
+    ++live;
+    std::string remote;
+    boost::system::error_code ec;
+    auto ep = sock.remote_endpoint(ec);
+    if (!ec) remote = ep.address().to_string();
+    beast::tcp_stream stream(std::move(sock));
+    std::list<Conn>::iterator me;
+    {
+      std::lock_guard lock(conns_mu);
+      me = conns.insert(conns.end(), Conn{&stream});
+    }
+    beast::flat_buffer buffer;
+    bool first = true;
+    while (!stopping) {
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(static_cast<uint32_t>(options.max_header_bytes));
+      parser.body_limit(options.max_body_bytes);
+      // Idle until the first byte of the next request, then a read timeout
+      // for the whole of it.
+      stream.expires_after(first || buffer.size() > 0 ? options.read_timeout
+                                                       : options.idle_timeout);
+      first = false;
+      co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+      if (ec) {
+        int status = 0;
+        const char* msg = nullptr;
+        if (ec == bhttp::error::body_limit) {
+          status = 413, msg = "Request body too large";
+        } else if (ec == bhttp::error::header_limit) {
+          status = 431, msg = "Request headers too large";
+        } else if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
+                   ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
+          status = 400, msg = "Malformed HTTP request";
+        }
+        if (status) {
+          bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+          res.set(bhttp::field::content_type, "application/json");
+          res.set(bhttp::field::connection, "close");
+          res.body() = ErrorBody(msg);
+          res.prepare_payload();
+          stream.expires_after(std::chrono::seconds(5));
+          co_await bhttp::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
+        }
+        break;
+      }
+      {
+        std::lock_guard lock(conns_mu);
+        me->busy = true;
+      }
+      stream.expires_never();
+      auto& breq = parser.get();
+      bool keep_alive = breq.keep_alive();
+      auto started = std::chrono::steady_clock::now();
+      Response res = co_await Handle(breq, remote);
+      bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(res.status),
+                                              breq.version()};
+      out.set(bhttp::field::server, "kiln");
+      out.set(bhttp::field::content_type, res.content_type);
+      for (auto& [k, v] : res.headers) out.set(k, v);
+      out.body() = std::move(res.body);
+      out.keep_alive(keep_alive && !stopping);
+      out.prepare_payload();
+      if (options.access_log) {
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - started)
+                      .count();
+        spdlog::info("{} {} {} {} {}us", remote, std::string_view(breq.method_string()),
+                     std::string_view(breq.target()), res.status, us);
+      }
+      stream.expires_after(options.read_timeout);
+      co_await bhttp::async_write(stream, out, asio::redirect_error(use_awaitable, ec));
+      {
+        std::lock_guard lock(conns_mu);
+        me->busy = false;
+      }
+      if (ec || !out.keep_alive()) break;
+    }
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    {
+      std::lock_guard lock(conns_mu);
+      conns.erase(me);
+    }
+    --live;
+  }
+
+  awaitable<Response> Handle(bhttp::request<bhttp::string_body>& breq, const std::string& remote) {
+    Request req;
+    req.method = std::string(breq.method_string());
+    req.target = std::string(breq.target());
+    size_t qpos = req.target.find('?');
+    req.path = req.target.substr(0, qpos);
+    if (qpos != std::string::npos) ParseQuery(std::string_view(req.target).substr(qpos + 1), &req);
+    for (auto& f : breq) {
+      std::string name(f.name_string());
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      req.headers.emplace_back(std::move(name), std::string(f.value()));
+    }
+    req.body = std::move(breq.body());
+    req.remote = remote;
+    const Handler* handler = nullptr;
+    switch (router.Find(req, &handler)) {
+      case Router::Match::kFound:
+        break;
+      case Router::Match::kNoPath:
+        co_return Response{404, ErrorBody("Not found")};
+      case Router::Match::kNoMethod:
+        co_return Response{405, ErrorBody("Method not allowed")};
+      case Router::Match::kBadPath:
+        co_return Response{400, ErrorBody("Malformed path")};
+    }
+    try {
+      co_return co_await (*handler)(req);
+    } catch (const std::exception& e) {
+      spdlog::error("handler for {} {} threw: {}", req.method, req.path, e.what());
+      co_return Response{500, ErrorBody("Internal error")};
+    }
+  }
+};
+
+Server::Server(ServerOptions options, const Router& router)
+    : impl_(std::make_unique<Impl>(std::move(options), router)) {
+  int n = impl_->options.threads > 0 ? impl_->options.threads
+                                     : static_cast<int>(std::thread::hardware_concurrency());
+  if (n < 1) n = 1;
+  for (int i = 0; i < n; ++i) {
+    impl_->contexts.push_back(std::make_unique<asio::io_context>(1));
+    impl_->guards.push_back(asio::make_work_guard(*impl_->contexts.back()));
+  }
+}
+
+Server::~Server() = default;
+
+asio::io_context& Server::context(size_t i) { return *impl_->contexts[i % impl_->contexts.size()]; }
+size_t Server::context_count() const { return impl_->contexts.size(); }
+
+Result<uint16_t> Server::Listen() {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(impl_->options.host, ec);
+  if (ec) return Fail(Error::InvalidArgument("bad listen address: " + impl_->options.host));
+  tcp::endpoint ep(addr, impl_->options.port);
+  auto acc = std::make_unique<tcp::acceptor>(*impl_->contexts[0]);
+  acc->open(ep.protocol(), ec);
+  if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acc->bind(ep, ec);
+  if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return Fail(Error::Unavailable("cannot listen on " + impl_->options.host + ":" +
+                                   std::to_string(impl_->options.port) + ": " + ec.message()));
+  uint16_t port = acc->local_endpoint().port();
+  impl_->acceptor = std::move(acc);
+  asio::co_spawn(*impl_->contexts[0], impl_->Accept(stopping_), asio::detached);
+  return port;
+}
+
+void Server::Run() {
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < impl_->contexts.size(); ++i)
+    threads.emplace_back([this, i] { impl_->contexts[i]->run(); });
+  impl_->contexts[0]->run();
+  for (auto& t : threads) t.join();
+}
+
+void Server::Stop(std::chrono::milliseconds grace) {
+  if (stopping_.exchange(true)) return;
+  asio::post(*impl_->contexts[0], [this] {
+    boost::system::error_code ec;
+    if (impl_->acceptor) impl_->acceptor->close(ec);
+  });
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  // Idle connections are waiting for a request that will not be served:
+  // close them. Busy ones finish their request and then close.
+  while (impl_->live > 0 && std::chrono::steady_clock::now() < deadline) {
+    {
+      std::lock_guard lock(impl_->conns_mu);
+      for (auto& c : impl_->conns)
+        if (!c.busy) {
+          auto* stream = c.stream;
+          asio::post(stream->get_executor(), [this, stream] {
+            std::lock_guard l(impl_->conns_mu);
+            for (auto& c2 : impl_->conns)
+              if (c2.stream == stream && !c2.busy) stream->cancel();
+          });
+        }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (auto& g : impl_->guards) g.reset();
+  for (auto& c : impl_->contexts) c->stop();
+}
+
+}  // namespace kiln::http

@@ -1,0 +1,58 @@
+// The HTTP/1.1 server: Boost.Beast with C++20 coroutines, one io_context and
+// one thread per core, keep-alive and pipelining, limits on header and body
+// size, idle and read timeouts, and a graceful stop. Knows nothing of queues.
+// Start/Stop from one controlling thread; handlers run on the io threads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "http/router.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace kiln::http {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8080;  // 0: any free port
+  int threads = 0;       // 0: one per core
+  size_t max_header_bytes = 16 * 1024;
+  size_t max_body_bytes = 1 << 20;
+  std::chrono::seconds read_timeout{30};  // to receive one whole request
+  std::chrono::seconds idle_timeout{75};  // between requests on a keep-alive connection
+  bool access_log = true;
+};
+
+class Server {
+ public:
+  Server(ServerOptions options, const Router& router);
+  ~Server();
+
+  // Binds and listens. Returns the bound port. Errors: Unavailable.
+  Result<uint16_t> Listen();
+  // Runs the io threads until Stop() finishes; blocks.
+  void Run();
+  // Stops accepting, closes idle connections, lets in-flight requests
+  // finish (up to `grace`), then ends Run. Safe to call from any thread.
+  void Stop(std::chrono::milliseconds grace = std::chrono::seconds(10));
+
+  bool stopping() const { return stopping_; }
+  // Any of the server's io contexts (for timers owned by callers).
+  boost::asio::io_context& context(size_t i);
+  size_t context_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace kiln::http

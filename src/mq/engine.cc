@@ -1,0 +1,554 @@
+#include "mq/engine.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "base/ids.h"
+
+namespace kiln::mq {
+namespace {
+
+Error QueueNotFound() { return Error::NotFound("Queue not found"); }
+Error MessageNotFound() { return Error::NotFound("Message not found"); }
+Error ReservationMismatch() { return Error::PermissionDenied("Reservation timed out"); }
+
+TimeMs Seconds(int64_t s) { return s * 1000; }
+
+Result<void> CheckRange(const char* what, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi)
+    return Fail(Error::InvalidArgument(std::string(what) + " must be between " +
+                                       std::to_string(lo) + " and " + std::to_string(hi)));
+  return Ok();
+}
+
+}  // namespace
+
+std::string FormatReservationId(uint64_t id, uint64_t token) { return HexU64(id) + HexU64(token); }
+
+bool ParseReservationId(const std::string& s, uint64_t id, uint64_t* token) {
+  uint64_t got_id = 0;
+  return s.size() == 32 && ParseHexU64(std::string_view(s).substr(0, 16), &got_id) &&
+         got_id == id && ParseHexU64(std::string_view(s).substr(16), token);
+}
+
+Result<void> ValidateQueueName(const std::string& name) {
+  if (name.empty() || name.size() > 255)
+    return Fail(Error::InvalidArgument("Queue name must be 1 to 255 bytes"));
+  for (unsigned char c : name)
+    if (c < 0x20 || c == 0x7f || c == '/' || c == '?' || c == '#')
+      return Fail(Error::InvalidArgument("Queue name contains an invalid character"));
+  return Ok();
+}
+
+Engine::Engine(store::Store& store, const Clock& clock, EngineOptions options)
+    : store_(store), clock_(clock), options_(options) {}
+
+Engine::~Engine() = default;
+
+uint64_t Engine::NextMessageId() { return next_id_.fetch_add(1) + 1; }
+
+Result<void> Engine::Recover() {
+  std::unordered_map<uint64_t, SlotPtr> by_qid;
+  auto r = store_.ForEachQueue([&](const store::QueueRecord& rec, uint64_t total) {
+    auto slot = std::make_shared<Slot>(rec);
+    slot->queue.set_total_messages(total);
+    by_qid[rec.qid] = slot;
+    queues_[Key(rec.project_id, rec.name)] = slot;
+  });
+  if (!r) return r;
+  TimeMs now = clock_.NowMs();
+  uint64_t max_id = 0;
+  std::vector<uint64_t> orphans;
+  r = store_.ForEachMessage([&](uint64_t qid, const store::MessageState& s) {
+    max_id = std::max(max_id, s.id);
+    auto it = by_qid.find(qid);
+    if (it == by_qid.end()) return;  // its queue was deleted; DeleteQueue removed the range
+    it->second->queue.Add(s, now);
+  });
+  if (!r) return r;
+  // Ids grow with time so that they stay unique across restarts even when
+  // the newest messages were deleted: (ms << 20) leaves room for 2^20 per ms.
+  next_id_ = std::max<uint64_t>(max_id, static_cast<uint64_t>(now) << 20);
+  return Ok();
+}
+
+Engine::SlotPtr Engine::Find(const std::string& project, const std::string& name) const {
+  std::shared_lock lock(map_mu_);
+  auto it = queues_.find(Key(project, name));
+  return it == queues_.end() ? nullptr : it->second;
+}
+
+Result<Engine::SlotPtr> Engine::FindOrCreate(const std::string& project,
+                                             const std::string& name) {
+  if (auto s = Find(project, name)) return s;
+  if (auto v = ValidateQueueName(name); !v) return Fail(v.error());
+  std::unique_lock lock(map_mu_);
+  auto& slot = queues_[Key(project, name)];
+  if (slot) return slot;
+  store::QueueRecord rec;
+  rec.qid = store_.NextQueueId();
+  rec.project_id = project;
+  rec.name = name;
+  rec.created_at = clock_.NowMs();
+  if (auto w = store_.PutQueue(rec); !w) {
+    queues_.erase(Key(project, name));
+    return Fail(w.error());
+  }
+  slot = std::make_shared<Slot>(std::move(rec));
+  return slot;
+}
+
+std::vector<std::string> Engine::ListQueues(const std::string& project, const std::string& prefix,
+                                            const std::string& previous, int per_page) const {
+  std::vector<std::string> out;
+  std::shared_lock lock(map_mu_);
+  std::string start = Key(project, std::max(previous, prefix));
+  auto it = previous.empty() || previous < prefix ? queues_.lower_bound(start)
+                                                  : queues_.upper_bound(start);
+  std::string want = Key(project, prefix);
+  for (; it != queues_.end() && static_cast<int>(out.size()) < per_page; ++it) {
+    if (it->first.compare(0, want.size(), want) != 0) break;
+    out.push_back(it->first.substr(project.size()));
+  }
+  return out;
+}
+
+Result<QueueInfo> Engine::GetQueue(const std::string& project, const std::string& name) const {
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  std::lock_guard lock(slot->mu);
+  if (slot->deleted) return Fail(QueueNotFound());
+  return QueueInfo{slot->queue.record(), slot->queue.size(), slot->queue.total_messages()};
+}
+
+Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s,
+                                   bool creating) const {
+  if (s.type) {
+    if (*s.type != "pull" && *s.type != "unicast" && *s.type != "multicast")
+      return Fail(Error::InvalidArgument("type must be pull, unicast or multicast"));
+    if (*s.type != r.type && !creating)
+      return Fail(Error::InvalidArgument("Queue type cannot be changed"));
+    if (*s.type != "pull")
+      return Fail(Error::InvalidArgument("Push queues are not supported by this server yet"));
+  }
+  if (s.message_timeout) {
+    if (auto v = CheckRange("message_timeout", *s.message_timeout, kMinTimeout, kMaxTimeout); !v)
+      return v;
+    r.message_timeout = *s.message_timeout;
+  }
+  if (s.message_expiration) {
+    if (auto v = CheckRange("message_expiration", *s.message_expiration, kMinExpiration,
+                            kMaxExpiration);
+        !v)
+      return v;
+    r.message_expiration = *s.message_expiration;
+  }
+  if (s.max_reservations) {
+    if (auto v = CheckRange("max_reservations", *s.max_reservations, 1, kMaxReservationsLimit); !v)
+      return v;
+    r.max_reservations = *s.max_reservations;
+  }
+  if (s.dead_letter_queue) {
+    if (*s.dead_letter_queue == r.name)
+      return Fail(Error::InvalidArgument("A queue cannot be its own dead letter queue"));
+    if (!s.dead_letter_queue->empty()) {
+      if (auto v = ValidateQueueName(*s.dead_letter_queue); !v) return v;
+    }
+    r.dead_letter_queue = *s.dead_letter_queue;
+  }
+  return Ok();
+}
+
+Result<QueueInfo> Engine::PutQueue(const std::string& project, const std::string& name,
+                                   const QueueSettings& s) {
+  if (auto v = ValidateQueueName(name); !v) return Fail(v.error());
+  // Validate before creating so that a bad request leaves nothing behind.
+  store::QueueRecord probe;
+  probe.name = name;
+  bool exists = Find(project, name) != nullptr;
+  if (!exists) {
+    if (auto v = ApplySettings(probe, s, true); !v) return Fail(v.error());
+  }
+  auto slot = FindOrCreate(project, name);
+  if (!slot) return Fail(slot.error());
+  std::lock_guard lock((*slot)->mu);
+  if ((*slot)->deleted) return Fail(QueueNotFound());
+  auto rec = (*slot)->queue.record();
+  if (auto v = ApplySettings(rec, s, !exists); !v) return Fail(v.error());
+  if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
+  (*slot)->queue.record() = rec;
+  return QueueInfo{rec, (*slot)->queue.size(), (*slot)->queue.total_messages()};
+}
+
+Result<QueueInfo> Engine::UpdateQueue(const std::string& project, const std::string& name,
+                                      const QueueSettings& s) {
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  std::lock_guard lock(slot->mu);
+  if (slot->deleted) return Fail(QueueNotFound());
+  auto rec = slot->queue.record();
+  if (auto v = ApplySettings(rec, s, false); !v) return Fail(v.error());
+  if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
+  slot->queue.record() = rec;
+  return QueueInfo{rec, slot->queue.size(), slot->queue.total_messages()};
+}
+
+Result<void> Engine::DeleteQueue(const std::string& project, const std::string& name) {
+  SlotPtr slot;
+  {
+    std::unique_lock lock(map_mu_);
+    auto it = queues_.find(Key(project, name));
+    if (it == queues_.end()) return Fail(QueueNotFound());
+    slot = it->second;
+    queues_.erase(it);
+  }
+  std::lock_guard lock(slot->mu);
+  slot->deleted = true;
+  slot->queue.Clear();
+  slot->queue.WakeWaiters();
+  return store_.DeleteQueue(slot->queue.record().qid);
+}
+
+void Engine::Post(const std::string& project, const std::string& name,
+                  std::vector<NewMessage> messages, PostDone done) {
+  if (messages.empty()) return done(Fail(Error::InvalidArgument("No messages to post")));
+  if (messages.size() > kMaxBatch)
+    return done(Fail(Error::InvalidArgument("At most 100 messages can be posted at once")));
+  for (const auto& m : messages) {
+    if (auto v = CheckRange("delay", m.delay, 0, kMaxDelay); !v) return done(Fail(v.error()));
+    if (m.body.size() > options_.max_message_bytes)
+      return done(Fail(Error::TooLarge("Message body exceeds " +
+                                       std::to_string(options_.max_message_bytes) + " bytes")));
+  }
+  auto found = FindOrCreate(project, name);
+  if (!found) return done(Fail(found.error()));
+  SlotPtr slot = *found;
+
+  TimeMs now = clock_.NowMs();
+  store::MessageBatch batch;
+  std::vector<store::MessageState> states;
+  states.reserve(messages.size());
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return done(Fail(QueueNotFound()));
+    const auto& rec = slot->queue.record();
+    uint64_t total = 0;
+    for (auto& m : messages) {
+      store::MessageState s;
+      s.id = NextMessageId();
+      s.visible_at = m.delay > 0 ? now + Seconds(m.delay) : 0;
+      s.expires_at = now + Seconds(rec.message_expiration);
+      states.push_back(s);
+      batch.Put(rec.qid, s, std::move(m.body));
+      total = slot->queue.CountPosted();
+    }
+    batch.SetTotal(rec.qid, total);
+  }
+  store_.Commit(std::move(batch), [this, slot, states = std::move(states),
+                                   done = std::move(done)](Result<void> r) mutable {
+    if (!r) return done(Fail(r.error()));
+    std::vector<uint64_t> ids;
+    ids.reserve(states.size());
+    {
+      std::lock_guard lock(slot->mu);
+      TimeMs now = clock_.NowMs();
+      if (!slot->deleted) {
+        for (const auto& s : states) slot->queue.Add(s, now);
+        slot->queue.WakeWaiters();
+      }
+    }
+    for (const auto& s : states) ids.push_back(s.id);
+    done(std::move(ids));
+  });
+}
+
+Result<std::vector<Message>> Engine::Reserve(const std::string& project, const std::string& name,
+                                             const ReserveOptions& o,
+                                             std::shared_ptr<Waiter> waiter) {
+  if (auto v = CheckRange("n", o.n, 1, kMaxBatch); !v) return Fail(v.error());
+  if (o.timeout) {
+    if (auto v = CheckRange("timeout", *o.timeout, kMinTimeout, kMaxTimeout); !v)
+      return Fail(v.error());
+  }
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+
+  std::vector<Message> out;
+  std::vector<store::MessageState> dead;
+  std::string dlq;
+  uint64_t qid;
+  store::MessageBatch batch;
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return Fail(QueueNotFound());
+    Queue& q = slot->queue;
+    const auto& rec = q.record();
+    qid = rec.qid;
+    dlq = rec.dead_letter_queue;
+    TimeMs now = clock_.NowMs();
+    q.Tick(now);
+    TimeMs until = now + Seconds(o.timeout.value_or(rec.message_timeout));
+    while (static_cast<int>(out.size()) < o.n) {
+      auto s = q.PopReady();
+      if (!s) break;
+      if (s->expires_at <= now) {
+        q.Remove(s->id);
+        batch.Delete(qid, s->id);
+        continue;
+      }
+      if (!dlq.empty() && s->reserved_count >= static_cast<uint64_t>(rec.max_reservations)) {
+        q.Remove(s->id);
+        dead.push_back(*s);
+        continue;
+      }
+      auto body = store_.GetBody(qid, s->id);
+      if (!body) {
+        // The index and the store disagree; put the message back rather than lose it.
+        q.Release(s->id, now, now);
+        return Fail(body.error());
+      }
+      Message m{s->id, std::move(*body), s->reserved_count + 1, {}};
+      if (o.delete_messages) {
+        q.Remove(s->id);
+        batch.Delete(qid, s->id);
+      } else {
+        uint64_t token = RandomU64() | 1;
+        batch.PutState(qid, q.Reserve(s->id, token, until, true));
+        m.reservation_id = FormatReservationId(s->id, token);
+      }
+      out.push_back(std::move(m));
+    }
+    if (out.empty() && waiter) q.AddWaiter(std::move(waiter));
+  }
+  if (!batch.empty()) {
+    if (auto w = store_.Write(batch); !w) return Fail(w.error());
+  }
+  if (!dead.empty()) MoveToDeadLetter(project, dlq, qid, std::move(dead));
+  return out;
+}
+
+void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq,
+                              uint64_t from_qid, std::vector<store::MessageState> states) {
+  auto slot = FindOrCreate(project, dlq);
+  TimeMs now = clock_.NowMs();
+  if (!slot) {
+    // Cannot create the dead letter queue: keep the messages where they were.
+    return;
+  }
+  std::lock_guard lock((*slot)->mu);
+  Queue& q = (*slot)->queue;
+  store::MessageBatch batch;
+  std::vector<store::MessageState> moved;
+  for (auto s : states) {
+    auto body = store_.GetBody(from_qid, s.id);
+    if (!body) continue;
+    s.visible_at = 0;
+    s.reservation = 0;
+    s.expires_at = now + Seconds(q.record().message_expiration);
+    batch.Delete(from_qid, s.id);
+    batch.Put(q.record().qid, s, std::move(*body));
+    moved.push_back(s);
+  }
+  batch.SetTotal(q.record().qid, q.total_messages() + moved.size());
+  if (!store_.Write(batch)) return;
+  for (const auto& s : moved) {
+    q.Add(s, now);
+    q.CountPosted();
+  }
+  q.WakeWaiters();
+}
+
+void Engine::CancelWait(const std::string& project, const std::string& name,
+                        const Waiter* waiter) {
+  auto slot = Find(project, name);
+  if (!slot) return;
+  std::lock_guard lock(slot->mu);
+  slot->queue.RemoveWaiter(waiter);
+}
+
+Result<std::vector<Message>> Engine::Peek(const std::string& project, const std::string& name,
+                                          int n) {
+  if (auto v = CheckRange("n", n, 1, kMaxBatch); !v) return Fail(v.error());
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  std::lock_guard lock(slot->mu);
+  if (slot->deleted) return Fail(QueueNotFound());
+  TimeMs now = clock_.NowMs();
+  slot->queue.Tick(now);
+  std::vector<Message> out;
+  for (const auto& s : slot->queue.PeekReady(static_cast<size_t>(n) + 16)) {
+    if (static_cast<int>(out.size()) == n) break;
+    if (s.expires_at <= now) continue;
+    auto body = store_.GetBody(slot->queue.record().qid, s.id);
+    if (!body) return Fail(body.error());
+    out.push_back({s.id, std::move(*body), s.reserved_count, {}});
+  }
+  return out;
+}
+
+Result<Message> Engine::GetMessage(const std::string& project, const std::string& name,
+                                   uint64_t id) {
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  std::lock_guard lock(slot->mu);
+  if (slot->deleted) return Fail(QueueNotFound());
+  auto s = slot->queue.Find(id);
+  if (!s || s->expires_at <= clock_.NowMs()) return Fail(MessageNotFound());
+  auto body = store_.GetBody(slot->queue.record().qid, id);
+  if (!body) return Fail(body.error());
+  return Message{id, std::move(*body), s->reserved_count, {}};
+}
+
+Result<store::MessageState> Engine::CheckReservation(const Queue& q, const DeleteRef& ref,
+                                                     TimeMs now) const {
+  auto s = q.Find(ref.id);
+  if (!s) return Fail(MessageNotFound());
+  bool reserved = s->reservation != 0 && s->visible_at > now;
+  if (ref.reservation_id.empty()) {
+    if (reserved) return Fail(ReservationMismatch());
+    return *s;
+  }
+  uint64_t token = 0;
+  if (!reserved || !ParseReservationId(ref.reservation_id, ref.id, &token) ||
+      token != s->reservation)
+    return Fail(ReservationMismatch());
+  return *s;
+}
+
+Result<void> Engine::DeleteMessage(const std::string& project, const std::string& name,
+                                   const DeleteRef& ref) {
+  return DeleteMessages(project, name, {ref});
+}
+
+Result<void> Engine::DeleteMessages(const std::string& project, const std::string& name,
+                                    const std::vector<DeleteRef>& refs) {
+  if (refs.size() > static_cast<size_t>(kMaxBatch))
+    return Fail(Error::InvalidArgument("At most 100 messages can be deleted at once"));
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  store::MessageBatch batch;
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return Fail(QueueNotFound());
+    Queue& q = slot->queue;
+    TimeMs now = clock_.NowMs();
+    for (const auto& ref : refs) {
+      if (auto c = CheckReservation(q, ref, now); !c) return Fail(c.error());
+    }
+    for (const auto& ref : refs) {
+      q.Remove(ref.id);
+      batch.Delete(q.record().qid, ref.id);
+    }
+  }
+  return store_.Write(batch);
+}
+
+Result<void> Engine::Clear(const std::string& project, const std::string& name) {
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  std::lock_guard lock(slot->mu);
+  if (slot->deleted) return Fail(QueueNotFound());
+  slot->queue.Clear();
+  return store_.ClearMessages(slot->queue.record().qid);
+}
+
+Result<std::string> Engine::Touch(const std::string& project, const std::string& name,
+                                  uint64_t id, const std::string& reservation_id,
+                                  std::optional<int64_t> timeout) {
+  if (timeout) {
+    if (auto v = CheckRange("timeout", *timeout, kMinTimeout, kMaxTimeout); !v)
+      return Fail(v.error());
+  }
+  if (reservation_id.empty()) return Fail(Error::InvalidArgument("reservation_id is required"));
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  store::MessageBatch batch;
+  std::string rid;
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return Fail(QueueNotFound());
+    Queue& q = slot->queue;
+    TimeMs now = clock_.NowMs();
+    if (auto c = CheckReservation(q, {id, reservation_id}, now); !c) return Fail(c.error());
+    uint64_t token = RandomU64() | 1;
+    TimeMs until = now + Seconds(timeout.value_or(q.record().message_timeout));
+    batch.PutState(q.record().qid, q.Reserve(id, token, until, true));
+    rid = FormatReservationId(id, token);
+  }
+  if (auto w = store_.Write(batch); !w) return Fail(w.error());
+  return rid;
+}
+
+Result<void> Engine::Release(const std::string& project, const std::string& name, uint64_t id,
+                             const std::string& reservation_id, int64_t delay) {
+  if (auto v = CheckRange("delay", delay, 0, kMaxDelay); !v) return Fail(v.error());
+  if (reservation_id.empty()) return Fail(Error::InvalidArgument("reservation_id is required"));
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  store::MessageBatch batch;
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return Fail(QueueNotFound());
+    Queue& q = slot->queue;
+    TimeMs now = clock_.NowMs();
+    if (auto c = CheckReservation(q, {id, reservation_id}, now); !c) return Fail(c.error());
+    batch.PutState(q.record().qid, q.Release(id, now + Seconds(delay), now));
+    if (delay == 0) q.WakeWaiters();
+  }
+  return store_.Write(batch);
+}
+
+void Engine::Tick() {
+  std::vector<SlotPtr> slots;
+  {
+    std::shared_lock lock(map_mu_);
+    slots.reserve(queues_.size());
+    for (auto& [k, s] : queues_) slots.push_back(s);
+  }
+  TimeMs now = clock_.NowMs();
+  for (auto& slot : slots) {
+    store::MessageBatch batch;
+    {
+      std::lock_guard lock(slot->mu);
+      if (slot->deleted) continue;
+      Queue& q = slot->queue;
+      bool woke = q.Tick(now);
+      // Messages expire in about the order they were posted, so the expired
+      // ones gather at the head of the ready list.
+      for (;;) {
+        auto head = q.PeekReady(1);
+        if (head.empty() || head[0].expires_at > now) break;
+        q.PopReady();
+        q.Remove(head[0].id);
+        batch.Delete(q.record().qid, head[0].id);
+      }
+      if (woke) q.WakeWaiters();
+    }
+    if (!batch.empty()) store_.Write(batch);
+  }
+}
+
+void Engine::WakeAll() {
+  std::shared_lock lock(map_mu_);
+  for (auto& [k, s] : queues_) {
+    std::lock_guard l(s->mu);
+    s->queue.WakeWaiters();
+  }
+}
+
+size_t Engine::queue_count() const {
+  std::shared_lock lock(map_mu_);
+  return queues_.size();
+}
+
+size_t Engine::message_count() const {
+  std::shared_lock lock(map_mu_);
+  size_t n = 0;
+  for (auto& [k, s] : queues_) {
+    std::lock_guard l(s->mu);
+    n += s->queue.size();
+  }
+  return n;
+}
+
+}  // namespace kiln::mq

@@ -1,0 +1,176 @@
+// mq::Engine: the IronMQ v3 pull-queue semantics over a Store. Keeps every
+// queue's index in memory (mq::Queue) and the store as the durable record:
+// posts are committed (fsync'd, group-committed) before they are visible;
+// reserve, touch, release and delete ride the log unsynced, so a crash can
+// only make a message visible again (docs/storage-format.md).
+// Thread-safe. Lock order: the engine's map lock, then one queue's lock;
+// never two queue locks at once (a dead-letter move takes them in turn).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/error.h"
+#include "mq/queue.h"
+#include "store/store.h"
+
+namespace kiln::mq {
+
+struct EngineOptions {
+  size_t max_message_bytes = 64 * 1024;
+};
+
+// Limits of the wire contract (iron-api.md §1.6).
+inline constexpr int64_t kMinTimeout = 30, kMaxTimeout = 86400;
+inline constexpr int64_t kMaxDelay = 604800;
+inline constexpr int64_t kMinExpiration = 60, kMaxExpiration = 2592000;
+inline constexpr int64_t kMaxReservationsLimit = 1000;
+inline constexpr int kMaxBatch = 100;
+inline constexpr int64_t kMaxWait = 30;
+
+// Queue settings as given by a create or update; unset fields keep their
+// current (or default) value.
+struct QueueSettings {
+  std::optional<std::string> type;
+  std::optional<int64_t> message_timeout;
+  std::optional<int64_t> message_expiration;
+  std::optional<std::string> dead_letter_queue;  // "" removes it
+  std::optional<int64_t> max_reservations;
+};
+
+struct QueueInfo {
+  store::QueueRecord record;
+  uint64_t size = 0;
+  uint64_t total_messages = 0;
+};
+
+struct NewMessage {
+  std::string body;
+  int64_t delay = 0;  // seconds
+};
+
+struct Message {
+  uint64_t id = 0;
+  std::string body;
+  uint32_t reserved_count = 0;
+  std::string reservation_id;  // set by Reserve only
+};
+
+struct ReserveOptions {
+  int n = 1;
+  std::optional<int64_t> timeout;  // seconds; default: the queue's message_timeout
+  bool delete_messages = false;
+};
+
+struct DeleteRef {
+  uint64_t id = 0;
+  std::string reservation_id;  // empty: the message must not be reserved
+};
+
+class Engine {
+ public:
+  Engine(store::Store& store, const Clock& clock, EngineOptions options = {});
+  ~Engine();
+
+  // Rebuilds every queue's index from the store. Call once, before serving.
+  Result<void> Recover();
+
+  // Queues. Errors: NotFound ("Queue not found"), InvalidArgument.
+  std::vector<std::string> ListQueues(const std::string& project, const std::string& prefix,
+                                      const std::string& previous, int per_page) const;
+  Result<QueueInfo> GetQueue(const std::string& project, const std::string& name) const;
+  // Creates the queue, or applies `s` to it when it exists (PUT is idempotent).
+  Result<QueueInfo> PutQueue(const std::string& project, const std::string& name,
+                             const QueueSettings& s);
+  // Applies `s` to an existing queue; NotFound when missing.
+  Result<QueueInfo> UpdateQueue(const std::string& project, const std::string& name,
+                                const QueueSettings& s);
+  Result<void> DeleteQueue(const std::string& project, const std::string& name);
+
+  // Posts messages (creating a missing queue) and calls `done` with their
+  // ids once they are durable, possibly on another thread. Errors:
+  // InvalidArgument (delay, count), TooLarge (body), Unavailable/Internal (store).
+  using PostDone = std::function<void(Result<std::vector<uint64_t>>)>;
+  void Post(const std::string& project, const std::string& name, std::vector<NewMessage> messages,
+            PostDone done);
+
+  // Reserves up to `n` ready messages. When none is ready and `waiter` is
+  // given, parks it on the queue (its wake is called when messages may be
+  // ready) and returns an empty list; call CancelWait when done waiting.
+  Result<std::vector<Message>> Reserve(const std::string& project, const std::string& name,
+                                       const ReserveOptions& o,
+                                       std::shared_ptr<Waiter> waiter = nullptr);
+  void CancelWait(const std::string& project, const std::string& name, const Waiter* waiter);
+
+  // Ready messages in serving order, without reserving them.
+  Result<std::vector<Message>> Peek(const std::string& project, const std::string& name, int n);
+  Result<Message> GetMessage(const std::string& project, const std::string& name, uint64_t id);
+
+  // PermissionDenied when the message is reserved and `reservation_id` is
+  // not its current, unexpired reservation; NotFound when it does not exist.
+  Result<void> DeleteMessage(const std::string& project, const std::string& name,
+                             const DeleteRef& ref);
+  // All or nothing: when any message fails the check above, none is deleted.
+  Result<void> DeleteMessages(const std::string& project, const std::string& name,
+                              const std::vector<DeleteRef>& refs);
+  Result<void> Clear(const std::string& project, const std::string& name);
+  // Returns the new reservation id.
+  Result<std::string> Touch(const std::string& project, const std::string& name, uint64_t id,
+                            const std::string& reservation_id, std::optional<int64_t> timeout);
+  Result<void> Release(const std::string& project, const std::string& name, uint64_t id,
+                       const std::string& reservation_id, int64_t delay);
+
+  // Returns timed-out reservations and finished delays to ready, drops
+  // expired messages, and wakes long-pollers. Call a few times a second.
+  void Tick();
+  // Wakes every parked long poll (at shutdown).
+  void WakeAll();
+
+  size_t queue_count() const;
+  size_t message_count() const;
+
+ private:
+  struct Slot {
+    std::mutex mu;
+    Queue queue;
+    bool deleted = false;
+    explicit Slot(store::QueueRecord r) : queue(std::move(r)) {}
+  };
+  using SlotPtr = std::shared_ptr<Slot>;
+
+  static std::string Key(const std::string& project, const std::string& name) {
+    return project + name;  // project ids are fixed-length
+  }
+  SlotPtr Find(const std::string& project, const std::string& name) const;
+  Result<SlotPtr> FindOrCreate(const std::string& project, const std::string& name);
+  Result<void> ApplySettings(store::QueueRecord& r, const QueueSettings& s, bool creating) const;
+  uint64_t NextMessageId();
+  void MoveToDeadLetter(const std::string& project, const std::string& dlq, uint64_t from_qid,
+                        std::vector<store::MessageState> states);
+  // Checks `ref` against the message's state under the queue's lock.
+  Result<store::MessageState> CheckReservation(const Queue& q, const DeleteRef& ref,
+                                               TimeMs now) const;
+
+  store::Store& store_;
+  const Clock& clock_;
+  EngineOptions options_;
+  mutable std::shared_mutex map_mu_;
+  std::map<std::string, SlotPtr> queues_;  // by Key(project, name)
+  std::atomic<uint64_t> next_id_{0};
+};
+
+// Reservation ids are 32 hex characters: the message id and a random token.
+std::string FormatReservationId(uint64_t id, uint64_t token);
+bool ParseReservationId(const std::string& s, uint64_t id, uint64_t* token);
+
+Result<void> ValidateQueueName(const std::string& name);
+
+}  // namespace kiln::mq

@@ -1,0 +1,143 @@
+#include "mq/queue.h"
+
+#include <algorithm>
+
+namespace kiln::mq {
+
+// An entry is ready when it has no reservation and visible_at is 0; timed
+// entries carry the time they become visible.
+
+void Queue::Add(const store::MessageState& s, TimeMs now) {
+  bool ready = s.reservation == 0 && s.visible_at <= now;
+  entries_[s.id] = Entry{ready ? 0 : s.visible_at, s.expires_at, ready ? 0 : s.reservation,
+                         s.reserved_count};
+  if (ready) {
+    MakeReady(s.id);
+  } else {
+    timed_.push({s.visible_at, s.id});
+  }
+}
+
+void Queue::MakeReady(uint64_t id) {
+  if (ready_tail_.empty() || id > ready_tail_.back()) {
+    ready_tail_.push_back(id);
+  } else {
+    ready_front_.insert(id);
+  }
+}
+
+store::MessageState Queue::StateOf(uint64_t id, const Entry& e) const {
+  return store::MessageState{id, e.visible_at, e.expires_at, e.reserved_count, e.reservation};
+}
+
+std::optional<store::MessageState> Queue::Find(uint64_t id) const {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return std::nullopt;
+  return StateOf(id, it->second);
+}
+
+bool Queue::Tick(TimeMs now) {
+  bool any = false;
+  while (!timed_.empty() && timed_.top().first <= now) {
+    auto [at, id] = timed_.top();
+    timed_.pop();
+    auto it = entries_.find(id);
+    // Stale heap entries: removed, or rescheduled (touch, release) since.
+    if (it == entries_.end() || it->second.visible_at != at) continue;
+    it->second.visible_at = 0;
+    it->second.reservation = 0;
+    MakeReady(id);
+    any = true;
+  }
+  return any;
+}
+
+std::optional<store::MessageState> Queue::PopReady() {
+  for (;;) {
+    uint64_t id;
+    bool front = !ready_front_.empty() &&
+                 (ready_tail_.empty() || *ready_front_.begin() < ready_tail_.front());
+    if (front) {
+      id = *ready_front_.begin();
+      ready_front_.erase(ready_front_.begin());
+    } else if (!ready_tail_.empty()) {
+      id = ready_tail_.front();
+      ready_tail_.pop_front();
+    } else {
+      return std::nullopt;
+    }
+    auto it = entries_.find(id);
+    if (it == entries_.end() || it->second.visible_at != 0) continue;  // stale
+    // Mark it taken so that a duplicate ready entry cannot hand it out twice.
+    it->second.visible_at = -1;
+    return StateOf(id, it->second);
+  }
+}
+
+std::vector<store::MessageState> Queue::PeekReady(size_t n) const {
+  std::vector<store::MessageState> out;
+  auto f = ready_front_.begin();
+  auto t = ready_tail_.begin();
+  uint64_t last = 0;
+  while (out.size() < n && (f != ready_front_.end() || t != ready_tail_.end())) {
+    uint64_t id;
+    if (f != ready_front_.end() && (t == ready_tail_.end() || *f < *t)) {
+      id = *f++;
+    } else {
+      id = *t++;
+    }
+    if (id == last) continue;
+    last = id;
+    auto it = entries_.find(id);
+    if (it == entries_.end() || it->second.visible_at != 0) continue;
+    out.push_back(StateOf(id, it->second));
+  }
+  return out;
+}
+
+store::MessageState Queue::Reserve(uint64_t id, uint64_t reservation, TimeMs until, bool count) {
+  auto& e = entries_.at(id);
+  e.visible_at = until;
+  e.reservation = reservation;
+  if (count) ++e.reserved_count;
+  timed_.push({until, id});
+  return StateOf(id, e);
+}
+
+store::MessageState Queue::Release(uint64_t id, TimeMs at, TimeMs now) {
+  auto& e = entries_.at(id);
+  e.reservation = 0;
+  if (at <= now) {
+    e.visible_at = 0;
+    MakeReady(id);
+  } else {
+    e.visible_at = at;
+    timed_.push({at, id});
+  }
+  return StateOf(id, e);
+}
+
+void Queue::Remove(uint64_t id) { entries_.erase(id); }
+
+void Queue::Clear() {
+  entries_.clear();
+  ready_tail_.clear();
+  ready_front_.clear();
+  timed_ = {};
+}
+
+std::optional<TimeMs> Queue::NextDeadline() const {
+  if (timed_.empty()) return std::nullopt;
+  return timed_.top().first;
+}
+
+void Queue::RemoveWaiter(const Waiter* w) {
+  std::erase_if(waiters_, [w](const auto& p) { return p.get() == w; });
+}
+
+void Queue::WakeWaiters() {
+  for (auto& w : waiters_) w->wake();
+  waiters_.clear();
+}
+
+}  // namespace kiln::mq

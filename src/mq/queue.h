@@ -1,0 +1,99 @@
+// The in-memory index of one pull queue: which messages exist, which are
+// ready (served FIFO by id), which are delayed or reserved until a deadline,
+// and the long-poll waiters parked on it. Bodies live in the store, not here.
+// Pure logic over a time passed in by the caller; no I/O.
+// Not thread-safe: mq::Engine guards each Queue with its own mutex.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <unordered_map>
+#include <vector>
+
+#include "base/clock.h"
+#include "store/records.h"
+
+namespace kiln::mq {
+
+// A parked long-poll reserve. `wake` is called (under the queue's lock, so it
+// must only schedule work) when messages may have become ready.
+struct Waiter {
+  std::function<void()> wake;
+};
+
+class Queue {
+ public:
+  explicit Queue(store::QueueRecord record) : record_(std::move(record)) {}
+
+  store::QueueRecord& record() { return record_; }
+  const store::QueueRecord& record() const { return record_; }
+  uint64_t total_messages() const { return total_; }
+  void set_total_messages(uint64_t t) { total_ = t; }
+  uint64_t CountPosted() { return ++total_; }
+  size_t size() const { return entries_.size(); }
+
+  // Adds a message in the state it was stored with: ready when it has no
+  // reservation and is visible at `now`, otherwise timed.
+  void Add(const store::MessageState& s, TimeMs now);
+
+  // The stored state of message `id`, or nullopt.
+  std::optional<store::MessageState> Find(uint64_t id) const;
+
+  // Moves delayed messages whose time has come and reservations that ran out
+  // back to ready. Returns true when any message became ready.
+  bool Tick(TimeMs now);
+
+  // Removes and returns the next ready message, lowest id first, or nullopt.
+  // The message stays in the queue (for Reserve or Remove to finish).
+  std::optional<store::MessageState> PopReady();
+
+  // Up to `n` ready message ids in serving order, without taking them.
+  std::vector<store::MessageState> PeekReady(size_t n) const;
+
+  // Marks a popped or reserved message reserved until `until` with
+  // `reservation`, counting one more reservation when `count` is set.
+  store::MessageState Reserve(uint64_t id, uint64_t reservation, TimeMs until, bool count);
+
+  // Makes a reserved message visible at `at` (now or later) with no reservation.
+  store::MessageState Release(uint64_t id, TimeMs at, TimeMs now);
+
+  void Remove(uint64_t id);
+  void Clear();
+
+  // The earliest time a timed message becomes visible, or nullopt.
+  std::optional<TimeMs> NextDeadline() const;
+
+  void AddWaiter(std::shared_ptr<Waiter> w) { waiters_.push_back(std::move(w)); }
+  void RemoveWaiter(const Waiter* w);
+  void WakeWaiters();
+
+ private:
+  struct Entry {
+    TimeMs visible_at;
+    TimeMs expires_at;
+    uint64_t reservation;
+    uint32_t reserved_count;
+  };
+  using Timed = std::pair<TimeMs, uint64_t>;  // (visible_at, id)
+
+  void MakeReady(uint64_t id);
+  store::MessageState StateOf(uint64_t id, const Entry& e) const;
+
+  store::QueueRecord record_;
+  uint64_t total_ = 0;
+  std::unordered_map<uint64_t, Entry> entries_;
+  // Ready ids. New posts arrive in id order and go to the tail; messages that
+  // become ready again (released, timed out, delay over) have lower ids and
+  // go to `ready_front_`. Both may hold ids removed since (skipped lazily).
+  std::deque<uint64_t> ready_tail_;
+  std::set<uint64_t> ready_front_;
+  std::priority_queue<Timed, std::vector<Timed>, std::greater<Timed>> timed_;
+  std::vector<std::shared_ptr<Waiter>> waiters_;
+};
+
+}  // namespace kiln::mq

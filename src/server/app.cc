@@ -1,0 +1,168 @@
+#include "server/app.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "access/access.h"
+#include "api/api.h"
+#include "http/server.h"
+#include "mq/engine.h"
+#include "store/rocks/rocks_store.h"
+
+namespace kiln::server {
+
+namespace fs = std::filesystem;
+
+struct App::Impl {
+  Config config;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<mq::Engine> engine;
+  std::unique_ptr<access::Access> access;
+  http::Router router;
+  std::unique_ptr<http::Server> server;
+  std::atomic<bool> stopping{false};
+
+  std::thread ticker;
+  std::mutex tick_mu;
+  std::condition_variable tick_cv;
+
+  ~Impl() {
+    {
+      std::lock_guard lock(tick_mu);
+      stopping = true;
+    }
+    tick_cv.notify_all();
+    if (ticker.joinable()) ticker.join();
+    server.reset();
+    engine.reset();
+    access.reset();
+    store.reset();  // flushes the log
+  }
+
+  Result<void> FirstStart(uint16_t port);
+};
+
+namespace {
+
+Result<void> WriteSecretFile(const fs::path& path, const std::string& content) {
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) return Fail(Error::Internal("cannot write " + path.string()));
+  out << content << "\n";
+  out.close();
+  ::chmod(path.c_str(), 0600);
+  return Ok();
+}
+
+}  // namespace
+
+// Creates what a new installation needs: an admin token (kept in
+// DATA/admin.token, mode 0600) and, when there is no project yet, a project
+// with a token, printed once and written to ./iron.json.
+Result<void> App::Impl::FirstStart(uint16_t port) {
+  fs::path admin_file = fs::path(config.data_dir) / "admin.token";
+  if (!fs::exists(admin_file)) {
+    auto t = access->CreateToken("", "admin", true);
+    if (!t) return Fail(t.error());
+    if (auto w = WriteSecretFile(admin_file, t->secret); !w) return w;
+    spdlog::info("admin token written to {}", admin_file.string());
+  }
+  auto projects = access->ListProjects();
+  if (!projects) return Fail(projects.error());
+  if (!projects->empty()) return Ok();
+
+  auto p = access->CreateProject("default");
+  if (!p) return Fail(p.error());
+  auto t = access->CreateToken(p->id, "default");
+  if (!t) return Fail(t.error());
+  std::string host = config.public_host.empty()
+                         ? (config.host == "0.0.0.0" ? "127.0.0.1" : config.host)
+                         : config.public_host;
+  std::string json = "{\n  \"project_id\": \"" + p->id + "\",\n  \"token\": \"" + t->secret +
+                     "\",\n  \"host\": \"" + host + "\",\n  \"port\": " + std::to_string(port) +
+                     ",\n  \"scheme\": \"http\"\n}";
+  std::string where = "not written: iron.json exists here";
+  if (config.write_iron_json && !fs::exists("iron.json")) {
+    if (WriteSecretFile("iron.json", json)) where = "written to " + fs::absolute("iron.json").string();
+  }
+  std::printf(
+      "\nKiln created project %s with token %s (iron.json %s)\n"
+      "Try it:\n  curl -H 'Authorization: OAuth %s' -H 'Content-Type: application/json' \\\n"
+      "    -d '{\"messages\":[{\"body\":\"hello\"}]}' "
+      "http://%s:%u/3/projects/%s/queues/jobs/messages\n\n",
+      p->id.c_str(), t->secret.c_str(), where.c_str(), t->secret.c_str(), host.c_str(), port,
+      p->id.c_str());
+  std::fflush(stdout);
+  return Ok();
+}
+
+App::App(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+App::~App() = default;
+
+Result<std::unique_ptr<App>> App::Open(const Config& config) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  std::error_code ec;
+  fs::create_directories(config.data_dir, ec);
+  if (ec) return Fail(Error::Unavailable("cannot create " + config.data_dir + ": " + ec.message()));
+
+  auto started = std::chrono::steady_clock::now();
+  auto store = store::rocks::Open({config.data_dir, config.fsync_interval_ms});
+  if (!store) return Fail(store.error());
+  impl->store = std::move(*store);
+  impl->engine = std::make_unique<mq::Engine>(*impl->store, *SystemClock::Get(),
+                                              mq::EngineOptions{config.max_message_bytes});
+  if (auto r = impl->engine->Recover(); !r) return Fail(r.error());
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started)
+                .count();
+  spdlog::info("recovered {} queues, {} messages in {} ms", impl->engine->queue_count(),
+               impl->engine->message_count(), ms);
+  impl->access = std::make_unique<access::Access>(*impl->store, *SystemClock::Get());
+
+  api::AddAllRoutes(impl->router, {impl->engine.get(), impl->access.get(), &impl->stopping});
+  http::ServerOptions so;
+  so.host = config.host;
+  so.port = config.port;
+  so.threads = config.threads;
+  so.max_body_bytes = config.max_request_bytes;
+  so.access_log = config.access_log;
+  impl->server = std::make_unique<http::Server>(so, impl->router);
+  return std::unique_ptr<App>(new App(std::move(impl)));
+}
+
+Result<uint16_t> App::Listen() {
+  auto port = impl_->server->Listen();
+  if (!port) return port;
+  if (auto r = impl_->FirstStart(*port); !r) return Fail(r.error());
+  impl_->ticker = std::thread([impl = impl_.get()] {
+    std::unique_lock lock(impl->tick_mu);
+    while (!impl->stopping) {
+      impl->tick_cv.wait_for(lock, std::chrono::milliseconds(100));
+      lock.unlock();
+      impl->engine->Tick();
+      lock.lock();
+    }
+  });
+  spdlog::info("kiln listening on {}:{} (data in {})", impl_->config.host, *port,
+               impl_->config.data_dir);
+  return port;
+}
+
+void App::Run() { impl_->server->Run(); }
+
+void App::Stop() {
+  if (impl_->stopping.exchange(true)) return;
+  spdlog::info("shutting down");
+  impl_->tick_cv.notify_all();
+  impl_->engine->WakeAll();  // long polls answer now
+  impl_->server->Stop();
+}
+
+}  // namespace kiln::server

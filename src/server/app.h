@@ -1,0 +1,45 @@
+// The Kiln server as an object: opens the store, recovers the queues, wires
+// the API onto the HTTP server, runs the maintenance ticker, and shuts down
+// in order. `kiln serve` is a thin main around it; tests may embed it.
+// Open, Listen, Run and Stop are called from the controlling thread; Stop
+// may also come from a signal thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/error.h"
+
+namespace kiln::server {
+
+struct Config {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8080;
+  std::string data_dir = "data";
+  int threads = 0;               // 0: one per core
+  int fsync_interval_ms = 0;     // 0: fsync every post before answering
+  size_t max_message_bytes = 64 * 1024;
+  size_t max_request_bytes = 1 << 20;
+  bool access_log = true;
+  bool write_iron_json = true;   // on first start, into the working directory
+  std::string public_host;       // written to iron.json; default: host
+};
+
+class App {
+ public:
+  ~App();
+  // Errors: Unavailable (data dir locked), Internal (store).
+  static Result<std::unique_ptr<App>> Open(const Config& config);
+  Result<uint16_t> Listen();
+  void Run();
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit App(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::server

@@ -1,0 +1,103 @@
+// kiln: `kiln serve` runs the server; every other noun is the CLI.
+
+#include <spdlog/spdlog.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <thread>
+
+#include "cli/cli.h"
+#include "server/app.h"
+
+namespace {
+
+int Serve(const kiln::server::Config& config, const std::string& log_level) {
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  // Block the stop signals in every thread; one thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto app = kiln::server::App::Open(config);
+  if (!app) {
+    spdlog::error("{}", app.error().message());
+    return 1;
+  }
+  auto port = (*app)->Listen();
+  if (!port) {
+    spdlog::error("{}", port.error().message());
+    return 1;
+  }
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    (*app)->Stop();
+  });
+  signals.detach();
+  (*app)->Run();
+  app->reset();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Kiln: durable message queues and tasks in containers, Iron-compatible"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", KILN_VERSION);
+
+  kiln::server::Config config;
+  std::string listen = "127.0.0.1:8080", fsync = "always", log_level = "info";
+  bool quiet = false;
+  auto* serve = app.add_subcommand("serve", "Run the Kiln server");
+  serve->add_option("--listen", listen, "HOST:PORT to listen on")->envname("KILN_LISTEN");
+  serve->add_option("--data", config.data_dir, "Data directory")->envname("KILN_DATA");
+  serve->add_option("--threads", config.threads, "I/O threads (0: one per core)")
+      ->envname("KILN_THREADS");
+  serve->add_option("--fsync", fsync, "always, or interval:DURATION (e.g. interval:50ms)")
+      ->envname("KILN_FSYNC");
+  serve->add_option("--max-message-bytes", config.max_message_bytes, "Largest message body")
+      ->envname("KILN_MAX_MESSAGE_BYTES");
+  serve->add_option("--max-request-bytes", config.max_request_bytes, "Largest request body")
+      ->envname("KILN_MAX_REQUEST_BYTES");
+  serve->add_flag("--no-access-log", quiet, "Do not log every request")
+      ->envname("KILN_NO_ACCESS_LOG");
+  serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->envname("KILN_LOG_LEVEL");
+  serve->add_option("--public-host", config.public_host, "Host written to iron.json");
+  serve->callback([&] {
+    auto colon = listen.rfind(':');
+    if (colon == std::string::npos) throw CLI::ValidationError("--listen", "expected HOST:PORT");
+    config.host = listen.substr(0, colon);
+    config.port = static_cast<uint16_t>(std::stoi(listen.substr(colon + 1)));
+    if (fsync == "always") {
+      config.fsync_interval_ms = 0;
+    } else if (fsync.rfind("interval:", 0) == 0) {
+      std::string d = fsync.substr(9);
+      int mult = 1;
+      if (d.size() > 2 && d.substr(d.size() - 2) == "ms") {
+        d.resize(d.size() - 2);
+      } else if (!d.empty() && d.back() == 's') {
+        d.pop_back();
+        mult = 1000;
+      }
+      config.fsync_interval_ms = std::stoi(d) * mult;
+      if (config.fsync_interval_ms <= 0)
+        throw CLI::ValidationError("--fsync", "the interval must be positive");
+    } else {
+      throw CLI::ValidationError("--fsync", "expected always or interval:DURATION");
+    }
+    config.access_log = !quiet;
+    std::exit(Serve(config, log_level));
+  });
+
+  kiln::cli::AddMqCommands(app);
+  kiln::cli::AddAdminCommands(app);
+  CLI11_PARSE(app, argc, argv);
+  return 0;
+}

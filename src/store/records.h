@@ -1,0 +1,56 @@
+// Persisted records of the queue service and of projects and tokens.
+// Format version 1; the byte layout of each is in docs/storage-format.md.
+// Plain values; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/clock.h"
+
+namespace kiln::store {
+
+inline constexpr int kFormatVersion = 1;
+
+// A queue's identity and settings. `qid` is internal and never reused, so a
+// queue deleted and created again under the same name starts empty.
+struct QueueRecord {
+  uint64_t qid = 0;
+  std::string project_id;
+  std::string name;
+  std::string type = "pull";  // pull | unicast | multicast
+  int64_t message_timeout = 60;         // seconds
+  int64_t message_expiration = 604800;  // seconds
+  std::string dead_letter_queue;        // empty: none
+  int64_t max_reservations = 10;
+  TimeMs created_at = 0;
+};
+
+// The mutable part of a message, kept apart from its body so that reserve,
+// touch and release rewrite 40 bytes, not the body.
+struct MessageState {
+  uint64_t id = 0;
+  TimeMs visible_at = 0;     // delayed or reserved until then
+  TimeMs expires_at = 0;     // removed after this
+  uint32_t reserved_count = 0;
+  uint64_t reservation = 0;  // non-zero while reserved
+};
+
+struct ProjectRecord {
+  std::string id;  // 24 hex
+  std::string name;
+  TimeMs created_at = 0;
+};
+
+// A token is stored under the SHA-256 of its secret; the secret itself is
+// shown once, when it is created.
+struct TokenRecord {
+  std::string id;          // public handle for list and revoke (12 hex)
+  std::string hash;        // hex SHA-256 of the secret
+  std::string project_id;  // empty for an admin token
+  std::string name;
+  bool admin = false;
+  TimeMs created_at = 0;
+};
+
+}  // namespace kiln::store

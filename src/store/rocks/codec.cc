@@ -1,0 +1,178 @@
+#include "store/rocks/codec.h"
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstring>
+
+namespace kiln::store::rocks {
+namespace {
+
+constexpr uint8_t kStateVersion = 1;
+constexpr size_t kStateSize = 1 + 8 + 8 + 4 + 8;
+
+void PutFixed64(char* p, uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<char>(v & 0xff);
+}
+uint64_t GetFixed64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+template <typename F>
+std::string WriteJson(F&& body) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  w.Key("v");
+  w.Int(kFormatVersion);
+  body(w);
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+void Str(Writer& w, const char* k, const std::string& v) {
+  w.Key(k);
+  w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+}
+void Int(Writer& w, const char* k, int64_t v) {
+  w.Key(k);
+  w.Int64(v);
+}
+
+Result<rapidjson::Document> ParseRecord(std::string_view b, const char* what) {
+  rapidjson::Document d;
+  d.Parse(b.data(), b.size());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("v") || !d["v"].IsInt())
+    return Fail(Error::Internal(std::string("corrupt ") + what + " record"));
+  if (d["v"].GetInt() != kFormatVersion)
+    return Fail(Error::Internal(std::string("unsupported ") + what + " record version"));
+  return d;
+}
+std::string GetStr(const rapidjson::Document& d, const char* k) {
+  auto it = d.FindMember(k);
+  return it != d.MemberEnd() && it->value.IsString()
+             ? std::string(it->value.GetString(), it->value.GetStringLength())
+             : std::string();
+}
+int64_t GetInt(const rapidjson::Document& d, const char* k, int64_t def) {
+  auto it = d.FindMember(k);
+  return it != d.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : def;
+}
+
+}  // namespace
+
+std::string EncodeU64(uint64_t v) {
+  std::string s(8, '\0');
+  PutFixed64(s.data(), v);
+  return s;
+}
+uint64_t DecodeU64(std::string_view b) { return b.size() >= 8 ? GetFixed64(b.data()) : 0; }
+
+std::string MessageKey(uint64_t qid, uint64_t id) {
+  std::string s(16, '\0');
+  PutFixed64(s.data(), qid);
+  PutFixed64(s.data() + 8, id);
+  return s;
+}
+
+std::string EncodeState(const MessageState& s) {
+  std::string b(kStateSize, '\0');
+  b[0] = static_cast<char>(kStateVersion);
+  PutFixed64(&b[1], static_cast<uint64_t>(s.visible_at));
+  PutFixed64(&b[9], static_cast<uint64_t>(s.expires_at));
+  uint32_t rc = s.reserved_count;
+  for (int i = 3; i >= 0; --i, rc >>= 8) b[17 + i] = static_cast<char>(rc & 0xff);
+  PutFixed64(&b[21], s.reservation);
+  return b;
+}
+
+Result<MessageState> DecodeState(uint64_t id, std::string_view b) {
+  if (b.size() != kStateSize || static_cast<uint8_t>(b[0]) != kStateVersion)
+    return Fail(Error::Internal("corrupt message state record"));
+  MessageState s;
+  s.id = id;
+  s.visible_at = static_cast<TimeMs>(GetFixed64(&b[1]));
+  s.expires_at = static_cast<TimeMs>(GetFixed64(&b[9]));
+  uint32_t rc = 0;
+  for (int i = 0; i < 4; ++i) rc = (rc << 8) | static_cast<uint8_t>(b[17 + i]);
+  s.reserved_count = rc;
+  s.reservation = GetFixed64(&b[21]);
+  return s;
+}
+
+std::string EncodeQueue(const QueueRecord& q) {
+  return WriteJson([&](Writer& w) {
+    Int(w, "qid", static_cast<int64_t>(q.qid));
+    Str(w, "project_id", q.project_id);
+    Str(w, "name", q.name);
+    Str(w, "type", q.type);
+    Int(w, "message_timeout", q.message_timeout);
+    Int(w, "message_expiration", q.message_expiration);
+    Str(w, "dead_letter_queue", q.dead_letter_queue);
+    Int(w, "max_reservations", q.max_reservations);
+    Int(w, "created_at", q.created_at);
+  });
+}
+
+Result<QueueRecord> DecodeQueue(std::string_view b) {
+  auto d = ParseRecord(b, "queue");
+  if (!d) return Fail(d.error());
+  QueueRecord q;
+  q.qid = static_cast<uint64_t>(GetInt(*d, "qid", 0));
+  q.project_id = GetStr(*d, "project_id");
+  q.name = GetStr(*d, "name");
+  q.type = GetStr(*d, "type");
+  q.message_timeout = GetInt(*d, "message_timeout", 60);
+  q.message_expiration = GetInt(*d, "message_expiration", 604800);
+  q.dead_letter_queue = GetStr(*d, "dead_letter_queue");
+  q.max_reservations = GetInt(*d, "max_reservations", 10);
+  q.created_at = GetInt(*d, "created_at", 0);
+  return q;
+}
+
+std::string EncodeProject(const ProjectRecord& p) {
+  return WriteJson([&](Writer& w) {
+    Str(w, "id", p.id);
+    Str(w, "name", p.name);
+    Int(w, "created_at", p.created_at);
+  });
+}
+
+Result<ProjectRecord> DecodeProject(std::string_view b) {
+  auto d = ParseRecord(b, "project");
+  if (!d) return Fail(d.error());
+  return ProjectRecord{GetStr(*d, "id"), GetStr(*d, "name"), GetInt(*d, "created_at", 0)};
+}
+
+std::string EncodeToken(const TokenRecord& t) {
+  return WriteJson([&](Writer& w) {
+    Str(w, "id", t.id);
+    Str(w, "hash", t.hash);
+    Str(w, "project_id", t.project_id);
+    Str(w, "name", t.name);
+    w.Key("admin");
+    w.Bool(t.admin);
+    Int(w, "created_at", t.created_at);
+  });
+}
+
+Result<TokenRecord> DecodeToken(std::string_view b) {
+  auto d = ParseRecord(b, "token");
+  if (!d) return Fail(d.error());
+  TokenRecord t;
+  t.id = GetStr(*d, "id");
+  t.hash = GetStr(*d, "hash");
+  t.project_id = GetStr(*d, "project_id");
+  t.name = GetStr(*d, "name");
+  auto it = d->FindMember("admin");
+  t.admin = it != d->MemberEnd() && it->value.IsBool() && it->value.GetBool();
+  t.created_at = GetInt(*d, "created_at", 0);
+  return t;
+}
+
+}  // namespace kiln::store::rocks

@@ -1,0 +1,312 @@
+#include "store/rocks/rocks_store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "store/rocks/codec.h"
+
+namespace kiln::store::rocks {
+namespace {
+
+constexpr const char* kFormatKey = "format_version";
+constexpr const char* kNextQidKey = "next_qid";
+
+enum Cf { kDefault, kQueues, kStates, kBodies, kCounters, kProjects, kTokens, kNumCf };
+const char* const kCfNames[kNumCf] = {"default", "queues",   "msg_state", "msg_body",
+                                      "counters", "projects", "tokens"};
+
+Error FromStatus(const rocksdb::Status& s) {
+  if (s.IsNotFound()) return Error::NotFound(s.ToString());
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos)
+    return Error::Unavailable("data directory is in use by another process: " + s.ToString());
+  return Error::Internal("store: " + s.ToString());
+}
+
+class RocksStore final : public Store {
+ public:
+  RocksStore(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs, Options options)
+      : db_(db), cf_(std::move(cfs)), options_(std::move(options)) {
+    sync_.sync = true;
+    committer_ = std::thread([this] { CommitLoop(); });
+    if (options_.sync_interval_ms > 0) syncer_ = std::thread([this] { SyncLoop(); });
+  }
+
+  ~RocksStore() override {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    committer_.join();
+    if (syncer_.joinable()) syncer_.join();
+    db_->FlushWAL(true);
+    for (auto* h : cf_) db_->DestroyColumnFamilyHandle(h);
+    delete db_;
+  }
+
+  Result<void> Init() {
+    std::string v;
+    auto s = db_->Get({}, cf_[kDefault], kFormatKey, &v);
+    if (s.IsNotFound()) {
+      auto w = db_->Put(sync_, cf_[kDefault], kFormatKey, std::to_string(kFormatVersion));
+      if (!w.ok()) return Fail(FromStatus(w));
+    } else if (!s.ok()) {
+      return Fail(FromStatus(s));
+    } else if (v != std::to_string(kFormatVersion)) {
+      return Fail(Error::Internal("data directory has format version " + v + ", this Kiln reads " +
+                                  std::to_string(kFormatVersion)));
+    }
+    s = db_->Get({}, cf_[kDefault], kNextQidKey, &v);
+    next_qid_ = s.ok() ? DecodeU64(v) : 1;
+    return Ok();
+  }
+
+  void Commit(MessageBatch batch, Done done) override {
+    {
+      std::lock_guard lock(mu_);
+      if (!stopping_) {
+        pending_.push_back({std::move(batch), std::move(done)});
+        cv_.notify_one();
+        return;
+      }
+    }
+    done(Fail(Error::Unavailable("store is closing")));
+  }
+
+  Result<void> Write(const MessageBatch& batch) override {
+    rocksdb::WriteBatch wb;
+    Append(batch, &wb);
+    auto s = db_->Write(nosync_, &wb);
+    if (!s.ok()) return Fail(FromStatus(s));
+    return Ok();
+  }
+
+  Result<std::string> GetBody(uint64_t qid, uint64_t id) override {
+    std::string v;
+    auto s = db_->Get({}, cf_[kBodies], MessageKey(qid, id), &v);
+    if (!s.ok()) return Fail(FromStatus(s));
+    return v;
+  }
+
+  Result<void> ClearMessages(uint64_t qid) override {
+    rocksdb::WriteBatch wb;
+    std::string from = MessageKey(qid, 0), to = MessageKey(qid + 1, 0);
+    wb.DeleteRange(cf_[kStates], from, to);
+    wb.DeleteRange(cf_[kBodies], from, to);
+    return Check(db_->Write(nosync_, &wb));
+  }
+
+  Result<void> PutQueue(const QueueRecord& q) override {
+    return Check(db_->Put(sync_, cf_[kQueues], EncodeU64(q.qid), EncodeQueue(q)));
+  }
+
+  Result<void> DeleteQueue(uint64_t qid) override {
+    rocksdb::WriteBatch wb;
+    wb.Delete(cf_[kQueues], EncodeU64(qid));
+    wb.Delete(cf_[kCounters], EncodeU64(qid));
+    std::string from = MessageKey(qid, 0), to = MessageKey(qid + 1, 0);
+    wb.DeleteRange(cf_[kStates], from, to);
+    wb.DeleteRange(cf_[kBodies], from, to);
+    return Check(db_->Write(sync_, &wb));
+  }
+
+  uint64_t NextQueueId() override {
+    std::lock_guard lock(qid_mu_);
+    uint64_t id = next_qid_++;
+    db_->Put(sync_, cf_[kDefault], kNextQidKey, EncodeU64(next_qid_));
+    return id;
+  }
+
+  Result<void> ForEachQueue(
+      const std::function<void(const QueueRecord&, uint64_t)>& fn) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf_[kQueues]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto q = DecodeQueue(Sv(it->value()));
+      if (!q) return Fail(q.error());
+      std::string total;
+      auto s = db_->Get({}, cf_[kCounters], EncodeU64(q->qid), &total);
+      fn(*q, s.ok() ? DecodeU64(total) : 0);
+    }
+    return Check(it->status());
+  }
+
+  Result<void> ForEachMessage(
+      const std::function<void(uint64_t, const MessageState&)>& fn) override {
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    ro.readahead_size = 4 << 20;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf_[kStates]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto k = Sv(it->key());
+      if (k.size() != 16) return Fail(Error::Internal("corrupt message key"));
+      auto st = DecodeState(DecodeU64(k.substr(8)), Sv(it->value()));
+      if (!st) return Fail(st.error());
+      fn(DecodeU64(k), *st);
+    }
+    return Check(it->status());
+  }
+
+  Result<void> PutProject(const ProjectRecord& p) override {
+    return Check(db_->Put(sync_, cf_[kProjects], p.id, EncodeProject(p)));
+  }
+
+  Result<std::vector<ProjectRecord>> ListProjects() override {
+    std::vector<ProjectRecord> out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf_[kProjects]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto p = DecodeProject(Sv(it->value()));
+      if (!p) return Fail(p.error());
+      out.push_back(std::move(*p));
+    }
+    if (auto r = Check(it->status()); !r) return Fail(r.error());
+    return out;
+  }
+
+  Result<void> PutToken(const TokenRecord& t) override {
+    return Check(db_->Put(sync_, cf_[kTokens], t.hash, EncodeToken(t)));
+  }
+
+  Result<TokenRecord> GetTokenByHash(const std::string& hash) override {
+    std::string v;
+    auto s = db_->Get({}, cf_[kTokens], hash, &v);
+    if (s.IsNotFound()) return Fail(Error::NotFound("token not found"));
+    if (!s.ok()) return Fail(FromStatus(s));
+    return DecodeToken(v);
+  }
+
+  Result<std::vector<TokenRecord>> ListTokens() override {
+    std::vector<TokenRecord> out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf_[kTokens]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto t = DecodeToken(Sv(it->value()));
+      if (!t) return Fail(t.error());
+      out.push_back(std::move(*t));
+    }
+    if (auto r = Check(it->status()); !r) return Fail(r.error());
+    return out;
+  }
+
+  Result<void> DeleteToken(const std::string& id) override {
+    auto all = ListTokens();
+    if (!all) return Fail(all.error());
+    for (auto& t : *all)
+      if (t.id == id) return Check(db_->Delete(sync_, cf_[kTokens], t.hash));
+    return Fail(Error::NotFound("Token not found"));
+  }
+
+ private:
+  struct Pending {
+    MessageBatch batch;
+    Done done;
+  };
+
+  static std::string_view Sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
+  static Result<void> Check(const rocksdb::Status& s) {
+    if (!s.ok()) return Fail(FromStatus(s));
+    return Ok();
+  }
+
+  void Append(const MessageBatch& batch, rocksdb::WriteBatch* wb) {
+    for (const auto& op : batch.ops()) {
+      switch (op.kind) {
+        case MessageBatch::Kind::kPut:
+          wb->Put(cf_[kBodies], MessageKey(op.qid, op.state.id), op.body);
+          [[fallthrough]];
+        case MessageBatch::Kind::kPutState:
+          wb->Put(cf_[kStates], MessageKey(op.qid, op.state.id), EncodeState(op.state));
+          break;
+        case MessageBatch::Kind::kDelete:
+          wb->Delete(cf_[kStates], MessageKey(op.qid, op.state.id));
+          wb->Delete(cf_[kBodies], MessageKey(op.qid, op.state.id));
+          break;
+        case MessageBatch::Kind::kSetTotal:
+          wb->Put(cf_[kCounters], EncodeU64(op.qid), EncodeU64(op.total));
+          break;
+      }
+    }
+  }
+
+  // Group commit: everything that queued up during one fsync goes into the
+  // next one.
+  void CommitLoop() {
+    std::vector<Pending> group;
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+        if (pending_.empty()) return;
+        group.assign(std::make_move_iterator(pending_.begin()),
+                     std::make_move_iterator(pending_.end()));
+        pending_.clear();
+      }
+      rocksdb::WriteBatch wb;
+      for (auto& p : group) Append(p.batch, &wb);
+      auto s = db_->Write(options_.sync_interval_ms > 0 ? nosync_ : sync_, &wb);
+      for (auto& p : group) p.done(Check(s));
+      group.clear();
+    }
+  }
+
+  void SyncLoop() {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      cv_sync_.wait_for(lock, std::chrono::milliseconds(options_.sync_interval_ms));
+      lock.unlock();
+      db_->FlushWAL(true);
+      lock.lock();
+    }
+  }
+
+  rocksdb::DB* db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> cf_;
+  Options options_;
+  rocksdb::WriteOptions sync_, nosync_;
+
+  std::mutex mu_;
+  std::condition_variable cv_, cv_sync_;
+  std::vector<Pending> pending_;
+  bool stopping_ = false;
+  std::thread committer_, syncer_;
+
+  std::mutex qid_mu_;
+  uint64_t next_qid_ = 1;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Open(const Options& options) {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.IncreaseParallelism(2);
+  db_options.max_background_jobs = 2;
+  db_options.keep_log_file_num = 4;
+  db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.write_buffer_size = 64 << 20;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (const char* name : kCfNames) descs.emplace_back(name, cf_options);
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  auto s = rocksdb::DB::Open(db_options, options.dir, descs, &handles, &db);
+  if (!s.ok()) return Fail(FromStatus(s));
+  auto store = std::make_unique<RocksStore>(db, std::move(handles), options);
+  if (auto r = store->Init(); !r) return Fail(r.error());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace kiln::store::rocks

@@ -1,0 +1,28 @@
+// The embedded store: RocksDB in a data directory, one column family per
+// record kind (docs/storage-format.md). Durable commits are group-committed:
+// a committer thread gathers every batch that arrived while the previous
+// fsync ran and writes them as one synced RocksDB write.
+// Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/error.h"
+#include "store/store.h"
+
+namespace kiln::store::rocks {
+
+struct Options {
+  std::string dir;
+  // 0: every Commit is fsync'd before `done`. >0: Commit returns after the
+  // write reaches the OS, and the log is fsync'd every `sync_interval_ms`.
+  int sync_interval_ms = 0;
+};
+
+// Opens (creating when missing) the store in `options.dir`. Fails with
+// Unavailable when another process holds the directory and Internal when the
+// data is of an unknown format version.
+Result<std::unique_ptr<Store>> Open(const Options& options);
+
+}  // namespace kiln::store::rocks

@@ -1,0 +1,79 @@
+// The persistence interface of the queue service and of projects and tokens.
+// mq::Engine keeps the live index in memory and uses a Store as the durable
+// record: it writes every change here and reads everything back on start.
+// Implementations are thread-safe: any thread may call any method.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "store/records.h"
+
+namespace kiln::store {
+
+// An ordered set of message mutations applied atomically.
+class MessageBatch {
+ public:
+  enum class Kind { kPut, kPutState, kDelete, kSetTotal };
+  struct Op {
+    Kind kind;
+    uint64_t qid;
+    MessageState state;  // kPut, kPutState; state.id for kDelete
+    std::string body;    // kPut
+    uint64_t total = 0;  // kSetTotal
+  };
+
+  void Put(uint64_t qid, const MessageState& s, std::string body) {
+    ops_.push_back({Kind::kPut, qid, s, std::move(body)});
+  }
+  void PutState(uint64_t qid, const MessageState& s) { ops_.push_back({Kind::kPutState, qid, s, {}}); }
+  void Delete(uint64_t qid, uint64_t id) {
+    ops_.push_back({Kind::kDelete, qid, MessageState{.id = id}, {}});
+  }
+  void SetTotal(uint64_t qid, uint64_t total) {
+    ops_.push_back({Kind::kSetTotal, qid, {}, {}, total});
+  }
+  bool empty() const { return ops_.empty(); }
+  const std::vector<Op>& ops() const { return ops_; }
+
+ private:
+  std::vector<Op> ops_;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Message writes. Commit makes `batch` durable (fsync'd, group-committed
+  // with concurrent callers) and then calls `done`, possibly on another
+  // thread. Write applies it to the same log without waiting for an fsync: a
+  // crash may lose it.
+  using Done = std::function<void(Result<void>)>;
+  virtual void Commit(MessageBatch batch, Done done) = 0;
+  virtual Result<void> Write(const MessageBatch& batch) = 0;
+  virtual Result<std::string> GetBody(uint64_t qid, uint64_t id) = 0;
+  // Removes every message of the queue (not synced: a crash may bring some back).
+  virtual Result<void> ClearMessages(uint64_t qid) = 0;
+
+  // Queues. PutQueue is durable on return. DeleteQueue removes the record,
+  // every message of the queue and its counters.
+  virtual Result<void> PutQueue(const QueueRecord& q) = 0;
+  virtual Result<void> DeleteQueue(uint64_t qid) = 0;
+  virtual uint64_t NextQueueId() = 0;
+
+  // Recovery, called once before serving.
+  virtual Result<void> ForEachQueue(const std::function<void(const QueueRecord&, uint64_t total)>& fn) = 0;
+  virtual Result<void> ForEachMessage(const std::function<void(uint64_t qid, const MessageState&)>& fn) = 0;
+
+  // Projects and tokens. Durable on return.
+  virtual Result<void> PutProject(const ProjectRecord& p) = 0;
+  virtual Result<std::vector<ProjectRecord>> ListProjects() = 0;
+  virtual Result<void> PutToken(const TokenRecord& t) = 0;
+  virtual Result<TokenRecord> GetTokenByHash(const std::string& hash) = 0;  // NotFound
+  virtual Result<std::vector<TokenRecord>> ListTokens() = 0;
+  virtual Result<void> DeleteToken(const std::string& id) = 0;  // NotFound
+};
+
+}  // namespace kiln::store
