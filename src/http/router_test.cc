@@ -1,0 +1,55 @@
+#include "http/router.h"
+
+#include <gtest/gtest.h>
+
+namespace kiln::http {
+namespace {
+
+Handler Named(int* hit, int id) {
+  return [hit, id](Request&) -> boost::asio::awaitable<Response> {
+    *hit = id;
+    co_return Response{};
+  };
+}
+
+TEST(RouterTest, MatchesCapturesAndDecodes) {
+  Router r;
+  int hit = 0;
+  r.Add("GET", "/3/projects/:project/queues/:queue", Named(&hit, 1));
+  Request req;
+  req.method = "GET";
+  req.path = "/3/projects/p1/queues/my%20queue";
+  const Handler* h = nullptr;
+  ASSERT_EQ(r.Find(req, &h), Router::Match::kFound);
+  EXPECT_EQ(req.Param("project"), "p1");
+  EXPECT_EQ(req.Param("queue"), "my queue");
+}
+
+TEST(RouterTest, WrongMethodAndUnknownPathAndBadEscape) {
+  Router r;
+  int hit = 0;
+  r.Add("GET", "/a/:x", Named(&hit, 1));
+  const Handler* h = nullptr;
+  Request req;
+  req.method = "POST";
+  req.path = "/a/b";
+  EXPECT_EQ(r.Find(req, &h), Router::Match::kNoMethod);
+  req.path = "/a/b/c";
+  EXPECT_EQ(r.Find(req, &h), Router::Match::kNoPath);
+  req.method = "GET";
+  req.path = "/a/%zz";
+  EXPECT_EQ(r.Find(req, &h), Router::Match::kBadPath);
+  req.path = "/a/%4";
+  EXPECT_EQ(r.Find(req, &h), Router::Match::kBadPath);
+}
+
+TEST(PercentDecodeTest, PlusIsSpaceOnlyInQueries) {
+  std::string out;
+  ASSERT_TRUE(PercentDecode("a+b%2F", true, &out));
+  EXPECT_EQ(out, "a b/");
+  ASSERT_TRUE(PercentDecode("a+b", false, &out));
+  EXPECT_EQ(out, "a+b");
+}
+
+}  // namespace
+}  // namespace kiln::http

@@ -1,0 +1,270 @@
+#include "mq/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "store/rocks/rocks_store.h"
+#include "tests/support/temp_dir.h"
+
+namespace kiln::mq {
+namespace {
+
+constexpr char kProject[] = "0123456789abcdef01234567";
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open() {
+    engine_.reset();
+    store_.reset();
+    auto s = store::rocks::Open({dir_.path()});
+    ASSERT_TRUE(s) << s.error().message();
+    store_ = std::move(*s);
+    engine_ = std::make_unique<Engine>(*store_, clock_);
+    auto r = engine_->Recover();
+    ASSERT_TRUE(r) << r.error().message();
+  }
+
+  Result<std::vector<uint64_t>> Post(const std::string& q, std::vector<NewMessage> msgs) {
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine_->Post(kProject, q, std::move(msgs), [&](auto r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  }
+  uint64_t PostOne(const std::string& q, std::string body, int64_t delay = 0) {
+    auto ids = Post(q, {{std::move(body), delay}});
+    EXPECT_TRUE(ids) << ids.error().message();
+    return ids->at(0);
+  }
+  std::vector<Message> Reserve(const std::string& q, int n = 1, std::optional<int64_t> t = {}) {
+    auto r = engine_->Reserve(kProject, q, {n, t, false});
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? *r : std::vector<Message>{};
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, PostCreatesQueueAndReserveReturnsFifo) {
+  auto ids = Post("jobs", {{"a", 0}, {"b", 0}, {"c", 0}});
+  ASSERT_TRUE(ids);
+  ASSERT_EQ(ids->size(), 3u);
+  EXPECT_LT(ids->at(0), ids->at(1));
+  auto msgs = Reserve("jobs", 2);
+  ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_EQ(msgs[0].body, "a");
+  EXPECT_EQ(msgs[1].body, "b");
+  EXPECT_EQ(msgs[0].reserved_count, 1u);
+  EXPECT_EQ(msgs[0].reservation_id.size(), 32u);
+  EXPECT_NE(msgs[0].reservation_id, msgs[1].reservation_id);
+  auto info = engine_->GetQueue(kProject, "jobs");
+  EXPECT_EQ(info->size, 3u);
+  EXPECT_EQ(info->total_messages, 3u);
+}
+
+TEST_F(EngineTest, ReserveOnMissingQueueIsNotFound) {
+  auto r = engine_->Reserve(kProject, "nope", {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(r.error().message(), "Queue not found");
+}
+
+TEST_F(EngineTest, DeleteNeedsTheCurrentReservation) {
+  PostOne("q", "x");
+  auto m = Reserve("q")[0];
+  auto wrong = engine_->DeleteMessage(kProject, "q", {m.id, std::string(32, '0')});
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code(), ErrorCode::kPermissionDenied);
+  auto none = engine_->DeleteMessage(kProject, "q", {m.id, ""});
+  EXPECT_FALSE(none);
+  EXPECT_TRUE(engine_->DeleteMessage(kProject, "q", {m.id, m.reservation_id}));
+  EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 0u);
+  auto again = engine_->DeleteMessage(kProject, "q", {m.id, m.reservation_id});
+  EXPECT_EQ(again.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(EngineTest, ExpiredReservationIsStaleAndMessageComesBack) {
+  PostOne("q", "x");
+  auto m = Reserve("q", 1, 30)[0];
+  clock_.Advance(30'000);
+  auto del = engine_->DeleteMessage(kProject, "q", {m.id, m.reservation_id});
+  ASSERT_FALSE(del);
+  EXPECT_EQ(del.error().code(), ErrorCode::kPermissionDenied);
+  auto again = Reserve("q");
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].id, m.id);
+  EXPECT_EQ(again[0].reserved_count, 2u);
+  EXPECT_NE(again[0].reservation_id, m.reservation_id);
+}
+
+TEST_F(EngineTest, TouchGivesANewReservationAndExtends) {
+  PostOne("q", "x");
+  auto m = Reserve("q", 1, 30)[0];
+  clock_.Advance(20'000);
+  auto fresh = engine_->Touch(kProject, "q", m.id, m.reservation_id, 60);
+  ASSERT_TRUE(fresh);
+  EXPECT_NE(*fresh, m.reservation_id);
+  EXPECT_FALSE(engine_->Touch(kProject, "q", m.id, m.reservation_id, {}));  // old one is stale
+  clock_.Advance(30'000);  // past the first deadline, within the touched one
+  EXPECT_TRUE(Reserve("q").empty());
+  EXPECT_TRUE(engine_->DeleteMessage(kProject, "q", {m.id, *fresh}));
+}
+
+TEST_F(EngineTest, ReleaseWithDelay) {
+  PostOne("q", "x");
+  auto m = Reserve("q")[0];
+  ASSERT_TRUE(engine_->Release(kProject, "q", m.id, m.reservation_id, 10));
+  EXPECT_TRUE(Reserve("q").empty());
+  clock_.Advance(10'000);
+  EXPECT_EQ(Reserve("q").size(), 1u);
+}
+
+TEST_F(EngineTest, DelayedPostIsInvisibleUntilDue) {
+  PostOne("q", "later", 5);
+  PostOne("q", "now");
+  auto first = Reserve("q", 10);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].body, "now");
+  clock_.Advance(5'000);
+  auto second = Reserve("q", 10);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].body, "later");
+}
+
+TEST_F(EngineTest, MessagesExpire) {
+  ASSERT_TRUE(engine_->PutQueue(kProject, "q", {.message_expiration = 60}));
+  PostOne("q", "x");
+  clock_.Advance(60'000);
+  engine_->Tick();
+  EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 0u);
+  EXPECT_TRUE(Reserve("q").empty());
+}
+
+TEST_F(EngineTest, OverReservedMessageMovesToDeadLetterQueue) {
+  QueueSettings s;
+  s.dead_letter_queue = "dlq";
+  s.max_reservations = 2;
+  ASSERT_TRUE(engine_->PutQueue(kProject, "q", s));
+  auto id = PostOne("q", "poison");
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(Reserve("q", 1, 30).size(), 1u);
+    clock_.Advance(30'000);
+  }
+  EXPECT_TRUE(Reserve("q").empty());  // the third reserve moves it
+  auto dead = engine_->Peek(kProject, "dlq", 10);
+  ASSERT_TRUE(dead);
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].id, id);
+  EXPECT_EQ((*dead)[0].body, "poison");
+  EXPECT_EQ((*dead)[0].reserved_count, 2u);
+  EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 0u);
+}
+
+TEST_F(EngineTest, PeekAndGetDoNotReserve) {
+  auto id = PostOne("q", "x");
+  auto peek = engine_->Peek(kProject, "q", 5);
+  ASSERT_EQ(peek->size(), 1u);
+  EXPECT_EQ(engine_->GetMessage(kProject, "q", id)->reserved_count, 0u);
+  auto m = Reserve("q");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].reserved_count, 1u);
+  EXPECT_TRUE(engine_->Peek(kProject, "q", 5)->empty());
+}
+
+TEST_F(EngineTest, BatchDeleteIsAllOrNothing) {
+  auto ids = *Post("q", {{"a", 0}, {"b", 0}});
+  auto m = Reserve("q")[0];  // "a" reserved, "b" ready
+  auto bad = engine_->DeleteMessages(kProject, "q", {{ids[1], ""}, {m.id, "stale"}});
+  EXPECT_FALSE(bad);
+  EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 2u);
+  EXPECT_TRUE(engine_->DeleteMessages(kProject, "q", {{ids[1], ""}, {m.id, m.reservation_id}}));
+  EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 0u);
+}
+
+TEST_F(EngineTest, ReserveWithDeleteRemovesAtOnce) {
+  PostOne("q", "x");
+  auto r = engine_->Reserve(kProject, "q", {1, {}, true});
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_TRUE(r->at(0).reservation_id.empty());
+  EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 0u);
+}
+
+TEST_F(EngineTest, EverythingSurvivesReopen) {
+  QueueSettings s;
+  s.message_timeout = 120;
+  ASSERT_TRUE(engine_->PutQueue(kProject, "q", s));
+  auto ready = PostOne("q", "ready");
+  auto delayed = PostOne("q", "delayed", 1000);
+  PostOne("q", "reserved");
+  auto reserved = Reserve("q", 2);  // "ready" and "reserved"
+  ASSERT_EQ(reserved.size(), 2u);
+  ASSERT_TRUE(engine_->DeleteMessage(kProject, "q", {ready, reserved[0].reservation_id}));
+  Open();
+  auto info = engine_->GetQueue(kProject, "q");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->record.message_timeout, 120);
+  EXPECT_EQ(info->size, 2u);
+  EXPECT_EQ(info->total_messages, 3u);
+  EXPECT_TRUE(Reserve("q").empty());  // one delayed, one still reserved
+  clock_.Advance(120'000);            // reservation over
+  auto back = Reserve("q");
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].body, "reserved");
+  EXPECT_EQ(back[0].reserved_count, 2u);
+  auto late = PostOne("q", "new");
+  EXPECT_GT(late, delayed);  // ids keep growing across restarts
+}
+
+TEST_F(EngineTest, DeletedQueueStartsEmptyWhenRecreated) {
+  PostOne("q", "x");
+  ASSERT_TRUE(engine_->DeleteQueue(kProject, "q"));
+  EXPECT_FALSE(engine_->GetQueue(kProject, "q"));
+  PostOne("q", "y");
+  Open();
+  auto m = Reserve("q", 10);
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].body, "y");
+}
+
+TEST_F(EngineTest, ListQueuesPagesByName) {
+  for (auto name : {"a1", "a2", "b1", "c1"}) ASSERT_TRUE(engine_->PutQueue(kProject, name, {}));
+  ASSERT_TRUE(engine_->PutQueue("ffffffffffffffffffffffff", "a0", {}));
+  EXPECT_EQ(engine_->ListQueues(kProject, "", "", 30),
+            (std::vector<std::string>{"a1", "a2", "b1", "c1"}));
+  EXPECT_EQ(engine_->ListQueues(kProject, "", "a2", 2), (std::vector<std::string>{"b1", "c1"}));
+  EXPECT_EQ(engine_->ListQueues(kProject, "a", "", 30), (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_EQ(engine_->ListQueues(kProject, "", "a15", 1), (std::vector<std::string>{"a2"}));
+}
+
+TEST_F(EngineTest, RejectsOutOfRangeValues) {
+  EXPECT_EQ(Post("q", {{"x", -1}}).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Post("q", {{"x", kMaxDelay + 1}}).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Post("q", {{std::string(64 * 1024 + 1, 'x'), 0}}).error().code(),
+            ErrorCode::kTooLarge);
+  EXPECT_EQ(Post("q", std::vector<NewMessage>(101, {"x", 0})).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_FALSE(engine_->PutQueue(kProject, "q", {.message_timeout = 29}));
+  EXPECT_FALSE(engine_->PutQueue(kProject, "q", {.message_timeout = 86401}));
+  EXPECT_FALSE(engine_->PutQueue(kProject, "bad/name", {}));
+  PostOne("q", "x");
+  EXPECT_FALSE(engine_->Reserve(kProject, "q", {101, {}, false}));
+  EXPECT_FALSE(engine_->Reserve(kProject, "q", {1, 29, false}));
+  EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 1u);  // nothing lost
+}
+
+TEST_F(EngineTest, PostWakesParkedWaiter) {
+  ASSERT_TRUE(engine_->PutQueue(kProject, "q", {}));
+  int woken = 0;
+  auto w = std::make_shared<Waiter>(Waiter{[&] { ++woken; }});
+  auto r = engine_->Reserve(kProject, "q", {}, w);
+  ASSERT_TRUE(r && r->empty());
+  PostOne("q", "x");
+  EXPECT_EQ(woken, 1);
+}
+
+}  // namespace
+}  // namespace kiln::mq

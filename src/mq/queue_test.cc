@@ -1,0 +1,109 @@
+#include "mq/queue.h"
+
+#include <gtest/gtest.h>
+
+namespace kiln::mq {
+namespace {
+
+constexpr TimeMs kNow = 1'000'000;
+
+store::MessageState Ready(uint64_t id) { return {id, 0, kNow + 60'000, 0, 0}; }
+
+TEST(QueueTest, ServesReadyMessagesInIdOrder) {
+  Queue q({});
+  for (uint64_t id : {1, 2, 3}) q.Add(Ready(id), kNow);
+  EXPECT_EQ(q.PopReady()->id, 1u);
+  EXPECT_EQ(q.PopReady()->id, 2u);
+  EXPECT_EQ(q.PopReady()->id, 3u);
+  EXPECT_FALSE(q.PopReady());
+}
+
+TEST(QueueTest, ExpiredReservationReturnsMessageToFront) {
+  Queue q({});
+  for (uint64_t id : {1, 2, 3}) q.Add(Ready(id), kNow);
+  auto first = q.PopReady();
+  q.Reserve(first->id, 42, kNow + 30'000, true);
+  EXPECT_FALSE(q.Tick(kNow + 29'999));
+  EXPECT_TRUE(q.Tick(kNow + 30'000));
+  auto again = q.PopReady();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->id, 1u);
+  EXPECT_EQ(again->reserved_count, 1u);
+  EXPECT_EQ(again->reservation, 0u);
+}
+
+TEST(QueueTest, TouchedReservationIgnoresTheOldDeadline) {
+  Queue q({});
+  q.Add(Ready(1), kNow);
+  q.PopReady();
+  q.Reserve(1, 7, kNow + 30'000, true);
+  q.Reserve(1, 8, kNow + 90'000, true);  // touch
+  EXPECT_FALSE(q.Tick(kNow + 60'000));
+  EXPECT_EQ(q.Find(1)->reservation, 8u);
+  EXPECT_EQ(q.Find(1)->reserved_count, 2u);
+  EXPECT_TRUE(q.Tick(kNow + 90'000));
+}
+
+TEST(QueueTest, DelayedMessageBecomesReadyOnTime) {
+  Queue q({});
+  q.Add({1, kNow + 5'000, kNow + 60'000, 0, 0}, kNow);
+  q.Add(Ready(2), kNow);
+  EXPECT_EQ(q.PopReady()->id, 2u);
+  EXPECT_FALSE(q.PopReady());
+  EXPECT_TRUE(q.Tick(kNow + 5'000));
+  EXPECT_EQ(q.PopReady()->id, 1u);
+}
+
+TEST(QueueTest, ReleaseWithDelayHoldsTheMessage) {
+  Queue q({});
+  q.Add(Ready(1), kNow);
+  q.PopReady();
+  q.Reserve(1, 5, kNow + 30'000, true);
+  q.Release(1, kNow + 10'000, kNow);
+  EXPECT_TRUE(q.PeekReady(10).empty());
+  q.Tick(kNow + 10'000);
+  ASSERT_EQ(q.PeekReady(10).size(), 1u);
+  EXPECT_EQ(q.Find(1)->reservation, 0u);
+}
+
+TEST(QueueTest, PeekDoesNotTakeAndSkipsRemoved) {
+  Queue q({});
+  for (uint64_t id : {1, 2, 3, 4}) q.Add(Ready(id), kNow);
+  q.Remove(2);
+  auto peek = q.PeekReady(10);
+  ASSERT_EQ(peek.size(), 3u);
+  EXPECT_EQ(peek[0].id, 1u);
+  EXPECT_EQ(peek[1].id, 3u);
+  EXPECT_EQ(q.PopReady()->id, 1u);
+  EXPECT_EQ(q.PopReady()->id, 3u);
+}
+
+TEST(QueueTest, ReleasedMessageGoesAheadOfNewerOnes) {
+  Queue q({});
+  for (uint64_t id : {1, 2, 3}) q.Add(Ready(id), kNow);
+  q.PopReady();
+  q.PopReady();
+  q.Reserve(2, 9, kNow + 30'000, true);
+  q.Release(2, kNow, kNow);
+  q.Add(Ready(4), kNow);
+  EXPECT_EQ(q.PopReady()->id, 2u);
+  EXPECT_EQ(q.PopReady()->id, 3u);
+  EXPECT_EQ(q.PopReady()->id, 4u);
+}
+
+TEST(QueueTest, WaitersAreWokenOnceAndForgotten) {
+  Queue q({});
+  int woken = 0;
+  auto w = std::make_shared<Waiter>(Waiter{[&] { ++woken; }});
+  q.AddWaiter(w);
+  q.WakeWaiters();
+  q.WakeWaiters();
+  EXPECT_EQ(woken, 1);
+  q.AddWaiter(w);
+  q.RemoveWaiter(w.get());
+  q.WakeWaiters();
+  EXPECT_EQ(woken, 1);
+}
+
+}  // namespace
+}  // namespace kiln::mq
