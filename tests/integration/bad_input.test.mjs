@@ -1,1 +1,111 @@
-import test from 'node:test'; test('placeholder', () => {});
+// Bad input gets a clear error, never crashes the server, never loses a
+// message: malformed JSON, wrong types, out-of-range values, oversized
+// bodies and headers, garbage and half-closed connections, unknown paths.
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { Kiln } from '../support/kiln.mjs';
+
+const kiln = new Kiln({ args: ['--max-request-bytes', '262144'] });
+let kept;
+before(async () => {
+  await kiln.start();
+  kept = (await kiln.req('POST', kiln.q('safe') + '/messages', { messages: [{ body: 'keep me' }] })).body.ids[0];
+});
+after(async () => {
+  // The server is alive and the message is intact after everything below.
+  const m = await kiln.req('GET', kiln.q('safe') + '/messages/' + kept);
+  assert.equal(m.body.message.body, 'keep me');
+  const { code } = await kiln.stop();
+  assert.equal(code, 0);
+  kiln.cleanup();
+});
+
+function expectError(res, status) {
+  assert.equal(res.status, status, res.text);
+  assert.equal(typeof res.body.msg, 'string', `JSON {"msg"} body expected, got ${res.text}`);
+}
+
+test('malformed JSON is 400 on every body-taking endpoint', async () => {
+  const m = kiln.q('safe') + '/messages';
+  for (const [method, path] of [['POST', m], ['PUT', kiln.q('safe')], ['PATCH', kiln.q('safe')],
+    ['POST', kiln.q('safe') + '/reservations'], ['DELETE', m], ['DELETE', `${m}/${kept}`],
+    ['POST', `${m}/${kept}/touch`], ['POST', `${m}/${kept}/release`]]) {
+    expectError(await kiln.req(method, path, '{"messages": [ {'), 400);
+    expectError(await kiln.req(method, path, '[1,2]'), 400);
+  }
+});
+
+test('wrong types and missing fields are 400', async () => {
+  const m = kiln.q('safe') + '/messages';
+  for (const body of [{}, { messages: 'x' }, { messages: [] }, { messages: [{}] },
+    { messages: [{ body: 5 }] }, { messages: [{ body: 'x', delay: 'soon' }] },
+    { messages: [{ body: 'x', delay: 1.5 }] }, { messages: ['x'] }]) {
+    expectError(await kiln.req('POST', m, body), 400);
+  }
+  const r = kiln.q('safe') + '/reservations';
+  for (const body of [{ n: 'two' }, { n: 0 }, { n: 101 }, { timeout: 29 }, { timeout: 86401 },
+    { wait: 31 }, { wait: -1 }, { delete: 'yes' }]) {
+    expectError(await kiln.req('POST', r, body), 400);
+  }
+  for (const queue of [{ queue: { message_timeout: 'long' } }, { queue: { message_timeout: 10 } },
+    { queue: { message_expiration: 99999999 } }, { queue: { type: 'weird' } }, { queue: 'x' },
+    { queue: { dead_letter: { queue_name: 'safe' } } }]) {
+    expectError(await kiln.req('PUT', kiln.q('safe'), queue), 400);
+  }
+  expectError(await kiln.req('POST', m, { messages: [{ body: 'x', delay: 604801 }] }), 400);
+  expectError(await kiln.req('DELETE', m, { ids: [{ id: 5 }] }), 400);
+  expectError(await kiln.req('GET', m + '?n=abc'), 400);
+});
+
+test('an oversized message is 413; an oversized request body is 413', async () => {
+  const m = kiln.q('safe') + '/messages';
+  expectError(await kiln.req('POST', m, { messages: [{ body: 'x'.repeat(64 * 1024 + 1) }] }), 413);
+  const huge = await kiln.req('POST', m, { messages: [{ body: 'y'.repeat(300 * 1024) }] }).catch((e) => e);
+  if (huge.status !== undefined) expectError(huge, 413);
+  // Exactly at the limit is fine.
+  assert.equal((await kiln.req('POST', m, { messages: [{ body: 'z'.repeat(64 * 1024) }] })).status, 201);
+});
+
+test('unknown paths are 404, wrong methods 405, other versions 404', async () => {
+  expectError(await kiln.req('GET', '/nothing/here'), 404);
+  expectError(await kiln.req('GET', `/1/projects/${kiln.project}/queues`), 404);
+  expectError(await kiln.req('POST', kiln.q()), 405);
+  expectError(await kiln.req('PUT', kiln.q('safe') + '/reservations'), 405);
+  expectError(await kiln.req('GET', `/3/projects/${kiln.project}/queues/%zz`), 400);
+});
+
+function raw(bytes, { end = true } = {}) {
+  return new Promise((resolve) => {
+    const s = net.connect(kiln.port, '127.0.0.1', () => { s.write(bytes); if (end) s.end(); });
+    let buf = '';
+    s.on('data', (d) => { buf += d; });
+    s.on('close', () => resolve(buf));
+    s.on('error', () => resolve(buf));
+    setTimeout(() => { s.destroy(); resolve(buf); }, 3000);
+  });
+}
+
+test('garbage, oversized headers and half-closed connections', async () => {
+  assert.match(await raw('this is not http\r\n\r\n'), /^HTTP\/1\.1 400/);
+  const bigHeader = `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20000)}\r\n\r\n`;
+  assert.match(await raw(bigHeader), /^HTTP\/1\.1 431/);
+  // A request cut off in the middle, then the client goes away.
+  assert.equal(await raw(`POST ${kiln.q('safe')}/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"mess`), '');
+  // A body longer than the server accepts, announced up front.
+  assert.match(await raw(`POST ${kiln.q('safe')}/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n`), /^HTTP\/1\.1 413/);
+  assert.equal((await kiln.req('GET', '/healthz')).status, 200);
+});
+
+test('stale and malformed reservation ids are 403, unknown message ids 404', async () => {
+  const m = kiln.q('reserved') + '/messages';
+  const id = (await kiln.req('POST', m, { messages: [{ body: 'r' }] })).body.ids[0];
+  const r = (await kiln.req('POST', kiln.q('reserved') + '/reservations', { n: 1 })).body.messages[0];
+  assert.equal(r.id, id);
+  expectError(await kiln.req('DELETE', `${m}/${id}`, { reservation_id: 'garbage' }), 403);
+  expectError(await kiln.req('POST', `${m}/${id}/touch`, { reservation_id: '0'.repeat(32) }), 403);
+  expectError(await kiln.req('POST', `${m}/${id}/touch`, {}), 400);
+  expectError(await kiln.req('DELETE', `${m}/99999`, {}), 404);
+  expectError(await kiln.req('POST', `${m}/99999/release`, { reservation_id: r.reservation_id }), 404);
+  assert.equal((await kiln.req('DELETE', `${m}/${id}`, { reservation_id: r.reservation_id })).status, 200);
+});
