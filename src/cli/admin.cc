@@ -66,6 +66,7 @@ void AddAdminCommands(CLI::App& app) {
 
   auto* projects = app.add_subcommand("project", "Projects (admin)");
   projects->require_subcommand(1);
+  projects->fallthrough();
   Common(projects, *f);
   auto* pcreate = projects->add_subcommand("create", "Create a project and its first token");
   pcreate->add_option("name", *name, "Project name")->required();
@@ -88,6 +89,7 @@ void AddAdminCommands(CLI::App& app) {
 
   auto* tokens = app.add_subcommand("token", "Tokens (admin)");
   tokens->require_subcommand(1);
+  tokens->fallthrough();
   Common(tokens, *f);
   auto* tcreate = tokens->add_subcommand("create", "Create a token for a project");
   tcreate->add_option("--project", *project, "Project id")->required();

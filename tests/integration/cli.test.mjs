@@ -1,1 +1,91 @@
-import test from 'node:test'; test('placeholder', () => {});
+// The CLI against a live server, finding it through iron.json (written at
+// first start into the working directory) and IRON_* variables.
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { Kiln, KILN_BIN } from '../support/kiln.mjs';
+
+const kiln = new Kiln();
+before(() => kiln.start());
+after(async () => { await kiln.stop(); kiln.cleanup(); });
+
+function cli(args, { env = {}, input } = {}) {
+  return new Promise((resolve) => {
+    const child = execFile(KILN_BIN, args, { cwd: kiln.dir, env: { PATH: process.env.PATH, ...env } },
+      (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+    if (input !== undefined) child.stdin.end(input);
+  });
+}
+
+test('mq create, push, peek, reserve, touch, release, delete, info, list, clear, rm', async () => {
+  let r = await cli(['mq', 'create', 'work', '--message-timeout', '45']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /queue work ready/);
+  r = await cli(['mq', 'push', 'work', 'alpha', 'beta']);
+  assert.equal(r.code, 0, r.stderr);
+  const ids = r.stdout.trim().split('\n');
+  assert.equal(ids.length, 2);
+  r = await cli(['mq', 'push', 'work'], { input: 'from stdin' });
+  assert.equal(r.code, 0, r.stderr);
+
+  r = await cli(['mq', 'peek', 'work', '-n', '5']);
+  assert.match(r.stdout, /alpha[\s\S]*beta[\s\S]*from stdin/);
+
+  r = await cli(['mq', 'reserve', 'work', '--json']);
+  const m = JSON.parse(r.stdout).messages[0];
+  assert.equal(m.body, 'alpha');
+  r = await cli(['mq', 'touch', 'work', m.id, '--reservation-id', m.reservation_id]);
+  assert.equal(r.code, 0, r.stderr);
+  const fresh = r.stdout.match(/reservation_id ([0-9a-f]{32})/)[1];
+  r = await cli(['mq', 'release', 'work', m.id, '--reservation-id', fresh]);
+  assert.match(r.stdout, /Released/);
+  r = await cli(['mq', 'reserve', 'work', '-n', '1']);
+  const rid = r.stdout.match(/reservation_id ([0-9a-f]{32})/)[1];
+  r = await cli(['mq', 'delete', 'work', m.id, '--reservation-id', rid]);
+  assert.match(r.stdout, /Deleted/);
+
+  r = await cli(['mq', 'info', 'work']);
+  assert.match(r.stdout, /size\s+2/);
+  assert.match(r.stdout, /message_timeout\s+45 s/);
+  r = await cli(['mq', 'list']);
+  assert.match(r.stdout, /^work$/m);
+  r = await cli(['mq', 'clear', 'work']);
+  assert.match(r.stdout, /Cleared/);
+  r = await cli(['mq', 'rm', 'work']);
+  assert.match(r.stdout, /Deleted/);
+  r = await cli(['mq', 'info', 'work']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /404 Queue not found/);
+});
+
+test('IRON_* variables override iron.json; a bad token is reported', async () => {
+  const r = await cli(['mq', 'list'], { env: { IRON_TOKEN: 'bad' } });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /401/);
+  const down = await cli(['mq', 'list'], { env: { IRON_PORT: '1' } });
+  assert.equal(down.code, 2);
+  assert.match(down.stderr, /cannot reach Kiln/);
+});
+
+test('project create and token create, list, revoke with the admin token', async () => {
+  let r = await cli(['project', 'create', 'team-b', '--port', String(kiln.port)]);
+  assert.equal(r.code, 0, r.stderr);
+  const project = r.stdout.match(/project_id: ([0-9a-f]{24})/)[1];
+  const token = r.stdout.match(/token: ([0-9a-f]+)/)[1];
+  r = await cli(['mq', 'push', 'b-queue', 'hi', '--project-id', project, '--token', token]);
+  assert.equal(r.code, 0, r.stderr);
+
+  r = await cli(['token', 'create', '--project', project, '--name', 'ci', '--port', String(kiln.port), '--json']);
+  const created = JSON.parse(r.stdout).token;
+  assert.equal(created.name, 'ci');
+  r = await cli(['token', 'list', '--project', project, '--port', String(kiln.port)]);
+  assert.match(r.stdout, new RegExp(created.id));
+  assert.doesNotMatch(r.stdout, new RegExp(created.token));
+  r = await cli(['token', 'revoke', created.id, '--port', String(kiln.port)]);
+  assert.match(r.stdout, /Revoked/);
+  r = await cli(['mq', 'list', '--project-id', project, '--token', created.token]);
+  assert.equal(r.code, 1);
+
+  r = await cli(['project', 'list', '--port', String(kiln.port), '--admin-token', 'nope']);
+  assert.equal(r.code, 1);
+});
