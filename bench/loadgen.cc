@@ -1,0 +1,352 @@
+// kiln-bench: a load generator that runs the same queue cycle against Kiln
+// and its peers over persistent connections, one thread per client, and
+// prints one JSON line per run: messages/s and p50/p99 of a cycle.
+//
+//   cycle        post one 100-byte message, reserve one, delete it
+//   batch-cycle  post 100 in one request, reserve n=100, delete those 100
+//   batch-post   post 100 per request (Kiln only)
+//
+// Targets: kiln (HTTP, Boost.Beast), beanstalkd (put/reserve/delete),
+// redis (LPUSH / BLMOVE / LREM reliable queue), postgres (libpq, SKIP LOCKED).
+
+#include <libpq-fe.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string target = "kiln";
+  std::string mode = "cycle";
+  std::string host = "127.0.0.1";
+  std::string port = "8080";
+  std::string project, token;  // kiln
+  std::string queue = "bench";
+  std::string conninfo;  // postgres
+  int clients = 1;
+  int seconds = 10;
+  int body_bytes = 100;
+  int batch = 100;
+};
+
+// One client's connection to a target; Cycle runs one unit of work and
+// returns how many messages went through it.
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  virtual int Cycle() = 0;
+};
+
+std::string Between(const std::string& s, const std::string& open, char close, size_t from = 0,
+                    size_t* end = nullptr) {
+  size_t i = s.find(open, from);
+  if (i == std::string::npos) throw std::runtime_error("unexpected reply: " + s.substr(0, 200));
+  i += open.size();
+  size_t j = s.find(close, i);
+  if (end) *end = j;
+  return s.substr(i, j - i);
+}
+
+class KilnDriver : public Driver {
+ public:
+  explicit KilnDriver(const Options& o) : o_(o), stream_(ioc_) {
+    tcp::resolver r(ioc_);
+    stream_.connect(r.resolve(o.host, o.port));
+    stream_.socket().set_option(tcp::no_delay(true));
+    base_ = "/3/projects/" + o.project + "/queues/" + o.queue;
+    body_ = std::string(o.body_bytes, 'x');
+  }
+
+  int Cycle() override {
+    if (o_.mode == "cycle") {
+      Call("POST", base_ + "/messages", "{\"messages\":[{\"body\":\"" + body_ + "\"}]}", 201);
+      std::string res = Call("POST", base_ + "/reservations", "{\"n\":1}", 200);
+      if (res.find("\"id\"") == std::string::npos) return 0;  // another client took it
+      std::string id = Between(res, "\"id\":\"", '"');
+      std::string rid = Between(res, "\"reservation_id\":\"", '"');
+      Call("DELETE", base_ + "/messages/" + id, "{\"reservation_id\":\"" + rid + "\"}", 200);
+      return 1;
+    }
+    std::string post = "{\"messages\":[";
+    for (int i = 0; i < o_.batch; ++i)
+      post += (i ? ",{\"body\":\"" : "{\"body\":\"") + body_ + "\"}";
+    post += "]}";
+    Call("POST", base_ + "/messages", post, 201);
+    if (o_.mode == "batch-post") return o_.batch;
+    std::string res =
+        Call("POST", base_ + "/reservations", "{\"n\":" + std::to_string(o_.batch) + "}", 200);
+    std::string del = "{\"ids\":[";
+    size_t pos = 0;
+    int n = 0;
+    while ((pos = res.find("\"id\":\"", pos)) != std::string::npos) {
+      size_t end;
+      std::string id = Between(res, "\"id\":\"", '"', pos, &end);
+      std::string rid = Between(res, "\"reservation_id\":\"", '"', end, &end);
+      del += (n++ ? "," : "") + std::string("{\"id\":\"") + id + "\",\"reservation_id\":\"" +
+             rid + "\"}";
+      pos = end;
+    }
+    del += "]}";
+    if (n) Call("DELETE", base_ + "/messages", del, 200);
+    return n;
+  }
+
+ private:
+  std::string Call(const char* method, const std::string& target, const std::string& body,
+                   int want) {
+    bhttp::request<bhttp::string_body> req{bhttp::string_to_verb(method), target, 11};
+    req.set(bhttp::field::host, o_.host);
+    req.set(bhttp::field::authorization, "OAuth " + o_.token);
+    req.set(bhttp::field::content_type, "application/json");
+    req.body() = body;
+    req.prepare_payload();
+    bhttp::write(stream_, req);
+    bhttp::response<bhttp::string_body> res;
+    bhttp::read(stream_, buf_, res);
+    if (res.result_int() != static_cast<unsigned>(want))
+      throw std::runtime_error(std::string(method) + " " + target + ": " +
+                               std::to_string(res.result_int()) + " " + res.body());
+    return std::move(res.body());
+  }
+
+  const Options& o_;
+  asio::io_context ioc_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buf_;
+  std::string base_, body_;
+};
+
+// A line-oriented TCP connection for beanstalkd and Redis.
+class LineConn {
+ public:
+  LineConn(const std::string& host, const std::string& port) : sock_(ioc_) {
+    tcp::resolver r(ioc_);
+    asio::connect(sock_, r.resolve(host, port));
+    sock_.set_option(tcp::no_delay(true));
+  }
+  void Send(const std::string& s) { asio::write(sock_, asio::buffer(s)); }
+  std::string Line() {
+    asio::read_until(sock_, buf_, "\r\n");
+    std::istream is(&buf_);
+    std::string line;
+    std::getline(is, line);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return line;
+  }
+  std::string Bytes(size_t n) {  // n bytes plus the trailing CRLF
+    if (buf_.size() < n + 2) asio::read(sock_, buf_, asio::transfer_exactly(n + 2 - buf_.size()));
+    std::string out(asio::buffers_begin(buf_.data()), asio::buffers_begin(buf_.data()) + n);
+    buf_.consume(n + 2);
+    return out;
+  }
+
+ private:
+  asio::io_context ioc_;
+  tcp::socket sock_;
+  asio::streambuf buf_;
+};
+
+class BeanstalkDriver : public Driver {
+ public:
+  explicit BeanstalkDriver(const Options& o) : c_(o.host, o.port), body_(o.body_bytes, 'x') {}
+  int Cycle() override {
+    c_.Send("put 0 0 60 " + std::to_string(body_.size()) + "\r\n" + body_ + "\r\n");
+    Expect(c_.Line(), "INSERTED");
+    c_.Send("reserve-with-timeout 0\r\n");
+    std::string r = c_.Line();
+    if (r.rfind("TIMED_OUT", 0) == 0) return 0;
+    Expect(r, "RESERVED");
+    size_t sp = r.find(' ', 9);
+    std::string id = r.substr(9, sp - 9);
+    c_.Bytes(std::stoul(r.substr(sp + 1)));
+    c_.Send("delete " + id + "\r\n");
+    Expect(c_.Line(), "DELETED");
+    return 1;
+  }
+
+ private:
+  static void Expect(const std::string& got, const char* want) {
+    if (got.rfind(want, 0) != 0) throw std::runtime_error("beanstalkd: " + got);
+  }
+  LineConn c_;
+  std::string body_;
+};
+
+class RedisDriver : public Driver {
+ public:
+  explicit RedisDriver(const Options& o)
+      : c_(o.host, o.port), q_(o.queue), body_(o.body_bytes, 'x') {}
+  int Cycle() override {
+    Command({"LPUSH", q_, body_});
+    Reply();
+    Command({"BLMOVE", q_, q_ + ":processing", "RIGHT", "LEFT", "1"});
+    std::string got = Reply();
+    if (got.empty()) return 0;
+    Command({"LREM", q_ + ":processing", "1", got});
+    Reply();
+    return 1;
+  }
+
+ private:
+  void Command(std::initializer_list<std::string> args) {
+    std::string s = "*" + std::to_string(args.size()) + "\r\n";
+    for (const auto& a : args) s += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+    c_.Send(s);
+  }
+  std::string Reply() {
+    std::string line = c_.Line();
+    if (line.empty()) throw std::runtime_error("redis: empty reply");
+    switch (line[0]) {
+      case ':':
+      case '+':
+        return line.substr(1);
+      case '$': {
+        long n = std::stol(line.substr(1));
+        return n < 0 ? std::string() : c_.Bytes(static_cast<size_t>(n));
+      }
+      default:
+        throw std::runtime_error("redis: " + line);
+    }
+  }
+  LineConn c_;
+  std::string q_, body_;
+};
+
+class PostgresDriver : public Driver {
+ public:
+  explicit PostgresDriver(const Options& o) : body_(o.body_bytes, 'x') {
+    conn_ = PQconnectdb(o.conninfo.c_str());
+    if (PQstatus(conn_) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(conn_));
+    Prepare("post", "INSERT INTO bench_queue(body) VALUES ($1)");
+    Prepare("reserve",
+            "UPDATE bench_queue SET reserved_until = now() + interval '60 seconds' WHERE id = "
+            "(SELECT id FROM bench_queue WHERE reserved_until < now() ORDER BY id "
+            "FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id, body");
+    Prepare("delete", "DELETE FROM bench_queue WHERE id = $1");
+  }
+  ~PostgresDriver() override { PQfinish(conn_); }
+  int Cycle() override {
+    const char* p[1] = {body_.c_str()};
+    Exec("post", 1, p);
+    PGresult* r = PQexecPrepared(conn_, "reserve", 0, nullptr, nullptr, nullptr, 0);
+    Check(r, PGRES_TUPLES_OK);
+    if (PQntuples(r) == 0) {
+      PQclear(r);
+      return 0;
+    }
+    std::string id = PQgetvalue(r, 0, 0);
+    PQclear(r);
+    const char* d[1] = {id.c_str()};
+    Exec("delete", 1, d);
+    return 1;
+  }
+
+ private:
+  void Prepare(const char* name, const char* sql) {
+    PGresult* r = PQprepare(conn_, name, sql, 0, nullptr);
+    Check(r, PGRES_COMMAND_OK);
+    PQclear(r);
+  }
+  void Exec(const char* name, int n, const char* const* params) {
+    PGresult* r = PQexecPrepared(conn_, name, n, params, nullptr, nullptr, 0);
+    Check(r, PGRES_COMMAND_OK);
+    PQclear(r);
+  }
+  void Check(PGresult* r, ExecStatusType want) {
+    if (PQresultStatus(r) != want) {
+      std::string e = PQresultErrorMessage(r);
+      PQclear(r);
+      throw std::runtime_error("postgres: " + e);
+    }
+  }
+  PGconn* conn_;
+  std::string body_;
+};
+
+std::unique_ptr<Driver> MakeDriver(const Options& o) {
+  if (o.target == "kiln") return std::make_unique<KilnDriver>(o);
+  if (o.target == "beanstalkd") return std::make_unique<BeanstalkDriver>(o);
+  if (o.target == "redis") return std::make_unique<RedisDriver>(o);
+  if (o.target == "postgres") return std::make_unique<PostgresDriver>(o);
+  throw std::runtime_error("unknown target " + o.target);
+}
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"kiln-bench: the queue cycle against Kiln and its peers"};
+  app.add_option("--target", o.target, "kiln, beanstalkd, redis, postgres");
+  app.add_option("--mode", o.mode, "cycle, batch-cycle, batch-post");
+  app.add_option("--host", o.host);
+  app.add_option("--port", o.port);
+  app.add_option("--project", o.project);
+  app.add_option("--token", o.token);
+  app.add_option("--queue", o.queue);
+  app.add_option("--conninfo", o.conninfo, "libpq connection string");
+  app.add_option("--clients", o.clients);
+  app.add_option("--seconds", o.seconds);
+  app.add_option("--body-bytes", o.body_bytes);
+  app.add_option("--batch", o.batch);
+  CLI11_PARSE(app, argc, argv);
+
+  std::atomic<bool> stop{false};
+  std::atomic<bool> failed{false};
+  std::vector<std::vector<double>> latencies(o.clients);
+  std::vector<long> counts(o.clients, 0);
+  std::vector<std::thread> threads;
+  auto started = Clock::now();
+  for (int c = 0; c < o.clients; ++c) {
+    threads.emplace_back([&, c] {
+      try {
+        auto d = MakeDriver(o);
+        while (!stop) {
+          auto t0 = Clock::now();
+          int n = d->Cycle();
+          latencies[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+          counts[c] += n;
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "client %d: %s\n", c, e.what());
+        failed = true;
+        stop = true;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(o.seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  double secs = std::chrono::duration<double>(Clock::now() - started).count();
+  std::vector<double> all;
+  long total = 0;
+  for (int c = 0; c < o.clients; ++c) {
+    all.insert(all.end(), latencies[c].begin(), latencies[c].end());
+    total += counts[c];
+  }
+  std::sort(all.begin(), all.end());
+  auto pct = [&](double p) { return all.empty() ? 0.0 : all[static_cast<size_t>(p * (all.size() - 1))]; };
+  std::printf(
+      "{\"target\":\"%s\",\"mode\":\"%s\",\"clients\":%d,\"messages\":%ld,\"seconds\":%.2f,"
+      "\"msgs_per_sec\":%.0f,\"p50_us\":%.0f,\"p99_us\":%.0f}\n",
+      o.target.c_str(), o.mode.c_str(), o.clients, total, secs, total / secs, pct(0.5), pct(0.99));
+  return failed ? 1 : 0;
+}
