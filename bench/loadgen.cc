@@ -48,6 +48,7 @@ struct Options {
   int seconds = 10;
   int body_bytes = 100;
   int batch = 100;
+  long stop_after = 0;  // stop once this many messages went through (0: run the time)
 };
 
 // One client's connection to a target; Cycle runs one unit of work and
@@ -307,10 +308,12 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", o.seconds);
   app.add_option("--body-bytes", o.body_bytes);
   app.add_option("--batch", o.batch);
+  app.add_option("--stop-after", o.stop_after, "Stop after this many messages");
   CLI11_PARSE(app, argc, argv);
 
   std::atomic<bool> stop{false};
   std::atomic<bool> failed{false};
+  std::atomic<long> done{0};
   std::vector<std::vector<double>> latencies(o.clients);
   std::vector<long> counts(o.clients, 0);
   std::vector<std::thread> threads;
@@ -324,6 +327,7 @@ int main(int argc, char** argv) {
           int n = d->Cycle();
           latencies[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
           counts[c] += n;
+          if (o.stop_after && (done += n) >= o.stop_after) stop = true;
         }
       } catch (const std::exception& e) {
         std::fprintf(stderr, "client %d: %s\n", c, e.what());
@@ -332,7 +336,8 @@ int main(int argc, char** argv) {
       }
     });
   }
-  std::this_thread::sleep_for(std::chrono::seconds(o.seconds));
+  for (auto until = started + std::chrono::seconds(o.seconds); !stop && Clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   stop = true;
   for (auto& t : threads) t.join();
   double secs = std::chrono::duration<double>(Clock::now() - started).count();

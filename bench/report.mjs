@@ -1,0 +1,50 @@
+// Turns bench/run.sh's JSON lines into the Markdown report of
+// docs/benchmarks.md, with Kiln's ratio to each peer from the same run.
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+
+const rows = readFileSync(process.argv[2], 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const find = (label, clients, mode = 'cycle') =>
+  rows.find((r) => r.label === label && r.clients === clients && r.mode === mode);
+const fmt = (n) => Math.round(n).toLocaleString('en-US');
+const cell = (r) => (r ? `${fmt(r.msgs_per_sec)} msg/s (p50 ${fmt(r.p50_us)} µs, p99 ${fmt(r.p99_us)} µs)` : 'n/a');
+const ratio = (a, b) => (a && b && b.msgs_per_sec > 0 ? (a.msgs_per_sec / b.msgs_per_sec).toFixed(2) + 'x' : 'n/a');
+
+const out = [];
+out.push(`Run on ${new Date().toISOString().slice(0, 16)}Z, ${os.cpus().length} cores (${os.cpus()[0].model}), ` +
+  `${Math.round(os.totalmem() / 2 ** 30)} GiB. Latency is of one whole cycle.`, '');
+
+function compare(title, kiln, peers) {
+  out.push(`### ${title}`, '');
+  out.push('| clients | ' + [kiln, ...peers].join(' | ') + ' | ' + peers.map((p) => `kiln / ${p}`).join(' | ') + ' |');
+  out.push('|---|' + [kiln, ...peers].map(() => '---').join('|') + '|' + peers.map(() => '---').join('|') + '|');
+  for (const c of [1, 8]) {
+    const k = find(kiln, c);
+    out.push(`| ${c} | ` + [k, ...peers.map((p) => find(p, c))].map(cell).join(' | ') + ' | ' +
+      peers.map((p) => ratio(k, find(p, c))).join(' | ') + ' |');
+  }
+  out.push('');
+}
+
+compare('Queue cycle, durable (post + reserve + delete of one 100-byte message per request)',
+  'kiln-durable', ['beanstalkd-f0', 'redis-always', 'postgres-skip-locked']);
+
+out.push('### Batched, durable (100 messages per request)', '');
+out.push('| run | clients | throughput |', '|---|---|---|');
+for (const c of [1, 8]) out.push(`| post 100 + reserve n=100 + delete 100 | ${c} | ${cell(find('kiln-batch', c, 'batch-cycle'))} |`);
+out.push(`| post 100 per request | 8 | ${cell(find('kiln-batch-post', 8, 'batch-post'))} |`, '');
+
+compare('Queue cycle, fsync on an interval (Kiln `--fsync interval:50ms`, beanstalkd `-f 50`, Redis `everysec`)',
+  'kiln-interval50', ['beanstalkd-f50', 'redis-everysec']);
+
+const fill = rows.find((r) => r.label === 'fill');
+if (fill) {
+  const perMsg = (a, b) => ((a - b) / fill.queued).toFixed(0);
+  out.push(`### ${fmt(fill.queued)} queued messages (100-byte bodies)`, '');
+  out.push('| measure | value |', '|---|---|');
+  out.push(`| RSS growth per queued message while posting | ${perMsg(fill.rss_full, fill.rss_empty)} bytes |`);
+  out.push(`| RSS per queued message after a restart (index rebuilt) | ${perMsg(fill.rss_restarted, fill.rss_empty_restarted)} bytes |`);
+  out.push(`| recovery (rebuild of the index, from the server's log) | ${fill.recover_ms ?? 'n/a'} ms |`);
+  out.push(`| restart until the port answers | ${fill.restart_ms} ms |`, '');
+}
+console.log(out.join('\n'));
