@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <condition_variable>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -63,6 +64,11 @@ struct Server::Impl {
   std::mutex conns_mu;
   std::list<Conn> conns;
   std::atomic<size_t> live{0};
+
+  // Run returns only after Stop has finished touching the contexts.
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stop_done = false;
 
   Impl(ServerOptions o, const Router& r) : options(std::move(o)), router(r) {}
 
@@ -243,6 +249,8 @@ void Server::Run() {
     threads.emplace_back([this, i] { impl_->contexts[i]->run(); });
   impl_->contexts[0]->run();
   for (auto& t : threads) t.join();
+  std::unique_lock lock(impl_->stop_mu);
+  impl_->stop_cv.wait(lock, [this] { return impl_->stop_done; });
 }
 
 void Server::Stop(std::chrono::milliseconds grace) {
@@ -269,8 +277,10 @@ void Server::Stop(std::chrono::milliseconds grace) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  for (auto& g : impl_->guards) g.reset();
   for (auto& c : impl_->contexts) c->stop();
+  std::lock_guard lock(impl_->stop_mu);
+  impl_->stop_done = true;
+  impl_->stop_cv.notify_all();
 }
 
 }  // namespace kiln::http

@@ -1,6 +1,7 @@
 #include "mq/engine.h"
 
 #include <algorithm>
+#include <future>
 #include <unordered_map>
 
 #include "base/ids.h"
@@ -43,7 +44,10 @@ Result<void> ValidateQueueName(const std::string& name) {
 Engine::Engine(store::Store& store, const Clock& clock, EngineOptions options)
     : store_(store), clock_(clock), options_(options) {}
 
-Engine::~Engine() = default;
+// Pending completions refer to this engine: let them run first.
+Engine::~Engine() { Flush(); }
+
+void Engine::Flush() { CommitAndWait({}); }
 
 uint64_t Engine::NextMessageId() { return next_id_.fetch_add(1) + 1; }
 
@@ -202,11 +206,24 @@ Result<void> Engine::DeleteQueue(const std::string& project, const std::string& 
     slot = it->second;
     queues_.erase(it);
   }
-  std::lock_guard lock(slot->mu);
-  slot->deleted = true;
-  slot->queue.Clear();
-  slot->queue.WakeWaiters();
-  return store_.DeleteQueue(slot->queue.record().qid);
+  uint64_t qid;
+  {
+    std::lock_guard lock(slot->mu);
+    slot->deleted = true;
+    slot->queue.Clear();
+    slot->queue.WakeWaiters();
+    qid = slot->queue.record().qid;
+  }
+  store::MessageBatch batch;
+  batch.DropQueue(qid);
+  return CommitAndWait(std::move(batch));
+}
+
+Result<void> Engine::CommitAndWait(store::MessageBatch batch) {
+  std::promise<Result<void>> done;
+  auto future = done.get_future();
+  store_.Commit(std::move(batch), [&done](Result<void> r) { done.set_value(std::move(r)); });
+  return future.get();
 }
 
 void Engine::Post(const std::string& project, const std::string& name,
@@ -320,9 +337,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
     }
     if (out.empty() && waiter) q.AddWaiter(std::move(waiter));
   }
-  if (!batch.empty()) {
-    if (auto w = store_.Write(batch); !w) return Fail(w.error());
-  }
+  if (!batch.empty()) store_.Append(std::move(batch));
   if (!dead.empty()) MoveToDeadLetter(project, dlq, qid, std::move(dead));
   return out;
 }
@@ -330,32 +345,37 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
 void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq,
                               uint64_t from_qid, std::vector<store::MessageState> states) {
   auto slot = FindOrCreate(project, dlq);
+  if (!slot) return;  // the messages stay where the store has them; a restart brings them back
   TimeMs now = clock_.NowMs();
-  if (!slot) {
-    // Cannot create the dead letter queue: keep the messages where they were.
-    return;
-  }
-  std::lock_guard lock((*slot)->mu);
-  Queue& q = (*slot)->queue;
   store::MessageBatch batch;
   std::vector<store::MessageState> moved;
-  for (auto s : states) {
-    auto body = store_.GetBody(from_qid, s.id);
-    if (!body) continue;
-    s.visible_at = 0;
-    s.reservation = 0;
-    s.expires_at = now + Seconds(q.record().message_expiration);
-    batch.Delete(from_qid, s.id);
-    batch.Put(q.record().qid, s, std::move(*body));
-    moved.push_back(s);
+  {
+    std::lock_guard lock((*slot)->mu);
+    Queue& q = (*slot)->queue;
+    for (auto s : states) {
+      auto body = store_.GetBody(from_qid, s.id);
+      if (!body) continue;
+      s.visible_at = 0;
+      s.reservation = 0;
+      s.expires_at = now + Seconds(q.record().message_expiration);
+      // Delete and put ride in one batch: the message is in exactly one queue.
+      batch.Delete(from_qid, s.id);
+      batch.Put(q.record().qid, s, std::move(*body));
+      moved.push_back(s);
+      q.CountPosted();
+    }
+    batch.SetTotal(q.record().qid, q.total_messages());
   }
-  batch.SetTotal(q.record().qid, q.total_messages() + moved.size());
-  if (!store_.Write(batch)) return;
-  for (const auto& s : moved) {
-    q.Add(s, now);
-    q.CountPosted();
-  }
-  q.WakeWaiters();
+  // Indexed once written, so that a reserve never looks for a body that is
+  // not in the store yet.
+  store_.Commit(std::move(batch), [this, slot = *slot, moved](Result<void> r) {
+    if (!r) return;
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return;
+    TimeMs at = clock_.NowMs();
+    for (const auto& s : moved) slot->queue.Add(s, at);
+    slot->queue.WakeWaiters();
+  });
 }
 
 void Engine::CancelWait(const std::string& project, const std::string& name,
@@ -440,7 +460,8 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
       batch.Delete(q.record().qid, ref.id);
     }
   }
-  return store_.Write(batch);
+  store_.Append(std::move(batch));
+  return Ok();
 }
 
 Result<void> Engine::Clear(const std::string& project, const std::string& name) {
@@ -449,7 +470,10 @@ Result<void> Engine::Clear(const std::string& project, const std::string& name) 
   std::lock_guard lock(slot->mu);
   if (slot->deleted) return Fail(QueueNotFound());
   slot->queue.Clear();
-  return store_.ClearMessages(slot->queue.record().qid);
+  store::MessageBatch batch;
+  batch.Clear(slot->queue.record().qid);
+  store_.Append(std::move(batch));
+  return Ok();
 }
 
 Result<std::string> Engine::Touch(const std::string& project, const std::string& name,
@@ -475,7 +499,7 @@ Result<std::string> Engine::Touch(const std::string& project, const std::string&
     batch.PutState(q.record().qid, q.Reserve(id, token, until, true));
     rid = FormatReservationId(id, token);
   }
-  if (auto w = store_.Write(batch); !w) return Fail(w.error());
+  store_.Append(std::move(batch));
   return rid;
 }
 
@@ -495,7 +519,8 @@ Result<void> Engine::Release(const std::string& project, const std::string& name
     batch.PutState(q.record().qid, q.Release(id, now + Seconds(delay), now));
     if (delay == 0) q.WakeWaiters();
   }
-  return store_.Write(batch);
+  store_.Append(std::move(batch));
+  return Ok();
 }
 
 void Engine::Tick() {
@@ -524,7 +549,7 @@ void Engine::Tick() {
       }
       if (woke) q.WakeWaiters();
     }
-    if (!batch.empty()) store_.Write(batch);
+    if (!batch.empty()) store_.Append(std::move(batch));
   }
 }
 

@@ -134,6 +134,10 @@ class Engine {
   // Wakes every parked long poll (at shutdown).
   void WakeAll();
 
+  // Waits until every write made so far is durable and has completed (its
+  // messages indexed). Tests use it; the destructor calls it.
+  void Flush();
+
   size_t queue_count() const;
   size_t message_count() const;
 
@@ -153,6 +157,8 @@ class Engine {
   Result<SlotPtr> FindOrCreate(const std::string& project, const std::string& name);
   Result<void> ApplySettings(store::QueueRecord& r, const QueueSettings& s, bool creating) const;
   uint64_t NextMessageId();
+  // Blocks until `batch` is durable. For rare operations only (queue delete).
+  Result<void> CommitAndWait(store::MessageBatch batch);
   void MoveToDeadLetter(const std::string& project, const std::string& dlq, uint64_t from_qid,
                         std::vector<store::MessageState> states);
   // Checks `ref` against the message's state under the queue's lock.

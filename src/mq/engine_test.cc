@@ -155,6 +155,7 @@ TEST_F(EngineTest, OverReservedMessageMovesToDeadLetterQueue) {
     clock_.Advance(30'000);
   }
   EXPECT_TRUE(Reserve("q").empty());  // the third reserve moves it
+  engine_->Flush();
   auto dead = engine_->Peek(kProject, "dlq", 10);
   ASSERT_TRUE(dead);
   ASSERT_EQ(dead->size(), 1u);

@@ -16,7 +16,7 @@ namespace kiln::store {
 // An ordered set of message mutations applied atomically.
 class MessageBatch {
  public:
-  enum class Kind { kPut, kPutState, kDelete, kSetTotal };
+  enum class Kind { kPut, kPutState, kDelete, kSetTotal, kClear, kDropQueue };
   struct Op {
     Kind kind;
     uint64_t qid;
@@ -35,6 +35,10 @@ class MessageBatch {
   void SetTotal(uint64_t qid, uint64_t total) {
     ops_.push_back({Kind::kSetTotal, qid, {}, {}, total});
   }
+  // Removes every message of the queue.
+  void Clear(uint64_t qid) { ops_.push_back({Kind::kClear, qid, {}, {}}); }
+  // Removes the queue's record, its messages and its counters.
+  void DropQueue(uint64_t qid) { ops_.push_back({Kind::kDropQueue, qid, {}, {}}); }
   bool empty() const { return ops_.empty(); }
   const std::vector<Op>& ops() const { return ops_; }
 
@@ -46,21 +50,19 @@ class Store {
  public:
   virtual ~Store() = default;
 
-  // Message writes. Commit makes `batch` durable (fsync'd, group-committed
-  // with concurrent callers) and then calls `done`, possibly on another
-  // thread. Write applies it to the same log without waiting for an fsync: a
-  // crash may lose it.
+  // Message writes go to one log in the order they are made. Commit makes
+  // `batch` durable (fsync'd, group-committed with everything else waiting)
+  // and then calls `done`, possibly on another thread. Append returns at
+  // once: the batch rides the next group commit (or the next interval
+  // sync), so a crash may lose it. A failed write puts the store in a failed
+  // state that every later Commit reports.
   using Done = std::function<void(Result<void>)>;
   virtual void Commit(MessageBatch batch, Done done) = 0;
-  virtual Result<void> Write(const MessageBatch& batch) = 0;
+  virtual void Append(MessageBatch batch) = 0;
   virtual Result<std::string> GetBody(uint64_t qid, uint64_t id) = 0;
-  // Removes every message of the queue (not synced: a crash may bring some back).
-  virtual Result<void> ClearMessages(uint64_t qid) = 0;
 
-  // Queues. PutQueue is durable on return. DeleteQueue removes the record,
-  // every message of the queue and its counters.
+  // Queue records. PutQueue is durable on return.
   virtual Result<void> PutQueue(const QueueRecord& q) = 0;
-  virtual Result<void> DeleteQueue(uint64_t qid) = 0;
   virtual uint64_t NextQueueId() = 0;
 
   // Recovery, called once before serving.

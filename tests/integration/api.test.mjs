@@ -3,7 +3,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { Kiln, sleep } from '../support/kiln.mjs';
+import { Kiln, eventually, sleep } from '../support/kiln.mjs';
 
 const kiln = new Kiln();
 before(() => kiln.start());
@@ -174,7 +174,11 @@ test('dead letter: over-reserved messages move to the dead letter queue', async 
   const m = (await reserve('fragile')).body.messages[0];
   await kiln.req('POST', `${kiln.q('fragile')}/messages/${m.id}/release`, { reservation_id: m.reservation_id });
   assert.deepEqual((await reserve('fragile')).body.messages, []);
-  const dead = await kiln.req('GET', kiln.q('fragile-dlq') + '/messages?n=10');
+  // The move is written, then indexed: it shows within a group commit.
+  const dead = await eventually(async () => {
+    const r = await kiln.req('GET', kiln.q('fragile-dlq') + '/messages?n=10');
+    return r.status === 200 && r.body.messages.length > 0 && r;
+  });
   assert.deepEqual(dead.body.messages.map((x) => [x.id, x.body, x.reserved_count]), [[id, 'poison', 1]]);
 });
 

@@ -75,23 +75,21 @@ class RocksStore final : public Store {
   }
 
   void Commit(MessageBatch batch, Done done) override {
+    std::string why;
     {
       std::lock_guard lock(mu_);
-      if (!stopping_) {
-        pending_.push_back({std::move(batch), std::move(done)});
-        cv_.notify_one();
+      if (!stopping_ && failed_.empty()) {
+        Enqueue({std::move(batch), std::move(done)});
         return;
       }
+      why = failed_.empty() ? "store is closing" : failed_;
     }
-    done(Fail(Error::Unavailable("store is closing")));
+    done(Fail(Error::Unavailable(why)));
   }
 
-  Result<void> Write(const MessageBatch& batch) override {
-    rocksdb::WriteBatch wb;
-    Append(batch, &wb);
-    auto s = db_->Write(nosync_, &wb);
-    if (!s.ok()) return Fail(FromStatus(s));
-    return Ok();
+  void Append(MessageBatch batch) override {
+    std::lock_guard lock(mu_);
+    if (!stopping_) Enqueue({std::move(batch), nullptr});
   }
 
   Result<std::string> GetBody(uint64_t qid, uint64_t id) override {
@@ -101,26 +99,8 @@ class RocksStore final : public Store {
     return v;
   }
 
-  Result<void> ClearMessages(uint64_t qid) override {
-    rocksdb::WriteBatch wb;
-    std::string from = MessageKey(qid, 0), to = MessageKey(qid + 1, 0);
-    wb.DeleteRange(cf_[kStates], from, to);
-    wb.DeleteRange(cf_[kBodies], from, to);
-    return Check(db_->Write(nosync_, &wb));
-  }
-
   Result<void> PutQueue(const QueueRecord& q) override {
     return Check(db_->Put(sync_, cf_[kQueues], EncodeU64(q.qid), EncodeQueue(q)));
-  }
-
-  Result<void> DeleteQueue(uint64_t qid) override {
-    rocksdb::WriteBatch wb;
-    wb.Delete(cf_[kQueues], EncodeU64(qid));
-    wb.Delete(cf_[kCounters], EncodeU64(qid));
-    std::string from = MessageKey(qid, 0), to = MessageKey(qid + 1, 0);
-    wb.DeleteRange(cf_[kStates], from, to);
-    wb.DeleteRange(cf_[kBodies], from, to);
-    return Check(db_->Write(sync_, &wb));
   }
 
   uint64_t NextQueueId() override {
@@ -210,8 +190,15 @@ class RocksStore final : public Store {
  private:
   struct Pending {
     MessageBatch batch;
-    Done done;
+    Done done;  // null for Append
   };
+
+  // Under mu_. Wakes the committer only when it sleeps: under load it finds
+  // the new work when its current write returns.
+  void Enqueue(Pending p) {
+    pending_.push_back(std::move(p));
+    if (committer_idle_) cv_.notify_one();
+  }
 
   static std::string_view Sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
   static Result<void> Check(const rocksdb::Status& s) {
@@ -219,7 +206,7 @@ class RocksStore final : public Store {
     return Ok();
   }
 
-  void Append(const MessageBatch& batch, rocksdb::WriteBatch* wb) {
+  void AppendTo(const MessageBatch& batch, rocksdb::WriteBatch* wb) {
     for (const auto& op : batch.ops()) {
       switch (op.kind) {
         case MessageBatch::Kind::kPut:
@@ -235,27 +222,47 @@ class RocksStore final : public Store {
         case MessageBatch::Kind::kSetTotal:
           wb->Put(cf_[kCounters], EncodeU64(op.qid), EncodeU64(op.total));
           break;
+        case MessageBatch::Kind::kDropQueue:
+          wb->Delete(cf_[kQueues], EncodeU64(op.qid));
+          wb->Delete(cf_[kCounters], EncodeU64(op.qid));
+          [[fallthrough]];
+        case MessageBatch::Kind::kClear: {
+          std::string from = MessageKey(op.qid, 0), to = MessageKey(op.qid + 1, 0);
+          wb->DeleteRange(cf_[kStates], from, to);
+          wb->DeleteRange(cf_[kBodies], from, to);
+          break;
+        }
       }
     }
   }
 
-  // Group commit: everything that queued up during one fsync goes into the
-  // next one.
+  // Group commit: everything that queued up during one write goes into the
+  // next one, in order, as one RocksDB write. It is synced when someone
+  // waits for durability (and fsync is not on an interval).
   void CommitLoop() {
     std::vector<Pending> group;
     for (;;) {
       {
         std::unique_lock lock(mu_);
+        committer_idle_ = true;
         cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+        committer_idle_ = false;
         if (pending_.empty()) return;
-        group.assign(std::make_move_iterator(pending_.begin()),
-                     std::make_move_iterator(pending_.end()));
-        pending_.clear();
+        group.swap(pending_);
       }
       rocksdb::WriteBatch wb;
-      for (auto& p : group) Append(p.batch, &wb);
-      auto s = db_->Write(options_.sync_interval_ms > 0 ? nosync_ : sync_, &wb);
-      for (auto& p : group) p.done(Check(s));
+      bool sync = false;
+      for (auto& p : group) {
+        AppendTo(p.batch, &wb);
+        sync |= p.done != nullptr;
+      }
+      auto s = db_->Write(sync && options_.sync_interval_ms == 0 ? sync_ : nosync_, &wb);
+      if (!s.ok()) {
+        std::lock_guard lock(mu_);
+        failed_ = "store write failed: " + s.ToString();
+      }
+      for (auto& p : group)
+        if (p.done) p.done(Check(s));
       group.clear();
     }
   }
@@ -279,6 +286,8 @@ class RocksStore final : public Store {
   std::condition_variable cv_, cv_sync_;
   std::vector<Pending> pending_;
   bool stopping_ = false;
+  bool committer_idle_ = false;
+  std::string failed_;  // set after a write failed
   std::thread committer_, syncer_;
 
   std::mutex qid_mu_;
