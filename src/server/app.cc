@@ -75,7 +75,16 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
   }
   auto projects = access->ListProjects();
   if (!projects) return Fail(projects.error());
-  if (!projects->empty()) return Ok();
+  if (!projects->empty()) {
+    std::string ids;
+    for (const auto& p : *projects) ids += (ids.empty() ? "" : ", ") + p.id;
+    std::printf("\nKiln is serving projects %s on http://%s:%u\n"
+                "Connect: the Iron clients and `kiln mq ...` read ./iron.json when it is there;\n"
+                "a new token: kiln token create --project ID --port %u\n\n",
+                ids.c_str(), config.host.c_str(), port, port);
+    std::fflush(stdout);
+    return Ok();
+  }
 
   auto p = access->CreateProject("default");
   if (!p) return Fail(p.error());
