@@ -142,6 +142,8 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   so.threads = config.threads;
   so.max_body_bytes = config.max_request_bytes;
   so.access_log = config.access_log;
+  so.read_timeout = std::chrono::seconds(config.read_timeout_s);
+  so.idle_timeout = std::chrono::seconds(config.idle_timeout_s);
   impl->server = std::make_unique<http::Server>(so, impl->router);
   return std::unique_ptr<App>(new App(std::move(impl)));
 }

@@ -65,6 +65,13 @@ int main(int argc, char** argv) {
       ->envname("KILN_MAX_MESSAGE_BYTES");
   serve->add_option("--max-request-bytes", config.max_request_bytes, "Largest request body")
       ->envname("KILN_MAX_REQUEST_BYTES");
+  serve->add_option("--read-timeout", config.read_timeout_s, "Seconds to receive a whole request")
+      ->envname("KILN_READ_TIMEOUT")
+      ->check(CLI::Range(1, 3600));
+  serve->add_option("--idle-timeout", config.idle_timeout_s,
+                    "Seconds a keep-alive connection may wait between requests")
+      ->envname("KILN_IDLE_TIMEOUT")
+      ->check(CLI::Range(1, 3600));
   serve->add_flag("--no-access-log", quiet, "Do not log every request")
       ->envname("KILN_NO_ACCESS_LOG");
   serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")

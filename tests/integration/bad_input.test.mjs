@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { Kiln } from '../support/kiln.mjs';
 
-const kiln = new Kiln({ args: ['--max-request-bytes', '262144'] });
+const kiln = new Kiln({ args: ['--max-request-bytes', '262144', '--read-timeout', '1'] });
 let kept;
 before(async () => {
   await kiln.start();
@@ -108,4 +108,14 @@ test('stale and malformed reservation ids are 403, unknown message ids 404', asy
   expectError(await kiln.req('DELETE', `${m}/99999`, {}), 404);
   expectError(await kiln.req('POST', `${m}/99999/release`, { reservation_id: r.reservation_id }), 404);
   assert.equal((await kiln.req('DELETE', `${m}/${id}`, { reservation_id: r.reservation_id })).status, 200);
+});
+
+test('a slow client is cut off after the read timeout; others are served meanwhile', async () => {
+  const t0 = Date.now();
+  const slow = raw(`POST ${kiln.q('safe')}/messages HTTP/1.1\r\nHost: x\r\nContent-Le`, { end: false });
+  assert.equal((await kiln.req('GET', '/healthz')).status, 200);
+  const got = await slow;
+  const waited = Date.now() - t0;
+  assert.equal(got, '');
+  assert.ok(waited >= 900 && waited < 2900, `closed after ${waited} ms`);
 });
