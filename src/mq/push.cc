@@ -1,0 +1,273 @@
+#include "mq/push.h"
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+
+namespace kiln::mq {
+namespace {
+
+TimeMs Seconds(int64_t s) { return s * 1000; }
+
+void FailTry(PushPlan& plan, size_t i, const store::QueueRecord& q, TimeMs now) {
+  Delivery& d = plan.deliveries[i];
+  if (!plan.unicast) {
+    if (d.retries_remaining > 0) {
+      --d.retries_remaining;
+      d.status = DeliveryStatus::kRetrying;
+      d.next_try_at = now + Seconds(q.retries_delay);
+    } else {
+      d.status = DeliveryStatus::kError;
+    }
+    return;
+  }
+  // Unicast: the next subscriber at once; after a whole round, wait.
+  d.status = DeliveryStatus::kRetrying;
+  size_t n = plan.deliveries.size();
+  plan.cursor = (i + 1) % n;
+  if (plan.cursor != plan.round_start) {
+    plan.deliveries[plan.cursor].next_try_at = now;
+    return;
+  }
+  if (plan.retries_remaining > 0) {
+    --plan.retries_remaining;
+    for (auto& x : plan.deliveries) x.retries_remaining = plan.retries_remaining;
+    plan.deliveries[plan.cursor].next_try_at = now + Seconds(q.retries_delay);
+  } else {
+    for (auto& x : plan.deliveries) x.status = DeliveryStatus::kError;
+  }
+}
+
+}  // namespace
+
+const char* StatusName(DeliveryStatus s) {
+  switch (s) {
+    case DeliveryStatus::kQueued: return "queued";
+    case DeliveryStatus::kRetrying: return "retrying";
+    case DeliveryStatus::kReserved: return "reserved";
+    case DeliveryStatus::kDeleted: return "deleted";
+    case DeliveryStatus::kError: return "error";
+  }
+  return "unknown";
+}
+
+bool PushPlan::Complete() const {
+  if (deliveries.empty()) return true;
+  if (unicast) {
+    return std::any_of(deliveries.begin(), deliveries.end(),
+                       [](const Delivery& d) { return d.status == DeliveryStatus::kDeleted; }) ||
+           std::all_of(deliveries.begin(), deliveries.end(),
+                       [](const Delivery& d) { return d.final(); });
+  }
+  return std::all_of(deliveries.begin(), deliveries.end(), [](const Delivery& d) { return d.final(); });
+}
+
+bool PushPlan::Failed() const {
+  if (unicast) {
+    return !deliveries.empty() &&
+           std::all_of(deliveries.begin(), deliveries.end(),
+                       [](const Delivery& d) { return d.status == DeliveryStatus::kError; });
+  }
+  return std::any_of(deliveries.begin(), deliveries.end(),
+                     [](const Delivery& d) { return d.status == DeliveryStatus::kError; });
+}
+
+std::vector<size_t> PushPlan::Due(TimeMs now) const {
+  std::vector<size_t> out;
+  if (Complete()) return out;
+  auto due = [&](const Delivery& d) {
+    return !d.in_flight && (d.status == DeliveryStatus::kQueued ||
+                            d.status == DeliveryStatus::kRetrying) &&
+           d.next_try_at <= now;
+  };
+  if (unicast) {
+    if (cursor < deliveries.size() && due(deliveries[cursor])) out.push_back(cursor);
+    return out;
+  }
+  for (size_t i = 0; i < deliveries.size(); ++i)
+    if (due(deliveries[i])) out.push_back(i);
+  return out;
+}
+
+std::optional<TimeMs> PushPlan::NextDue() const {
+  if (Complete()) return std::nullopt;
+  std::optional<TimeMs> best;
+  for (size_t i = 0; i < deliveries.size(); ++i) {
+    const auto& d = deliveries[i];
+    if (d.final() || d.in_flight) continue;
+    if (unicast && i != cursor && d.status != DeliveryStatus::kReserved) continue;
+    if (!best || d.next_try_at < *best) best = d.next_try_at;
+  }
+  return best;
+}
+
+PushPlan NewPlan(const store::QueueRecord& q,
+                 std::vector<std::pair<std::string, std::string>> headers, TimeMs now) {
+  PushPlan plan;
+  plan.unicast = q.type == "unicast";
+  plan.headers = std::move(headers);
+  plan.retries_remaining = q.retries;
+  for (const auto& s : q.subscribers) {
+    Delivery d;
+    d.subscriber = s.name;
+    d.retries_remaining = q.retries;
+    d.next_try_at = now;
+    plan.deliveries.push_back(std::move(d));
+  }
+  return plan;
+}
+
+void OnAnswer(PushPlan& plan, size_t i, int status, const std::string& error,
+              const store::QueueRecord& q, TimeMs now) {
+  if (i >= plan.deliveries.size()) return;
+  Delivery& d = plan.deliveries[i];
+  d.in_flight = false;
+  ++d.tries;
+  d.last_try_at = now;
+  d.status_code = status;
+  d.msg = error;
+  if (status == 202) {
+    d.status = DeliveryStatus::kReserved;
+    d.next_try_at = now + Seconds(q.message_timeout);
+  } else if (status >= 200 && status < 300) {
+    d.status = DeliveryStatus::kDeleted;
+  } else {
+    if (d.msg.empty()) d.msg = "subscriber answered " + std::to_string(status);
+    FailTry(plan, i, q, now);
+  }
+}
+
+void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now) {
+  for (size_t i = 0; i < plan.deliveries.size(); ++i) {
+    Delivery& d = plan.deliveries[i];
+    if (d.status == DeliveryStatus::kReserved && d.next_try_at <= now) {
+      d.msg = "not acknowledged within the message timeout";
+      FailTry(plan, i, q, now);
+    }
+  }
+}
+
+bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reservation) {
+  for (auto& d : plan.deliveries) {
+    if (d.subscriber == subscriber && d.status == DeliveryStatus::kReserved &&
+        d.reservation == reservation) {
+      d.status = DeliveryStatus::kDeleted;
+      return true;
+    }
+  }
+  return false;
+}
+
+void ForgetRemovedSubscribers(PushPlan& plan, const store::QueueRecord& q) {
+  auto gone = [&](const Delivery& d) {
+    return std::none_of(q.subscribers.begin(), q.subscribers.end(),
+                        [&](const store::Subscriber& s) { return s.name == d.subscriber; });
+  };
+  if (std::none_of(plan.deliveries.begin(), plan.deliveries.end(), gone)) return;
+  std::erase_if(plan.deliveries, gone);
+  plan.cursor = plan.round_start = 0;
+}
+
+std::string EncodePlan(const PushPlan& plan) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  auto str = [&](const std::string& s) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  };
+  w.StartObject();
+  w.Key("v");
+  w.Int(1);
+  w.Key("unicast");
+  w.Bool(plan.unicast);
+  w.Key("cursor");
+  w.Uint64(plan.cursor);
+  w.Key("round_start");
+  w.Uint64(plan.round_start);
+  w.Key("retries_remaining");
+  w.Int64(plan.retries_remaining);
+  w.Key("headers");
+  w.StartArray();
+  for (const auto& [k, v] : plan.headers) {
+    w.StartArray();
+    str(k);
+    str(v);
+    w.EndArray();
+  }
+  w.EndArray();
+  w.Key("deliveries");
+  w.StartArray();
+  for (const auto& d : plan.deliveries) {
+    w.StartObject();
+    w.Key("subscriber");
+    str(d.subscriber);
+    w.Key("status");
+    w.Int(static_cast<int>(d.status));
+    w.Key("retries_remaining");
+    w.Int64(d.retries_remaining);
+    w.Key("tries");
+    w.Int64(d.tries);
+    w.Key("status_code");
+    w.Int(d.status_code);
+    w.Key("msg");
+    str(d.msg);
+    w.Key("last_try_at");
+    w.Int64(d.last_try_at);
+    w.Key("next_try_at");
+    w.Int64(d.next_try_at);
+    w.Key("reservation");
+    w.Uint64(d.reservation);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::optional<PushPlan> DecodePlan(std::string_view b) {
+  rapidjson::Document doc;
+  doc.Parse(b.data(), b.size());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("v") || !doc["v"].IsInt() ||
+      doc["v"].GetInt() != 1)
+    return std::nullopt;
+  auto i64 = [](const rapidjson::Value& o, const char* k) -> int64_t {
+    auto it = o.FindMember(k);
+    return it != o.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
+  };
+  auto s = [](const rapidjson::Value& o, const char* k) -> std::string {
+    auto it = o.FindMember(k);
+    return it != o.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+  };
+  PushPlan plan;
+  plan.unicast = doc.HasMember("unicast") && doc["unicast"].IsBool() && doc["unicast"].GetBool();
+  plan.cursor = static_cast<size_t>(i64(doc, "cursor"));
+  plan.round_start = static_cast<size_t>(i64(doc, "round_start"));
+  plan.retries_remaining = i64(doc, "retries_remaining");
+  if (doc.HasMember("headers") && doc["headers"].IsArray()) {
+    for (const auto& h : doc["headers"].GetArray())
+      if (h.IsArray() && h.Size() == 2 && h[0].IsString() && h[1].IsString())
+        plan.headers.emplace_back(h[0].GetString(), h[1].GetString());
+  }
+  if (doc.HasMember("deliveries") && doc["deliveries"].IsArray()) {
+    for (const auto& o : doc["deliveries"].GetArray()) {
+      if (!o.IsObject()) return std::nullopt;
+      Delivery d;
+      d.subscriber = s(o, "subscriber");
+      d.status = static_cast<DeliveryStatus>(std::clamp<int64_t>(i64(o, "status"), 0, 4));
+      d.retries_remaining = i64(o, "retries_remaining");
+      d.tries = i64(o, "tries");
+      d.status_code = static_cast<int>(i64(o, "status_code"));
+      d.msg = s(o, "msg");
+      d.last_try_at = i64(o, "last_try_at");
+      d.next_try_at = i64(o, "next_try_at");
+      auto r = o.FindMember("reservation");
+      d.reservation = r != o.MemberEnd() && r->value.IsUint64() ? r->value.GetUint64() : 0;
+      plan.deliveries.push_back(std::move(d));
+    }
+  }
+  if (plan.cursor >= plan.deliveries.size()) plan.cursor = plan.round_start = 0;
+  return plan;
+}
+
+}  // namespace kiln::mq

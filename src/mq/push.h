@@ -1,0 +1,79 @@
+// Push delivery plans: for one message on a push queue, which subscribers
+// still need it, how often each was tried, and what to do after each answer
+// (iron-api.md §2.4). Pure logic over times passed in; no I/O.
+// Not thread-safe: a plan lives under its queue's lock in mq::Engine.
+// Persisted with the message; format version 1 (docs/storage-format.md).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/clock.h"
+#include "store/records.h"
+
+namespace kiln::mq {
+
+enum class DeliveryStatus { kQueued, kRetrying, kReserved, kDeleted, kError };
+const char* StatusName(DeliveryStatus s);
+
+// One subscriber's share of one message.
+struct Delivery {
+  std::string subscriber;
+  DeliveryStatus status = DeliveryStatus::kQueued;
+  int64_t retries_remaining = 0;
+  int64_t tries = 0;
+  int status_code = 0;
+  std::string msg;
+  TimeMs last_try_at = 0;
+  TimeMs next_try_at = 0;    // queued/retrying: when to try; reserved: when the 202 runs out
+  uint64_t reservation = 0;  // sent with the latest try; acknowledges a 202
+  bool in_flight = false;    // not persisted
+
+  bool final() const {
+    return status == DeliveryStatus::kDeleted || status == DeliveryStatus::kError;
+  }
+};
+
+struct PushPlan {
+  bool unicast = false;
+  std::vector<std::pair<std::string, std::string>> headers;  // the message's push_headers
+  std::vector<Delivery> deliveries;  // one per subscriber, in the queue's order
+  size_t cursor = 0;                 // unicast: the subscriber to try next
+  size_t round_start = 0;            // unicast: where the current round began
+  int64_t retries_remaining = 0;     // unicast: rounds left after this one
+
+  // Every subscriber is done with it (delivered or given up).
+  bool Complete() const;
+  // Gave up on at least one subscriber (multicast) or on all (unicast).
+  bool Failed() const;
+  // Indexes of deliveries to start at `now` (not in flight, due).
+  std::vector<size_t> Due(TimeMs now) const;
+  // The earliest time something is due, or nullopt when nothing is pending.
+  std::optional<TimeMs> NextDue() const;
+};
+
+// A fresh plan for a message posted to queue `q` at `now`.
+PushPlan NewPlan(const store::QueueRecord& q, std::vector<std::pair<std::string, std::string>> headers,
+                 TimeMs now);
+
+// An answer from subscriber `i`: an HTTP status, or 0 with `error` when the
+// request failed (refused, timed out, TLS). `reservation` is the one sent.
+void OnAnswer(PushPlan& plan, size_t i, int status, const std::string& error,
+              const store::QueueRecord& q, TimeMs now);
+
+// A 202 that was not acknowledged by its deadline counts as a failed try.
+void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
+
+// Acknowledges a 202. False when `subscriber` has no pending 202 with `reservation`.
+bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reservation);
+
+// Drops deliveries to subscribers the queue no longer has; adds none.
+void ForgetRemovedSubscribers(PushPlan& plan, const store::QueueRecord& q);
+
+std::string EncodePlan(const PushPlan& plan);
+std::optional<PushPlan> DecodePlan(std::string_view b);
+
+}  // namespace kiln::mq
