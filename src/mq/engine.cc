@@ -67,7 +67,20 @@ Result<void> Engine::Recover() {
     max_id = std::max(max_id, s.id);
     auto it = by_qid.find(qid);
     if (it == by_qid.end()) return;  // its queue was deleted; DeleteQueue removed the range
+    if (it->second->queue.record().push()) return;  // delivered from its plan
     it->second->queue.Add(s, now);
+  });
+  if (!r) return r;
+  // Push deliveries resume where they were; one in flight at the crash is due again.
+  r = store_.ForEachPlan([&](uint64_t qid, uint64_t id, std::string_view blob) {
+    auto it = by_qid.find(qid);
+    if (it == by_qid.end()) return;
+    auto plan = DecodePlan(blob);
+    if (!plan) return;
+    ForgetRemovedSubscribers(*plan, it->second->queue.record());
+    auto next = plan->NextDue();
+    it->second->plans.emplace(id, std::move(*plan));
+    SchedulePush(it->second, id, next.value_or(now));
   });
   if (!r) return r;
   // Ids grow with time so that they stay unique across restarts even when
@@ -122,18 +135,55 @@ Result<QueueInfo> Engine::GetQueue(const std::string& project, const std::string
   if (!slot) return Fail(QueueNotFound());
   std::lock_guard lock(slot->mu);
   if (slot->deleted) return Fail(QueueNotFound());
-  return QueueInfo{slot->queue.record(), slot->queue.size(), slot->queue.total_messages()};
+  return InfoOf(*slot);
+}
+
+QueueInfo Engine::InfoOf(const Slot& slot) {
+  const auto& q = slot.queue;
+  return QueueInfo{q.record(), q.record().push() ? slot.plans.size() : q.size(),
+                   q.total_messages()};
 }
 
 Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s,
                                    bool creating) const {
-  if (s.type) {
-    if (*s.type != "pull" && *s.type != "unicast" && *s.type != "multicast")
-      return Fail(Error::InvalidArgument("type must be pull, unicast or multicast"));
-    if (*s.type != r.type && !creating)
-      return Fail(Error::InvalidArgument("Queue type cannot be changed"));
-    if (*s.type != "pull")
-      return Fail(Error::InvalidArgument("Push queues are not supported by this server yet"));
+  std::string type = s.type.value_or(creating && s.has_push() ? "multicast" : r.type);
+  if (type != "pull" && type != "unicast" && type != "multicast")
+    return Fail(Error::InvalidArgument("type must be pull, unicast or multicast"));
+  if (type != r.type && !creating)
+    return Fail(Error::InvalidArgument("Queue type cannot be changed"));
+  r.type = type;
+  if (r.push()) {
+    if (s.dead_letter_queue && !s.dead_letter_queue->empty())
+      return Fail(Error::InvalidArgument(
+          "Push queues do not support dead_letter: use push.error_queue"));
+    if (s.subscribers) {
+      if (auto v = ValidateSubscribers(*s.subscribers); !v) return v;
+      r.subscribers = *s.subscribers;
+    }
+    if (r.subscribers.empty())
+      return Fail(Error::InvalidArgument("A push queue needs at least one subscriber"));
+    if (s.retries) {
+      if (auto v = CheckRange("retries", *s.retries, 0, kMaxRetries); !v) return v;
+      r.retries = *s.retries;
+    }
+    if (s.retries_delay) {
+      if (auto v = CheckRange("retries_delay", *s.retries_delay, kMinRetriesDelay,
+                              kMaxRetriesDelay);
+          !v)
+        return v;
+      r.retries_delay = *s.retries_delay;
+    }
+    if (s.error_queue) {
+      if (*s.error_queue == r.name)
+        return Fail(Error::InvalidArgument("A queue cannot be its own error queue"));
+      if (!s.error_queue->empty()) {
+        if (auto v = ValidateQueueName(*s.error_queue); !v) return v;
+      }
+      r.error_queue = *s.error_queue;
+    }
+  } else if (s.has_push()) {
+    return Fail(Error::InvalidArgument(
+        "Subscribers, retries and error_queue are for push queues (type unicast or multicast)"));
   }
   if (s.message_timeout) {
     if (auto v = CheckRange("message_timeout", *s.message_timeout, kMinTimeout, kMaxTimeout); !v)
@@ -181,7 +231,7 @@ Result<QueueInfo> Engine::PutQueue(const std::string& project, const std::string
   if (auto v = ApplySettings(rec, s, !exists); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   (*slot)->queue.record() = rec;
-  return QueueInfo{rec, (*slot)->queue.size(), (*slot)->queue.total_messages()};
+  return InfoOf(**slot);
 }
 
 Result<QueueInfo> Engine::UpdateQueue(const std::string& project, const std::string& name,
@@ -194,7 +244,7 @@ Result<QueueInfo> Engine::UpdateQueue(const std::string& project, const std::str
   if (auto v = ApplySettings(rec, s, false); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   slot->queue.record() = rec;
-  return QueueInfo{rec, slot->queue.size(), slot->queue.total_messages()};
+  return InfoOf(*slot);
 }
 
 Result<void> Engine::DeleteQueue(const std::string& project, const std::string& name) {
@@ -233,6 +283,7 @@ void Engine::Post(const std::string& project, const std::string& name,
     return done(Fail(Error::InvalidArgument("At most 100 messages can be posted at once")));
   for (const auto& m : messages) {
     if (auto v = CheckRange("delay", m.delay, 0, kMaxDelay); !v) return done(Fail(v.error()));
+    if (auto v = ValidatePushHeaders(m.push_headers); !v) return done(Fail(v.error()));
     if (m.body.size() > options_.max_message_bytes)
       return done(Fail(Error::TooLarge("Message body exceeds " +
                                        std::to_string(options_.max_message_bytes) + " bytes")));
@@ -244,6 +295,7 @@ void Engine::Post(const std::string& project, const std::string& name,
   TimeMs now = clock_.NowMs();
   store::MessageBatch batch;
   std::vector<store::MessageState> states;
+  std::vector<PushPlan> plans;  // push queues: one per message
   states.reserve(messages.size());
   {
     std::lock_guard lock(slot->mu);
@@ -256,12 +308,16 @@ void Engine::Post(const std::string& project, const std::string& name,
       s.visible_at = m.delay > 0 ? now + Seconds(m.delay) : 0;
       s.expires_at = now + Seconds(rec.message_expiration);
       states.push_back(s);
+      if (rec.push()) {
+        plans.push_back(NewPlan(rec, std::move(m.push_headers), s.visible_at ? s.visible_at : now));
+        batch.PutPlan(rec.qid, s.id, EncodePlan(plans.back()));
+      }
       batch.Put(rec.qid, s, std::move(m.body));
       total = slot->queue.CountPosted();
     }
     batch.SetTotal(rec.qid, total);
   }
-  store_.Commit(std::move(batch), [this, slot, states = std::move(states),
+  store_.Commit(std::move(batch), [this, slot, states = std::move(states), plans = std::move(plans),
                                    done = std::move(done)](Result<void> r) mutable {
     if (!r) return done(Fail(r.error()));
     std::vector<uint64_t> ids;
@@ -270,12 +326,20 @@ void Engine::Post(const std::string& project, const std::string& name,
       std::lock_guard lock(slot->mu);
       TimeMs now = clock_.NowMs();
       if (!slot->deleted) {
-        for (const auto& s : states) slot->queue.Add(s, now);
-        slot->queue.WakeWaiters();
+        if (plans.empty()) {
+          for (const auto& s : states) slot->queue.Add(s, now);
+          slot->queue.WakeWaiters();
+        } else {
+          for (size_t i = 0; i < states.size(); ++i)
+            slot->plans.emplace(states[i].id, std::move(plans[i]));
+        }
       }
     }
     for (const auto& s : states) ids.push_back(s.id);
-    done(std::move(ids));
+    bool push = !plans.empty();
+    done(ids);
+    if (push)
+      for (auto id : ids) StartPush(slot, id);
   });
 }
 
@@ -412,6 +476,12 @@ Result<Message> Engine::GetMessage(const std::string& project, const std::string
   if (!slot) return Fail(QueueNotFound());
   std::lock_guard lock(slot->mu);
   if (slot->deleted) return Fail(QueueNotFound());
+  if (slot->queue.record().push()) {
+    if (!slot->plans.count(id)) return Fail(MessageNotFound());
+    auto body = store_.GetBody(slot->queue.record().qid, id);
+    if (!body) return Fail(body.error());
+    return Message{id, std::move(*body), 0, {}};
+  }
   auto s = slot->queue.Find(id);
   if (!s || s->expires_at <= clock_.NowMs()) return Fail(MessageNotFound());
   auto body = store_.GetBody(slot->queue.record().qid, id);
@@ -437,6 +507,8 @@ Result<store::MessageState> Engine::CheckReservation(const Queue& q, const Delet
 
 Result<void> Engine::DeleteMessage(const std::string& project, const std::string& name,
                                    const DeleteRef& ref) {
+  if (!ref.subscriber_name.empty())
+    return AcknowledgePush(project, name, ref.id, ref.reservation_id, ref.subscriber_name);
   return DeleteMessages(project, name, {ref});
 }
 
@@ -451,6 +523,16 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return Fail(QueueNotFound());
     Queue& q = slot->queue;
+    if (q.record().push()) {  // cancels the deliveries
+      for (const auto& ref : refs)
+        if (!slot->plans.count(ref.id)) return Fail(MessageNotFound());
+      for (const auto& ref : refs) {
+        slot->plans.erase(ref.id);
+        batch.Delete(q.record().qid, ref.id);
+      }
+      store_.Append(std::move(batch));
+      return Ok();
+    }
     TimeMs now = clock_.NowMs();
     for (const auto& ref : refs) {
       if (auto c = CheckReservation(q, ref, now); !c) return Fail(c.error());
@@ -470,6 +552,7 @@ Result<void> Engine::Clear(const std::string& project, const std::string& name) 
   std::lock_guard lock(slot->mu);
   if (slot->deleted) return Fail(QueueNotFound());
   slot->queue.Clear();
+  slot->plans.clear();
   store::MessageBatch batch;
   batch.Clear(slot->queue.record().qid);
   store_.Append(std::move(batch));
@@ -551,6 +634,7 @@ void Engine::Tick() {
     }
     if (!batch.empty()) store_.Append(std::move(batch));
   }
+  TickPush(now);
 }
 
 void Engine::WakeAll() {

@@ -13,12 +13,15 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <queue>
+#include <unordered_map>
 #include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/error.h"
+#include "mq/push.h"
 #include "mq/queue.h"
 #include "store/store.h"
 
@@ -38,12 +41,23 @@ inline constexpr int64_t kMaxWait = 30;
 
 // Queue settings as given by a create or update; unset fields keep their
 // current (or default) value.
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+inline constexpr int64_t kMaxRetries = 100;
+inline constexpr int64_t kMinRetriesDelay = 3, kMaxRetriesDelay = 86400;
+
 struct QueueSettings {
   std::optional<std::string> type;
   std::optional<int64_t> message_timeout;
   std::optional<int64_t> message_expiration;
   std::optional<std::string> dead_letter_queue;  // "" removes it
   std::optional<int64_t> max_reservations;
+  // Push queues.
+  std::optional<std::vector<store::Subscriber>> subscribers;  // replaces all
+  std::optional<int64_t> retries;
+  std::optional<int64_t> retries_delay;
+  std::optional<std::string> error_queue;  // "" removes it
+  bool has_push() const { return subscribers || retries || retries_delay || error_queue; }
 };
 
 struct QueueInfo {
@@ -54,7 +68,35 @@ struct QueueInfo {
 
 struct NewMessage {
   std::string body;
-  int64_t delay = 0;  // seconds
+  int64_t delay = 0;     // seconds
+  Headers push_headers;  // push queues: added to each delivery
+};
+
+// Checks push_headers against iron-api.md §2.3 (≤5, names 1-64 bytes and
+// not reserved, values 1-1024 bytes). InvalidArgument names the problem.
+Result<void> ValidatePushHeaders(const Headers& h);
+// Names unique and non-empty, urls http://, https:// or ironmq://.
+Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs);
+
+// One delivery of a push message, and what makes it. The transport calls
+// `done` exactly once, on any thread: an HTTP status, or 0 and an error text.
+struct PushRequest {
+  std::string project_id;  // of the queue the message is on
+  std::string url;
+  Headers headers;
+  std::string body;
+};
+class PushTransport {
+ public:
+  virtual ~PushTransport() = default;
+  virtual void Send(PushRequest request, std::function<void(int, std::string)> done) = 0;
+};
+
+struct SubscriberStatus {
+  std::string name, url, status, msg;
+  int status_code = 0;
+  int64_t retries_remaining = 0, tries = 0;
+  TimeMs last_try_at = 0;
 };
 
 struct Message {
@@ -73,6 +115,7 @@ struct ReserveOptions {
 struct DeleteRef {
   uint64_t id = 0;
   std::string reservation_id;  // empty: the message must not be reserved
+  std::string subscriber_name;  // push queues: acknowledges that subscriber's 202
 };
 
 class Engine {
@@ -134,6 +177,25 @@ class Engine {
   // Wakes every parked long poll (at shutdown).
   void WakeAll();
 
+  // Push queues. SetPushTransport before serving; `public_url` (scheme, host
+  // and port of this server) builds Iron-Subscriber-Message-Url.
+  void SetPushTransport(PushTransport* transport, std::string public_url);
+  // Subscribers by name: add or update, replace all, remove. InvalidArgument
+  // on a pull queue or when no subscriber would be left.
+  Result<QueueInfo> AddSubscribers(const std::string& project, const std::string& name,
+                                   const std::vector<store::Subscriber>& subs);
+  Result<QueueInfo> ReplaceSubscribers(const std::string& project, const std::string& name,
+                                       const std::vector<store::Subscriber>& subs);
+  Result<QueueInfo> RemoveSubscribers(const std::string& project, const std::string& name,
+                                      const std::vector<std::string>& names);
+  // Delivery status of a push message; NotFound once it is delivered or given up.
+  Result<std::vector<SubscriberStatus>> PushStatus(const std::string& project,
+                                                   const std::string& name, uint64_t id);
+  // Acknowledges a subscriber's 202. Needs no token: the reservation id is
+  // the secret. PermissionDenied when it does not match a pending 202.
+  Result<void> AcknowledgePush(const std::string& project, const std::string& name, uint64_t id,
+                               const std::string& reservation_id, const std::string& subscriber);
+
   // Waits until every write made so far is durable and has completed (its
   // messages indexed). Tests use it; the destructor calls it.
   void Flush();
@@ -146,9 +208,24 @@ class Engine {
     std::mutex mu;
     Queue queue;
     bool deleted = false;
+    std::unordered_map<uint64_t, PushPlan> plans;  // push queues: messages being delivered
     explicit Slot(store::QueueRecord r) : queue(std::move(r)) {}
   };
   using SlotPtr = std::shared_ptr<Slot>;
+
+  // Push delivery (engine_push.cc).
+  void StartPush(const SlotPtr& slot, uint64_t id);
+  void OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::string host, int status,
+                    std::string error);
+  // Under the slot's lock: persists the plan, or ends it (removes the message,
+  // and returns the error-queue message to post when it failed).
+  std::optional<std::pair<std::string, NewMessage>> SettlePlan(Slot& slot, uint64_t id,
+                                                               TimeMs now);
+  void SchedulePush(const SlotPtr& slot, uint64_t id, TimeMs at);
+  void TickPush(TimeMs now);
+  Result<QueueInfo> EditSubscribers(
+      const std::string& project, const std::string& name,
+      const std::function<Result<void>(std::vector<store::Subscriber>&)>& edit);
 
   static std::string Key(const std::string& project, const std::string& name) {
     return project + name;  // project ids are fixed-length
@@ -156,6 +233,7 @@ class Engine {
   SlotPtr Find(const std::string& project, const std::string& name) const;
   Result<SlotPtr> FindOrCreate(const std::string& project, const std::string& name);
   Result<void> ApplySettings(store::QueueRecord& r, const QueueSettings& s, bool creating) const;
+  static QueueInfo InfoOf(const Slot& slot);
   uint64_t NextMessageId();
   // Blocks until `batch` is durable. For rare operations only (queue delete).
   Result<void> CommitAndWait(store::MessageBatch batch);
@@ -171,6 +249,19 @@ class Engine {
   mutable std::shared_mutex map_mu_;
   std::map<std::string, SlotPtr> queues_;  // by Key(project, name)
   std::atomic<uint64_t> next_id_{0};
+
+  PushTransport* transport_ = nullptr;
+  std::string public_url_;
+  struct PushDue {
+    TimeMs at;
+    uint64_t id;
+    SlotPtr slot;
+    bool operator>(const PushDue& o) const { return at > o.at; }
+  };
+  std::mutex push_mu_;  // leaf lock: the due heap and in-flight counts
+  std::priority_queue<PushDue, std::vector<PushDue>, std::greater<PushDue>> push_due_;
+  std::unordered_map<std::string, int> in_flight_by_host_;
+  int in_flight_ = 0;
 };
 
 // Reservation ids are 32 hex characters: the message id and a random token.

@@ -5,12 +5,21 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "base/clock.h"
 
 namespace kiln::store {
 
 inline constexpr int kFormatVersion = 1;
+
+// A push queue's subscriber: where each message of the queue is POSTed.
+struct Subscriber {
+  std::string name;  // unique within the queue
+  std::string url;   // http://, https:// or ironmq://
+  std::vector<std::pair<std::string, std::string>> headers;
+};
 
 // A queue's identity and settings. `qid` is internal and never reused, so a
 // queue deleted and created again under the same name starts empty.
@@ -24,6 +33,13 @@ struct QueueRecord {
   std::string dead_letter_queue;        // empty: none
   int64_t max_reservations = 10;
   TimeMs created_at = 0;
+  // Push queues (type unicast or multicast).
+  std::vector<Subscriber> subscribers;
+  int64_t retries = 3;
+  int64_t retries_delay = 60;  // seconds
+  std::string error_queue;     // empty: none
+
+  bool push() const { return type != "pull"; }
 };
 
 // The mutable part of a message, kept apart from its body so that reserve,

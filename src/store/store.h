@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -16,7 +17,7 @@ namespace kiln::store {
 // An ordered set of message mutations applied atomically.
 class MessageBatch {
  public:
-  enum class Kind { kPut, kPutState, kDelete, kSetTotal, kClear, kDropQueue };
+  enum class Kind { kPut, kPutState, kDelete, kSetTotal, kClear, kDropQueue, kPutPlan };
   struct Op {
     Kind kind;
     uint64_t qid;
@@ -34,6 +35,10 @@ class MessageBatch {
   }
   void SetTotal(uint64_t qid, uint64_t total) {
     ops_.push_back({Kind::kSetTotal, qid, {}, {}, total});
+  }
+  // The push delivery plan of message `id` (opaque bytes, mq/push.h).
+  void PutPlan(uint64_t qid, uint64_t id, std::string plan) {
+    ops_.push_back({Kind::kPutPlan, qid, MessageState{.id = id}, std::move(plan)});
   }
   // Removes every message of the queue.
   void Clear(uint64_t qid) { ops_.push_back({Kind::kClear, qid, {}, {}}); }
@@ -68,6 +73,8 @@ class Store {
   // Recovery, called once before serving.
   virtual Result<void> ForEachQueue(const std::function<void(const QueueRecord&, uint64_t total)>& fn) = 0;
   virtual Result<void> ForEachMessage(const std::function<void(uint64_t qid, const MessageState&)>& fn) = 0;
+  virtual Result<void> ForEachPlan(
+      const std::function<void(uint64_t qid, uint64_t id, std::string_view plan)>& fn) = 0;
 
   // Projects and tokens. Durable on return.
   virtual Result<void> PutProject(const ProjectRecord& p) = 0;

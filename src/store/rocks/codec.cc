@@ -116,6 +116,29 @@ std::string EncodeQueue(const QueueRecord& q) {
     Str(w, "dead_letter_queue", q.dead_letter_queue);
     Int(w, "max_reservations", q.max_reservations);
     Int(w, "created_at", q.created_at);
+    if (q.push()) {
+      w.Key("subscribers");
+      w.StartArray();
+      for (const auto& sub : q.subscribers) {
+        w.StartObject();
+        Str(w, "name", sub.name);
+        Str(w, "url", sub.url);
+        w.Key("headers");
+        w.StartArray();
+        for (const auto& [k, v] : sub.headers) {
+          w.StartArray();
+          w.String(k.data(), static_cast<rapidjson::SizeType>(k.size()));
+          w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+          w.EndArray();
+        }
+        w.EndArray();
+        w.EndObject();
+      }
+      w.EndArray();
+      Int(w, "retries", q.retries);
+      Int(w, "retries_delay", q.retries_delay);
+      Str(w, "error_queue", q.error_queue);
+    }
   });
 }
 
@@ -132,6 +155,23 @@ Result<QueueRecord> DecodeQueue(std::string_view b) {
   q.dead_letter_queue = GetStr(*d, "dead_letter_queue");
   q.max_reservations = GetInt(*d, "max_reservations", 10);
   q.created_at = GetInt(*d, "created_at", 0);
+  q.retries = GetInt(*d, "retries", 3);
+  q.retries_delay = GetInt(*d, "retries_delay", 60);
+  q.error_queue = GetStr(*d, "error_queue");
+  auto subs = d->FindMember("subscribers");
+  if (subs != d->MemberEnd() && subs->value.IsArray()) {
+    for (const auto& o : subs->value.GetArray()) {
+      if (!o.IsObject() || !o.HasMember("name") || !o["name"].IsString() || !o.HasMember("url") ||
+          !o["url"].IsString())
+        return Fail(Error::Internal("corrupt queue record: subscriber"));
+      Subscriber sub{o["name"].GetString(), o["url"].GetString(), {}};
+      if (o.HasMember("headers") && o["headers"].IsArray())
+        for (const auto& h : o["headers"].GetArray())
+          if (h.IsArray() && h.Size() == 2 && h[0].IsString() && h[1].IsString())
+            sub.headers.emplace_back(h[0].GetString(), h[1].GetString());
+      q.subscribers.push_back(std::move(sub));
+    }
+  }
   return q;
 }
 

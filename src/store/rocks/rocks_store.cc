@@ -20,9 +20,9 @@ namespace {
 constexpr const char* kFormatKey = "format_version";
 constexpr const char* kNextQidKey = "next_qid";
 
-enum Cf { kDefault, kQueues, kStates, kBodies, kCounters, kProjects, kTokens, kNumCf };
-const char* const kCfNames[kNumCf] = {"default", "queues",   "msg_state", "msg_body",
-                                      "counters", "projects", "tokens"};
+enum Cf { kDefault, kQueues, kStates, kBodies, kCounters, kProjects, kTokens, kPlans, kNumCf };
+const char* const kCfNames[kNumCf] = {"default",  "queues", "msg_state", "msg_body",
+                                      "counters", "projects", "tokens",   "push_plan"};
 
 Error FromStatus(const rocksdb::Status& s) {
   if (s.IsNotFound()) return Error::NotFound(s.ToString());
@@ -144,6 +144,17 @@ class RocksStore final : public Store {
     return Check(it->status());
   }
 
+  Result<void> ForEachPlan(
+      const std::function<void(uint64_t, uint64_t, std::string_view)>& fn) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf_[kPlans]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto k = Sv(it->key());
+      if (k.size() != 16) return Fail(Error::Internal("corrupt push plan key"));
+      fn(DecodeU64(k), DecodeU64(k.substr(8)), Sv(it->value()));
+    }
+    return Check(it->status());
+  }
+
   Result<void> PutProject(const ProjectRecord& p) override {
     return Check(db_->Put(sync_, cf_[kProjects], p.id, EncodeProject(p)));
   }
@@ -236,6 +247,10 @@ class RocksStore final : public Store {
         case MessageBatch::Kind::kDelete:
           wb->Delete(cf_[kStates], MessageKey(op.qid, op.state.id));
           wb->Delete(cf_[kBodies], MessageKey(op.qid, op.state.id));
+          wb->Delete(cf_[kPlans], MessageKey(op.qid, op.state.id));
+          break;
+        case MessageBatch::Kind::kPutPlan:
+          wb->Put(cf_[kPlans], MessageKey(op.qid, op.state.id), op.body);
           break;
         case MessageBatch::Kind::kSetTotal:
           wb->Put(cf_[kCounters], EncodeU64(op.qid), EncodeU64(op.total));
@@ -248,6 +263,7 @@ class RocksStore final : public Store {
           std::string from = MessageKey(op.qid, 0), to = MessageKey(op.qid + 1, 0);
           wb->DeleteRange(cf_[kStates], from, to);
           wb->DeleteRange(cf_[kBodies], from, to);
+          wb->DeleteRange(cf_[kPlans], from, to);
           break;
         }
       }

@@ -1,0 +1,406 @@
+// mq::Engine, push queues: starting deliveries, handling answers, retries,
+// 202 acknowledgements, the error queue, subscriber management.
+// Lock order: a queue's Slot::mu, then push_mu_ (a leaf).
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "base/ids.h"
+#include "mq/engine.h"
+
+namespace kiln::mq {
+namespace {
+
+constexpr int kMaxInFlight = 1024;       // deliveries at once, all hosts
+constexpr int kMaxInFlightPerHost = 32;  // so that one slow host cannot take them all
+constexpr TimeMs kDeferMs = 20;
+
+bool IEquals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// "scheme://host:port" of a URL: the unit of the per-host limit.
+std::string HostKey(const std::string& url) {
+  size_t s = url.find("://");
+  if (s == std::string::npos) return url;
+  size_t start = s + 3;
+  size_t end = url.find_first_of("/?#", start);
+  std::string authority = url.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  size_t at = authority.rfind('@');
+  if (at != std::string::npos) authority = authority.substr(at + 1);
+  return url.substr(0, s + 3) + authority;
+}
+
+void SetHeader(Headers& h, const std::string& name, const std::string& value) {
+  for (auto& [k, v] : h)
+    if (IEquals(k, name)) {
+      v = value;
+      return;
+    }
+  h.emplace_back(name, value);
+}
+
+std::string Escape(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+const char* const kReservedHeaders[] = {"Content-Type",        "User-Agent",
+                                        "Iron-Message-Id",     "Iron-Reservation-Id",
+                                        "Iron-Subscriber-Name", "Iron-Subscriber-Message-Url"};
+
+}  // namespace
+
+Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs) {
+  for (size_t i = 0; i < subs.size(); ++i) {
+    const auto& s = subs[i];
+    if (s.name.empty() || s.name.size() > 255)
+      return Fail(Error::InvalidArgument("A subscriber needs a name of 1 to 255 bytes"));
+    for (size_t j = 0; j < i; ++j)
+      if (subs[j].name == s.name)
+        return Fail(Error::InvalidArgument("Subscriber names must be unique: " + s.name));
+    if (s.url.rfind("http://", 0) != 0 && s.url.rfind("https://", 0) != 0 &&
+        s.url.rfind("ironmq://", 0) != 0)
+      return Fail(Error::InvalidArgument("Subscriber url must start with http://, https:// or "
+                                         "ironmq://: " + s.url));
+    if (HostKey(s.url).size() <= s.url.find("://") + 3 && s.url.rfind("ironmq://", 0) != 0)
+      return Fail(Error::InvalidArgument("Subscriber url has no host: " + s.url));
+    for (const auto& [k, v] : s.headers)
+      if (k.empty() || k.find_first_of(":\r\n") != std::string::npos ||
+          v.find_first_of("\r\n") != std::string::npos)
+        return Fail(Error::InvalidArgument("Invalid subscriber header: " + k));
+  }
+  return Ok();
+}
+
+Result<void> ValidatePushHeaders(const Headers& h) {
+  if (h.size() > 5) return Fail(Error::InvalidArgument("At most 5 push_headers are allowed"));
+  for (const auto& [k, v] : h) {
+    if (k.empty() || k.size() > 64)
+      return Fail(Error::InvalidArgument("A push header name must be 1 to 64 bytes"));
+    for (const char* r : kReservedHeaders)
+      if (IEquals(k, r)) return Fail(Error::InvalidArgument("Push header not allowed: " + k));
+    if (v.empty() || v.size() > 1024)
+      return Fail(Error::InvalidArgument("A push header value must be 1 to 1024 bytes: " + k));
+    if (k.find_first_of(":\r\n ") != std::string::npos ||
+        v.find_first_of("\r\n") != std::string::npos)
+      return Fail(Error::InvalidArgument("Invalid push header: " + k));
+  }
+  return Ok();
+}
+
+void Engine::SetPushTransport(PushTransport* transport, std::string public_url) {
+  transport_ = transport;
+  public_url_ = std::move(public_url);
+}
+
+void Engine::SchedulePush(const SlotPtr& slot, uint64_t id, TimeMs at) {
+  std::lock_guard lock(push_mu_);
+  push_due_.push({at, id, slot});
+}
+
+void Engine::TickPush(TimeMs now) {
+  std::vector<PushDue> due;
+  {
+    std::lock_guard lock(push_mu_);
+    while (!push_due_.empty() && push_due_.top().at <= now) {
+      due.push_back(push_due_.top());
+      push_due_.pop();
+    }
+  }
+  for (auto& d : due) StartPush(d.slot, d.id);
+}
+
+void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
+  if (!transport_) return;
+  struct Send {
+    size_t index;
+    std::string host;
+    PushRequest request;
+  };
+  std::vector<Send> sends;
+  std::optional<std::pair<std::string, NewMessage>> error_post;
+  std::string project;
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return;
+    auto it = slot->plans.find(id);
+    if (it == slot->plans.end()) return;
+    PushPlan& plan = it->second;
+    const auto& rec = slot->queue.record();
+    project = rec.project_id;
+    TimeMs now = clock_.NowMs();
+    ExpireReservations(plan, rec, now);
+    ForgetRemovedSubscribers(plan, rec);
+    if (plan.Complete()) {
+      error_post = SettlePlan(*slot, id, now);
+    } else {
+      auto due = plan.Due(now);
+      bool deferred = false;
+      std::optional<std::string> body;
+      for (size_t i : due) {
+        auto& d = plan.deliveries[i];
+        auto sub = std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
+                                [&](const store::Subscriber& s) { return s.name == d.subscriber; });
+        if (sub == rec.subscribers.end()) continue;
+        std::string host = HostKey(sub->url);
+        {
+          std::lock_guard plock(push_mu_);
+          if (in_flight_ >= kMaxInFlight || in_flight_by_host_[host] >= kMaxInFlightPerHost) {
+            deferred = true;
+            continue;
+          }
+          ++in_flight_;
+          ++in_flight_by_host_[host];
+        }
+        if (!body) {
+          auto b = store_.GetBody(rec.qid, id);
+          body = b ? std::move(*b) : std::string();
+        }
+        d.in_flight = true;
+        d.reservation = RandomU64() | 1;
+        std::string rid = FormatReservationId(id, d.reservation);
+        PushRequest req;
+        req.project_id = rec.project_id;
+        req.url = sub->url;
+        req.body = *body;
+        req.headers = {{"User-Agent", "IronMQ Pusherd"},
+                       {"Content-Type", "text/plain; encoding=utf-8"}};
+        for (const auto& [k, v] : sub->headers) SetHeader(req.headers, k, v);
+        for (const auto& [k, v] : plan.headers) SetHeader(req.headers, k, v);
+        SetHeader(req.headers, "Iron-Message-Id", std::to_string(id));
+        SetHeader(req.headers, "Iron-Reservation-Id", rid);
+        SetHeader(req.headers, "Iron-Subscriber-Name", d.subscriber);
+        SetHeader(req.headers, "Iron-Subscriber-Message-Url",
+                  public_url_ + "/3/projects/" + rec.project_id + "/queues/" + Escape(rec.name) +
+                      "/messages/" + std::to_string(id) +
+                      "?subscriber_name=" + Escape(d.subscriber) + "&reservation_id=" + rid);
+        sends.push_back({i, std::move(host), std::move(req)});
+      }
+      auto next = plan.NextDue();
+      if (deferred) next = std::min(next.value_or(now + kDeferMs), now + kDeferMs);
+      if (next) SchedulePush(slot, id, *next);
+    }
+  }
+  if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
+  for (auto& s : sends) {
+    transport_->Send(std::move(s.request),
+                     [this, slot, id, i = s.index, host = s.host](int status, std::string error) {
+                       OnPushAnswer(slot, id, i, host, status, std::move(error));
+                     });
+  }
+}
+
+void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::string host,
+                          int status, std::string error) {
+  {
+    std::lock_guard lock(push_mu_);
+    --in_flight_;
+    if (--in_flight_by_host_[host] <= 0) in_flight_by_host_.erase(host);
+  }
+  std::optional<std::pair<std::string, NewMessage>> error_post;
+  std::string project;
+  bool again = false;
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return;
+    auto it = slot->plans.find(id);
+    if (it == slot->plans.end()) return;
+    const auto& rec = slot->queue.record();
+    project = rec.project_id;
+    TimeMs now = clock_.NowMs();
+    OnAnswer(it->second, i, status, error, rec, now);
+    error_post = SettlePlan(*slot, id, now);
+    it = slot->plans.find(id);
+    if (it != slot->plans.end()) {
+      if (!it->second.Due(now).empty()) {
+        again = true;  // unicast: the next subscriber at once
+      } else if (auto next = it->second.NextDue()) {
+        SchedulePush(slot, id, *next);
+      }
+    }
+  }
+  if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
+  if (again) StartPush(slot, id);
+}
+
+std::optional<std::pair<std::string, NewMessage>> Engine::SettlePlan(Slot& slot, uint64_t id,
+                                                                     TimeMs) {
+  auto it = slot.plans.find(id);
+  if (it == slot.plans.end()) return std::nullopt;
+  const PushPlan& plan = it->second;
+  const auto& rec = slot.queue.record();
+  store::MessageBatch batch;
+  if (!plan.Complete()) {
+    batch.PutPlan(rec.qid, id, EncodePlan(plan));
+    store_.Append(std::move(batch));
+    return std::nullopt;
+  }
+  std::optional<std::pair<std::string, NewMessage>> out;
+  if (plan.Failed() && !rec.error_queue.empty()) {
+    auto body = store_.GetBody(rec.qid, id);
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    auto str = [&](const std::string& s) {
+      w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+    };
+    w.StartObject();
+    w.Key("source_msg_id");
+    str(std::to_string(id));
+    w.Key("source_queue");
+    str(rec.name);
+    w.Key("body");
+    str(body ? *body : std::string());
+    w.Key("headers");
+    w.StartObject();
+    for (const auto& [k, v] : plan.headers) {
+      str(k);
+      str(v);
+    }
+    w.EndObject();
+    w.Key("subscribers");
+    w.StartArray();
+    for (const auto& d : plan.deliveries) {
+      w.StartObject();
+      w.Key("name");
+      str(d.subscriber);
+      w.Key("url");
+      auto sub = std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
+                              [&](const store::Subscriber& s) { return s.name == d.subscriber; });
+      str(sub == rec.subscribers.end() ? std::string() : sub->url);
+      w.Key("code");
+      w.Int(d.status_code);
+      w.Key("msg");
+      str(d.msg);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+    out.emplace(rec.error_queue, NewMessage{std::string(sb.GetString(), sb.GetSize()), 0, {}});
+  }
+  batch.Delete(rec.qid, id);
+  store_.Append(std::move(batch));
+  slot.plans.erase(it);
+  return out;
+}
+
+Result<std::vector<SubscriberStatus>> Engine::PushStatus(const std::string& project,
+                                                         const std::string& name, uint64_t id) {
+  auto slot = Find(project, name);
+  if (!slot) return Fail(Error::NotFound("Queue not found"));
+  std::lock_guard lock(slot->mu);
+  if (slot->deleted) return Fail(Error::NotFound("Queue not found"));
+  const auto& rec = slot->queue.record();
+  if (!rec.push()) return Fail(Error::InvalidArgument("Not a push queue"));
+  auto it = slot->plans.find(id);
+  if (it == slot->plans.end()) return Fail(Error::NotFound("Message not found"));
+  std::vector<SubscriberStatus> out;
+  for (const auto& d : it->second.deliveries) {
+    SubscriberStatus s;
+    s.name = d.subscriber;
+    for (const auto& sub : rec.subscribers)
+      if (sub.name == d.subscriber) s.url = sub.url;
+    s.status = StatusName(d.status);
+    s.msg = d.msg;
+    s.status_code = d.status_code;
+    s.retries_remaining = it->second.unicast ? it->second.retries_remaining : d.retries_remaining;
+    s.tries = d.tries;
+    s.last_try_at = d.last_try_at;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<void> Engine::AcknowledgePush(const std::string& project, const std::string& name,
+                                     uint64_t id, const std::string& reservation_id,
+                                     const std::string& subscriber) {
+  auto slot = Find(project, name);
+  if (!slot) return Fail(Error::NotFound("Queue not found"));
+  std::optional<std::pair<std::string, NewMessage>> error_post;
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return Fail(Error::NotFound("Queue not found"));
+    auto it = slot->plans.find(id);
+    if (it == slot->plans.end()) return Fail(Error::NotFound("Message not found"));
+    uint64_t token = 0;
+    if (!ParseReservationId(reservation_id, id, &token) ||
+        !Acknowledge(it->second, subscriber, token))
+      return Fail(Error::PermissionDenied("Reservation timed out"));
+    error_post = SettlePlan(*slot, id, clock_.NowMs());
+  }
+  if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
+  return Ok();
+}
+
+Result<QueueInfo> Engine::EditSubscribers(
+    const std::string& project, const std::string& name,
+    const std::function<Result<void>(std::vector<store::Subscriber>&)>& edit) {
+  auto slot = Find(project, name);
+  if (!slot) return Fail(Error::NotFound("Queue not found"));
+  std::lock_guard lock(slot->mu);
+  if (slot->deleted) return Fail(Error::NotFound("Queue not found"));
+  auto rec = slot->queue.record();
+  if (!rec.push()) return Fail(Error::InvalidArgument("Subscribers are for push queues only"));
+  if (auto r = edit(rec.subscribers); !r) return Fail(r.error());
+  if (rec.subscribers.empty())
+    return Fail(Error::InvalidArgument("A push queue needs at least one subscriber"));
+  if (auto v = ValidateSubscribers(rec.subscribers); !v) return Fail(v.error());
+  if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
+  slot->queue.record() = rec;
+  return QueueInfo{rec, slot->plans.size(), slot->queue.total_messages()};
+}
+
+Result<QueueInfo> Engine::AddSubscribers(const std::string& project, const std::string& name,
+                                         const std::vector<store::Subscriber>& subs) {
+  return EditSubscribers(project, name, [&](std::vector<store::Subscriber>& have) -> Result<void> {
+    for (const auto& s : subs) {
+      auto it = std::find_if(have.begin(), have.end(),
+                             [&](const store::Subscriber& h) { return h.name == s.name; });
+      if (it == have.end()) {
+        have.push_back(s);
+      } else {
+        *it = s;
+      }
+    }
+    return Ok();
+  });
+}
+
+Result<QueueInfo> Engine::ReplaceSubscribers(const std::string& project, const std::string& name,
+                                             const std::vector<store::Subscriber>& subs) {
+  return EditSubscribers(project, name, [&](std::vector<store::Subscriber>& have) -> Result<void> {
+    have = subs;
+    return Ok();
+  });
+}
+
+Result<QueueInfo> Engine::RemoveSubscribers(const std::string& project, const std::string& name,
+                                            const std::vector<std::string>& names) {
+  return EditSubscribers(project, name, [&](std::vector<store::Subscriber>& have) -> Result<void> {
+    for (const auto& n : names) {
+      auto it = std::find_if(have.begin(), have.end(),
+                             [&](const store::Subscriber& h) { return h.name == n; });
+      if (it == have.end()) return Fail(Error::NotFound("Subscriber not found: " + n));
+      have.erase(it);
+    }
+    return Ok();
+  });
+}
+
+}  // namespace kiln::mq
