@@ -8,6 +8,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <ctime>
 
 #include "api/api.h"
 #include "api/auth.h"
@@ -91,6 +92,39 @@ void WriteQueue(JsonWriter& w, const mq::QueueInfo& q, bool with_counts) {
     w.Int64(r.max_reservations);
     w.EndObject();
   }
+  if (r.push()) {
+    w.Key("push");
+    w.StartObject();
+    w.Key("subscribers");
+    w.StartArray();
+    for (const auto& sub : r.subscribers) {
+      w.StartObject();
+      w.Key("name");
+      WriteString(w, sub.name);
+      w.Key("url");
+      WriteString(w, sub.url);
+      if (!sub.headers.empty()) {
+        w.Key("headers");
+        w.StartObject();
+        for (const auto& [k, v] : sub.headers) {
+          WriteString(w, k);
+          WriteString(w, v);
+        }
+        w.EndObject();
+      }
+      w.EndObject();
+    }
+    w.EndArray();
+    w.Key("retries");
+    w.Int64(r.retries);
+    w.Key("retries_delay");
+    w.Int64(r.retries_delay);
+    if (!r.error_queue.empty()) {
+      w.Key("error_queue");
+      WriteString(w, r.error_queue);
+    }
+    w.EndObject();
+  }
   w.EndObject();
 }
 
@@ -129,6 +163,43 @@ Response MessagesResponse(const std::vector<mq::Message>& msgs) {
   }));
 }
 
+Result<std::vector<store::Subscriber>> ParseSubscribers(const JsonValue* arr) {
+  std::vector<store::Subscriber> out;
+  if (!arr) return Fail(Error::InvalidArgument("subscribers must be an array"));
+  for (const auto& o : arr->GetArray()) {
+    if (!o.IsObject()) return Fail(Error::InvalidArgument("each subscriber must be an object"));
+    auto name = GetString(o, "name");
+    if (!name) return Fail(name.error());
+    auto url = GetString(o, "url");
+    if (!url) return Fail(url.error());
+    auto headers = GetObject(o, "headers");
+    if (!headers) return Fail(headers.error());
+    store::Subscriber sub{name->value_or(""), url->value_or(""), {}};
+    if (*headers) {
+      for (const auto& m : (*headers)->GetObject()) {
+        if (!m.value.IsString())
+          return Fail(Error::InvalidArgument("subscriber header values must be strings"));
+        sub.headers.emplace_back(m.name.GetString(), m.value.GetString());
+      }
+    }
+    out.push_back(std::move(sub));
+  }
+  return out;
+}
+
+Result<mq::Headers> ParseHeaderObject(const JsonValue& obj, const char* key) {
+  auto h = GetObject(obj, key);
+  if (!h) return Fail(h.error());
+  mq::Headers out;
+  if (!*h) return out;
+  for (const auto& m : (*h)->GetObject()) {
+    if (!m.value.IsString())
+      return Fail(Error::InvalidArgument(std::string(key) + " values must be strings"));
+    out.emplace_back(m.name.GetString(), m.value.GetString());
+  }
+  return out;
+}
+
 Result<mq::QueueSettings> ParseSettings(const std::string& body) {
   auto doc = ParseObject(body);
   if (!doc) return Fail(doc.error());
@@ -142,8 +213,25 @@ Result<mq::QueueSettings> ParseSettings(const std::string& body) {
   s.type = *type;
   auto push = GetObject(o, "push");
   if (!push) return Fail(push.error());
-  if (*push || o.HasMember("subscribers"))
-    return Fail(Error::InvalidArgument("Push queues are not supported by this server yet"));
+  if (*push) {
+    const auto& p = **push;
+    auto subs = GetArray(p, "subscribers");
+    if (!subs) return Fail(subs.error());
+    if (*subs) {
+      auto parsed = ParseSubscribers(*subs);
+      if (!parsed) return Fail(parsed.error());
+      s.subscribers = std::move(*parsed);
+    }
+    auto retries = GetInt(p, "retries");
+    if (!retries) return Fail(retries.error());
+    s.retries = *retries;
+    auto delay = GetInt(p, "retries_delay");
+    if (!delay) return Fail(delay.error());
+    s.retries_delay = *delay;
+    auto eq = GetString(p, "error_queue");
+    if (!eq) return Fail(eq.error());
+    s.error_queue = *eq;
+  }
   for (auto [key, field] : {std::pair{"message_timeout", &s.message_timeout},
                             std::pair{"message_expiration", &s.message_expiration}}) {
     auto v = GetInt(o, key);
@@ -165,6 +253,15 @@ Result<mq::QueueSettings> ParseSettings(const std::string& body) {
   if (*alerts && !(*alerts)->Empty())
     return Fail(Error::InvalidArgument("Queue alerts are not supported by this server yet"));
   return s;
+}
+
+std::string FormatTime(TimeMs ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 Result<uint64_t> MessageId(const Request& req) {
@@ -259,8 +356,8 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       KILN_TRY(body, GetString(m, "body"));
       if (!*body) co_return ErrorResponse(Error::InvalidArgument("body is required"));
       KILN_TRY(delay, GetInt(m, "delay"));
-      KILN_TRY(headers, GetObject(m, "push_headers"));
-      msgs.push_back({std::move(**body), delay->value_or(0)});
+      KILN_TRY(headers, ParseHeaderObject(m, "push_headers"));
+      msgs.push_back({std::move(**body), delay->value_or(0), std::move(*headers)});
     }
     PostRequest post{project, std::string(req.Param("queue")), std::move(msgs)};
     PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
@@ -281,8 +378,17 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   // M2: webhook, the raw body becomes one message.
   router.Add("POST", q + "/webhook", [ctx](Request& req) -> awaitable<Response> {
     KILN_AUTH(ctx, req, project);
+    // Headers X-Subscribers-<Name> become push header <Name>; ones that
+    // break the push-header rules are dropped.
+    mq::Headers push_headers;
+    constexpr std::string_view kPrefix = "x-subscribers-";
+    for (const auto& [k, v] : req.headers) {
+      if (k.size() <= kPrefix.size() || k.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+      mq::Headers one{{k.substr(kPrefix.size()), v}};
+      if (push_headers.size() < 5 && mq::ValidatePushHeaders(one)) push_headers.push_back(one[0]);
+    }
     std::vector<mq::NewMessage> msgs;
-    msgs.push_back({std::move(req.body), 0});
+    msgs.push_back({std::move(req.body), 0, std::move(push_headers)});
     PostRequest post{project, std::string(req.Param("queue")), std::move(msgs)};
     PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
     if (!ids) co_return ErrorResponse(ids.error());
@@ -402,17 +508,91 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     }));
   });
 
+  // Deletes a message, or acknowledges a push subscriber's 202. The
+  // acknowledgement needs no token (the Iron-Subscriber-Message-Url a
+  // subscriber gets carries none): its reservation id is the secret.
   router.Add("DELETE", m, [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    std::string project(req.Param("project"));
+    auto auth = Authorize(*ctx->s.access, req, project);
     KILN_TRY(id, MessageId(req));
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(rid, GetString(*doc, "reservation_id"));
+    KILN_TRY(sub, GetString(*doc, "subscriber_name"));
     std::string reservation = rid->value_or("");
+    std::string subscriber = sub->value_or("");
     if (auto v = req.Query("reservation_id"); v && reservation.empty()) reservation = *v;
-    KILN_TRY(r, ctx->s.engine->DeleteMessage(project, std::string(req.Param("queue")),
-                                             {*id, reservation}));
+    if (auto v = req.Query("subscriber_name"); v && subscriber.empty()) subscriber = *v;
+    std::string queue(req.Param("queue"));
+    if (!auth && (subscriber.empty() || reservation.empty()))
+      co_return ErrorResponse(auth.error());
+    KILN_TRY(r, ctx->s.engine->DeleteMessage(project, queue, {*id, reservation, subscriber}));
     co_return Msg("Deleted");
   });
+
+  // M11: delivery status of a push message.
+  router.Add("GET", m + "/subscribers", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(id, MessageId(req));
+    KILN_TRY(subs, ctx->s.engine->PushStatus(project, std::string(req.Param("queue")), *id));
+    co_return Ok(Json([&](JsonWriter& w) {
+      w.StartObject();
+      w.Key("subscribers");
+      w.StartArray();
+      for (const auto& s : *subs) {
+        w.StartObject();
+        w.Key("name");
+        WriteString(w, s.name);
+        w.Key("url");
+        WriteString(w, s.url);
+        w.Key("status");
+        WriteString(w, s.status);
+        w.Key("status_code");
+        w.Int(s.status_code);
+        w.Key("retries_remaining");
+        w.Int64(s.retries_remaining);
+        w.Key("tries");
+        w.Int64(s.tries);
+        if (s.last_try_at) {
+          w.Key("last_try_at");
+          WriteString(w, FormatTime(s.last_try_at));
+        }
+        if (!s.msg.empty()) {
+          w.Key("msg");
+          WriteString(w, s.msg);
+        }
+        w.EndObject();
+      }
+      w.EndArray();
+      w.EndObject();
+    }));
+  });
+
+  // Q6-Q8: subscribers of a push queue.
+  auto subscribers = [ctx](const char* verb) {
+    return [ctx, verb = std::string(verb)](Request& req) -> awaitable<Response> {
+      KILN_AUTH(ctx, req, project);
+      KILN_TRY(doc, ParseObject(req.body));
+      KILN_TRY(arr, GetArray(*doc, "subscribers"));
+      KILN_TRY(subs, ParseSubscribers(*arr));
+      std::string queue(req.Param("queue"));
+      auto& e = *ctx->s.engine;
+      Result<mq::QueueInfo> r = Fail(Error::Internal("unreachable"));
+      if (verb == "add") {
+        r = e.AddSubscribers(project, queue, *subs);
+      } else if (verb == "replace") {
+        r = e.ReplaceSubscribers(project, queue, *subs);
+      } else {
+        std::vector<std::string> names;
+        for (const auto& s : *subs) names.push_back(s.name);
+        r = e.RemoveSubscribers(project, queue, names);
+      }
+      if (!r) co_return ErrorResponse(r.error());
+      co_return Msg("Updated");
+    };
+  };
+  router.Add("POST", q + "/subscribers", subscribers("add"));
+  router.Add("PUT", q + "/subscribers", subscribers("replace"));
+  router.Add("DELETE", q + "/subscribers", subscribers("remove"));
 
   router.Add("POST", m + "/touch", [ctx](Request& req) -> awaitable<Response> {
     KILN_AUTH(ctx, req, project);

@@ -14,6 +14,7 @@
 #include "api/api.h"
 #include "http/server.h"
 #include "mq/engine.h"
+#include "server/push_transport.h"
 #include "store/rocks/rocks_store.h"
 
 namespace kiln::server {
@@ -27,6 +28,7 @@ struct App::Impl {
   std::unique_ptr<access::Access> access;
   http::Router router;
   std::unique_ptr<http::Server> server;
+  std::unique_ptr<PushTransport> push;
   std::atomic<bool> stopping{false};
 
   std::thread ticker;
@@ -41,6 +43,7 @@ struct App::Impl {
     tick_cv.notify_all();
     if (ticker.joinable()) ticker.join();
     server.reset();
+    push.reset();  // before the engine: its callbacks call into it
     engine.reset();
     access.reset();
     store.reset();  // flushes the log
@@ -152,6 +155,15 @@ Result<uint16_t> App::Listen() {
   auto port = impl_->server->Listen();
   if (!port) return port;
   if (auto r = impl_->FirstStart(*port); !r) return Fail(r.error());
+  std::string host = impl_->config.public_host.empty()
+                         ? (impl_->config.host == "0.0.0.0" ? "127.0.0.1" : impl_->config.host)
+                         : impl_->config.public_host;
+  std::string self = host + ":" + std::to_string(*port);
+  http::ClientOptions co;
+  co.ca_file = impl_->config.push_ca_file;
+  co.forbid_private = impl_->config.push_forbid_private;
+  impl_->push = std::make_unique<PushTransport>(*impl_->engine, *impl_->access, co, self);
+  impl_->engine->SetPushTransport(impl_->push.get(), "http://" + self);
   impl_->ticker = std::thread([impl = impl_.get()] {
     std::unique_lock lock(impl->tick_mu);
     while (!impl->stopping) {

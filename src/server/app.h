@@ -27,6 +27,9 @@ struct Config {
   bool access_log = true;
   bool write_iron_json = true;   // on first start, into the working directory
   std::string public_host;       // written to iron.json; default: host
+  // Push delivery.
+  std::string push_ca_file;            // extra CAs to trust for https subscribers
+  bool push_forbid_private = false;    // refuse loopback and private subscriber addresses
 };
 
 class App {

@@ -76,7 +76,14 @@ int main(int argc, char** argv) {
       ->envname("KILN_NO_ACCESS_LOG");
   serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->envname("KILN_LOG_LEVEL");
-  serve->add_option("--public-host", config.public_host, "Host written to iron.json");
+  serve->add_option("--public-host", config.public_host,
+                    "Host for iron.json and push acknowledgement urls");
+  serve->add_option("--push-ca-file", config.push_ca_file,
+                    "PEM file of extra CAs to trust for https subscribers")
+      ->envname("KILN_PUSH_CA_FILE");
+  serve->add_flag("--push-forbid-private", config.push_forbid_private,
+                  "Refuse push to loopback, private and link-local addresses (SSRF guard)")
+      ->envname("KILN_PUSH_FORBID_PRIVATE");
   serve->callback([&] {
     auto colon = listen.rfind(':');
     if (colon == std::string::npos) throw CLI::ValidationError("--listen", "expected HOST:PORT");

@@ -1,0 +1,212 @@
+#include "http/client.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <map>
+#include <thread>
+#include <utility>
+
+namespace kiln::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+
+namespace {
+
+struct Url {
+  bool tls = false;
+  std::string host, port, target;
+  std::string key() const { return (tls ? "https://" : "http://") + host + ":" + port; }
+};
+
+bool ParseUrl(const std::string& s, Url* u) {
+  std::string rest;
+  if (s.rfind("http://", 0) == 0) {
+    rest = s.substr(7);
+  } else if (s.rfind("https://", 0) == 0) {
+    u->tls = true;
+    rest = s.substr(8);
+  } else {
+    return false;
+  }
+  size_t slash = rest.find_first_of("/?");
+  std::string authority = rest.substr(0, slash);
+  u->target = slash == std::string::npos ? "/" : rest.substr(slash);
+  if (u->target[0] == '?') u->target = "/" + u->target;
+  size_t at = authority.rfind('@');
+  if (at != std::string::npos) authority = authority.substr(at + 1);
+  if (!authority.empty() && authority[0] == '[') {  // [v6]:port
+    size_t close = authority.find(']');
+    if (close == std::string::npos) return false;
+    u->host = authority.substr(1, close - 1);
+    u->port = close + 2 <= authority.size() ? authority.substr(close + 2) : "";
+  } else {
+    size_t colon = authority.rfind(':');
+    u->host = authority.substr(0, colon);
+    u->port = colon == std::string::npos ? "" : authority.substr(colon + 1);
+  }
+  if (u->port.empty()) u->port = u->tls ? "443" : "80";
+  return !u->host.empty();
+}
+
+bool IsPrivate(const asio::ip::address& a) {
+  if (a.is_loopback() || a.is_unspecified() || a.is_multicast()) return true;
+  if (a.is_v6()) {
+    auto v6 = a.to_v6();
+    if (v6.is_v4_mapped()) return IsPrivate(asio::ip::make_address_v4(asio::ip::v4_mapped, v6));
+    auto b = v6.to_bytes();
+    return v6.is_link_local() || (b[0] & 0xfe) == 0xfc;  // fe80::/10, fc00::/7
+  }
+  auto b = a.to_v4().to_bytes();
+  return b[0] == 10 || b[0] == 0 || (b[0] == 172 && (b[1] & 0xf0) == 16) ||
+         (b[0] == 192 && b[1] == 168) || (b[0] == 169 && b[1] == 254) ||
+         (b[0] == 100 && (b[1] & 0xc0) == 64);  // carrier-grade NAT
+}
+
+struct Conn {
+  std::string key;
+  std::unique_ptr<beast::tcp_stream> plain;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;
+
+  beast::tcp_stream& lowest() { return plain ? *plain : beast::get_lowest_layer(*tls); }
+};
+
+}  // namespace
+
+struct Client::Impl {
+  ClientOptions options;
+  asio::io_context ioc{1};
+  asio::executor_work_guard<asio::io_context::executor_type> guard = asio::make_work_guard(ioc);
+  ssl::context tls_ctx{ssl::context::tls_client};
+  std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle;  // on the client's thread only
+  std::thread thread;
+
+  explicit Impl(ClientOptions o) : options(std::move(o)) {
+    tls_ctx.set_default_verify_paths();
+    if (!options.ca_file.empty()) {
+      boost::system::error_code ec;
+      tls_ctx.load_verify_file(options.ca_file, ec);
+      if (ec) spdlog::error("cannot load CA file {}: {}", options.ca_file, ec.message());
+    }
+    tls_ctx.set_verify_mode(ssl::verify_peer);
+    thread = std::thread([this] { ioc.run(); });
+  }
+
+  ~Impl() {
+    guard.reset();
+    ioc.stop();
+    thread.join();
+  }
+
+  std::unique_ptr<Conn> TakeIdle(const std::string& key) {
+    auto it = idle.find(key);
+    if (it == idle.end() || it->second.empty()) return nullptr;
+    auto c = std::move(it->second.back());
+    it->second.pop_back();
+    return c;
+  }
+
+  void GiveBack(std::unique_ptr<Conn> c) {
+    auto& v = idle[c->key];
+    if (v.size() < options.max_idle_per_host) v.push_back(std::move(c));
+  }
+
+  awaitable<std::unique_ptr<Conn>> Connect(const Url& u) {
+    tcp::resolver resolver(ioc);
+    auto results = co_await resolver.async_resolve(u.host, u.port, use_awaitable);
+    std::vector<tcp::endpoint> endpoints;
+    for (const auto& r : results)
+      if (!options.forbid_private || !IsPrivate(r.endpoint().address()))
+        endpoints.push_back(r.endpoint());
+    if (endpoints.empty())
+      throw std::runtime_error("address of " + u.host + " is not allowed (private or loopback)");
+    auto c = std::make_unique<Conn>();
+    c->key = u.key();
+    if (u.tls) {
+      c->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ioc, tls_ctx);
+      if (!SSL_set_tlsext_host_name(c->tls->native_handle(), u.host.c_str()))
+        throw std::runtime_error("cannot set TLS server name");
+      c->tls->set_verify_callback(ssl::host_name_verification(u.host));
+    } else {
+      c->plain = std::make_unique<beast::tcp_stream>(ioc);
+    }
+    c->lowest().expires_after(options.timeout);
+    co_await c->lowest().async_connect(endpoints, use_awaitable);
+    c->lowest().socket().set_option(tcp::no_delay(true));
+    if (c->tls) co_await c->tls->async_handshake(ssl::stream_base::client, use_awaitable);
+    co_return c;
+  }
+
+  template <typename Stream>
+  awaitable<std::pair<int, bool>> Exchange(Stream& s, Conn& c,
+                                           bhttp::request<bhttp::string_body>& req) {
+    co_await bhttp::async_write(s, req, use_awaitable);
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(1 << 20);
+    co_await bhttp::async_read(s, c.buffer, parser, use_awaitable);
+    co_return std::pair{static_cast<int>(parser.get().result_int()), parser.get().keep_alive()};
+  }
+
+  awaitable<void> Do(std::string url, Headers headers, std::string body, Done done) {
+    Url u;
+    if (!ParseUrl(url, &u)) {
+      done(0, "unsupported url: " + url);
+      co_return;
+    }
+    bhttp::request<bhttp::string_body> req{bhttp::verb::post, u.target, 11};
+    req.set(bhttp::field::host, u.host);
+    for (const auto& [k, v] : headers) req.set(k, v);
+    req.body() = std::move(body);
+    req.keep_alive(true);
+    req.prepare_payload();
+
+    std::unique_ptr<Conn> conn = TakeIdle(u.key());
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool reused = conn != nullptr;
+      std::string error;
+      try {
+        if (!conn) conn = co_await Connect(u);
+        conn->lowest().expires_after(options.timeout);
+        std::pair<int, bool> answer;
+        if (conn->tls) {
+          answer = co_await Exchange(*conn->tls, *conn, req);
+        } else {
+          answer = co_await Exchange(*conn->plain, *conn, req);
+        }
+        conn->lowest().expires_never();
+        if (answer.second) GiveBack(std::move(conn));
+        done(answer.first, "");
+        co_return;
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      conn.reset();
+      // A pooled connection the server closed meanwhile: try once on a fresh one.
+      if (reused && attempt == 0) continue;
+      done(0, error);
+      co_return;
+    }
+  }
+};
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Client::~Client() = default;
+
+void Client::Post(std::string url, Headers headers, std::string body, Done done) {
+  asio::co_spawn(impl_->ioc,
+                 impl_->Do(std::move(url), std::move(headers), std::move(body), std::move(done)),
+                 asio::detached);
+}
+
+}  // namespace kiln::http

@@ -1,0 +1,41 @@
+// An asynchronous HTTP(S) client for outbound requests (push delivery):
+// pooled keep-alive connections per scheme, host and port, a whole-request
+// timeout, TLS with certificate and host-name verification, and an optional
+// guard against loopback and private addresses (SSRF). Runs its own
+// io_context thread. Post may be called from any thread; `done` runs on the
+// client's thread.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kiln::http {
+
+struct ClientOptions {
+  std::chrono::milliseconds timeout{10000};  // connect + send + answer
+  std::string ca_file;             // extra CA certificates to trust (PEM)
+  bool forbid_private = false;     // refuse loopback, private and link-local addresses
+  size_t max_idle_per_host = 32;
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options);
+  ~Client();
+
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  // `done(status, "")` with the answer's status, or `done(0, why)` when no
+  // answer came (bad URL, refused, timeout, TLS failure, forbidden address).
+  using Done = std::function<void(int status, std::string error)>;
+  void Post(std::string url, Headers headers, std::string body, Done done);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::http

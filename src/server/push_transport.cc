@@ -1,0 +1,89 @@
+#include "server/push_transport.h"
+
+#include "api/errors.h"
+
+namespace kiln::server {
+namespace {
+
+// ironmq://[project_id:token@][host[:port]]/queue
+struct IronMqUrl {
+  std::string project_id, token, host, queue;
+};
+
+bool ParseIronMq(const std::string& url, IronMqUrl* out) {
+  std::string rest = url.substr(9);  // after "ironmq://"
+  size_t slash = rest.find('/');
+  if (slash == std::string::npos) return false;
+  std::string authority = rest.substr(0, slash);
+  out->queue = rest.substr(slash + 1);
+  size_t at = authority.rfind('@');
+  if (at != std::string::npos) {
+    std::string cred = authority.substr(0, at);
+    size_t colon = cred.find(':');
+    if (colon == std::string::npos) return false;
+    out->project_id = cred.substr(0, colon);
+    out->token = cred.substr(colon + 1);
+    authority = authority.substr(at + 1);
+  }
+  out->host = authority;
+  return !out->queue.empty();
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+PushTransport::PushTransport(mq::Engine& engine, access::Access& access,
+                             http::ClientOptions options, std::string self)
+    : engine_(engine), access_(access), client_(std::move(options)), self_(std::move(self)) {}
+
+void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::string)> done) {
+  if (request.url.rfind("ironmq://", 0) != 0) {
+    client_.Post(std::move(request.url), std::move(request.headers), std::move(request.body),
+                 std::move(done));
+    return;
+  }
+  IronMqUrl u;
+  if (!ParseIronMq(request.url, &u)) return done(0, "malformed ironmq url: " + request.url);
+  std::string project = u.project_id.empty() ? request.project_id : u.project_id;
+  if (u.host.empty() || u.host == self_) {
+    // This server: post in-process, with the same checks as over HTTP.
+    if (project != request.project_id) {
+      auto p = access_.Authenticate(u.token);
+      if (!p || (!p->admin && p->project_id != project))
+        return done(401, "ironmq url: token not valid for project " + project);
+    }
+    engine_.Post(project, u.queue, {mq::NewMessage{std::move(request.body), 0, {}}},
+                 [done = std::move(done)](Result<std::vector<uint64_t>> r) {
+                   if (r) return done(201, "");
+                   done(api::StatusFor(r.error().code()), r.error().message());
+                 });
+    return;
+  }
+  std::string body = "{\"messages\":[{\"body\":" + JsonString(request.body) + "}]}";
+  client_.Post("http://" + u.host + "/3/projects/" + project + "/queues/" + u.queue + "/messages",
+               {{"Authorization", "OAuth " + u.token}, {"Content-Type", "application/json"}},
+               std::move(body), std::move(done));
+}
+
+}  // namespace kiln::server
