@@ -553,6 +553,7 @@ Result<void> Engine::Clear(const std::string& project, const std::string& name) 
   if (slot->deleted) return Fail(QueueNotFound());
   slot->queue.Clear();
   slot->plans.clear();
+  slot->finished.clear();
   store::MessageBatch batch;
   batch.Clear(slot->queue.record().qid);
   store_.Append(std::move(batch));

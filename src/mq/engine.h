@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <deque>
 #include <queue>
 #include <unordered_map>
 #include <shared_mutex>
@@ -209,6 +210,9 @@ class Engine {
     Queue queue;
     bool deleted = false;
     std::unordered_map<uint64_t, PushPlan> plans;  // push queues: messages being delivered
+    // Recently finished push messages, so that clients polling their status
+    // see the final one. In memory only: the newest kFinishedKept.
+    std::deque<std::pair<uint64_t, PushPlan>> finished;
     explicit Slot(store::QueueRecord r) : queue(std::move(r)) {}
   };
   using SlotPtr = std::shared_ptr<Slot>;

@@ -17,6 +17,7 @@ namespace {
 constexpr int kMaxInFlight = 1024;       // deliveries at once, all hosts
 constexpr int kMaxInFlightPerHost = 32;  // so that one slow host cannot take them all
 constexpr TimeMs kDeferMs = 20;
+constexpr size_t kFinishedKept = 1000;  // per queue
 
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -296,6 +297,8 @@ std::optional<std::pair<std::string, NewMessage>> Engine::SettlePlan(Slot& slot,
   }
   batch.Delete(rec.qid, id);
   store_.Append(std::move(batch));
+  slot.finished.emplace_back(id, std::move(it->second));
+  if (slot.finished.size() > kFinishedKept) slot.finished.pop_front();
   slot.plans.erase(it);
   return out;
 }
@@ -308,10 +311,13 @@ Result<std::vector<SubscriberStatus>> Engine::PushStatus(const std::string& proj
   if (slot->deleted) return Fail(Error::NotFound("Queue not found"));
   const auto& rec = slot->queue.record();
   if (!rec.push()) return Fail(Error::InvalidArgument("Not a push queue"));
-  auto it = slot->plans.find(id);
-  if (it == slot->plans.end()) return Fail(Error::NotFound("Message not found"));
+  const PushPlan* plan = nullptr;
+  if (auto it = slot->plans.find(id); it != slot->plans.end()) plan = &it->second;
+  for (const auto& [fid, fplan] : slot->finished)
+    if (fid == id) plan = &fplan;
+  if (!plan) return Fail(Error::NotFound("Message not found"));
   std::vector<SubscriberStatus> out;
-  for (const auto& d : it->second.deliveries) {
+  for (const auto& d : plan->deliveries) {
     SubscriberStatus s;
     s.name = d.subscriber;
     for (const auto& sub : rec.subscribers)
@@ -319,7 +325,7 @@ Result<std::vector<SubscriberStatus>> Engine::PushStatus(const std::string& proj
     s.status = StatusName(d.status);
     s.msg = d.msg;
     s.status_code = d.status_code;
-    s.retries_remaining = it->second.unicast ? it->second.retries_remaining : d.retries_remaining;
+    s.retries_remaining = plan->unicast ? plan->retries_remaining : d.retries_remaining;
     s.tries = d.tries;
     s.last_try_at = d.last_try_at;
     out.push_back(std::move(s));

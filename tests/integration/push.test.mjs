@@ -1,0 +1,257 @@
+// Push queues against real HTTP subscriber servers: delivery, headers,
+// retries, the error queue, 202 acknowledgement, unicast failover, fan-out,
+// webhooks, validation, and deliveries that resume after kill -9.
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { Kiln, eventually, sleep } from '../support/kiln.mjs';
+import { startSink } from '../support/sink.mjs';
+
+const kiln = new Kiln();
+const sinks = [];
+before(() => kiln.start());
+after(async () => {
+  await Promise.all(sinks.map((s) => s.close()));
+  const { code } = await kiln.stop();
+  assert.equal(code, 0);
+  kiln.cleanup();
+});
+async function sink(respond) { const s = await startSink(respond); sinks.push(s); return s; }
+
+const put = (q, queue) => kiln.req('PUT', kiln.q(q), { queue });
+const post = (q, messages) => kiln.req('POST', kiln.q(q) + '/messages', { messages });
+const status = (q, id) => kiln.req('GET', `${kiln.q(q)}/messages/${id}/subscribers`);
+async function finalStatus(q, id) {
+  return eventually(async () => {
+    const s = await status(q, id);
+    return s.status === 200 && s.body.subscribers.every((x) => ['deleted', 'error'].includes(x.status)) && s.body;
+  }, 30000);
+}
+
+test('multicast delivers the body and headers to every subscriber', async () => {
+  const a = await sink(), b = await sink();
+  const c = await put('mc', { type: 'multicast', push: { subscribers: [
+    { name: 'a', url: a.url, headers: { 'X-From-Sub': 'sa', 'User-Agent': 'custom-agent' } },
+    { name: 'b', url: b.url }] } });
+  assert.equal(c.status, 200, c.text);
+  assert.equal(c.body.queue.type, 'multicast');
+  assert.deepEqual(c.body.queue.push.subscribers.map((s) => s.name), ['a', 'b']);
+  assert.equal(c.body.queue.push.retries, 3);
+  assert.equal(c.body.queue.push.retries_delay, 60);
+
+  const id = (await post('mc', [{ body: 'payload ✓', push_headers: { 'X-Msg': 'm1' } }])).body.ids[0];
+  const [ra] = await a.received(1);
+  const [rb] = await b.received(1);
+  for (const r of [ra, rb]) {
+    assert.equal(r.method, 'POST');
+    assert.equal(r.body, 'payload ✓');
+    assert.equal(r.headers['iron-message-id'], id);
+    assert.match(r.headers['iron-reservation-id'], /^[0-9a-f]{32}$/);
+    assert.equal(r.headers['x-msg'], 'm1');
+    assert.equal(r.headers['content-type'], 'text/plain; encoding=utf-8');
+    assert.match(r.headers['iron-subscriber-message-url'], new RegExp(`/messages/${id}\\?`));
+  }
+  assert.equal(ra.headers['iron-subscriber-name'], 'a');
+  assert.equal(rb.headers['iron-subscriber-name'], 'b');
+  assert.equal(ra.headers['x-from-sub'], 'sa');
+  assert.equal(ra.headers['user-agent'], 'custom-agent');
+  assert.equal(rb.headers['user-agent'], 'IronMQ Pusherd');
+  const st = await finalStatus('mc', id);
+  assert.deepEqual(st.subscribers.map((s) => [s.name, s.status, s.status_code, s.tries]),
+    [['a', 'deleted', 200, 1], ['b', 'deleted', 200, 1]]);
+  assert.equal((await kiln.req('GET', kiln.q('mc'))).body.queue.size, 0);
+});
+
+test('failures are retried after retries_delay; each subscriber on its own', async () => {
+  const flaky = await sink((n) => (n === 1 ? 503 : 200));
+  const good = await sink();
+  await put('retry', { type: 'multicast', push: { retries: 2, retries_delay: 3,
+    subscribers: [{ name: 'flaky', url: flaky.url }, { name: 'good', url: good.url }] } });
+  const id = (await post('retry', [{ body: 'again' }])).body.ids[0];
+  await flaky.received(1);
+  const mid = await eventually(async () => {
+    const s = await status('retry', id);
+    return s.body.subscribers[0].status === 'retrying' && s.body;
+  });
+  assert.equal(mid.subscribers[0].status_code, 503);
+  assert.equal(mid.subscribers[0].retries_remaining, 1);
+  const [first, second] = await flaky.received(2);
+  const gap = second.at - first.at;
+  assert.ok(gap >= 2900 && gap < 6000, `retry after ${gap} ms`);
+  assert.equal(good.requests.length, 1, 'the good subscriber is not retried');
+  const st = await finalStatus('retry', id);
+  assert.deepEqual(st.subscribers.map((s) => [s.status, s.tries]), [['deleted', 2], ['deleted', 1]]);
+});
+
+test('after the last retry the message goes to the error queue', async () => {
+  const bad = await sink(() => 500);
+  const refused = 'http://127.0.0.1:9/never';
+  await put('doomed', { type: 'multicast', push: { retries: 1, retries_delay: 3, error_queue: 'doomed-errors',
+    subscribers: [{ name: 'bad', url: bad.url }, { name: 'gone', url: refused }] } });
+  const id = (await post('doomed', [{ body: 'lost cause', push_headers: { 'X-Trace': 't1' } }])).body.ids[0];
+  await bad.received(2);
+  const st = await finalStatus('doomed', id);
+  assert.deepEqual(st.subscribers.map((s) => [s.status, s.tries]), [['error', 2], ['error', 2]]);
+  assert.equal(st.subscribers[1].status_code, 0);
+  assert.ok(st.subscribers[1].msg, 'a connection error has a message');
+  const err = await eventually(async () => {
+    const r = await kiln.req('GET', kiln.q('doomed-errors') + '/messages?n=5');
+    return r.status === 200 && r.body.messages.length === 1 && r.body.messages[0];
+  });
+  const e = JSON.parse(err.body);
+  assert.equal(e.source_msg_id, id);
+  assert.equal(e.body, 'lost cause');
+  assert.deepEqual(e.headers, { 'X-Trace': 't1' });
+  assert.deepEqual(e.subscribers.map((s) => [s.name, s.url, s.code]), [['bad', bad.url, 500], ['gone', refused, 0]]);
+  for (const s of e.subscribers) assert.equal(typeof s.msg, 'string');
+});
+
+test('202 holds the delivery until the subscriber acknowledges it, without a token', async () => {
+  const later = await sink(() => 202);
+  await put('slowwork', { type: 'multicast', push: { subscribers: [{ name: 'w', url: later.url }] } });
+  const id = (await post('slowwork', [{ body: 'long job' }])).body.ids[0];
+  const [r] = await later.received(1);
+  await eventually(async () => (await status('slowwork', id)).body.subscribers[0].status === 'reserved');
+  const ackUrl = new URL(r.headers['iron-subscriber-message-url']);
+  // A wrong reservation is refused.
+  const bad = await fetch(ackUrl.origin + ackUrl.pathname + '?subscriber_name=w&reservation_id=' + '0'.repeat(32), { method: 'DELETE' });
+  assert.equal(bad.status, 403);
+  const ack = await fetch(ackUrl, { method: 'DELETE' });
+  assert.equal(ack.status, 200);
+  const st = await finalStatus('slowwork', id);
+  assert.equal(st.subscribers[0].status, 'deleted');
+  assert.equal(later.requests.length, 1);
+});
+
+test('202 can also be acknowledged by DELETE with reservation_id and subscriber_name', async () => {
+  const later = await sink(() => 202);
+  await put('ackbody', { type: 'unicast', push: { subscribers: [{ name: 'w', url: later.url }] } });
+  const id = (await post('ackbody', [{ body: 'x' }])).body.ids[0];
+  const [r] = await later.received(1);
+  await eventually(async () => (await status('ackbody', id)).body.subscribers[0].status === 'reserved');
+  const del = await kiln.req('DELETE', `${kiln.q('ackbody')}/messages/${id}`,
+    { reservation_id: r.headers['iron-reservation-id'], subscriber_name: 'w' });
+  assert.deepEqual([del.status, del.body], [200, { msg: 'Deleted' }]);
+  assert.equal((await finalStatus('ackbody', id)).subscribers[0].status, 'deleted');
+});
+
+test('unicast tries the next subscriber at once and stops at the first success', async () => {
+  const down = await sink(() => 500);
+  const up = await sink();
+  const spare = await sink();
+  await put('uni', { type: 'unicast', push: { subscribers: [
+    { name: 'down', url: down.url }, { name: 'up', url: up.url }, { name: 'spare', url: spare.url }] } });
+  const id = (await post('uni', [{ body: 'one of you' }])).body.ids[0];
+  const [r] = await up.received(1);
+  assert.equal(r.body, 'one of you');
+  assert.ok(r.at - down.requests[0].at < 2000, 'failover is immediate');
+  // Done once one subscriber has it: the others keep the status they had.
+  const st = await eventually(async () => {
+    const r = await status('uni', id);
+    return r.body.subscribers?.[1].status === 'deleted' && r.body;
+  });
+  assert.deepEqual(st.subscribers.map((s) => [s.status, s.tries]), [['retrying', 1], ['deleted', 1], ['queued', 0]]);
+  await sleep(200);
+  assert.equal(spare.requests.length, 0);
+});
+
+test('ironmq:// subscribers fan out into other queues of this server', async () => {
+  await put('fan', { type: 'multicast', push: { subscribers: [
+    { name: 'copy1', url: 'ironmq:///fan-copy-1' },
+    { name: 'copy2', url: `ironmq://${kiln.project}:${kiln.token}@127.0.0.1:${kiln.port}/fan-copy-2` }] } });
+  const id = (await post('fan', [{ body: 'everywhere' }])).body.ids[0];
+  for (const q of ['fan-copy-1', 'fan-copy-2']) {
+    const m = await eventually(async () => {
+      const r = await kiln.req('GET', kiln.q(q) + '/messages');
+      return r.status === 200 && r.body.messages[0];
+    });
+    assert.equal(m.body, 'everywhere');
+  }
+  assert.deepEqual((await finalStatus('fan', id)).subscribers.map((s) => s.status), ['deleted', 'deleted']);
+});
+
+test('subscribers: add or update, replace, remove; rules of push queues', async () => {
+  const s1 = await sink();
+  await put('subs', { type: 'multicast', push: { subscribers: [{ name: 'one', url: s1.url }] } });
+  const base = kiln.q('subs') + '/subscribers';
+  assert.deepEqual((await kiln.req('POST', base, { subscribers: [{ name: 'two', url: 'http://127.0.0.1:9/x' }] })).body, { msg: 'Updated' });
+  assert.deepEqual((await kiln.req('POST', base, { subscribers: [{ name: 'one', url: s1.url + '?v=2' }] })).body, { msg: 'Updated' });
+  let q = (await kiln.req('GET', kiln.q('subs'))).body.queue;
+  assert.deepEqual(q.push.subscribers.map((s) => [s.name, s.url]), [['one', s1.url + '?v=2'], ['two', 'http://127.0.0.1:9/x']]);
+  assert.equal((await kiln.req('DELETE', base, { subscribers: [{ name: 'two' }] })).status, 200);
+  assert.equal((await kiln.req('DELETE', base, { subscribers: [{ name: 'nobody' }] })).status, 404);
+  assert.equal((await kiln.req('DELETE', base, { subscribers: [{ name: 'one' }] })).status, 400, 'the last one stays');
+  assert.equal((await kiln.req('PUT', base, { subscribers: [{ name: 'three', url: s1.url }] })).status, 200);
+  q = (await kiln.req('GET', kiln.q('subs'))).body.queue;
+  assert.deepEqual(q.push.subscribers.map((s) => s.name), ['three']);
+
+  const bad = async (path, method, body) => {
+    const r = await kiln.req(method, path, body);
+    assert.equal(r.status, 400, `${method} ${path} ${JSON.stringify(body)} -> ${r.text}`);
+    assert.ok(r.body.msg);
+  };
+  await bad(kiln.q('nosubs'), 'PUT', { queue: { type: 'multicast' } });
+  await bad(kiln.q('subs'), 'PATCH', { queue: { type: 'pull' } });
+  await bad(kiln.q('subs'), 'PATCH', { queue: { dead_letter: { queue_name: 'x' } } });
+  await bad(kiln.q('pullq'), 'PUT', { queue: { push: { retries: 2 }, type: 'pull' } });
+  await bad(kiln.q('badurl'), 'PUT', { queue: { push: { subscribers: [{ name: 'x', url: 'ftp://x' }] } } });
+  await bad(kiln.q('dupe'), 'PUT', { queue: { push: { subscribers: [{ name: 'x', url: s1.url }, { name: 'x', url: s1.url }] } } });
+  await bad(kiln.q('retries'), 'PUT', { queue: { push: { retries: 101, subscribers: [{ name: 'x', url: s1.url }] } } });
+  await bad(kiln.q('delay'), 'PUT', { queue: { push: { retries_delay: 2, subscribers: [{ name: 'x', url: s1.url }] } } });
+  await put('plain', {});
+  await bad(kiln.q('plain') + '/subscribers', 'POST', { subscribers: [{ name: 'x', url: s1.url }] });
+  await bad(kiln.q('subs') + '/messages', 'POST', { messages: [{ body: 'x', push_headers: { 'Content-Type': 'x' } }] });
+  await bad(kiln.q('subs') + '/messages', 'POST', { messages: [{ body: 'x', push_headers: { a: '1', b: '1', c: '1', d: '1', e: '1', f: '1' } }] });
+  // push given without a type makes a multicast queue.
+  const implicit = await put('implicit', { push: { subscribers: [{ name: 'x', url: s1.url }] } });
+  assert.equal(implicit.body.queue.type, 'multicast');
+});
+
+test('webhook: any body and content type becomes a message; X-Subscribers-* become push headers', async () => {
+  const s = await sink();
+  await put('hooked', { type: 'multicast', push: { subscribers: [{ name: 'x', url: s.url }] } });
+  const bytes = Buffer.from([0, 1, 2, 250, 251, 252, 10, 13]).toString('latin1');
+  const r = await fetch(`${kiln.base}${kiln.q('hooked')}/webhook?oauth=${kiln.token}`, {
+    method: 'POST', body: 'a=1&b=two', headers: { 'content-type': 'application/x-www-form-urlencoded', 'X-Subscribers-Trace': 'abc', 'X-Subscribers-Content-Type': 'dropped' } });
+  assert.equal(r.status, 201);
+  const [got] = await s.received(1);
+  assert.equal(got.body, 'a=1&b=two');
+  assert.equal(got.headers.trace, 'abc');
+  assert.equal(got.headers['content-type'], 'text/plain; encoding=utf-8');
+  // Pull queue webhook, binary body and a body of 60 KiB.
+  const big = 'x'.repeat(60 * 1024);
+  for (const body of [bytes, big, '']) {
+    const w = await fetch(`${kiln.base}${kiln.q('hook-pull')}/webhook?oauth=${kiln.token}`, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+    assert.equal(w.status, 201);
+  }
+  const got2 = (await kiln.req('POST', kiln.q('hook-pull') + '/reservations', { n: 3, delete: true })).body.messages;
+  assert.deepEqual(got2.map((m) => m.body.length), [bytes.length, big.length, 0]);
+  const tooBig = await fetch(`${kiln.base}${kiln.q('hook-pull')}/webhook?oauth=${kiln.token}`, { method: 'POST', body: 'y'.repeat(64 * 1024 + 1) });
+  assert.equal(tooBig.status, 413);
+  const noToken = await fetch(`${kiln.base}${kiln.q('hook-pull')}/webhook`, { method: 'POST', body: 'x' });
+  assert.equal(noToken.status, 401);
+});
+
+test('deliveries resume after kill -9', async () => {
+  const k2 = await new Kiln().start();
+  try {
+    const s = await startSink((n) => (n === 1 ? 500 : 200));
+    sinks.push(s);
+    await k2.req('PUT', k2.q('durable-push'), { queue: { type: 'multicast', push: { retries: 3, retries_delay: 3, subscribers: [{ name: 'x', url: s.url }] } } });
+    const id = (await k2.req('POST', k2.q('durable-push') + '/messages', { messages: [{ body: 'survivor' }] })).body.ids[0];
+    await s.received(1);
+    await sleep(300); // let the failed try be recorded
+    await k2.stop('SIGKILL');
+    await k2.start();
+    const [, again] = await s.received(2);
+    assert.equal(again.body, 'survivor');
+    assert.equal(again.headers['iron-message-id'], id);
+    const st = await eventually(async () => {
+      const r = await k2.req('GET', `${k2.q('durable-push')}/messages/${id}/subscribers`);
+      return r.status === 200 && r.body.subscribers[0].status === 'deleted' && r.body;
+    });
+    assert.ok(st.subscribers[0].tries >= 1);
+  } finally {
+    await k2.stop();
+    k2.cleanup();
+  }
+});
