@@ -1,0 +1,117 @@
+// Push cases that take real time: TLS with a test CA, the SSRF guard,
+// subscribers that never answer (10 s timeout), a 202 never acknowledged
+// (redelivered after the 30 s message timeout), and a slow subscriber that
+// must not hold back another queue. Tests run concurrently.
+import test, { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kiln, eventually } from '../support/kiln.mjs';
+import { startSink } from '../support/sink.mjs';
+
+// A throwaway CA and a certificate for "localhost" signed by it.
+const pki = mkdtempSync(join(tmpdir(), 'kiln-pki-'));
+const ossl = (...args) => execFileSync('openssl', args, { cwd: pki, stdio: 'pipe' });
+ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=Kiln Test CA');
+ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=localhost');
+execFileSync('sh', ['-c', 'printf "subjectAltName=DNS:localhost,IP:127.0.0.1\\n" > ext.cnf'], { cwd: pki });
+ossl('x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf');
+const tls = { key: readFileSync(join(pki, 'srv.key')), cert: readFileSync(join(pki, 'srv.pem')) };
+
+const kiln = new Kiln({ args: ['--push-ca-file', join(pki, 'ca.pem')] });
+const sinks = [];
+before(() => kiln.start());
+after(async () => {
+  await Promise.all(sinks.map((s) => s.close()));
+  await kiln.stop();
+  kiln.cleanup();
+  rmSync(pki, { recursive: true, force: true });
+});
+async function sink(respond, opts) { const s = await startSink(respond, opts); sinks.push(s); return s; }
+const put = (k, q, queue) => k.req('PUT', k.q(q), { queue });
+const post = (k, q, body) => k.req('POST', k.q(q) + '/messages', { messages: [{ body }] });
+const subStatus = (k, q, id) => eventually(async () => {
+  const r = await k.req('GET', `${k.q(q)}/messages/${id}/subscribers`);
+  return r.status === 200 && r.body.subscribers;
+});
+
+describe('slow push cases', { concurrency: true }, () => {
+  test('https subscribers are verified against the trusted CA', async () => {
+    const s = await sink(() => 200, { tls });
+    await put(kiln, 'tls', { type: 'multicast', push: { subscribers: [{ name: 's', url: s.url }] } });
+    const id = (await post(kiln, 'tls', 'over tls')).body.ids[0];
+    const [r] = await s.received(1);
+    assert.equal(r.body, 'over tls');
+    await eventually(async () => (await subStatus(kiln, 'tls', id))[0].status === 'deleted');
+  });
+
+  test('without the CA the certificate is refused', async () => {
+    const k = await new Kiln().start();
+    try {
+      const s = await sink(() => 200, { tls });
+      await put(k, 'tls', { type: 'multicast', push: { retries: 0, subscribers: [{ name: 's', url: s.url }] } });
+      const id = (await post(k, 'tls', 'x')).body.ids[0];
+      const st = await eventually(async () => {
+        const x = await subStatus(k, 'tls', id);
+        return x[0].status === 'error' && x;
+      });
+      assert.equal(st[0].status_code, 0);
+      assert.match(st[0].msg, /certificate|verify|handshake/i);
+      assert.equal(s.requests.length, 0);
+    } finally { await k.stop(); k.cleanup(); }
+  });
+
+  test('the SSRF guard refuses loopback subscribers when asked to', async () => {
+    const k = await new Kiln({ args: ['--push-forbid-private'] }).start();
+    try {
+      const s = await sink();
+      await put(k, 'ssrf', { type: 'multicast', push: { retries: 0, subscribers: [{ name: 's', url: s.url }] } });
+      const id = (await post(k, 'ssrf', 'x')).body.ids[0];
+      const st = await eventually(async () => {
+        const x = await subStatus(k, 'ssrf', id);
+        return x[0].status === 'error' && x;
+      });
+      assert.match(st[0].msg, /not allowed/);
+      assert.equal(s.requests.length, 0);
+    } finally { await k.stop(); k.cleanup(); }
+  });
+
+  test('a subscriber that never answers times out after 10 s and is retried', async () => {
+    const s = await sink((n) => (n === 1 ? 'hang' : 200));
+    await put(kiln, 'hang', { type: 'multicast', push: { retries: 1, retries_delay: 3, subscribers: [{ name: 's', url: s.url }] } });
+    const id = (await post(kiln, 'hang', 'are you there')).body.ids[0];
+    const [first, second] = await s.received(2, 30000);
+    const gap = second.at - first.at;
+    assert.ok(gap >= 12000 && gap < 20000, `retried after ${gap} ms (10 s timeout + 3 s delay)`);
+    const st = await eventually(async () => {
+      const x = await subStatus(kiln, 'hang', id);
+      return x[0].status === 'deleted' && x;
+    });
+    assert.equal(st[0].tries, 2);
+  });
+
+  test('a 202 never acknowledged is redelivered after the message timeout', async () => {
+    const s = await sink((n) => (n === 1 ? 202 : 200));
+    await put(kiln, 'noack', { type: 'multicast', message_timeout: 30, push: { retries: 1, retries_delay: 3, subscribers: [{ name: 's', url: s.url }] } });
+    const id = (await post(kiln, 'noack', 'ack me')).body.ids[0];
+    const [first, second] = await s.received(2, 45000);
+    const gap = second.at - first.at;
+    assert.ok(gap >= 29000 && gap < 40000, `redelivered after ${gap} ms`);
+    await eventually(async () => (await subStatus(kiln, 'noack', id))[0].status === 'deleted');
+  });
+
+  test('a slow subscriber does not hold back another queue', async () => {
+    const slow = await sink(() => 'hang');
+    const fast = await sink();
+    await put(kiln, 'slowq', { type: 'multicast', push: { retries: 0, subscribers: [{ name: 's', url: slow.url }] } });
+    await put(kiln, 'fastq', { type: 'multicast', push: { subscribers: [{ name: 'f', url: fast.url }] } });
+    for (let i = 0; i < 50; i++) await post(kiln, 'slowq', `slow ${i}`);
+    const t0 = Date.now();
+    for (let i = 0; i < 20; i++) await post(kiln, 'fastq', `fast ${i}`);
+    await fast.received(20, 5000);
+    assert.ok(Date.now() - t0 < 5000);
+    assert.ok(slow.requests.length <= 32, `at most 32 at once to one host, saw ${slow.requests.length}`);
+  });
+});
