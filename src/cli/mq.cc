@@ -76,10 +76,41 @@ void AddMqCommands(CLI::App& app) {
   create->add_option("--message-expiration", *expiration, "Seconds a message lives");
   create->add_option("--dead-letter", *dlq, "Queue that receives over-reserved messages");
   create->add_option("--max-reservations", *max_res, "Reservations before dead-lettering");
+  auto type = std::make_shared<std::string>();
+  auto subs = std::make_shared<std::vector<std::string>>();
+  auto retries = std::make_shared<int64_t>(-1);
+  auto retries_delay = std::make_shared<int64_t>(0);
+  auto error_queue = std::make_shared<std::string>();
+  create->add_option("--type", *type, "pull, multicast or unicast");
+  create->add_option("--subscriber", *subs, "Push subscriber NAME=URL (repeatable)");
+  create->add_option("--retries", *retries, "Push: retries after a failed delivery (0-100)");
+  create->add_option("--retries-delay", *retries_delay, "Push: seconds between retries");
+  create->add_option("--error-queue", *error_queue, "Push: queue for messages given up on");
   create->callback([=] {
     auto c = conn();
     std::string q = "{";
     auto add = [&](const std::string& kv) { q += (q.size() > 1 ? "," : "") + kv; };
+    if (!type->empty()) add("\"type\":" + JsonString(*type));
+    if (!subs->empty() || *retries >= 0 || *retries_delay || !error_queue->empty()) {
+      std::string p = "\"push\":{";
+      std::string list;
+      for (const auto& sub : *subs) {
+        auto eq = sub.find('=');
+        if (eq == std::string::npos) {
+          std::fprintf(stderr, "kiln: --subscriber wants NAME=URL, got %s\n", sub.c_str());
+          std::exit(2);
+        }
+        list += (list.empty() ? "" : ",") + std::string("{\"name\":") +
+                JsonString(sub.substr(0, eq)) + ",\"url\":" + JsonString(sub.substr(eq + 1)) + "}";
+      }
+      std::string fields;
+      auto addp = [&](const std::string& kv) { fields += (fields.empty() ? "" : ",") + kv; };
+      if (!subs->empty()) addp("\"subscribers\":[" + list + "]");
+      if (*retries >= 0) addp("\"retries\":" + std::to_string(*retries));
+      if (*retries_delay) addp("\"retries_delay\":" + std::to_string(*retries_delay));
+      if (!error_queue->empty()) addp("\"error_queue\":" + JsonString(*error_queue));
+      add(p + fields + "}");
+    }
     if (*timeout) add("\"message_timeout\":" + std::to_string(*timeout));
     if (*expiration) add("\"message_expiration\":" + std::to_string(*expiration));
     if (!dlq->empty() || *max_res) {
@@ -108,6 +139,15 @@ void AddMqCommands(CLI::App& app) {
       std::printf("message_timeout     %ld s\n", static_cast<long>(q["message_timeout"].GetInt64()));
       std::printf("message_expiration  %ld s\n",
                   static_cast<long>(q["message_expiration"].GetInt64()));
+      if (q.HasMember("push")) {
+        const auto& p = q["push"];
+        std::printf("retries             %ld every %ld s\n", static_cast<long>(p["retries"].GetInt64()),
+                    static_cast<long>(p["retries_delay"].GetInt64()));
+        if (p.HasMember("error_queue"))
+          std::printf("error_queue         %s\n", p["error_queue"].GetString());
+        for (const auto& sub : p["subscribers"].GetArray())
+          std::printf("subscriber          %s  %s\n", sub["name"].GetString(), sub["url"].GetString());
+      }
       if (q.HasMember("dead_letter"))
         std::printf("dead_letter         %s after %d reservations\n",
                     q["dead_letter"]["queue_name"].GetString(),
@@ -206,6 +246,25 @@ void AddMqCommands(CLI::App& app) {
     std::exit(Print(Call(c, "POST",
                          QueuePath(c, *name) + "/messages/" + Escape(*id) + "/release", json),
                     f->json, PrintMsg));
+  });
+
+  auto* status = mq->add_subcommand("status", "Delivery status of a push message");
+  status->add_option("queue", *name, "Queue name")->required();
+  status->add_option("id", *id, "Message id")->required();
+  status->callback([=] {
+    auto c = conn();
+    std::exit(Print(Call(c, "GET", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/subscribers"),
+                    f->json, [](const rapidjson::Document& d) {
+                      for (const auto& s : d["subscribers"].GetArray()) {
+                        std::printf("%-16s %-9s code %-3d tries %ld retries left %ld  %s\n",
+                                    s["name"].GetString(), s["status"].GetString(),
+                                    s["status_code"].GetInt(),
+                                    static_cast<long>(s["tries"].GetInt64()),
+                                    static_cast<long>(s["retries_remaining"].GetInt64()),
+                                    s["url"].GetString());
+                        if (s.HasMember("msg")) std::printf("  %s\n", s["msg"].GetString());
+                      }
+                    }));
   });
 
   auto* clear = mq->add_subcommand("clear", "Delete every message of a queue");

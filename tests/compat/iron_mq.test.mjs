@@ -125,3 +125,36 @@ test('errors reach the client: missing queue, bad token', async () => {
     project_id: kiln.project, token: 'wrong', queue_name: 'compat' });
   await assert.rejects(call((cb) => bad.queue('compat-msgs').post('x', cb)));
 });
+
+test('push queues: create_queue with subscribers, add/rpl/rm_subscribers, msg_push_statuses, del_msg_push_status', async () => {
+  const { startSink } = await import('../support/sink.mjs');
+  const s = await startSink((n) => (n === 1 ? 202 : 200));
+  try {
+    const created = await call((cb) => client.create_queue('compat-push', {
+      type: 'multicast', push: { subscribers: [{ name: 'first', url: s.url }] } }, cb));
+    assert.equal(created.queue.type, 'multicast');
+    const q = client.queue('compat-push');
+    assert.equal((await call((cb) => q.add_subscribers({ name: 'second', url: 'http://127.0.0.1:9/x' }, cb))).msg, 'Updated');
+    assert.equal((await call((cb) => q.rm_subscribers({ name: 'second' }, cb))).msg, 'Updated');
+    assert.equal((await call((cb) => q.rpl_subscribers([{ name: 'only', url: s.url }], cb))).msg, 'Updated');
+    const info = await call((cb) => q.info(cb));
+    assert.deepEqual(info.push.subscribers.map((x) => x.name), ['only']);
+
+    const id = await call((cb) => q.post('to push', cb));
+    const [r] = await s.received(1);
+    let statuses;
+    for (let i = 0; i < 100; i++) {
+      statuses = await call((cb) => q.msg_push_statuses(id, cb));
+      if (statuses.subscribers[0].status === 'reserved') break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.equal(statuses.subscribers[0].status, 'reserved');
+    assert.equal(statuses.subscribers[0].status_code, 202);
+    const acked = await call((cb) => q.del_msg_push_status(id, r.headers['iron-reservation-id'], 'only', cb));
+    assert.equal(acked.msg, 'Deleted');
+    const after = await call((cb) => q.msg_push_statuses(id, cb));
+    assert.equal(after.subscribers[0].status, 'deleted');
+  } finally {
+    await s.close();
+  }
+});

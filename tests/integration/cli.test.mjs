@@ -89,3 +89,30 @@ test('project create and token create, list, revoke with the admin token', async
   r = await cli(['project', 'list', '--port', String(kiln.port), '--admin-token', 'nope']);
   assert.equal(r.code, 1);
 });
+
+test('mq create a push queue and mq status of a message', async () => {
+  const { startSink } = await import('../support/sink.mjs');
+  const s = await startSink(() => 202);
+  try {
+    let r = await cli(['mq', 'create', 'pushy', '--type', 'unicast', '--subscriber', `w=${s.url}`,
+      '--retries', '2', '--retries-delay', '5', '--error-queue', 'pushy-err']);
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli(['mq', 'info', 'pushy']);
+    assert.match(r.stdout, /type\s+unicast/);
+    assert.match(r.stdout, /retries\s+2 every 5 s/);
+    assert.match(r.stdout, new RegExp(`subscriber\\s+w\\s+${s.url}`));
+    r = await cli(['mq', 'push', 'pushy', 'deliver me']);
+    const id = r.stdout.trim();
+    await s.received(1);
+    for (let i = 0; i < 50; i++) {
+      r = await cli(['mq', 'status', 'pushy', id]);
+      if (/reserved/.test(r.stdout)) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.match(r.stdout, /^w\s+reserved\s+code 202/m);
+    r = await cli(['mq', 'create', 'bad', '--subscriber', 'no-equals-sign']);
+    assert.equal(r.code, 2);
+  } finally {
+    await s.close();
+  }
+});
