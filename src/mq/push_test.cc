@@ -1,0 +1,124 @@
+#include "mq/push.h"
+
+#include <gtest/gtest.h>
+
+namespace kiln::mq {
+namespace {
+
+constexpr TimeMs kNow = 1'000'000;
+
+store::QueueRecord Queue(std::string type, int subscribers, int64_t retries = 2) {
+  store::QueueRecord q;
+  q.type = std::move(type);
+  q.retries = retries;
+  q.retries_delay = 10;
+  q.message_timeout = 30;
+  for (int i = 0; i < subscribers; ++i)
+    q.subscribers.push_back({"s" + std::to_string(i), "http://h/" + std::to_string(i), {}});
+  return q;
+}
+
+TEST(PushPlanTest, MulticastRetriesEachSubscriberOnItsOwn) {
+  auto q = Queue("multicast", 2);
+  auto plan = NewPlan(q, {}, kNow);
+  EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{0, 1}));
+  plan.deliveries[0].in_flight = plan.deliveries[1].in_flight = true;
+  OnAnswer(plan, 0, 200, "", q, kNow);
+  OnAnswer(plan, 1, 500, "", q, kNow);
+  EXPECT_EQ(plan.deliveries[0].status, DeliveryStatus::kDeleted);
+  EXPECT_EQ(plan.deliveries[1].status, DeliveryStatus::kRetrying);
+  EXPECT_EQ(plan.deliveries[1].retries_remaining, 1);
+  EXPECT_EQ(plan.deliveries[1].msg, "subscriber answered 500");
+  EXPECT_TRUE(plan.Due(kNow + 9'999).empty());
+  EXPECT_EQ(plan.NextDue(), kNow + 10'000);
+  EXPECT_EQ(plan.Due(kNow + 10'000), (std::vector<size_t>{1}));
+  OnAnswer(plan, 1, 0, "connection refused", q, kNow + 10'000);
+  EXPECT_EQ(plan.deliveries[1].retries_remaining, 0);
+  EXPECT_FALSE(plan.Complete());
+  OnAnswer(plan, 1, 503, "", q, kNow + 20'000);
+  EXPECT_EQ(plan.deliveries[1].status, DeliveryStatus::kError);
+  EXPECT_EQ(plan.deliveries[1].tries, 3);
+  EXPECT_TRUE(plan.Complete());
+  EXPECT_TRUE(plan.Failed());
+}
+
+TEST(PushPlanTest, UnicastFailsOverAtOnceThenWaitsARound) {
+  auto q = Queue("unicast", 3, 1);
+  auto plan = NewPlan(q, {}, kNow);
+  EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{0}));
+  OnAnswer(plan, 0, 500, "", q, kNow);
+  EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{1}));  // the next one, now
+  OnAnswer(plan, 1, 0, "timeout", q, kNow);
+  OnAnswer(plan, 2, 404, "", q, kNow);  // round over: wait retries_delay
+  EXPECT_TRUE(plan.Due(kNow).empty());
+  EXPECT_EQ(plan.NextDue(), kNow + 10'000);
+  EXPECT_EQ(plan.Due(kNow + 10'000), (std::vector<size_t>{0}));
+  OnAnswer(plan, 0, 500, "", q, kNow + 10'000);
+  OnAnswer(plan, 1, 200, "", q, kNow + 10'000);
+  EXPECT_TRUE(plan.Complete());
+  EXPECT_FALSE(plan.Failed());
+}
+
+TEST(PushPlanTest, UnicastGivesUpAfterTheLastRound) {
+  auto q = Queue("unicast", 2, 0);
+  auto plan = NewPlan(q, {}, kNow);
+  OnAnswer(plan, 0, 500, "", q, kNow);
+  OnAnswer(plan, 1, 500, "", q, kNow);
+  EXPECT_TRUE(plan.Complete());
+  EXPECT_TRUE(plan.Failed());
+}
+
+TEST(PushPlanTest, Unacknowledged202IsRetriedAfterTheMessageTimeout) {
+  auto q = Queue("multicast", 1, 1);
+  auto plan = NewPlan(q, {}, kNow);
+  plan.deliveries[0].reservation = 77;
+  OnAnswer(plan, 0, 202, "", q, kNow);
+  EXPECT_EQ(plan.deliveries[0].status, DeliveryStatus::kReserved);
+  EXPECT_EQ(plan.NextDue(), kNow + 30'000);
+  ExpireReservations(plan, q, kNow + 29'999);
+  EXPECT_EQ(plan.deliveries[0].status, DeliveryStatus::kReserved);
+  ExpireReservations(plan, q, kNow + 30'000);
+  EXPECT_EQ(plan.deliveries[0].status, DeliveryStatus::kRetrying);
+  EXPECT_EQ(plan.deliveries[0].next_try_at, kNow + 40'000);
+}
+
+TEST(PushPlanTest, AcknowledgeNeedsTheSubscribersReservation) {
+  auto q = Queue("multicast", 2);
+  auto plan = NewPlan(q, {}, kNow);
+  plan.deliveries[0].reservation = 5;
+  OnAnswer(plan, 0, 202, "", q, kNow);
+  EXPECT_FALSE(Acknowledge(plan, "s0", 6));
+  EXPECT_FALSE(Acknowledge(plan, "s1", 5));
+  EXPECT_TRUE(Acknowledge(plan, "s0", 5));
+  EXPECT_EQ(plan.deliveries[0].status, DeliveryStatus::kDeleted);
+  EXPECT_FALSE(Acknowledge(plan, "s0", 5));  // once
+}
+
+TEST(PushPlanTest, RemovedSubscribersAreForgotten) {
+  auto q = Queue("multicast", 2);
+  auto plan = NewPlan(q, {}, kNow);
+  q.subscribers.erase(q.subscribers.begin());
+  ForgetRemovedSubscribers(plan, q);
+  ASSERT_EQ(plan.deliveries.size(), 1u);
+  EXPECT_EQ(plan.deliveries[0].subscriber, "s1");
+}
+
+TEST(PushPlanTest, RoundTripsThroughItsEncoding) {
+  auto q = Queue("unicast", 2);
+  auto plan = NewPlan(q, {{"X-A", "1"}}, kNow);
+  OnAnswer(plan, 0, 500, "boom", q, kNow);
+  auto back = DecodePlan(EncodePlan(plan));
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(back->unicast);
+  EXPECT_EQ(back->cursor, 1u);
+  EXPECT_EQ(back->headers, plan.headers);
+  ASSERT_EQ(back->deliveries.size(), 2u);
+  EXPECT_EQ(back->deliveries[0].msg, "boom");
+  EXPECT_EQ(back->deliveries[0].tries, 1);
+  EXPECT_EQ(back->deliveries[0].status, DeliveryStatus::kRetrying);
+  EXPECT_FALSE(DecodePlan("{\"v\":2}"));
+  EXPECT_FALSE(DecodePlan("not json"));
+}
+
+}  // namespace
+}  // namespace kiln::mq
