@@ -25,7 +25,7 @@ run: build
 
 test: build
 	@tests/compat/install.sh
-	cd $(BUILD) && ctest --output-on-failure --timeout 600
+	cd $(BUILD) && ctest --output-on-failure --timeout 600 -j3
 
 bench: build
 	@scripts/install-deps --bench

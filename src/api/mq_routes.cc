@@ -92,6 +92,27 @@ void WriteQueue(JsonWriter& w, const mq::QueueInfo& q, bool with_counts) {
     w.Int64(r.max_reservations);
     w.EndObject();
   }
+  if (!r.alerts.empty()) {
+    w.Key("alerts");
+    w.StartArray();
+    for (const auto& a : r.alerts) {
+      w.StartObject();
+      w.Key("id");
+      WriteString(w, a.id);
+      w.Key("type");
+      WriteString(w, a.type);
+      w.Key("direction");
+      WriteString(w, a.direction);
+      w.Key("trigger");
+      w.Int64(a.trigger);
+      w.Key("queue");
+      WriteString(w, a.queue);
+      w.Key("snooze");
+      w.Int64(a.snooze);
+      w.EndObject();
+    }
+    w.EndArray();
+  }
   if (r.push()) {
     w.Key("push");
     w.StartObject();
@@ -200,6 +221,33 @@ Result<mq::Headers> ParseHeaderObject(const JsonValue& obj, const char* key) {
   return out;
 }
 
+Result<std::vector<store::Alert>> ParseAlerts(const JsonValue* arr) {
+  std::vector<store::Alert> out;
+  if (!arr) return Fail(Error::InvalidArgument("alerts must be an array"));
+  for (const auto& o : arr->GetArray()) {
+    if (!o.IsObject()) return Fail(Error::InvalidArgument("each alert must be an object"));
+    store::Alert a;
+    auto type = GetString(o, "type");
+    auto direction = GetString(o, "direction");
+    auto queue = GetString(o, "queue");
+    auto trigger = GetInt(o, "trigger");
+    auto snooze = GetInt(o, "snooze");
+    for (const auto* r : {&type, &direction, &queue})
+      if (!*r) return Fail(r->error());
+    for (const auto* r : {&trigger, &snooze})
+      if (!*r) return Fail(r->error());
+    if (!*type) return Fail(Error::InvalidArgument("alert type is required"));
+    if (!*trigger) return Fail(Error::InvalidArgument("alert trigger is required"));
+    a.type = **type;
+    a.direction = direction->value_or("asc");
+    a.queue = queue->value_or("");
+    a.trigger = **trigger;
+    a.snooze = snooze->value_or(0);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
 Result<mq::QueueSettings> ParseSettings(const std::string& body) {
   auto doc = ParseObject(body);
   if (!doc) return Fail(doc.error());
@@ -250,8 +298,11 @@ Result<mq::QueueSettings> ParseSettings(const std::string& body) {
   }
   auto alerts = GetArray(o, "alerts");
   if (!alerts) return Fail(alerts.error());
-  if (*alerts && !(*alerts)->Empty())
-    return Fail(Error::InvalidArgument("Queue alerts are not supported by this server yet"));
+  if (*alerts) {
+    auto parsed = ParseAlerts(*alerts);
+    if (!parsed) return Fail(parsed.error());
+    s.alerts = std::move(*parsed);
+  }
   return s;
 }
 
@@ -590,6 +641,38 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       co_return Msg("Updated");
     };
   };
+  // Alerts: replace all, remove several, remove one.
+  router.Add("PUT", q + "/alerts", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(arr, GetArray(*doc, "alerts"));
+    KILN_TRY(alerts, ParseAlerts(*arr));
+    KILN_TRY(info, ctx->s.engine->ReplaceAlerts(project, std::string(req.Param("queue")),
+                                                std::move(*alerts)));
+    co_return QueueResponse(*info, true);
+  });
+  router.Add("DELETE", q + "/alerts", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(arr, GetArray(*doc, "alerts"));
+    if (!*arr) co_return ErrorResponse(Error::InvalidArgument("alerts must be an array"));
+    std::vector<std::string> ids;
+    for (const auto& a : (*arr)->GetArray()) {
+      if (!a.IsObject()) co_return ErrorResponse(Error::InvalidArgument("each alert must be an object"));
+      KILN_TRY(id, GetString(a, "id"));
+      if (!*id) co_return ErrorResponse(Error::InvalidArgument("alert id is required"));
+      ids.push_back(**id);
+    }
+    KILN_TRY(info, ctx->s.engine->RemoveAlerts(project, std::string(req.Param("queue")), ids));
+    co_return QueueResponse(*info, true);
+  });
+  router.Add("DELETE", q + "/alerts/:alert", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(ctx, req, project);
+    KILN_TRY(info, ctx->s.engine->RemoveAlerts(project, std::string(req.Param("queue")),
+                                               {std::string(req.Param("alert"))}));
+    co_return QueueResponse(*info, true);
+  });
+
   router.Add("POST", q + "/subscribers", subscribers("add"));
   router.Add("PUT", q + "/subscribers", subscribers("replace"));
   router.Add("DELETE", q + "/subscribers", subscribers("remove"));

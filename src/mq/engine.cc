@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "base/ids.h"
+#include "mq/alert.h"
 
 namespace kiln::mq {
 namespace {
@@ -71,6 +72,7 @@ Result<void> Engine::Recover() {
     it->second->queue.Add(s, now);
   });
   if (!r) return r;
+  for (auto& [qid, slot] : by_qid) slot->alert_size = slot->queue.size();
   // Push deliveries resume where they were; one in flight at the crash is due again.
   r = store_.ForEachPlan([&](uint64_t qid, uint64_t id, std::string_view blob) {
     auto it = by_qid.find(qid);
@@ -184,6 +186,10 @@ Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s
   } else if (s.has_push()) {
     return Fail(Error::InvalidArgument(
         "Subscribers, retries and error_queue are for push queues (type unicast or multicast)"));
+  }
+  if (s.alerts && !s.alerts->empty()) {
+    if (r.push()) return Fail(Error::InvalidArgument("Push queues do not support alerts."));
+    if (auto v = AddAlerts(r.alerts, *s.alerts, r.name); !v) return v;
   }
   if (s.message_timeout) {
     if (auto v = CheckRange("message_timeout", *s.message_timeout, kMinTimeout, kMaxTimeout); !v)
@@ -322,13 +328,17 @@ void Engine::Post(const std::string& project, const std::string& name,
     if (!r) return done(Fail(r.error()));
     std::vector<uint64_t> ids;
     ids.reserve(states.size());
+    Notices notices;
+    std::string project;
     {
       std::lock_guard lock(slot->mu);
       TimeMs now = clock_.NowMs();
+      project = slot->queue.record().project_id;
       if (!slot->deleted) {
         if (plans.empty()) {
           for (const auto& s : states) slot->queue.Add(s, now);
           slot->queue.WakeWaiters();
+          notices = CheckAlerts(*slot, now);
         } else {
           for (size_t i = 0; i < states.size(); ++i)
             slot->plans.emplace(states[i].id, std::move(plans[i]));
@@ -338,6 +348,7 @@ void Engine::Post(const std::string& project, const std::string& name,
     for (const auto& s : states) ids.push_back(s.id);
     bool push = !plans.empty();
     done(ids);
+    if (!notices.empty()) PostNotices(project, std::move(notices));
     if (push)
       for (auto id : ids) StartPush(slot, id);
   });
@@ -357,6 +368,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
   std::vector<Message> out;
   std::vector<store::MessageState> dead;
   std::string dlq;
+  Notices notices;
   uint64_t qid;
   store::MessageBatch batch;
   {
@@ -400,7 +412,9 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
       out.push_back(std::move(m));
     }
     if (out.empty() && waiter) q.AddWaiter(std::move(waiter));
+    notices = CheckAlerts(*slot, now);
   }
+  if (!notices.empty()) PostNotices(project, std::move(notices));
   if (!batch.empty()) store_.Append(std::move(batch));
   if (!dead.empty()) MoveToDeadLetter(project, dlq, qid, std::move(dead));
   return out;
@@ -432,13 +446,18 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
   }
   // Indexed once written, so that a reserve never looks for a body that is
   // not in the store yet.
-  store_.Commit(std::move(batch), [this, slot = *slot, moved](Result<void> r) {
+  store_.Commit(std::move(batch), [this, project, slot = *slot, moved](Result<void> r) {
     if (!r) return;
-    std::lock_guard lock(slot->mu);
-    if (slot->deleted) return;
-    TimeMs at = clock_.NowMs();
-    for (const auto& s : moved) slot->queue.Add(s, at);
-    slot->queue.WakeWaiters();
+    Notices notices;
+    {
+      std::lock_guard lock(slot->mu);
+      if (slot->deleted) return;
+      TimeMs at = clock_.NowMs();
+      for (const auto& s : moved) slot->queue.Add(s, at);
+      slot->queue.WakeWaiters();
+      notices = CheckAlerts(*slot, at);
+    }
+    PostNotices(project, std::move(notices));
   });
 }
 
@@ -519,6 +538,7 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
   auto slot = Find(project, name);
   if (!slot) return Fail(QueueNotFound());
   store::MessageBatch batch;
+  Notices notices;
   {
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return Fail(QueueNotFound());
@@ -541,22 +561,29 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
       q.Remove(ref.id);
       batch.Delete(q.record().qid, ref.id);
     }
+    notices = CheckAlerts(*slot, now);
   }
   store_.Append(std::move(batch));
+  PostNotices(project, std::move(notices));
   return Ok();
 }
 
 Result<void> Engine::Clear(const std::string& project, const std::string& name) {
   auto slot = Find(project, name);
   if (!slot) return Fail(QueueNotFound());
-  std::lock_guard lock(slot->mu);
-  if (slot->deleted) return Fail(QueueNotFound());
-  slot->queue.Clear();
-  slot->plans.clear();
-  slot->finished.clear();
-  store::MessageBatch batch;
-  batch.Clear(slot->queue.record().qid);
-  store_.Append(std::move(batch));
+  Notices notices;
+  {
+    std::lock_guard lock(slot->mu);
+    if (slot->deleted) return Fail(QueueNotFound());
+    slot->queue.Clear();
+    slot->plans.clear();
+    slot->finished.clear();
+    store::MessageBatch batch;
+    batch.Clear(slot->queue.record().qid);
+    store_.Append(std::move(batch));
+    notices = CheckAlerts(*slot, clock_.NowMs());
+  }
+  PostNotices(project, std::move(notices));
   return Ok();
 }
 
@@ -617,9 +644,12 @@ void Engine::Tick() {
   TimeMs now = clock_.NowMs();
   for (auto& slot : slots) {
     store::MessageBatch batch;
+    Notices notices;
+    std::string project;
     {
       std::lock_guard lock(slot->mu);
       if (slot->deleted) continue;
+      project = slot->queue.record().project_id;
       Queue& q = slot->queue;
       bool woke = q.Tick(now);
       // Messages expire in about the order they were posted, so the expired
@@ -632,10 +662,70 @@ void Engine::Tick() {
         batch.Delete(q.record().qid, head[0].id);
       }
       if (woke) q.WakeWaiters();
+      if (!batch.empty()) notices = CheckAlerts(*slot, now);
     }
     if (!batch.empty()) store_.Append(std::move(batch));
+    if (!notices.empty()) PostNotices(project, std::move(notices));
   }
   TickPush(now);
+}
+
+Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now) {
+  Notices out;
+  uint64_t before = slot.alert_size;
+  uint64_t after = InfoOf(slot).size;
+  slot.alert_size = after;
+  for (const auto& a : slot.queue.record().alerts) {
+    if (!Crosses(a, before, after)) continue;
+    auto fired = slot.alert_fired.find(a.id);
+    if (fired != slot.alert_fired.end() && now < fired->second + Seconds(a.snooze)) continue;
+    slot.alert_fired[a.id] = now;
+    out.emplace_back(a.queue, NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}});
+  }
+  return out;
+}
+
+void Engine::PostNotices(const std::string& project, Notices notices) {
+  for (auto& [queue, msg] : notices) Post(project, queue, {std::move(msg)}, [](auto) {});
+}
+
+Result<QueueInfo> Engine::EditRecord(
+    const std::string& project, const std::string& name,
+    const std::function<Result<void>(store::QueueRecord&)>& edit) {
+  auto slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  std::lock_guard lock(slot->mu);
+  if (slot->deleted) return Fail(QueueNotFound());
+  auto rec = slot->queue.record();
+  if (auto r = edit(rec); !r) return Fail(r.error());
+  if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
+  slot->queue.record() = rec;
+  return InfoOf(*slot);
+}
+
+Result<QueueInfo> Engine::ReplaceAlerts(const std::string& project, const std::string& name,
+                                        std::vector<store::Alert> alerts) {
+  return EditRecord(project, name, [&](store::QueueRecord& r) -> Result<void> {
+    if (r.push() && !alerts.empty())
+      return Fail(Error::InvalidArgument("Push queues do not support alerts."));
+    std::vector<store::Alert> fresh;
+    if (auto v = AddAlerts(fresh, std::move(alerts), r.name); !v) return v;
+    r.alerts = std::move(fresh);
+    return Ok();
+  });
+}
+
+Result<QueueInfo> Engine::RemoveAlerts(const std::string& project, const std::string& name,
+                                       const std::vector<std::string>& ids) {
+  return EditRecord(project, name, [&](store::QueueRecord& r) -> Result<void> {
+    for (const auto& id : ids) {
+      auto it = std::find_if(r.alerts.begin(), r.alerts.end(),
+                             [&](const store::Alert& a) { return a.id == id; });
+      if (it == r.alerts.end()) return Fail(Error::NotFound("Alert not found: " + id));
+      r.alerts.erase(it);
+    }
+    return Ok();
+  });
 }
 
 void Engine::WakeAll() {

@@ -58,6 +58,7 @@ struct QueueSettings {
   std::optional<int64_t> retries;
   std::optional<int64_t> retries_delay;
   std::optional<std::string> error_queue;  // "" removes it
+  std::optional<std::vector<store::Alert>> alerts;  // added to the queue's (pull queues)
   bool has_push() const { return subscribers || retries || retries_delay || error_queue; }
 };
 
@@ -189,6 +190,13 @@ class Engine {
                                        const std::vector<store::Subscriber>& subs);
   Result<QueueInfo> RemoveSubscribers(const std::string& project, const std::string& name,
                                       const std::vector<std::string>& names);
+  // Alerts: replace all (an empty list clears them), or remove by id
+  // (NotFound for an unknown id).
+  Result<QueueInfo> ReplaceAlerts(const std::string& project, const std::string& name,
+                                  std::vector<store::Alert> alerts);
+  Result<QueueInfo> RemoveAlerts(const std::string& project, const std::string& name,
+                                 const std::vector<std::string>& ids);
+
   // Delivery status of a push message; NotFound once it is delivered or given up.
   Result<std::vector<SubscriberStatus>> PushStatus(const std::string& project,
                                                    const std::string& name, uint64_t id);
@@ -213,9 +221,20 @@ class Engine {
     // Recently finished push messages, so that clients polling their status
     // see the final one. In memory only: the newest kFinishedKept.
     std::deque<std::pair<uint64_t, PushPlan>> finished;
+    // Alerts: the size they last saw, and when each last fired (for snooze).
+    uint64_t alert_size = 0;
+    std::unordered_map<std::string, TimeMs> alert_fired;
     explicit Slot(store::QueueRecord r) : queue(std::move(r)) {}
   };
   using SlotPtr = std::shared_ptr<Slot>;
+
+  // Alerts: notices (target queue, message) due after a size change. Call
+  // under the slot's lock; post them with PostNotices after releasing it.
+  using Notices = std::vector<std::pair<std::string, NewMessage>>;
+  Notices CheckAlerts(Slot& slot, TimeMs now);
+  void PostNotices(const std::string& project, Notices notices);
+  Result<QueueInfo> EditRecord(const std::string& project, const std::string& name,
+                               const std::function<Result<void>(store::QueueRecord&)>& edit);
 
   // Push delivery (engine_push.cc).
   void StartPush(const SlotPtr& slot, uint64_t id);

@@ -21,6 +21,17 @@ struct Subscriber {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
+// A queue alert: posts a notice to `queue` when the size crosses `trigger`
+// (fixed) or each multiple of it (progressive), upward (asc) or downward (desc).
+struct Alert {
+  std::string id;
+  std::string type = "fixed";     // fixed | progressive
+  std::string direction = "asc";  // asc | desc
+  int64_t trigger = 0;
+  std::string queue;
+  int64_t snooze = 0;  // seconds between two firings
+};
+
 // A queue's identity and settings. `qid` is internal and never reused, so a
 // queue deleted and created again under the same name starts empty.
 struct QueueRecord {
@@ -38,6 +49,7 @@ struct QueueRecord {
   int64_t retries = 3;
   int64_t retries_delay = 60;  // seconds
   std::string error_queue;     // empty: none
+  std::vector<Alert> alerts;   // pull queues, at most 5
 
   bool push() const { return type != "pull"; }
 };

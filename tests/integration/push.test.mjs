@@ -255,3 +255,64 @@ test('deliveries resume after kill -9', async () => {
     k2.cleanup();
   }
 });
+
+test('alerts: a growing queue posts notices; snooze, desc, replace and remove', async () => {
+  const made = await kiln.req('PATCH', kiln.q('watched'), {}).then(async (r) => (r.status === 404 ? put('watched', {}) : r));
+  assert.equal(made.status, 200);
+  const add = await kiln.req('PATCH', kiln.q('watched'), { queue: { alerts: [
+    { type: 'fixed', direction: 'asc', trigger: 3, queue: 'watched-alerts' },
+    { type: 'progressive', direction: 'asc', trigger: 2, queue: 'watched-progress', snooze: 0 },
+    { type: 'fixed', direction: 'desc', trigger: 1, queue: 'watched-drained' }] } });
+  assert.equal(add.status, 200, add.text);
+  assert.equal(add.body.queue.alerts.length, 3);
+  const dup = await kiln.req('PATCH', kiln.q('watched'), { queue: { alerts: [{ type: 'fixed', direction: 'asc', trigger: 3, queue: 'x' }] } });
+  assert.deepEqual([dup.status, dup.body.msg], [400, 'At least one new alert duplicates current queue alerts.']);
+
+  for (let i = 0; i < 5; i++) await post('watched', [{ body: `m${i}` }]);
+  const notices = async (q, n) => eventually(async () => {
+    const r = await kiln.req('GET', kiln.q(q) + '/messages?n=10');
+    return r.status === 200 && r.body.messages.length >= n && r.body.messages.map((m) => JSON.parse(m.body));
+  });
+  const fixed = await notices('watched-alerts', 1);
+  assert.equal(fixed.length, 1);
+  assert.equal(fixed[0].source_queue, 'watched');
+  assert.equal(fixed[0].queue_size, 3);
+  assert.equal(fixed[0].alert_type, 'fixed');
+  assert.equal(fixed[0].alert_direction, 'asc');
+  assert.equal(fixed[0].alert_trigger, 3);
+  assert.match(fixed[0].alert_id, /^[0-9a-f]{24}$/);
+  assert.match(fixed[0].created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  const prog = await notices('watched-progress', 2);
+  assert.deepEqual(prog.map((p) => p.queue_size), [2, 4]);
+
+  await kiln.req('DELETE', kiln.q('watched') + '/messages', {});
+  const drained = await notices('watched-drained', 1);
+  assert.equal(drained[0].queue_size, 0);
+
+  const q = (await kiln.req('GET', kiln.q('watched'))).body.queue;
+  const one = await kiln.req('DELETE', `${kiln.q('watched')}/alerts/${q.alerts[0].id}`, {});
+  assert.equal(one.body.queue.alerts.length, 2);
+  const some = await kiln.req('DELETE', `${kiln.q('watched')}/alerts`, { alerts: [{ id: q.alerts[1].id }] });
+  assert.equal(some.body.queue.alerts.length, 1);
+  assert.equal((await kiln.req('DELETE', `${kiln.q('watched')}/alerts/nope`, {})).status, 404);
+  const cleared = await kiln.req('PUT', `${kiln.q('watched')}/alerts`, { alerts: [] });
+  assert.equal(cleared.body.queue.alerts, undefined);
+
+  const s = await sink();
+  await put('push-no-alerts', { type: 'multicast', push: { subscribers: [{ name: 'x', url: s.url }] } });
+  const refused = await kiln.req('PATCH', kiln.q('push-no-alerts'), { queue: { alerts: [{ type: 'fixed', trigger: 1, queue: 'a' }] } });
+  assert.deepEqual([refused.status, refused.body.msg], [400, 'Push queues do not support alerts.']);
+  const six = await kiln.req('PUT', `${kiln.q('watched')}/alerts`, { alerts: [1, 2, 3, 4, 5, 6].map((t) => ({ type: 'fixed', trigger: t, queue: 'a' })) });
+  assert.equal(six.status, 400);
+});
+
+test('an alert feeding a push queue: a growing queue triggers a subscriber', async () => {
+  const s = await sink();
+  await put('grow-hook', { type: 'multicast', push: { subscribers: [{ name: 'scaler', url: s.url }] } });
+  await put('grow', { alerts: [{ type: 'fixed', direction: 'asc', trigger: 2, queue: 'grow-hook' }] });
+  await post('grow', [{ body: 'a' }, { body: 'b' }]);
+  const [r] = await s.received(1);
+  const notice = JSON.parse(r.body);
+  assert.equal(notice.source_queue, 'grow');
+  assert.equal(notice.queue_size, 2);
+});

@@ -116,6 +116,21 @@ std::string EncodeQueue(const QueueRecord& q) {
     Str(w, "dead_letter_queue", q.dead_letter_queue);
     Int(w, "max_reservations", q.max_reservations);
     Int(w, "created_at", q.created_at);
+    if (!q.alerts.empty()) {
+      w.Key("alerts");
+      w.StartArray();
+      for (const auto& a : q.alerts) {
+        w.StartObject();
+        Str(w, "id", a.id);
+        Str(w, "type", a.type);
+        Str(w, "direction", a.direction);
+        Int(w, "trigger", a.trigger);
+        Str(w, "queue", a.queue);
+        Int(w, "snooze", a.snooze);
+        w.EndObject();
+      }
+      w.EndArray();
+    }
     if (q.push()) {
       w.Key("subscribers");
       w.StartArray();
@@ -158,6 +173,23 @@ Result<QueueRecord> DecodeQueue(std::string_view b) {
   q.retries = GetInt(*d, "retries", 3);
   q.retries_delay = GetInt(*d, "retries_delay", 60);
   q.error_queue = GetStr(*d, "error_queue");
+  auto alerts = d->FindMember("alerts");
+  if (alerts != d->MemberEnd() && alerts->value.IsArray()) {
+    for (const auto& o : alerts->value.GetArray()) {
+      if (!o.IsObject()) return Fail(Error::Internal("corrupt queue record: alert"));
+      auto str = [&](const char* k) {
+        auto it = o.FindMember(k);
+        return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString())
+                                                           : std::string();
+      };
+      auto num = [&](const char* k) {
+        auto it = o.FindMember(k);
+        return it != o.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : int64_t{0};
+      };
+      q.alerts.push_back({str("id"), str("type"), str("direction"), num("trigger"), str("queue"),
+                          num("snooze")});
+    }
+  }
   auto subs = d->FindMember("subscribers");
   if (subs != d->MemberEnd() && subs->value.IsArray()) {
     for (const auto& o : subs->value.GetArray()) {
