@@ -5,6 +5,9 @@
 //   cycle        post one 100-byte message, reserve one, delete it
 //   batch-cycle  post 100 in one request, reserve n=100, delete those 100
 //   batch-post   post 100 per request (Kiln only)
+//   push         post to a push queue whose subscribers are a sink inside this
+//                program; reports deliveries/s and post-to-delivery latency
+//   sink         only run the sink (for wrk to measure its ceiling)
 //
 // Targets: kiln (HTTP, Boost.Beast), beanstalkd (put/reserve/delete),
 // redis (LPUSH / BLMOVE / LREM reliable queue), postgres (libpq, SKIP LOCKED).
@@ -23,6 +26,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <mutex>
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
@@ -49,6 +53,75 @@ struct Options {
   int body_bytes = 100;
   int batch = 100;
   long stop_after = 0;  // stop once this many messages went through (0: run the time)
+  int subscribers = 1;  // push
+  int sink_port = 0;    // push, sink
+  double rate = 0;      // requests per second per client (0: as fast as possible)
+};
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// An HTTP sink: a thread per connection, answers every request with 200 and,
+// when the body is a timestamp from NowNs, records the delivery latency.
+class Sink {
+ public:
+  explicit Sink(int port) : acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port)) {
+    port_ = acceptor_.local_endpoint().port();
+    std::thread([this] { Accept(); }).detach();  // lives until the process ends
+  }
+  int port() const { return port_; }
+  long deliveries() const { return deliveries_; }
+  std::vector<double> TakeLatencies() {
+    std::lock_guard lock(mu_);
+    return std::move(latencies_);
+  }
+  void Reset() {
+    std::lock_guard lock(mu_);
+    latencies_.clear();
+    deliveries_ = 0;
+  }
+
+ private:
+  void Accept() {
+    for (;;) {
+      tcp::socket s(ioc_);
+      boost::system::error_code ec;
+      acceptor_.accept(s, ec);
+      if (ec) return;
+      std::thread([this, s = std::move(s)]() mutable { Serve(std::move(s)); }).detach();
+    }
+  }
+  void Serve(tcp::socket s) {
+    s.set_option(tcp::no_delay(true));
+    beast::flat_buffer buf;
+    for (;;) {
+      bhttp::request<bhttp::string_body> req;
+      boost::system::error_code ec;
+      bhttp::read(s, buf, req, ec);
+      if (ec) return;
+      const auto& b = req.body();
+      if (!b.empty() && b[0] >= '0' && b[0] <= '9') {
+        double us = (NowNs() - std::stoll(b)) / 1000.0;
+        std::lock_guard lock(mu_);
+        latencies_.push_back(us);
+      }
+      ++deliveries_;
+      bhttp::response<bhttp::string_body> res{bhttp::status::ok, req.version()};
+      res.body() = "ok";
+      res.keep_alive(req.keep_alive());
+      res.prepare_payload();
+      bhttp::write(s, res, ec);
+      if (ec || !req.keep_alive()) return;
+    }
+  }
+  asio::io_context ioc_;
+  tcp::acceptor acceptor_;
+  int port_ = 0;
+  std::mutex mu_;
+  std::vector<double> latencies_;
+  std::atomic<long> deliveries_{0};
 };
 
 // One client's connection to a target; Cycle runs one unit of work and
@@ -71,6 +144,12 @@ std::string Between(const std::string& s, const std::string& open, char close, s
 
 class KilnDriver : public Driver {
  public:
+  // One request, for set-up.
+  std::string Request(const char* method, const std::string& target, const std::string& body,
+                      int want) {
+    return Call(method, target, body, want);
+  }
+
   explicit KilnDriver(const Options& o) : o_(o), stream_(ioc_) {
     tcp::resolver r(ioc_);
     stream_.connect(r.resolve(o.host, o.port));
@@ -80,6 +159,13 @@ class KilnDriver : public Driver {
   }
 
   int Cycle() override {
+    if (o_.mode == "push") {  // --batch messages per request, each stamped with its time
+      std::string post = "{\"messages\":[";
+      std::string now = std::to_string(NowNs());
+      for (int i = 0; i < o_.batch; ++i) post += (i ? ",{\"body\":\"" : "{\"body\":\"") + now + "\"}";
+      Call("POST", base_ + "/messages", post + "]}", 201);
+      return o_.batch;
+    }
     if (o_.mode == "cycle") {
       Call("POST", base_ + "/messages", "{\"messages\":[{\"body\":\"" + body_ + "\"}]}", 201);
       std::string res = Call("POST", base_ + "/reservations", "{\"n\":1}", 200);
@@ -309,7 +395,32 @@ int main(int argc, char** argv) {
   app.add_option("--body-bytes", o.body_bytes);
   app.add_option("--batch", o.batch);
   app.add_option("--stop-after", o.stop_after, "Stop after this many messages");
+  app.add_option("--subscribers", o.subscribers, "push: subscribers of the push queue");
+  app.add_option("--sink-port", o.sink_port, "push, sink: port of the sink (0: any)");
+  app.add_option("--rate", o.rate, "Requests per second per client (0: unpaced)");
   CLI11_PARSE(app, argc, argv);
+
+  if (o.mode == "sink") {
+    Sink sink(o.sink_port);
+    std::printf("%d\n", sink.port());
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::seconds(o.seconds));
+    std::_Exit(0);
+  }
+  std::unique_ptr<Sink> sink;
+  if (o.mode == "push") {
+    sink = std::make_unique<Sink>(o.sink_port);
+    std::string subs;
+    for (int i = 0; i < o.subscribers; ++i)
+      subs += (i ? "," : "") + std::string("{\"name\":\"s") + std::to_string(i) +
+              "\",\"url\":\"http://127.0.0.1:" + std::to_string(sink->port()) + "/s" +
+              std::to_string(i) + "\"}";
+    KilnDriver setup(o);
+    setup.Request("PUT", "/3/projects/" + o.project + "/queues/" + o.queue,
+                  "{\"queue\":{\"type\":\"multicast\",\"push\":{\"subscribers\":[" + subs +
+                      "]}}}",
+                  200);
+  }
 
   std::atomic<bool> stop{false};
   std::atomic<bool> failed{false};
@@ -322,7 +433,12 @@ int main(int argc, char** argv) {
     threads.emplace_back([&, c] {
       try {
         auto d = MakeDriver(o);
+        auto paced = Clock::now();
         while (!stop) {
+          if (o.rate > 0) {
+            paced += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / o.rate));
+            std::this_thread::sleep_until(paced);
+          }
           auto t0 = Clock::now();
           int n = d->Cycle();
           latencies[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
@@ -346,6 +462,16 @@ int main(int argc, char** argv) {
   for (int c = 0; c < o.clients; ++c) {
     all.insert(all.end(), latencies[c].begin(), latencies[c].end());
     total += counts[c];
+  }
+  if (sink) {
+    // Let the deliveries of what was posted drain, then report the sink's view.
+    long want = total * o.subscribers;
+    for (int i = 0; i < 300 && sink->deliveries() < want; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    double drained = std::chrono::duration<double>(Clock::now() - started).count();
+    all = sink->TakeLatencies();
+    total = sink->deliveries();
+    secs = drained;
   }
   std::sort(all.begin(), all.end());
   auto pct = [&](double p) { return all.empty() ? 0.0 : all[static_cast<size_t>(p * (all.size() - 1))]; };

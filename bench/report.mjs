@@ -37,6 +37,23 @@ out.push(`| post 100 per request | 8 | ${cell(find('kiln-batch-post', 8, 'batch-
 compare('Queue cycle, fsync on an interval (Kiln `--fsync interval:50ms`, beanstalkd `-f 50`, Redis `everysec`)',
   'kiln-interval50', ['beanstalkd-f50', 'redis-everysec']);
 
+const pushRows = rows.filter((r) => r.label?.startsWith('push-'));
+if (pushRows.length) {
+  const sinkRow = rows.find((r) => r.label === 'sink-wrk');
+  const ceiling = sinkRow ? sinkRow.requests_per_sec : 0;
+  out.push('### Push delivery to a local HTTP sink (keep-alive)', '');
+  out.push(`The sink's own ceiling, measured by \`wrk -t1 -c32\` in the same run: ${fmt(ceiling)} requests/s.`, '');
+  out.push('| run | subscribers | deliveries/s | post → delivery p50 | p99 | share of the sink ceiling |', '|---|---|---|---|---|---|');
+  const names = { 'push-max-1': 'as fast as it goes', 'push-max-16': 'as fast as it goes',
+    'push-paced-1': 'paced (7,000 msgs/s)', 'push-paced-16': 'paced (375 msgs/s)' };
+  for (const r of pushRows) {
+    const subs = r.label.endsWith('-16') ? 16 : 1;
+    out.push(`| ${names[r.label] ?? r.label} | ${subs} | ${fmt(r.msgs_per_sec)} | ${fmt(r.p50_us)} µs | ${fmt(r.p99_us)} µs | ` +
+      `${ceiling ? (r.msgs_per_sec / ceiling * 100).toFixed(0) + '%' : 'n/a'} |`);
+  }
+  out.push('', 'Runs "as fast as it goes" post faster than delivery, so their latency includes the backlog; the paced runs show latency at about half of that throughput.', '');
+}
+
 const fill = rows.find((r) => r.label === 'fill');
 if (fill) {
   const perMsg = (a, b) => ((a - b) / fill.queued).toFixed(0);

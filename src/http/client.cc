@@ -7,6 +7,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <atomic>
 #include <map>
 #include <thread>
 #include <utility>
@@ -84,22 +85,17 @@ struct Conn {
 
 }  // namespace
 
+// One of the client's threads: an io_context and the idle connections of
+// the requests it ran. Touched only from its own thread.
 struct Client::Impl {
   ClientOptions options;
   asio::io_context ioc{1};
   asio::executor_work_guard<asio::io_context::executor_type> guard = asio::make_work_guard(ioc);
-  ssl::context tls_ctx{ssl::context::tls_client};
-  std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle;  // on the client's thread only
+  ssl::context& tls_ctx;
+  std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle;
   std::thread thread;
 
-  explicit Impl(ClientOptions o) : options(std::move(o)) {
-    tls_ctx.set_default_verify_paths();
-    if (!options.ca_file.empty()) {
-      boost::system::error_code ec;
-      tls_ctx.load_verify_file(options.ca_file, ec);
-      if (ec) spdlog::error("cannot load CA file {}: {}", options.ca_file, ec.message());
-    }
-    tls_ctx.set_verify_mode(ssl::verify_peer);
+  Impl(ClientOptions o, ssl::context& tls) : options(std::move(o)), tls_ctx(tls) {
     thread = std::thread([this] { ioc.run(); });
   }
 
@@ -200,12 +196,30 @@ struct Client::Impl {
   }
 };
 
-Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+struct Client::Pool {
+  ssl::context tls{ssl::context::tls_client};
+  std::vector<std::unique_ptr<Impl>> threads;
+  std::atomic<size_t> next{0};
+};
+
+Client::Client(ClientOptions options) : pool_(std::make_unique<Pool>()) {
+  pool_->tls.set_default_verify_paths();
+  if (!options.ca_file.empty()) {
+    boost::system::error_code ec;
+    pool_->tls.load_verify_file(options.ca_file, ec);
+    if (ec) spdlog::error("cannot load CA file {}: {}", options.ca_file, ec.message());
+  }
+  pool_->tls.set_verify_mode(ssl::verify_peer);
+  size_t n = std::max<size_t>(1, options.threads);
+  for (size_t i = 0; i < n; ++i) pool_->threads.push_back(std::make_unique<Impl>(options, pool_->tls));
+}
+
 Client::~Client() = default;
 
 void Client::Post(std::string url, Headers headers, std::string body, Done done) {
-  asio::co_spawn(impl_->ioc,
-                 impl_->Do(std::move(url), std::move(headers), std::move(body), std::move(done)),
+  auto& impl = *pool_->threads[pool_->next++ % pool_->threads.size()];
+  asio::co_spawn(impl.ioc,
+                 impl.Do(std::move(url), std::move(headers), std::move(body), std::move(done)),
                  asio::detached);
 }
 

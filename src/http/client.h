@@ -1,9 +1,8 @@
 // An asynchronous HTTP(S) client for outbound requests (push delivery):
 // pooled keep-alive connections per scheme, host and port, a whole-request
 // timeout, TLS with certificate and host-name verification, and an optional
-// guard against loopback and private addresses (SSRF). Runs its own
-// io_context thread. Post may be called from any thread; `done` runs on the
-// client's thread.
+// guard against loopback and private addresses (SSRF). Runs its own io
+// threads. Post may be called from any thread; `done` runs on a client thread.
 #pragma once
 
 #include <chrono>
@@ -20,6 +19,7 @@ struct ClientOptions {
   std::string ca_file;             // extra CA certificates to trust (PEM)
   bool forbid_private = false;     // refuse loopback, private and link-local addresses
   size_t max_idle_per_host = 32;
+  size_t threads = 1;              // io threads, each with its own idle connections
 };
 
 class Client {
@@ -35,7 +35,8 @@ class Client {
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  struct Pool;
+  std::unique_ptr<Pool> pool_;
 };
 
 }  // namespace kiln::http

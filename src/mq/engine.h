@@ -243,7 +243,7 @@ class Engine {
   // Under the slot's lock: persists the plan, or ends it (removes the message,
   // and returns the error-queue message to post when it failed).
   std::optional<std::pair<std::string, NewMessage>> SettlePlan(Slot& slot, uint64_t id,
-                                                               TimeMs now);
+                                                               bool persist = true);
   void SchedulePush(const SlotPtr& slot, uint64_t id, TimeMs at);
   void TickPush(TimeMs now);
   Result<QueueInfo> EditSubscribers(
@@ -283,7 +283,11 @@ class Engine {
   };
   std::mutex push_mu_;  // leaf lock: the due heap and in-flight counts
   std::priority_queue<PushDue, std::vector<PushDue>, std::greater<PushDue>> push_due_;
-  std::unordered_map<std::string, int> in_flight_by_host_;
+  struct HostState {
+    int in_flight = 0;
+    std::deque<std::pair<SlotPtr, uint64_t>> waiting;  // messages held back by the limit
+  };
+  std::unordered_map<std::string, HostState> hosts_;
   int in_flight_ = 0;
 };
 

@@ -16,7 +16,8 @@ namespace {
 
 constexpr int kMaxInFlight = 1024;       // deliveries at once, all hosts
 constexpr int kMaxInFlightPerHost = 32;  // so that one slow host cannot take them all
-constexpr TimeMs kDeferMs = 20;
+constexpr TimeMs kDeferMs = 20;         // when all hosts together are at kMaxInFlight
+constexpr size_t kMaxWaitingPerHost = 100000;
 constexpr size_t kFinishedKept = 1000;  // per queue
 
 bool IEquals(std::string_view a, std::string_view b) {
@@ -148,27 +149,36 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
     project = rec.project_id;
     TimeMs now = clock_.NowMs();
     ExpireReservations(plan, rec, now);
-    ForgetRemovedSubscribers(plan, rec);
     if (plan.Complete()) {
-      error_post = SettlePlan(*slot, id, now);
+      error_post = SettlePlan(*slot, id);
     } else {
       auto due = plan.Due(now);
-      bool deferred = false;
+      bool deferred = false;  // by the global limit: try again shortly
+      bool waiting = false;   // by the host's limit: its next answer restarts us
       std::optional<std::string> body;
       for (size_t i : due) {
         auto& d = plan.deliveries[i];
-        auto sub = std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
-                                [&](const store::Subscriber& s) { return s.name == d.subscriber; });
+        // Deliveries follow the queue's subscriber order unless it changed since.
+        auto sub = i < rec.subscribers.size() && rec.subscribers[i].name == d.subscriber
+                       ? rec.subscribers.begin() + static_cast<std::ptrdiff_t>(i)
+                       : std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
+                                      [&](const store::Subscriber& s) { return s.name == d.subscriber; });
         if (sub == rec.subscribers.end()) continue;
         std::string host = HostKey(sub->url);
         {
           std::lock_guard plock(push_mu_);
-          if (in_flight_ >= kMaxInFlight || in_flight_by_host_[host] >= kMaxInFlightPerHost) {
+          HostState& h = hosts_[host];
+          if (h.in_flight >= kMaxInFlightPerHost && h.waiting.size() < kMaxWaitingPerHost) {
+            if (!waiting) h.waiting.emplace_back(slot, id);
+            waiting = true;
+            continue;
+          }
+          if (in_flight_ >= kMaxInFlight || h.in_flight >= kMaxInFlightPerHost) {
             deferred = true;
             continue;
           }
           ++in_flight_;
-          ++in_flight_by_host_[host];
+          ++h.in_flight;
         }
         if (!body) {
           auto b = store_.GetBody(rec.qid, id);
@@ -196,7 +206,7 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
       }
       auto next = plan.NextDue();
       if (deferred) next = std::min(next.value_or(now + kDeferMs), now + kDeferMs);
-      if (next) SchedulePush(slot, id, *next);
+      if (next && (!waiting || deferred)) SchedulePush(slot, id, *next);
     }
   }
   if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
@@ -210,11 +220,22 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
 
 void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::string host,
                           int status, std::string error) {
+  std::optional<std::pair<SlotPtr, uint64_t>> next_waiting;
   {
     std::lock_guard lock(push_mu_);
     --in_flight_;
-    if (--in_flight_by_host_[host] <= 0) in_flight_by_host_.erase(host);
+    auto h = hosts_.find(host);
+    if (h != hosts_.end()) {
+      --h->second.in_flight;
+      if (!h->second.waiting.empty()) {
+        next_waiting = std::move(h->second.waiting.front());
+        h->second.waiting.pop_front();
+      } else if (h->second.in_flight <= 0) {
+        hosts_.erase(h);
+      }
+    }
   }
+  if (next_waiting) StartPush(next_waiting->first, next_waiting->second);
   std::optional<std::pair<std::string, NewMessage>> error_post;
   std::string project;
   bool again = false;
@@ -227,7 +248,10 @@ void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::strin
     project = rec.project_id;
     TimeMs now = clock_.NowMs();
     OnAnswer(it->second, i, status, error, rec, now);
-    error_post = SettlePlan(*slot, id, now);
+    // A plain success need not be written: if it is lost in a crash, the
+    // subscriber gets the message again (at least once), never less.
+    bool delivered = status >= 200 && status < 300 && status != 202;
+    error_post = SettlePlan(*slot, id, !delivered);
     it = slot->plans.find(id);
     if (it != slot->plans.end()) {
       if (!it->second.Due(now).empty()) {
@@ -242,15 +266,17 @@ void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::strin
 }
 
 std::optional<std::pair<std::string, NewMessage>> Engine::SettlePlan(Slot& slot, uint64_t id,
-                                                                     TimeMs) {
+                                                                     bool persist) {
   auto it = slot.plans.find(id);
   if (it == slot.plans.end()) return std::nullopt;
   const PushPlan& plan = it->second;
   const auto& rec = slot.queue.record();
   store::MessageBatch batch;
   if (!plan.Complete()) {
-    batch.PutPlan(rec.qid, id, EncodePlan(plan));
-    store_.Append(std::move(batch));
+    if (persist) {
+      batch.PutPlan(rec.qid, id, EncodePlan(plan));
+      store_.Append(std::move(batch));
+    }
     return std::nullopt;
   }
   std::optional<std::pair<std::string, NewMessage>> out;
@@ -348,7 +374,7 @@ Result<void> Engine::AcknowledgePush(const std::string& project, const std::stri
     if (!ParseReservationId(reservation_id, id, &token) ||
         !Acknowledge(it->second, subscriber, token))
       return Fail(Error::PermissionDenied("Reservation timed out"));
-    error_post = SettlePlan(*slot, id, clock_.NowMs());
+    error_post = SettlePlan(*slot, id);
   }
   if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
   return Ok();
@@ -369,6 +395,9 @@ Result<QueueInfo> Engine::EditSubscribers(
   if (auto v = ValidateSubscribers(rec.subscribers); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   slot->queue.record() = rec;
+  // Messages on their way forget subscribers that are gone; new ones get
+  // only messages posted from now on.
+  for (auto& [id, plan] : slot->plans) ForgetRemovedSubscribers(plan, rec);
   return QueueInfo{rec, slot->plans.size(), slot->queue.total_messages()};
 }
 

@@ -162,6 +162,7 @@ Result<uint16_t> App::Listen() {
   http::ClientOptions co;
   co.ca_file = impl_->config.push_ca_file;
   co.forbid_private = impl_->config.push_forbid_private;
+  co.threads = std::max(1u, std::thread::hardware_concurrency());
   impl_->push = std::make_unique<PushTransport>(*impl_->engine, *impl_->access, co, self);
   impl_->engine->SetPushTransport(impl_->push.get(), "http://" + self);
   impl_->ticker = std::thread([impl = impl_.get()] {
