@@ -391,7 +391,7 @@ int main(int argc, char** argv) {
   app.add_option("--queue", o.queue);
   app.add_option("--conninfo", o.conninfo, "libpq connection string");
   app.add_option("--clients", o.clients);
-  app.add_option("--seconds", o.seconds);
+  app.add_option("--seconds", o.seconds)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--body-bytes", o.body_bytes);
   app.add_option("--batch", o.batch);
   app.add_option("--stop-after", o.stop_after, "Stop after this many messages");

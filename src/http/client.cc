@@ -99,10 +99,13 @@ struct Client::Impl {
     thread = std::thread([this] { ioc.run(); });
   }
 
-  ~Impl() {
+  void Stop() {
     guard.reset();
     ioc.stop();
-    thread.join();
+  }
+  ~Impl() {
+    Stop();
+    if (thread.joinable()) thread.join();
   }
 
   std::unique_ptr<Conn> TakeIdle(const std::string& key) {
@@ -214,7 +217,12 @@ Client::Client(ClientOptions options) : pool_(std::make_unique<Pool>()) {
   for (size_t i = 0; i < n; ++i) pool_->threads.push_back(std::make_unique<Impl>(options, pool_->tls));
 }
 
-Client::~Client() = default;
+// Stop every thread before any goes away: an answer handled on one thread
+// may start a request on another.
+Client::~Client() {
+  for (auto& t : pool_->threads) t->Stop();
+  for (auto& t : pool_->threads) t->thread.join();
+}
 
 void Client::Post(std::string url, Headers headers, std::string body, Done done) {
   auto& impl = *pool_->threads[pool_->next++ % pool_->threads.size()];
