@@ -576,7 +576,9 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     std::string queue(req.Param("queue"));
     if (!auth && (subscriber.empty() || reservation.empty()))
       co_return ErrorResponse(auth.error());
-    KILN_TRY(r, ctx->s.engine->DeleteMessage(project, queue, {*id, reservation, subscriber}));
+    auto r = ctx->s.engine->DeleteMessage(project, queue, {*id, reservation, subscriber});
+    // Without a token, a failure says no more than that the token is missing.
+    if (!r) co_return ErrorResponse(auth ? r.error() : auth.error());
     co_return Msg("Deleted");
   });
 

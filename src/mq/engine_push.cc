@@ -148,6 +148,7 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
     const auto& rec = slot->queue.record();
     project = rec.project_id;
     TimeMs now = clock_.NowMs();
+    plan.held = false;  // taken off its host's list, if it was on one
     ExpireReservations(plan, rec, now);
     if (plan.Complete()) {
       error_post = SettlePlan(*slot, id);
@@ -169,8 +170,8 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
           std::lock_guard plock(push_mu_);
           HostState& h = hosts_[host];
           if (h.in_flight >= kMaxInFlightPerHost && h.waiting.size() < kMaxWaitingPerHost) {
-            if (!waiting) h.waiting.emplace_back(slot, id);
-            waiting = true;
+            if (!plan.held) h.waiting.emplace_back(slot, id);
+            plan.held = waiting = true;
             continue;
           }
           if (in_flight_ >= kMaxInFlight || h.in_flight >= kMaxInFlightPerHost) {
@@ -254,7 +255,9 @@ void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::strin
     error_post = SettlePlan(*slot, id, !delivered);
     it = slot->plans.find(id);
     if (it != slot->plans.end()) {
-      if (!it->second.Due(now).empty()) {
+      if (it->second.held) {
+        // Its host's next answer restarts it.
+      } else if (!it->second.Due(now).empty()) {
         again = true;  // unicast: the next subscriber at once
       } else if (auto next = it->second.NextDue()) {
         SchedulePush(slot, id, *next);

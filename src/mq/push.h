@@ -44,6 +44,7 @@ struct PushPlan {
   size_t cursor = 0;                 // unicast: the subscriber to try next
   size_t round_start = 0;            // unicast: where the current round began
   int64_t retries_remaining = 0;     // unicast: rounds left after this one
+  bool held = false;  // waiting on a host's list for a free slot; not persisted
 
   // Every subscriber is done with it (delivered or given up).
   bool Complete() const;
