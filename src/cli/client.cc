@@ -1,5 +1,7 @@
 #include "cli/client.h"
 
+#include "base/url.h"
+
 #include <rapidjson/document.h>
 
 #include <boost/asio/connect.hpp>
@@ -72,20 +74,7 @@ Connection Resolve(Connection c) {
   return c;
 }
 
-std::string Escape(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char ch : s) {
-    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-      out.push_back(static_cast<char>(ch));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[ch >> 4]);
-      out.push_back(hex[ch & 15]);
-    }
-  }
-  return out;
-}
+std::string Escape(const std::string& s) { return PercentEncode(s); }
 
 Result<Reply> Call(const Connection& c, const std::string& method, const std::string& target,
                    const std::string& body) {

@@ -9,6 +9,7 @@
 #include <cctype>
 
 #include "base/ids.h"
+#include "base/url.h"
 #include "mq/engine.h"
 
 namespace kiln::mq {
@@ -46,21 +47,6 @@ void SetHeader(Headers& h, const std::string& name, const std::string& value) {
       return;
     }
   h.emplace_back(name, value);
-}
-
-std::string Escape(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 15]);
-    }
-  }
-  return out;
 }
 
 const char* const kReservedHeaders[] = {"Content-Type",        "User-Agent",
@@ -200,9 +186,9 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
         SetHeader(req.headers, "Iron-Reservation-Id", rid);
         SetHeader(req.headers, "Iron-Subscriber-Name", d.subscriber);
         SetHeader(req.headers, "Iron-Subscriber-Message-Url",
-                  public_url_ + "/3/projects/" + rec.project_id + "/queues/" + Escape(rec.name) +
+                  public_url_ + "/3/projects/" + rec.project_id + "/queues/" + PercentEncode(rec.name) +
                       "/messages/" + std::to_string(id) +
-                      "?subscriber_name=" + Escape(d.subscriber) + "&reservation_id=" + rid);
+                      "?subscriber_name=" + PercentEncode(d.subscriber) + "&reservation_id=" + rid);
         sends.push_back({i, std::move(host), std::move(req)});
       }
       auto next = plan.NextDue();

@@ -1,6 +1,7 @@
 #include "server/push_transport.h"
 
 #include "api/errors.h"
+#include "api/json.h"
 
 namespace kiln::server {
 namespace {
@@ -27,28 +28,6 @@ bool ParseIronMq(const std::string& url, IronMqUrl* out) {
   }
   out->host = authority;
   return !out->queue.empty();
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  return out + "\"";
 }
 
 }  // namespace
@@ -80,7 +59,17 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
                  });
     return;
   }
-  std::string body = "{\"messages\":[{\"body\":" + JsonString(request.body) + "}]}";
+  std::string body = api::Json([&](api::JsonWriter& w) {
+    w.StartObject();
+    w.Key("messages");
+    w.StartArray();
+    w.StartObject();
+    w.Key("body");
+    api::WriteString(w, request.body);
+    w.EndObject();
+    w.EndArray();
+    w.EndObject();
+  });
   client_.Post("http://" + u.host + "/3/projects/" + project + "/queues/" + u.queue + "/messages",
                {{"Authorization", "OAuth " + u.token}, {"Content-Type", "application/json"}},
                std::move(body), std::move(done));

@@ -157,16 +157,19 @@ test('unicast tries the next subscriber at once and stops at the first success',
 test('ironmq:// subscribers fan out into other queues of this server', async () => {
   await put('fan', { type: 'multicast', push: { subscribers: [
     { name: 'copy1', url: 'ironmq:///fan-copy-1' },
-    { name: 'copy2', url: `ironmq://${kiln.project}:${kiln.token}@127.0.0.1:${kiln.port}/fan-copy-2` }] } });
+    { name: 'copy2', url: `ironmq://${kiln.project}:${kiln.token}@127.0.0.1:${kiln.port}/fan-copy-2` },
+    // "localhost" is not how this server names itself: this one goes over HTTP.
+    { name: 'copy3', url: `ironmq://${kiln.project}:${kiln.token}@localhost:${kiln.port}/fan-copy-3` }] } });
   const id = (await post('fan', [{ body: 'everywhere' }])).body.ids[0];
-  for (const q of ['fan-copy-1', 'fan-copy-2']) {
+  for (const q of ['fan-copy-1', 'fan-copy-2', 'fan-copy-3']) {
     const m = await eventually(async () => {
       const r = await kiln.req('GET', kiln.q(q) + '/messages');
       return r.status === 200 && r.body.messages[0];
     });
     assert.equal(m.body, 'everywhere');
   }
-  assert.deepEqual((await finalStatus('fan', id)).subscribers.map((s) => s.status), ['deleted', 'deleted']);
+  assert.deepEqual((await finalStatus('fan', id)).subscribers.map((s) => [s.status, s.status_code]),
+    [['deleted', 201], ['deleted', 201], ['deleted', 201]]);
 });
 
 test('subscribers: add or update, replace, remove; rules of push queues', async () => {
