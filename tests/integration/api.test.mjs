@@ -246,3 +246,42 @@ test('keep-alive with pipelined requests on one connection', async () => {
   });
   assert.equal((text.match(/\{"msg":"ok"\}/g) || []).length, 3);
 });
+
+test('concurrent consumers never get the same message twice while it is reserved', async () => {
+  const total = 1000;
+  for (let i = 0; i < total; i += 100) {
+    await post('race', Array.from({ length: 100 }, (_, j) => ({ body: `r${i + j}` })));
+  }
+  const seen = new Map();
+  const consumer = async () => {
+    for (;;) {
+      const r = await reserve('race', { n: 7, timeout: 300 });
+      assert.equal(r.status, 200);
+      if (r.body.messages.length === 0) return;
+      for (const m of r.body.messages) {
+        assert.ok(!seen.has(m.id), `message ${m.id} handed out twice`);
+        seen.set(m.id, m.body);
+      }
+      const del = await kiln.req('DELETE', kiln.q('race') + '/messages',
+        { ids: r.body.messages.map((m) => ({ id: m.id, reservation_id: m.reservation_id })) });
+      assert.equal(del.status, 200);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, consumer));
+  assert.equal(seen.size, total);
+  assert.equal(new Set(seen.values()).size, total);
+  assert.equal((await kiln.req('GET', kiln.q('race'))).body.queue.size, 0);
+});
+
+test('queue names with spaces and unicode travel percent-encoded', async () => {
+  const name = 'my queue/ünï';
+  const path = `/3/projects/${kiln.project}/queues/${encodeURIComponent(name).replace('%2F', '%2F')}`;
+  const bad = await kiln.req('PUT', path, {});
+  assert.equal(bad.status, 400); // "/" is not allowed in a name
+  const ok = 'my queue ünï';
+  const p = await kiln.req('POST', kiln.q(ok) + '/messages', { messages: [{ body: 'x' }] });
+  assert.equal(p.status, 201);
+  const list = await kiln.req('GET', kiln.q() + '?prefix=' + encodeURIComponent('my queue'));
+  assert.deepEqual(list.body.queues.map((q) => q.name), [ok]);
+  assert.equal((await kiln.req('GET', kiln.q(ok))).body.queue.name, ok);
+});
