@@ -1,0 +1,232 @@
+#include "runner/container_spec.h"
+
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/stringbuffer.h>
+
+namespace kiln::runner {
+namespace {
+
+using Writer = rapidjson::PrettyWriter<rapidjson::StringBuffer>;
+
+// Capabilities a task keeps: enough for package-manager style file work as
+// root inside its own root filesystem, nothing that reaches the host.
+const char* const kCapabilities[] = {"CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+                                     "CAP_FSETID", "CAP_KILL",         "CAP_SETGID",
+                                     "CAP_SETUID", "CAP_NET_BIND_SERVICE"};
+
+// Syscalls refused with EPERM, on top of what the capabilities forbid.
+const char* const kDeniedSyscalls[] = {
+    "acct",          "add_key",        "bpf",           "clock_adjtime", "clock_settime",
+    "create_module", "delete_module",  "finit_module",  "fsconfig",      "fsmount",
+    "fsopen",        "init_module",    "ioperm",        "iopl",          "kexec_file_load",
+    "kexec_load",    "keyctl",         "lookup_dcookie", "mount",        "move_mount",
+    "name_to_handle_at", "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root",
+    "process_vm_readv", "process_vm_writev", "ptrace",  "quotactl",      "reboot",
+    "request_key",   "setns",          "settimeofday",  "swapoff",       "swapon",
+    "syslog",        "umount2",        "unshare",       "userfaultfd",   "vhangup"};
+
+const char* const kMaskedPaths[] = {"/proc/acpi",       "/proc/asound",        "/proc/kcore",
+                                    "/proc/keys",       "/proc/latency_stats", "/proc/timer_list",
+                                    "/proc/timer_stats", "/proc/sched_debug",  "/proc/scsi",
+                                    "/sys/firmware"};
+const char* const kReadonlyPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                      "/proc/sysrq-trigger"};
+
+void Str(Writer& w, const std::string& s) {
+  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+}
+
+template <typename List>
+void Strings(Writer& w, const List& list) {
+  w.StartArray();
+  for (const auto& s : list) w.String(s);
+  w.EndArray();
+}
+
+void Mount(Writer& w, const char* dest, const char* type, const char* source,
+           std::initializer_list<const char*> options) {
+  w.StartObject();
+  w.Key("destination");
+  w.String(dest);
+  w.Key("type");
+  w.String(type);
+  w.Key("source");
+  w.String(source);
+  w.Key("options");
+  w.StartArray();
+  for (const char* o : options) w.String(o);
+  w.EndArray();
+  w.EndObject();
+}
+
+}  // namespace
+
+std::string BuildConfig(const ContainerSpec& spec) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  w.Key("ociVersion");
+  w.String("1.0.2");
+
+  w.Key("process");
+  w.StartObject();
+  w.Key("terminal");
+  w.Bool(false);
+  w.Key("user");
+  w.StartObject();
+  w.Key("uid");
+  w.Int(0);
+  w.Key("gid");
+  w.Int(0);
+  w.EndObject();
+  w.Key("args");
+  w.StartArray();
+  for (const auto& a : spec.args) Str(w, a);
+  w.EndArray();
+  w.Key("env");
+  w.StartArray();
+  w.String("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  w.String("HOME=/task");
+  for (const auto& [k, v] : spec.env) Str(w, k + "=" + v);
+  w.EndArray();
+  w.Key("cwd");
+  w.String(kTaskDirInContainer);
+  w.Key("capabilities");
+  w.StartObject();
+  for (const char* set : {"bounding", "effective", "permitted"}) {
+    w.Key(set);
+    Strings(w, kCapabilities);
+  }
+  w.EndObject();
+  w.Key("rlimits");
+  w.StartArray();
+  w.StartObject();
+  w.Key("type");
+  w.String("RLIMIT_NOFILE");
+  w.Key("hard");
+  w.Uint64(4096);
+  w.Key("soft");
+  w.Uint64(1024);
+  w.EndObject();
+  w.EndArray();
+  w.Key("noNewPrivileges");
+  w.Bool(true);
+  w.EndObject();
+
+  w.Key("root");
+  w.StartObject();
+  w.Key("path");
+  w.String("rootfs");
+  w.Key("readonly");
+  w.Bool(false);  // the overlay's upper layer takes the writes; the image stays intact
+  w.EndObject();
+  w.Key("hostname");
+  Str(w, spec.hostname);
+
+  w.Key("mounts");
+  w.StartArray();
+  Mount(w, "/proc", "proc", "proc", {"nosuid", "noexec", "nodev"});
+  Mount(w, "/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"});
+  Mount(w, "/dev/pts", "devpts", "devpts",
+        {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"});
+  Mount(w, "/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"});
+  Mount(w, "/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"});
+  Mount(w, "/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"});
+  Mount(w, "/tmp", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=1777", "size=262144k"});
+  w.StartObject();
+  w.Key("destination");
+  w.String(kTaskDirInContainer);
+  w.Key("type");
+  w.String("bind");
+  w.Key("source");
+  Str(w, spec.task_dir);
+  w.Key("options");
+  w.StartArray();
+  w.String("rbind");
+  w.String("rw");
+  w.String("nosuid");
+  w.String("nodev");
+  w.EndArray();
+  w.EndObject();
+  w.EndArray();
+
+  w.Key("linux");
+  w.StartObject();
+  if (!spec.cgroups_path.empty()) {
+    w.Key("cgroupsPath");
+    Str(w, spec.cgroups_path);
+  }
+  w.Key("namespaces");
+  w.StartArray();
+  for (const char* ns : {"pid", "ipc", "uts", "mount"}) {
+    w.StartObject();
+    w.Key("type");
+    w.String(ns);
+    w.EndObject();
+  }
+  if (!spec.network) {
+    w.StartObject();
+    w.Key("type");
+    w.String("network");
+    w.EndObject();
+  }
+  w.EndArray();
+  w.Key("resources");
+  w.StartObject();
+  w.Key("memory");
+  w.StartObject();
+  w.Key("limit");
+  w.Int64(spec.memory_bytes);
+  w.Key("swap");
+  w.Int64(spec.memory_bytes);
+  w.EndObject();
+  w.Key("pids");
+  w.StartObject();
+  w.Key("limit");
+  w.Int64(spec.pids);
+  w.EndObject();
+  w.Key("cpu");
+  w.StartObject();
+  w.Key("shares");
+  w.Uint64(spec.cpu_shares);
+  w.EndObject();
+  w.Key("devices");
+  w.StartArray();
+  w.StartObject();
+  w.Key("allow");
+  w.Bool(false);
+  w.Key("access");
+  w.String("rwm");
+  w.EndObject();
+  w.EndArray();
+  w.EndObject();
+  w.Key("maskedPaths");
+  Strings(w, kMaskedPaths);
+  w.Key("readonlyPaths");
+  Strings(w, kReadonlyPaths);
+  w.Key("seccomp");
+  w.StartObject();
+  w.Key("defaultAction");
+  w.String("SCMP_ACT_ALLOW");
+  w.Key("architectures");
+  Strings(w, std::initializer_list<const char*>{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86",
+                                                "SCMP_ARCH_X32"});
+  w.Key("syscalls");
+  w.StartArray();
+  w.StartObject();
+  w.Key("names");
+  Strings(w, kDeniedSyscalls);
+  w.Key("action");
+  w.String("SCMP_ACT_ERRNO");
+  w.Key("errnoRet");
+  w.Uint(1);  // EPERM
+  w.EndObject();
+  w.EndArray();
+  w.EndObject();
+  w.EndObject();
+
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+}  // namespace kiln::runner

@@ -1,0 +1,203 @@
+#include "runner/runc.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+extern char** environ;
+
+namespace kiln::runner {
+namespace fs = std::filesystem;
+
+namespace {
+
+// posix_spawn of argv with stdout and stderr going to `out_fd` (or /dev/null).
+pid_t Spawn(const std::vector<std::string>& argv, int out_fd, std::string* error) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  if (out_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  }
+  pid_t pid = -1;
+  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    *error = "cannot start " + argv[0] + ": " + std::strerror(rc);
+    return -1;
+  }
+  return pid;
+}
+
+int ExitCodeOf(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+// cgroup v1 or v2: whether the container's memory cgroup saw an OOM kill.
+bool OomKilled(const std::string& id) {
+  for (const std::string path : {"/sys/fs/cgroup/memory/kiln/" + id + "/memory.oom_control",
+                                 "/sys/fs/cgroup/kiln/" + id + "/memory.events",
+                                 "/sys/fs/cgroup/unified/kiln/" + id + "/memory.events"}) {
+    std::ifstream in(path);
+    std::string key;
+    long value = 0;
+    while (in >> key >> value)
+      if (key == "oom_kill" && value > 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string Runc::Unavailable() const {
+  if (geteuid() != 0) return "containers need root (Kiln runs as uid " + std::to_string(geteuid()) + ")";
+  std::string error;
+  pid_t pid = Spawn({runc_, "--version"}, -1, &error);
+  if (pid < 0) return "runc is not installed: " + error;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "runc --version failed";
+  return "";
+}
+
+int Runc::RuncCommand(std::initializer_list<std::string> args) const {
+  std::vector<std::string> argv{runc_, "--root", state_root_};
+  argv.insert(argv.end(), args);
+  std::string error;
+  pid_t pid = Spawn(argv, -1, &error);
+  if (pid < 0) return -1;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return ExitCodeOf(status);
+}
+
+RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
+  RunResult result;
+  std::error_code ec;
+  fs::path work = o.work_dir, bundle = work / "bundle", rootfs = bundle / "rootfs";
+  fs::create_directories(work / "upper", ec);
+  fs::create_directories(work / "overlay-work", ec);
+  fs::create_directories(rootfs, ec);
+  if (ec) {
+    result.error = "cannot create " + o.work_dir + ": " + ec.message();
+    return result;
+  }
+  auto cleanup = [&] {
+    RuncCommand({"delete", "--force", o.id});
+    umount2(rootfs.c_str(), MNT_DETACH);
+    fs::remove_all(work, ec);
+  };
+
+  std::string overlay = "lowerdir=" + o.image_rootfs + ",upperdir=" + (work / "upper").string() +
+                        ",workdir=" + (work / "overlay-work").string();
+  if (mount("overlay", rootfs.c_str(), "overlay", 0, overlay.c_str()) != 0) {
+    result.error = std::string("cannot mount the overlay root filesystem: ") + std::strerror(errno);
+    cleanup();
+    return result;
+  }
+  // Mount points the image may lack.
+  for (const char* d : {"proc", "dev", "sys", "tmp", "task"}) fs::create_directories(rootfs / d, ec);
+
+  ContainerSpec spec = spec_in;
+  spec.cgroups_path = "/kiln/" + o.id;  // ours, so that an OOM kill can be read back
+  std::string config = BuildConfig(spec);
+  {
+    std::ofstream out(bundle / "config.json", std::ios::trunc);
+    out << config;
+    if (!out) {
+      result.error = "cannot write config.json";
+      cleanup();
+      return result;
+    }
+  }
+
+  int log_fd = open(o.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int pipefd[2];
+  if (log_fd < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
+    result.error = "cannot open the log " + o.log_path + ": " + std::strerror(errno);
+    if (log_fd >= 0) close(log_fd);
+    cleanup();
+    return result;
+  }
+  std::string error;
+  pid_t pid = Spawn({runc_, "--root", state_root_, "run", "--bundle", bundle.string(), o.id},
+                    pipefd[1], &error);
+  close(pipefd[1]);
+  fcntl(pipefd[0], F_SETFL, O_NONBLOCK);  // the last drain must not wait on a stray writer
+  if (pid < 0) {
+    result.error = error;
+    close(pipefd[0]);
+    close(log_fd);
+    cleanup();
+    return result;
+  }
+
+  auto deadline = std::chrono::steady_clock::now() + o.timeout;
+  size_t logged = 0;
+  bool killed = false, pipe_open = true;
+  int status = 0;
+  char buf[16384];
+  for (;;) {
+    if (pipe_open) {
+      pollfd p{pipefd[0], POLLIN, 0};
+      if (poll(&p, 1, 50) > 0) {
+        ssize_t n = read(pipefd[0], buf, sizeof buf);
+        if (n > 0) {
+          size_t keep = std::min<size_t>(static_cast<size_t>(n), o.max_log_bytes - logged);
+          if (keep > 0 && write(log_fd, buf, keep) == static_cast<ssize_t>(keep)) logged += keep;
+          if (keep < static_cast<size_t>(n)) result.log_truncated = true;
+        } else {
+          pipe_open = false;  // every writer closed it
+        }
+      }
+    } else {
+      usleep(20000);
+    }
+    if (!killed) {
+      bool over = std::chrono::steady_clock::now() >= deadline;
+      bool cancel = o.cancel && o.cancel->load();
+      if (over || cancel) {
+        result.timed_out = over && !cancel;
+        result.cancelled = cancel;
+        RuncCommand({"kill", o.id, "KILL"});
+        killed = true;
+      }
+    }
+    if (result.oom == false && OomKilled(o.id)) result.oom = true;
+    pid_t done = waitpid(pid, &status, WNOHANG);
+    if (done == pid) break;
+  }
+  // Drain what is left in the pipe, within the cap.
+  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) {
+    size_t keep = std::min<size_t>(static_cast<size_t>(n), o.max_log_bytes - logged);
+    if (keep > 0 && write(log_fd, buf, keep) == static_cast<ssize_t>(keep)) logged += keep;
+    if (keep < static_cast<size_t>(n)) result.log_truncated = true;
+  }
+  close(pipefd[0]);
+  close(log_fd);
+  result.exit_code = ExitCodeOf(status);
+  if (!killed && result.exit_code == 137 && !result.oom) result.oom = OomKilled(o.id);
+  cleanup();
+  return result;
+}
+
+}  // namespace kiln::runner

@@ -1,0 +1,51 @@
+// Runs one task in a fresh container with runc: an overlay root filesystem
+// over an image's read-only rootfs (upper layer in a per-run work dir), the
+// generated config.json, output captured to a log file with a size cap, a
+// wall-clock timeout and cancellation, and everything removed afterwards:
+// container, cgroup, mounts, work dir. Needs root and runc.
+// Run blocks; call it from a runner thread. Thread-safe (no shared state).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "runner/container_spec.h"
+
+namespace kiln::runner {
+
+struct RunOptions {
+  std::string id;            // unique container id, [A-Za-z0-9_.-]
+  std::string image_rootfs;  // read-only lower layer
+  std::string work_dir;      // created; holds the overlay and bundle; removed after
+  std::string log_path;      // stdout and stderr, appended
+  size_t max_log_bytes = 8 << 20;
+  std::chrono::milliseconds timeout{3600 * 1000};
+  const std::atomic<bool>* cancel = nullptr;  // set to stop the container
+};
+
+struct RunResult {
+  int exit_code = -1;      // the task's exit status (128+signal when killed)
+  bool timed_out = false;  // killed at the timeout
+  bool cancelled = false;  // killed because `cancel` was set
+  bool oom = false;        // killed by the memory limit
+  bool log_truncated = false;
+  std::string error;       // set when the container could not be run at all
+};
+
+class Runc {
+ public:
+  explicit Runc(std::string runc = "runc", std::string state_root = "/run/kiln-runc")
+      : runc_(std::move(runc)), state_root_(std::move(state_root)) {}
+
+  // Why containers cannot run here ("" when they can): not root, no runc.
+  std::string Unavailable() const;
+
+  RunResult Run(const ContainerSpec& spec, const RunOptions& options) const;
+
+ private:
+  int RuncCommand(std::initializer_list<std::string> args) const;
+  std::string runc_, state_root_;
+};
+
+}  // namespace kiln::runner

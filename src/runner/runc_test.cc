@@ -1,0 +1,154 @@
+// Container tests: real runc, a busybox image, an overlay per run. Skipped,
+// with the reason, where containers cannot run (not root, no runc, no busybox).
+#include "runner/runc.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "base/ids.h"
+#include "runner/busybox_rootfs.h"
+#include "tests/support/temp_dir.h"
+
+namespace kiln::runner {
+namespace {
+namespace fs = std::filesystem;
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class RuncTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    skip_ = Runc().Unavailable();
+    if (!skip_.empty()) return;
+    image_ = new testing::TempDir();
+    if (auto r = BuildBusyboxRootfs(image_->path() + "/rootfs"); !r) skip_ = r.error().message();
+  }
+  static void TearDownTestSuite() {
+    delete image_;
+    image_ = nullptr;
+  }
+  void SetUp() override {
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    fs::create_directories(task_dir());
+  }
+
+  std::string task_dir() const { return dir_.path() + "/task"; }
+  std::string log() const { return ReadFile(dir_.path() + "/log"); }
+
+  RunResult Run(std::vector<std::string> args, ContainerSpec spec = {},
+                std::chrono::milliseconds timeout = std::chrono::seconds(30),
+                const std::atomic<bool>* cancel = nullptr, size_t max_log = 1 << 20) {
+    spec.args = std::move(args);
+    spec.task_dir = task_dir();
+    id_ = "kiln-test-" + RandomHex(6);
+    RunOptions o;
+    o.id = id_;
+    o.image_rootfs = image_->path() + "/rootfs";
+    o.work_dir = dir_.path() + "/work";
+    o.log_path = dir_.path() + "/log";
+    o.max_log_bytes = max_log;
+    o.timeout = timeout;
+    o.cancel = cancel;
+    return Runc().Run(spec, o);
+  }
+
+  static inline std::string skip_;
+  static inline testing::TempDir* image_ = nullptr;
+  testing::TempDir dir_;
+  std::string id_;
+};
+
+TEST_F(RuncTest, ExitCodesComeBack) {
+  auto ok = Run({"true"});
+  EXPECT_EQ(ok.error, "");
+  EXPECT_EQ(ok.exit_code, 0);
+  auto three = Run({"sh", "-c", "exit 3"});
+  EXPECT_EQ(three.exit_code, 3);
+  EXPECT_FALSE(three.timed_out);
+}
+
+TEST_F(RuncTest, EnvironmentTaskDirAndOutputReachTheTask) {
+  std::ofstream(task_dir() + "/payload.json") << "{\"a\":1}";
+  ContainerSpec spec;
+  spec.env = {{"TASK_ID", "t1"}, {"PAYLOAD_FILE", "/task/payload.json"}};
+  auto r = Run({"sh", "-c", "echo id=$TASK_ID; cat $PAYLOAD_FILE; echo; pwd; hostname; echo err >&2; echo out > /task/result"},
+               spec);
+  EXPECT_EQ(r.exit_code, 0) << log();
+  EXPECT_EQ(log(), "id=t1\n{\"a\":1}\n/task\nkiln-task\nerr\n");
+  EXPECT_EQ(ReadFile(task_dir() + "/result"), "out\n");
+}
+
+TEST_F(RuncTest, WritesStayInTheRunsOwnLayer) {
+  auto r = Run({"sh", "-c", "echo x > /bin/written && cat /bin/written"});
+  EXPECT_EQ(r.exit_code, 0) << log();
+  EXPECT_FALSE(fs::exists(image_->path() + "/rootfs/bin/written"));
+  auto again = Run({"sh", "-c", "test ! -e /bin/written"});
+  EXPECT_EQ(again.exit_code, 0) << "each run starts from a fresh root filesystem";
+}
+
+TEST_F(RuncTest, TimeoutKillsTheContainer) {
+  auto started = std::chrono::steady_clock::now();
+  auto r = Run({"sleep", "60"}, {}, std::chrono::milliseconds(500));
+  EXPECT_TRUE(r.timed_out);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(20));
+}
+
+TEST_F(RuncTest, CancelKillsTheContainer) {
+  std::atomic<bool> cancel{false};
+  std::thread later([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    cancel = true;
+  });
+  auto r = Run({"sleep", "60"}, {}, std::chrono::seconds(30), &cancel);
+  later.join();
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_FALSE(r.timed_out);
+}
+
+TEST_F(RuncTest, MemoryLimitEndsTheTaskAsOutOfMemory) {
+  ContainerSpec spec;
+  spec.memory_bytes = 32 << 20;
+  // tmpfs pages count against the container's memory.
+  auto r = Run({"sh", "-c", "dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>/dev/null; echo survived"},
+               spec);
+  EXPECT_TRUE(r.oom || r.exit_code == 137 || log().find("survived") == std::string::npos) << log();
+  EXPECT_TRUE(r.oom) << "exit " << r.exit_code << " log " << log();
+}
+
+TEST_F(RuncTest, LogIsCapped) {
+  auto r = Run({"sh", "-c", "yes | head -c 100000"}, {}, std::chrono::seconds(30), nullptr, 1000);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(r.log_truncated);
+  EXPECT_EQ(log().size(), 1000u);
+}
+
+TEST_F(RuncTest, ContainedNoNetworkNoMountsNoModules) {
+  auto r = Run({"sh", "-c",
+                "cat /proc/net/dev | grep -v -e lo: -e Inter -e face | grep -q . && exit 10;"
+                "mount -t tmpfs none /mnt 2>/dev/null && exit 11;"
+                "(echo x > /proc/sys/kernel/hostname) 2>/dev/null && exit 12; exit 0"});
+  EXPECT_EQ(r.exit_code, 0) << log();
+}
+
+TEST_F(RuncTest, NothingIsLeftBehind) {
+  auto r = Run({"sh", "-c", "echo hi > /tmp/x"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists(dir_.path() + "/work"));
+  EXPECT_EQ(ReadFile("/proc/mounts").find(dir_.path()), std::string::npos);
+  EXPECT_FALSE(fs::exists("/run/kiln-runc/" + id_));
+  EXPECT_FALSE(fs::exists("/sys/fs/cgroup/memory/kiln/" + id_));
+  EXPECT_FALSE(fs::exists("/sys/fs/cgroup/pids/kiln/" + id_));
+}
+
+}  // namespace
+}  // namespace kiln::runner
