@@ -10,5 +10,6 @@ namespace kiln::cli {
 
 void AddMqCommands(CLI::App& app);
 void AddAdminCommands(CLI::App& app);
+void AddImageCommands(CLI::App& app);
 
 }  // namespace kiln::cli

@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
 
   kiln::cli::AddMqCommands(app);
   kiln::cli::AddAdminCommands(app);
+  kiln::cli::AddImageCommands(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -1,0 +1,293 @@
+#include "runner/image_store.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <rapidjson/document.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include "base/ids.h"
+#include "runner/busybox_rootfs.h"
+
+namespace kiln::runner {
+namespace fs = std::filesystem;
+
+namespace {
+
+using ReadArchive = std::unique_ptr<archive, int (*)(archive*)>;
+
+ReadArchive OpenRead(const std::string& path) {
+  ReadArchive a(archive_read_new(), archive_read_free);
+  archive_read_support_format_tar(a.get());
+  archive_read_support_filter_all(a.get());  // gzip, zstd, ... layers
+  if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK) return {nullptr, archive_read_free};
+  return a;
+}
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A tar member path made relative and clean; "" when it must be refused.
+std::string CleanPath(std::string p) {
+  while (p.rfind("./", 0) == 0) p = p.substr(2);
+  while (!p.empty() && p.front() == '/') p.erase(0, 1);
+  while (!p.empty() && p.back() == '/') p.pop_back();
+  for (size_t i = 0; i <= p.size();) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    if (p.compare(i, j - i, "..") == 0) return "";
+    i = j + 1;
+  }
+  return p;
+}
+
+// Whether `p`, once its existing parents are resolved, stays inside `root`
+// (relative symlinks of the image are followed within it).
+bool Inside(const fs::path& root, const fs::path& p) {
+  std::error_code ec;
+  fs::path parent = fs::weakly_canonical(p.parent_path(), ec);
+  if (ec) return false;
+  auto r = root.string(), s = parent.string();
+  return s == r || s.rfind(r + "/", 0) == 0;
+}
+
+// Extracts the regular archive `path` (the outer image tarball) into `dir`.
+Result<void> Unpack(const std::string& path, const fs::path& dir) {
+  auto a = OpenRead(path);
+  if (!a) return Fail(Error::InvalidArgument("not a tar archive: " + path));
+  archive_entry* e;
+  int r;
+  while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
+    std::string name = CleanPath(archive_entry_pathname(e));
+    if (name.empty() || archive_entry_filetype(e) != AE_IFREG) continue;
+    fs::path out = dir / name;
+    fs::create_directories(out.parent_path());
+    std::ofstream f(out, std::ios::binary);
+    const void* buf;
+    size_t size;
+    la_int64_t offset;
+    while (archive_read_data_block(a.get(), &buf, &size, &offset) == ARCHIVE_OK)
+      f.write(static_cast<const char*>(buf), static_cast<std::streamsize>(size));
+  }
+  if (r != ARCHIVE_EOF) return Fail(Error::InvalidArgument(std::string("bad archive: ") + archive_error_string(a.get())));
+  return Ok();
+}
+
+// Applies one layer to `root`: whiteouts first (they hide what lower layers
+// put there), then the files.
+Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
+  std::error_code ec;
+  {
+    auto a = OpenRead(layer);
+    if (!a) return Fail(Error::InvalidArgument("layer is not a tar archive: " + layer));
+    archive_entry* e;
+    while (archive_read_next_header(a.get(), &e) == ARCHIVE_OK) {
+      std::string name = CleanPath(archive_entry_pathname(e));
+      if (name.empty()) continue;
+      fs::path p = root / name;
+      std::string base = p.filename().string();
+      if (base.rfind(".wh.", 0) != 0) continue;
+      if (!Inside(root, p)) return Fail(Error::InvalidArgument("layer escapes the root: " + name));
+      if (base == ".wh..wh..opq") {
+        for (auto& child : fs::directory_iterator(p.parent_path(), ec)) fs::remove_all(child.path(), ec);
+      } else {
+        fs::remove_all(p.parent_path() / base.substr(4), ec);
+      }
+    }
+  }
+  auto a = OpenRead(layer);
+  std::unique_ptr<archive, int (*)(archive*)> disk(archive_write_disk_new(), archive_write_free);
+  archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER |
+                                                 ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_UNLINK |
+                                                 ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+  archive_entry* e;
+  int r;
+  while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
+    std::string name = CleanPath(archive_entry_pathname(e));
+    if (name.empty()) continue;
+    fs::path p = root / name;
+    if (p.filename().string().rfind(".wh.", 0) == 0) continue;
+    auto type = archive_entry_filetype(e);
+    if (type == AE_IFCHR || type == AE_IFBLK) continue;  // no devices from images
+    if (!Inside(root, p)) return Fail(Error::InvalidArgument("layer escapes the root: " + name));
+    archive_entry_set_pathname(e, p.c_str());
+    if (const char* link = archive_entry_hardlink(e)) {
+      std::string target = CleanPath(link);
+      if (target.empty() || !Inside(root, root / target))
+        return Fail(Error::InvalidArgument("hard link escapes the root: " + name));
+      archive_entry_set_hardlink(e, (root / target).c_str());
+    }
+    if (archive_write_header(disk.get(), e) != ARCHIVE_OK)
+      return Fail(Error::InvalidArgument("cannot extract " + name + ": " +
+                                         archive_error_string(disk.get())));
+    const void* buf;
+    size_t size;
+    la_int64_t offset;
+    while (archive_read_data_block(a.get(), &buf, &size, &offset) == ARCHIVE_OK)
+      archive_write_data_block(disk.get(), buf, size, offset);
+    archive_write_finish_entry(disk.get());
+  }
+  if (r != ARCHIVE_EOF)
+    return Fail(Error::InvalidArgument(std::string("bad layer: ") + archive_error_string(a.get())));
+  return Ok();
+}
+
+}  // namespace
+
+Result<void> ImageStore::Name(const std::string& name, const std::string& id) {
+  if (name.empty()) return Ok();
+  if (name.find('/') != std::string::npos && name.find("..") != std::string::npos)
+    return Fail(Error::InvalidArgument("bad image name: " + name));
+  fs::create_directories(fs::path(dir_) / "names");
+  std::string file = name;
+  for (auto& c : file)
+    if (c == '/') c = '%';
+  std::ofstream(fs::path(dir_) / "names" / file) << id;
+  return Ok();
+}
+
+Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std::string& name) {
+  fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
+  std::error_code ec;
+  fs::create_directories(tmp / "archive", ec);
+  struct Cleanup {
+    fs::path p;
+    ~Cleanup() {
+      std::error_code e;
+      fs::remove_all(p, e);
+    }
+  } cleanup{tmp};
+  if (auto r = Unpack(archive_path, tmp / "archive"); !r) return Fail(r.error());
+
+  std::vector<std::string> layers, tags;
+  std::string config;
+  rapidjson::Document d;
+  if (fs::exists(tmp / "archive" / "manifest.json")) {  // docker save
+    std::string m = ReadFile(tmp / "archive" / "manifest.json");
+    d.Parse(m.c_str());
+    if (d.HasParseError() || !d.IsArray() || d.Empty() || !d[0].IsObject() ||
+        !d[0].HasMember("Layers") || !d[0]["Layers"].IsArray())
+      return Fail(Error::InvalidArgument("manifest.json is not a docker save manifest"));
+    for (const auto& l : d[0]["Layers"].GetArray())
+      if (l.IsString()) layers.push_back(CleanPath(l.GetString()));
+    if (d[0].HasMember("RepoTags") && d[0]["RepoTags"].IsArray())
+      for (const auto& t : d[0]["RepoTags"].GetArray())
+        if (t.IsString()) tags.push_back(t.GetString());
+    config = d[0].HasMember("Config") && d[0]["Config"].IsString()
+                 ? ReadFile(tmp / "archive" / CleanPath(d[0]["Config"].GetString()))
+                 : m;
+  } else if (fs::exists(tmp / "archive" / "index.json")) {  // OCI image layout
+    auto blob = [&](const std::string& digest) {
+      auto colon = digest.find(':');
+      return tmp / "archive" / "blobs" / digest.substr(0, colon) / CleanPath(digest.substr(colon + 1));
+    };
+    d.Parse(ReadFile(tmp / "archive" / "index.json").c_str());
+    if (d.HasParseError() || !d.IsObject() || !d.HasMember("manifests") ||
+        !d["manifests"].IsArray() || d["manifests"].Empty())
+      return Fail(Error::InvalidArgument("index.json has no manifests"));
+    const auto& desc = d["manifests"][0];
+    if (desc.HasMember("annotations") && desc["annotations"].IsObject() &&
+        desc["annotations"].HasMember("org.opencontainers.image.ref.name"))
+      tags.push_back(desc["annotations"]["org.opencontainers.image.ref.name"].GetString());
+    rapidjson::Document m;
+    m.Parse(ReadFile(blob(desc["digest"].GetString())).c_str());
+    if (m.HasParseError() || !m.IsObject() || !m.HasMember("layers") || !m["layers"].IsArray())
+      return Fail(Error::InvalidArgument("OCI manifest without layers"));
+    for (const auto& l : m["layers"].GetArray()) layers.push_back(blob(l["digest"].GetString()).string());
+    config = m.HasMember("config") ? ReadFile(blob(m["config"]["digest"].GetString())) : "";
+    for (auto& l : layers) l = fs::relative(l, tmp / "archive").string();
+  } else {
+    return Fail(Error::InvalidArgument("neither a docker save tarball nor an OCI image archive"));
+  }
+
+  std::string id = Sha256Hex(config);
+  fs::path image = fs::path(dir_) / "images" / id;
+  if (!fs::exists(image / "rootfs")) {  // unpacked once per content
+    fs::path rootfs = tmp / "rootfs";
+    fs::create_directories(rootfs);
+    fs::path root = fs::canonical(rootfs);
+    for (const auto& l : layers) {
+      if (l.empty()) return Fail(Error::InvalidArgument("bad layer path"));
+      if (auto r = ApplyLayer((tmp / "archive" / l).string(), root); !r) return Fail(r.error());
+    }
+    fs::create_directories(image, ec);
+    fs::rename(rootfs, image / "rootfs", ec);
+    if (ec) return Fail(Error::Internal("cannot store the image: " + ec.message()));
+  }
+  for (const auto& t : tags)
+    if (auto r = Name(t, id); !r) return Fail(r.error());
+  if (auto r = Name(name, id); !r) return Fail(r.error());
+  return Find(id);
+}
+
+Result<ImageInfo> ImageStore::Busybox() {
+  if (auto found = Find("busybox")) return found;
+  fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
+  if (auto r = BuildBusyboxRootfs((tmp / "rootfs").string()); !r) return Fail(r.error());
+  std::string id = Sha256Hex("kiln-builtin-busybox-" + ReadFile("/bin/busybox").substr(0, 4096));
+  fs::path image = fs::path(dir_) / "images" / id;
+  std::error_code ec;
+  fs::remove_all(image, ec);
+  fs::create_directories(image, ec);
+  fs::rename(tmp / "rootfs", image / "rootfs", ec);
+  fs::remove_all(tmp, ec);
+  if (ec) return Fail(Error::Internal("cannot store the busybox image: " + ec.message()));
+  if (auto r = Name("busybox", id); !r) return Fail(r.error());
+  return Find(id);
+}
+
+Result<ImageInfo> ImageStore::Find(const std::string& name_or_id) const {
+  std::string id = name_or_id;
+  std::string file = name_or_id;
+  for (auto& c : file)
+    if (c == '/') c = '%';
+  fs::path named = fs::path(dir_) / "names" / file;
+  if (name_or_id.find("..") == std::string::npos && fs::exists(named)) id = ReadFile(named);
+  fs::path image = fs::path(dir_) / "images" / id;
+  if (id.size() != 64 || !fs::exists(image / "rootfs"))
+    return Fail(Error::NotFound("Image not found: " + name_or_id));
+  ImageInfo info{id, {}, (image / "rootfs").string()};
+  std::error_code ec;
+  for (auto& n : fs::directory_iterator(fs::path(dir_) / "names", ec)) {
+    if (ReadFile(n.path()) != id) continue;
+    std::string name = n.path().filename().string();
+    for (auto& c : name)
+      if (c == '%') c = '/';
+    info.names.push_back(name);
+  }
+  return info;
+}
+
+std::vector<ImageInfo> ImageStore::List() const {
+  std::vector<ImageInfo> out;
+  std::error_code ec;
+  for (auto& i : fs::directory_iterator(fs::path(dir_) / "images", ec))
+    if (auto info = Find(i.path().filename().string())) out.push_back(std::move(*info));
+  return out;
+}
+
+Result<void> ImageStore::Remove(const std::string& name_or_id) {
+  auto info = Find(name_or_id);
+  if (!info) return Fail(info.error());
+  std::error_code ec;
+  for (const auto& n : info->names) {
+    std::string file = n;
+    for (auto& c : file)
+      if (c == '/') c = '%';
+    fs::remove(fs::path(dir_) / "names" / file, ec);
+  }
+  fs::remove_all(fs::path(dir_) / "images" / info->id, ec);
+  if (ec) return Fail(Error::Internal("cannot remove the image: " + ec.message()));
+  return Ok();
+}
+
+}  // namespace kiln::runner

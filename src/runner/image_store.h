@@ -1,0 +1,42 @@
+// The image store: images imported from OCI image archives or `docker save`
+// tarballs, each unpacked once into a root filesystem under
+// DIR/images/<id>/rootfs (id: SHA-256 of the image's config), with names
+// (repo:tag) in DIR/names. Layers are applied in order with whiteouts
+// (.wh.NAME, .wh..wh..opq), symlinks, hard links, modes and owners; device
+// nodes are skipped; an entry that would land outside the root filesystem
+// fails the import. Not thread-safe: one importer at a time per directory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+
+namespace kiln::runner {
+
+struct ImageInfo {
+  std::string id;                  // 64 hex
+  std::vector<std::string> names;  // repo:tag
+  std::string rootfs;              // absolute path
+};
+
+class ImageStore {
+ public:
+  explicit ImageStore(std::string dir) : dir_(std::move(dir)) {}
+
+  // Imports `archive`. `name` (repo:tag) is added to the archive's own tags.
+  // InvalidArgument for an archive that is not an image or is unsafe.
+  Result<ImageInfo> Import(const std::string& archive, const std::string& name = "");
+  // The built-in "busybox" image, built from Debian's busybox-static on first use.
+  Result<ImageInfo> Busybox();
+  Result<ImageInfo> Find(const std::string& name_or_id) const;  // NotFound
+  std::vector<ImageInfo> List() const;
+  Result<void> Remove(const std::string& name_or_id);  // the image and its names
+
+ private:
+  Result<void> Name(const std::string& name, const std::string& id);
+  std::string dir_;
+};
+
+}  // namespace kiln::runner

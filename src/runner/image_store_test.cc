@@ -1,0 +1,172 @@
+#include "runner/image_store.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "base/ids.h"
+#include "tests/support/temp_dir.h"
+
+namespace kiln::runner {
+namespace {
+namespace fs = std::filesystem;
+
+struct Entry {
+  std::string path;
+  char kind = 'f';  // f file, d dir, l symlink, h hard link
+  std::string data;  // content, or link target
+  int mode = 0644;
+};
+
+// Writes a tar archive of `entries` to `path`.
+void WriteTar(const std::string& path, const std::vector<Entry>& entries) {
+  archive* a = archive_write_new();
+  archive_write_set_format_pax_restricted(a);
+  archive_write_open_filename(a, path.c_str());
+  for (const auto& e : entries) {
+    archive_entry* x = archive_entry_new();
+    archive_entry_set_pathname(x, e.path.c_str());
+    archive_entry_set_perm(x, e.mode);
+    if (e.kind == 'd') {
+      archive_entry_set_filetype(x, AE_IFDIR);
+      archive_entry_set_perm(x, 0755);
+    } else if (e.kind == 'l') {
+      archive_entry_set_filetype(x, AE_IFLNK);
+      archive_entry_set_symlink(x, e.data.c_str());
+    } else if (e.kind == 'h') {
+      archive_entry_set_filetype(x, AE_IFREG);
+      archive_entry_set_hardlink(x, e.data.c_str());
+    } else {
+      archive_entry_set_filetype(x, AE_IFREG);
+      archive_entry_set_size(x, static_cast<la_int64_t>(e.data.size()));
+    }
+    archive_write_header(a, x);
+    if (e.kind == 'f') archive_write_data(a, e.data.data(), e.data.size());
+    archive_entry_free(x);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+}
+
+std::string Slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class ImageStoreTest : public ::testing::Test {
+ protected:
+  std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
+
+  // A docker save tarball of `layers` (each a list of entries).
+  std::string DockerSave(const std::vector<std::vector<Entry>>& layers, const std::string& cfg) {
+    std::vector<Entry> outer;
+    std::string list;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      std::string tar = Path("layer" + std::to_string(i) + ".tar");
+      WriteTar(tar, layers[i]);
+      outer.push_back({"l" + std::to_string(i) + "/layer.tar", 'f', Slurp(tar)});
+      list += (i ? "," : "") + std::string("\"l") + std::to_string(i) + "/layer.tar\"";
+    }
+    outer.push_back({"cfg.json", 'f', cfg});
+    outer.push_back({"manifest.json", 'f',
+                     "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"demo/app:1\"],\"Layers\":[" + list + "]}]"});
+    std::string out = Path("image-" + RandomHex(4) + ".tar");
+    WriteTar(out, outer);
+    return out;
+  }
+
+  testing::TempDir dir_;
+  ImageStore store_{dir_.path() + "/store"};
+};
+
+TEST_F(ImageStoreTest, DockerSaveLayersWithWhiteoutsLinksAndModes) {
+  auto archive = DockerSave(
+      {{{"etc", 'd'}, {"etc/a", 'f', "a1"}, {"etc/b", 'f', "b"}, {"keep", 'd'},
+        {"keep/old", 'f', "old"}, {"bin", 'd'}, {"bin/tool", 'f', "#!/bin/sh\n", 0755},
+        {"bin/link", 'l', "tool"}, {"bin/hard", 'h', "bin/tool"}},
+       {{"etc/.wh.b", 'f', ""}, {"keep/.wh..wh..opq", 'f', ""}, {"keep/new", 'f', "new"},
+        {"etc/a", 'f', "a2"}}},
+      "{\"config\":1}");
+  auto img = store_.Import(archive, "mine:latest");
+  ASSERT_TRUE(img) << img.error().message();
+  fs::path root = img->rootfs;
+  EXPECT_EQ(Slurp(root / "etc/a"), "a2");
+  EXPECT_FALSE(fs::exists(root / "etc/b"));
+  EXPECT_FALSE(fs::exists(root / "keep/old"));
+  EXPECT_EQ(Slurp(root / "keep/new"), "new");
+  EXPECT_FALSE(fs::exists(root / "keep/.wh..wh..opq"));
+  struct stat st {};
+  ASSERT_EQ(stat((root / "bin/tool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  EXPECT_TRUE(fs::is_symlink(root / "bin/link"));
+  EXPECT_EQ(fs::read_symlink(root / "bin/link"), "tool");
+  struct stat hard {};
+  ASSERT_EQ(stat((root / "bin/hard").c_str(), &hard), 0);
+  EXPECT_EQ(hard.st_ino, st.st_ino);
+
+  auto by_tag = store_.Find("demo/app:1");
+  ASSERT_TRUE(by_tag);
+  EXPECT_EQ(by_tag->id, img->id);
+  EXPECT_EQ(store_.Find("mine:latest")->id, img->id);
+  EXPECT_EQ(store_.List().size(), 1u);
+
+  auto again = store_.Import(archive);  // same content: same image, unpacked once
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->id, img->id);
+
+  ASSERT_TRUE(store_.Remove("mine:latest"));
+  EXPECT_FALSE(store_.Find("demo/app:1"));
+  EXPECT_TRUE(store_.List().empty());
+}
+
+TEST_F(ImageStoreTest, ALayerCannotWriteOutsideItsRoot) {
+  fs::path outside = fs::path(dir_.path()) / "outside";
+  fs::create_directories(outside);
+  auto archive = DockerSave({{{"escape", 'l', outside.string()}}, {{"escape/pwned", 'f', "x"}}},
+                            "{\"config\":2}");
+  auto img = store_.Import(archive);
+  EXPECT_FALSE(img);
+  EXPECT_FALSE(fs::exists(outside / "pwned"));
+  auto dots = DockerSave({{{"../../dotdot", 'f', "x"}}}, "{\"config\":3}");
+  auto ok = store_.Import(dots);  // the entry is dropped, not written outside
+  ASSERT_TRUE(ok);
+  EXPECT_FALSE(fs::exists(fs::path(dir_.path()) / "dotdot"));
+}
+
+TEST_F(ImageStoreTest, OciImageLayout) {
+  WriteTar(Path("oci-layer.tar"), {{"hello.txt", 'f', "hi"}});
+  std::string layer = Slurp(Path("oci-layer.tar"));
+  std::string config = "{\"architecture\":\"amd64\"}";
+  std::string ld = Sha256Hex(layer), cd = Sha256Hex(config);
+  std::string manifest = "{\"schemaVersion\":2,\"config\":{\"digest\":\"sha256:" + cd +
+                         "\"},\"layers\":[{\"digest\":\"sha256:" + ld + "\"}]}";
+  std::string md = Sha256Hex(manifest);
+  std::string index = "{\"schemaVersion\":2,\"manifests\":[{\"digest\":\"sha256:" + md +
+                      "\",\"annotations\":{\"org.opencontainers.image.ref.name\":\"oci:1\"}}]}";
+  WriteTar(Path("oci.tar"), {{"oci-layout", 'f', "{\"imageLayoutVersion\":\"1.0.0\"}"},
+                             {"index.json", 'f', index},
+                             {"blobs/sha256/" + md, 'f', manifest},
+                             {"blobs/sha256/" + cd, 'f', config},
+                             {"blobs/sha256/" + ld, 'f', layer}});
+  auto img = store_.Import(Path("oci.tar"));
+  ASSERT_TRUE(img) << img.error().message();
+  EXPECT_EQ(Slurp(fs::path(img->rootfs) / "hello.txt"), "hi");
+  EXPECT_EQ(store_.Find("oci:1")->id, img->id);
+}
+
+TEST_F(ImageStoreTest, NotAnImage) {
+  WriteTar(Path("plain.tar"), {{"readme", 'f', "x"}});
+  EXPECT_FALSE(store_.Import(Path("plain.tar")));
+  EXPECT_FALSE(store_.Import(Path("missing.tar")));
+  EXPECT_FALSE(store_.Find("nope"));
+}
+
+}  // namespace
+}  // namespace kiln::runner
