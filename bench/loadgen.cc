@@ -26,9 +26,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
-#include <mutex>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -67,7 +67,8 @@ int64_t NowNs() {
 // when the body is a timestamp from NowNs, records the delivery latency.
 class Sink {
  public:
-  explicit Sink(int port) : acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port)) {
+  explicit Sink(int port)
+      : acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port)) {
     port_ = acceptor_.local_endpoint().port();
     std::thread([this] { Accept(); }).detach();  // lives until the process ends
   }
@@ -162,7 +163,8 @@ class KilnDriver : public Driver {
     if (o_.mode == "push") {  // --batch messages per request, each stamped with its time
       std::string post = "{\"messages\":[";
       std::string now = std::to_string(NowNs());
-      for (int i = 0; i < o_.batch; ++i) post += (i ? ",{\"body\":\"" : "{\"body\":\"") + now + "\"}";
+      for (int i = 0; i < o_.batch; ++i)
+        post += (i ? ",{\"body\":\"" : "{\"body\":\"") + now + "\"}";
       Call("POST", base_ + "/messages", post + "]}", 201);
       return o_.batch;
     }
@@ -190,8 +192,8 @@ class KilnDriver : public Driver {
       size_t end;
       std::string id = Between(res, "\"id\":\"", '"', pos, &end);
       std::string rid = Between(res, "\"reservation_id\":\"", '"', end, &end);
-      del += (n++ ? "," : "") + std::string("{\"id\":\"") + id + "\",\"reservation_id\":\"" +
-             rid + "\"}";
+      del += (n++ ? "," : "") + std::string("{\"id\":\"") + id + "\",\"reservation_id\":\"" + rid +
+             "\"}";
       pos = end;
     }
     del += "]}";
@@ -417,8 +419,7 @@ int main(int argc, char** argv) {
               std::to_string(i) + "\"}";
     KilnDriver setup(o);
     setup.Request("PUT", "/3/projects/" + o.project + "/queues/" + o.queue,
-                  "{\"queue\":{\"type\":\"multicast\",\"push\":{\"subscribers\":[" + subs +
-                      "]}}}",
+                  "{\"queue\":{\"type\":\"multicast\",\"push\":{\"subscribers\":[" + subs + "]}}}",
                   200);
   }
 
@@ -436,12 +437,14 @@ int main(int argc, char** argv) {
         auto paced = Clock::now();
         while (!stop) {
           if (o.rate > 0) {
-            paced += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / o.rate));
+            paced += std::chrono::duration_cast<Clock::duration>(
+                std::chrono::duration<double>(1.0 / o.rate));
             std::this_thread::sleep_until(paced);
           }
           auto t0 = Clock::now();
           int n = d->Cycle();
-          latencies[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+          latencies[c].push_back(
+              std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
           counts[c] += n;
           if (o.stop_after && (done += n) >= o.stop_after) stop = true;
         }
@@ -474,7 +477,9 @@ int main(int argc, char** argv) {
     secs = drained;
   }
   std::sort(all.begin(), all.end());
-  auto pct = [&](double p) { return all.empty() ? 0.0 : all[static_cast<size_t>(p * (all.size() - 1))]; };
+  auto pct = [&](double p) {
+    return all.empty() ? 0.0 : all[static_cast<size_t>(p * (all.size() - 1))];
+  };
   std::printf(
       "{\"target\":\"%s\",\"mode\":\"%s\",\"clients\":%d,\"messages\":%ld,\"seconds\":%.2f,"
       "\"msgs_per_sec\":%.0f,\"p50_us\":%.0f,\"p99_us\":%.0f}\n",

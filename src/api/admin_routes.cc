@@ -43,12 +43,12 @@ void WriteProject(JsonWriter& w, const store::ProjectRecord& p) {
   w.EndObject();
 }
 
-#define KILN_ADMIN(s, req)                                                     \
-  if (auto auth_ = AuthorizeAdmin(*s.access, req); !auth_) {                   \
-    co_return ErrorResponse(auth_.error());                                    \
+#define KILN_ADMIN(s, req)                                   \
+  if (auto auth_ = AuthorizeAdmin(*s.access, req); !auth_) { \
+    co_return ErrorResponse(auth_.error());                  \
   }
-#define KILN_TRY(var, expr)                              \
-  auto var = (expr);                                     \
+#define KILN_TRY(var, expr) \
+  auto var = (expr);        \
   if (!var) co_return ErrorResponse(var.error());
 
 }  // namespace
@@ -107,8 +107,8 @@ void AddAdminRoutes(http::Router& router, const Services& s) {
     KILN_TRY(admin, GetBool(*doc, "admin"));
     if (!*pid && !admin->value_or(false))
       co_return ErrorResponse(Error::InvalidArgument("project_id is required"));
-    KILN_TRY(t, s.access->CreateToken(pid->value_or(""), name->value_or(""),
-                                      admin->value_or(false)));
+    KILN_TRY(t,
+             s.access->CreateToken(pid->value_or(""), name->value_or(""), admin->value_or(false)));
     co_return Response{201, Json([&](JsonWriter& w) {
                          w.StartObject();
                          w.Key("token");

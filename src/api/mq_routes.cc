@@ -322,14 +322,14 @@ Result<uint64_t> MessageId(const Request& req) {
 }
 
 // Authorizes the request for its :project; returns the project id.
-#define KILN_AUTH(ctx, req, project)                                                   \
-  std::string project(req.Param("project"));                                           \
-  if (auto auth_ = Authorize(*ctx->s.access, req, project); !auth_) {                  \
-    co_return ErrorResponse(auth_.error());                                            \
+#define KILN_AUTH(ctx, req, project)                                  \
+  std::string project(req.Param("project"));                          \
+  if (auto auth_ = Authorize(*ctx->s.access, req, project); !auth_) { \
+    co_return ErrorResponse(auth_.error());                           \
   }
 
-#define KILN_TRY(var, expr)                              \
-  auto var = (expr);                                     \
+#define KILN_TRY(var, expr) \
+  auto var = (expr);        \
   if (!var) co_return ErrorResponse(var.error());
 
 }  // namespace
@@ -382,8 +382,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   router.Add("PATCH", q, [ctx](Request& req) -> awaitable<Response> {
     KILN_AUTH(ctx, req, project);
     KILN_TRY(settings, ParseSettings(req.body));
-    KILN_TRY(info,
-             ctx->s.engine->UpdateQueue(project, std::string(req.Param("queue")), *settings));
+    KILN_TRY(info, ctx->s.engine->UpdateQueue(project, std::string(req.Param("queue")), *settings));
     co_return QueueResponse(*info, true);
   });
 
@@ -476,8 +475,8 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
     auto ex = co_await asio::this_coro::executor;
     for (;;) {
-      bool can_wait = wait_s > 0 && !*ctx->s.stopping &&
-                      std::chrono::steady_clock::now() < deadline;
+      bool can_wait =
+          wait_s > 0 && !*ctx->s.stopping && std::chrono::steady_clock::now() < deadline;
       std::shared_ptr<mq::Waiter> waiter;
       std::shared_ptr<asio::steady_timer> timer;
       if (can_wait) {
@@ -507,8 +506,8 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     }
     if (n < 1 || n > 100)
       co_return ErrorResponse(Error::InvalidArgument("n must be between 1 and 100"));
-    KILN_TRY(msgs, ctx->s.engine->Peek(project, std::string(req.Param("queue")),
-                                       static_cast<int>(n)));
+    KILN_TRY(msgs,
+             ctx->s.engine->Peek(project, std::string(req.Param("queue")), static_cast<int>(n)));
     co_return MessagesResponse(*msgs);
   });
 
@@ -574,8 +573,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     if (auto v = req.Query("reservation_id"); v && reservation.empty()) reservation = *v;
     if (auto v = req.Query("subscriber_name"); v && subscriber.empty()) subscriber = *v;
     std::string queue(req.Param("queue"));
-    if (!auth && (subscriber.empty() || reservation.empty()))
-      co_return ErrorResponse(auth.error());
+    if (!auth && (subscriber.empty() || reservation.empty())) co_return ErrorResponse(auth.error());
     auto r = ctx->s.engine->DeleteMessage(project, queue, {*id, reservation, subscriber});
     // Without a token, a failure says no more than that the token is missing.
     if (!r) co_return ErrorResponse(auth ? r.error() : auth.error());
@@ -660,7 +658,8 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     if (!*arr) co_return ErrorResponse(Error::InvalidArgument("alerts must be an array"));
     std::vector<std::string> ids;
     for (const auto& a : (*arr)->GetArray()) {
-      if (!a.IsObject()) co_return ErrorResponse(Error::InvalidArgument("each alert must be an object"));
+      if (!a.IsObject())
+        co_return ErrorResponse(Error::InvalidArgument("each alert must be an object"));
       KILN_TRY(id, GetString(a, "id"));
       if (!*id) co_return ErrorResponse(Error::InvalidArgument("alert id is required"));
       ids.push_back(**id);

@@ -4,30 +4,35 @@
 #pragma once
 
 #include <string>
-#include <utility>
-
 #include <tl/expected.hpp>
+#include <utility>
 
 namespace kiln {
 
 enum class ErrorCode {
-  kInvalidArgument,    // bad input: 400
-  kUnauthenticated,    // missing or bad token: 401
-  kPermissionDenied,   // stale reservation, wrong project: 403
-  kNotFound,           // unknown queue, message, project: 404
-  kAlreadyExists,      // 409
-  kTooLarge,           // body over a limit: 413
-  kUnavailable,        // shutting down, store not writable: 503
-  kInternal,           // a broken invariant or a store failure: 500
+  kInvalidArgument,   // bad input: 400
+  kUnauthenticated,   // missing or bad token: 401
+  kPermissionDenied,  // stale reservation, wrong project: 403
+  kNotFound,          // unknown queue, message, project: 404
+  kAlreadyExists,     // 409
+  kTooLarge,          // body over a limit: 413
+  kUnavailable,       // shutting down, store not writable: 503
+  kInternal,          // a broken invariant or a store failure: 500
 };
 
 class Error {
  public:
   Error(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
-  static Error InvalidArgument(std::string m) { return {ErrorCode::kInvalidArgument, std::move(m)}; }
-  static Error Unauthenticated(std::string m) { return {ErrorCode::kUnauthenticated, std::move(m)}; }
-  static Error PermissionDenied(std::string m) { return {ErrorCode::kPermissionDenied, std::move(m)}; }
+  static Error InvalidArgument(std::string m) {
+    return {ErrorCode::kInvalidArgument, std::move(m)};
+  }
+  static Error Unauthenticated(std::string m) {
+    return {ErrorCode::kUnauthenticated, std::move(m)};
+  }
+  static Error PermissionDenied(std::string m) {
+    return {ErrorCode::kPermissionDenied, std::move(m)};
+  }
   static Error NotFound(std::string m) { return {ErrorCode::kNotFound, std::move(m)}; }
   static Error AlreadyExists(std::string m) { return {ErrorCode::kAlreadyExists, std::move(m)}; }
   static Error TooLarge(std::string m) { return {ErrorCode::kTooLarge, std::move(m)}; }

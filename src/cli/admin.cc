@@ -46,8 +46,7 @@ void Common(CLI::App* cmd, AdminFlags& f) {
   cmd->add_option("--host", f.conn.host, "Server host");
   cmd->add_option("--port", f.conn.port, "Server port");
   cmd->add_option("--admin-token", f.admin_token, "Admin token (KILN_ADMIN_TOKEN)");
-  cmd->add_option("--data", f.data_dir, "Data directory holding admin.token")
-      ->envname("KILN_DATA");
+  cmd->add_option("--data", f.data_dir, "Data directory holding admin.token")->envname("KILN_DATA");
   cmd->add_flag("--json", f.json, "Print the server's JSON reply");
 }
 
@@ -115,8 +114,9 @@ void AddAdminCommands(CLI::App& app) {
   revoke->add_option("id", *name, "Token id (from token list)")->required();
   revoke->callback([=] {
     auto c = AdminConnection(*f);
-    std::exit(Print(Call(c, "DELETE", "/kiln/v1/tokens/" + Escape(*name)), f->json,
-                    [](const rapidjson::Document& d) { std::printf("%s\n", d["msg"].GetString()); }));
+    std::exit(
+        Print(Call(c, "DELETE", "/kiln/v1/tokens/" + Escape(*name)), f->json,
+              [](const rapidjson::Document& d) { std::printf("%s\n", d["msg"].GetString()); }));
   });
 }
 

@@ -1,7 +1,5 @@
 #include "cli/client.h"
 
-#include "base/url.h"
-
 #include <rapidjson/document.h>
 
 #include <boost/asio/connect.hpp>
@@ -11,6 +9,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+
+#include "base/url.h"
 
 namespace kiln::cli {
 
@@ -103,8 +103,8 @@ Result<Reply> Call(const Connection& c, const std::string& method, const std::st
     stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
     return Reply{static_cast<int>(res.result_int()), res.body()};
   } catch (const std::exception& e) {
-    return Fail(Error::Unavailable("cannot reach Kiln at " + c.host + ":" + c.port + ": " +
-                                   e.what()));
+    return Fail(
+        Error::Unavailable("cannot reach Kiln at " + c.host + ":" + c.port + ": " + e.what()));
   }
 }
 

@@ -21,40 +21,41 @@ void AddImageCommands(CLI::App& app) {
   image->add_option("--data", *data, "Data directory of the Kiln server")->envname("KILN_DATA");
   auto store = [data] { return runner::ImageStore(*data + "/images"); };
 
-  auto* import = image->add_subcommand("import", "Import an OCI image archive or a docker save tarball");
+  auto* import =
+      image->add_subcommand("import", "Import an OCI image archive or a docker save tarball");
   import->add_option("file", *file, "The archive")->required();
   import->add_option("--name", *name, "A name for it (repo:tag)");
   import->callback([=] {
     auto img = store().Import(*file, *name);
-    if (!img) {
-      std::fprintf(stderr, "kiln: %s\n", img.error().message().c_str());
-      std::exit(1);
-    }
-    std::printf("%s", img->id.c_str());
-    for (const auto& n : img->names) std::printf("  %s", n.c_str());
+  if (!img) {
+    std::fprintf(stderr, "kiln: %s\n", img.error().message().c_str());
+    std::exit(1);
+  }
+  std::printf("%s", img->id.c_str());
+  for (const auto& n : img->names) std::printf("  %s", n.c_str());
+  std::printf("\n");
+  std::exit(0);
+});
+
+image->add_subcommand("ls", "List images")->callback([=] {
+  for (const auto& img : store().List()) {
+    std::printf("%.12s", img.id.c_str());
+    for (const auto& n : img.names) std::printf("  %s", n.c_str());
     std::printf("\n");
-    std::exit(0);
-  });
+  }
+  std::exit(0);
+});
 
-  image->add_subcommand("ls", "List images")->callback([=] {
-    for (const auto& img : store().List()) {
-      std::printf("%.12s", img.id.c_str());
-      for (const auto& n : img.names) std::printf("  %s", n.c_str());
-      std::printf("\n");
-    }
-    std::exit(0);
-  });
-
-  auto* rm = image->add_subcommand("rm", "Remove an image and its names");
-  rm->add_option("image", *name, "Name or id")->required();
-  rm->callback([=] {
-    auto r = store().Remove(*name);
-    if (!r) {
-      std::fprintf(stderr, "kiln: %s\n", r.error().message().c_str());
-      std::exit(1);
-    }
-    std::exit(0);
-  });
-}
+auto* rm = image->add_subcommand("rm", "Remove an image and its names");
+rm->add_option("image", *name, "Name or id")->required();
+rm->callback([=] {
+  auto r = store().Remove(*name);
+  if (!r) {
+    std::fprintf(stderr, "kiln: %s\n", r.error().message().c_str());
+    std::exit(1);
+  }
+  std::exit(0);
+});
+}  // namespace kiln::cli
 
 }  // namespace kiln::cli

@@ -136,17 +136,20 @@ void AddMqCommands(CLI::App& app) {
       std::printf("size                %lu\n", static_cast<unsigned long>(q["size"].GetUint64()));
       std::printf("total_messages      %lu\n",
                   static_cast<unsigned long>(q["total_messages"].GetUint64()));
-      std::printf("message_timeout     %ld s\n", static_cast<long>(q["message_timeout"].GetInt64()));
+      std::printf("message_timeout     %ld s\n",
+                  static_cast<long>(q["message_timeout"].GetInt64()));
       std::printf("message_expiration  %ld s\n",
                   static_cast<long>(q["message_expiration"].GetInt64()));
       if (q.HasMember("push")) {
         const auto& p = q["push"];
-        std::printf("retries             %ld every %ld s\n", static_cast<long>(p["retries"].GetInt64()),
+        std::printf("retries             %ld every %ld s\n",
+                    static_cast<long>(p["retries"].GetInt64()),
                     static_cast<long>(p["retries_delay"].GetInt64()));
         if (p.HasMember("error_queue"))
           std::printf("error_queue         %s\n", p["error_queue"].GetString());
         for (const auto& sub : p["subscribers"].GetArray())
-          std::printf("subscriber          %s  %s\n", sub["name"].GetString(), sub["url"].GetString());
+          std::printf("subscriber          %s  %s\n", sub["name"].GetString(),
+                      sub["url"].GetString());
       }
       if (q.HasMember("dead_letter"))
         std::printf("dead_letter         %s after %d reservations\n",
@@ -174,7 +177,8 @@ void AddMqCommands(CLI::App& app) {
     json += "]}";
     std::exit(Print(Call(c, "POST", QueuePath(c, *name) + "/messages", json), f->json,
                     [](const rapidjson::Document& d) {
-                      for (const auto& id : d["ids"].GetArray()) std::printf("%s\n", id.GetString());
+                      for (const auto& id : d["ids"].GetArray())
+                        std::printf("%s\n", id.GetString());
                     }));
   });
 
@@ -192,8 +196,8 @@ void AddMqCommands(CLI::App& app) {
     std::string json = "{\"n\":" + std::to_string(*n) + ",\"wait\":" + std::to_string(*wait) +
                        (*timeout ? ",\"timeout\":" + std::to_string(*timeout) : "") +
                        (*del ? ",\"delete\":true" : "") + "}";
-    std::exit(
-        Print(Call(c, "POST", QueuePath(c, *name) + "/reservations", json), f->json, PrintMessages));
+    std::exit(Print(Call(c, "POST", QueuePath(c, *name) + "/reservations", json), f->json,
+                    PrintMessages));
   });
 
   auto* peek = mq->add_subcommand("peek", "Show ready messages without reserving them");
@@ -227,11 +231,11 @@ void AddMqCommands(CLI::App& app) {
     auto c = conn();
     std::string json = "{\"reservation_id\":" + JsonString(*rid) +
                        (*timeout ? ",\"timeout\":" + std::to_string(*timeout) : "") + "}";
-    std::exit(Print(Call(c, "POST", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/touch",
-                         json),
-                    f->json, [](const rapidjson::Document& d) {
-                      std::printf("reservation_id %s\n", d["reservation_id"].GetString());
-                    }));
+    std::exit(
+        Print(Call(c, "POST", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/touch", json),
+              f->json, [](const rapidjson::Document& d) {
+                std::printf("reservation_id %s\n", d["reservation_id"].GetString());
+              }));
   });
 
   auto* release = mq->add_subcommand("release", "Give a reserved message back");
@@ -241,11 +245,11 @@ void AddMqCommands(CLI::App& app) {
   release->add_option("--delay", *delay, "Seconds before it is visible again");
   release->callback([=] {
     auto c = conn();
-    std::string json = "{\"reservation_id\":" + JsonString(*rid) +
-                       ",\"delay\":" + std::to_string(*delay) + "}";
-    std::exit(Print(Call(c, "POST",
-                         QueuePath(c, *name) + "/messages/" + Escape(*id) + "/release", json),
-                    f->json, PrintMsg));
+    std::string json =
+        "{\"reservation_id\":" + JsonString(*rid) + ",\"delay\":" + std::to_string(*delay) + "}";
+    std::exit(
+        Print(Call(c, "POST", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/release", json),
+              f->json, PrintMsg));
   });
 
   auto* status = mq->add_subcommand("status", "Delivery status of a push message");
@@ -253,18 +257,17 @@ void AddMqCommands(CLI::App& app) {
   status->add_option("id", *id, "Message id")->required();
   status->callback([=] {
     auto c = conn();
-    std::exit(Print(Call(c, "GET", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/subscribers"),
-                    f->json, [](const rapidjson::Document& d) {
-                      for (const auto& s : d["subscribers"].GetArray()) {
-                        std::printf("%-16s %-9s code %-3d tries %ld retries left %ld  %s\n",
-                                    s["name"].GetString(), s["status"].GetString(),
-                                    s["status_code"].GetInt(),
-                                    static_cast<long>(s["tries"].GetInt64()),
-                                    static_cast<long>(s["retries_remaining"].GetInt64()),
-                                    s["url"].GetString());
-                        if (s.HasMember("msg")) std::printf("  %s\n", s["msg"].GetString());
-                      }
-                    }));
+    std::exit(Print(
+        Call(c, "GET", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/subscribers"), f->json,
+        [](const rapidjson::Document& d) {
+          for (const auto& s : d["subscribers"].GetArray()) {
+            std::printf("%-16s %-9s code %-3d tries %ld retries left %ld  %s\n",
+                        s["name"].GetString(), s["status"].GetString(), s["status_code"].GetInt(),
+                        static_cast<long>(s["tries"].GetInt64()),
+                        static_cast<long>(s["retries_remaining"].GetInt64()), s["url"].GetString());
+            if (s.HasMember("msg")) std::printf("  %s\n", s["msg"].GetString());
+          }
+        }));
   });
 
   auto* clear = mq->add_subcommand("clear", "Delete every message of a queue");

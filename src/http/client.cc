@@ -2,12 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <atomic>
 #include <map>
 #include <thread>
 #include <utility>
@@ -214,7 +214,8 @@ Client::Client(ClientOptions options) : pool_(std::make_unique<Pool>()) {
   }
   pool_->tls.set_verify_mode(ssl::verify_peer);
   size_t n = std::max<size_t>(1, options.threads);
-  for (size_t i = 0; i < n; ++i) pool_->threads.push_back(std::make_unique<Impl>(options, pool_->tls));
+  for (size_t i = 0; i < n; ++i)
+    pool_->threads.push_back(std::make_unique<Impl>(options, pool_->tls));
 }
 
 // Stop every thread before any goes away: an answer handled on one thread

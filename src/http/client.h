@@ -16,10 +16,10 @@ namespace kiln::http {
 
 struct ClientOptions {
   std::chrono::milliseconds timeout{10000};  // connect + send + answer
-  std::string ca_file;             // extra CA certificates to trust (PEM)
-  bool forbid_private = false;     // refuse loopback, private and link-local addresses
+  std::string ca_file;                       // extra CA certificates to trust (PEM)
+  bool forbid_private = false;               // refuse loopback, private and link-local addresses
   size_t max_idle_per_host = 32;
-  size_t threads = 1;              // io threads, each with its own idle connections
+  size_t threads = 1;  // io threads, each with its own idle connections
 };
 
 class Client {

@@ -11,9 +11,9 @@
 namespace kiln::http {
 
 struct Request {
-  std::string method;  // upper case, e.g. "GET"
-  std::string target;  // as received, with the query string
-  std::string path;    // without the query string, not decoded
+  std::string method;                                   // upper case, e.g. "GET"
+  std::string target;                                   // as received, with the query string
+  std::string path;                                     // without the query string, not decoded
   std::unordered_map<std::string, std::string> query;   // percent-decoded
   std::unordered_map<std::string, std::string> params;  // filled by the router, decoded
   std::vector<std::pair<std::string, std::string>> headers;  // names in lower case

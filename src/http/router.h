@@ -3,9 +3,10 @@
 // start-up, then read-only: safe to share between threads.
 #pragma once
 
+// clang-format off
 #include <utility>  // before awaitable.hpp: Boost 1.74 uses std::exchange without it
-
 #include <boost/asio/awaitable.hpp>
+// clang-format on
 #include <functional>
 #include <string>
 #include <vector>

@@ -76,8 +76,8 @@ struct Server::Impl {
     for (;;) {
       auto& ctx = *contexts[next_context++ % contexts.size()];
       boost::system::error_code ec;
-      tcp::socket sock = co_await acceptor->async_accept(
-          ctx, asio::redirect_error(use_awaitable, ec));
+      tcp::socket sock =
+          co_await acceptor->async_accept(ctx, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
         spdlog::warn("accept: {}", ec.message());
@@ -109,7 +109,7 @@ struct Server::Impl {
       // Idle until the first byte of the next request, then a read timeout
       // for the whole of it.
       stream.expires_after(first || buffer.size() > 0 ? options.read_timeout
-                                                       : options.idle_timeout);
+                                                      : options.idle_timeout);
       first = false;
       co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
       if (ec) {

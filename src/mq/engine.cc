@@ -97,8 +97,7 @@ Engine::SlotPtr Engine::Find(const std::string& project, const std::string& name
   return it == queues_.end() ? nullptr : it->second;
 }
 
-Result<Engine::SlotPtr> Engine::FindOrCreate(const std::string& project,
-                                             const std::string& name) {
+Result<Engine::SlotPtr> Engine::FindOrCreate(const std::string& project, const std::string& name) {
   if (auto s = Find(project, name)) return s;
   if (auto v = ValidateQueueName(name); !v) return Fail(v.error());
   std::unique_lock lock(map_mu_);
@@ -156,8 +155,8 @@ Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s
   r.type = type;
   if (r.push()) {
     if (s.dead_letter_queue && !s.dead_letter_queue->empty())
-      return Fail(Error::InvalidArgument(
-          "Push queues do not support dead_letter: use push.error_queue"));
+      return Fail(
+          Error::InvalidArgument("Push queues do not support dead_letter: use push.error_queue"));
     if (s.subscribers) {
       if (auto v = ValidateSubscribers(*s.subscribers); !v) return v;
       r.subscribers = *s.subscribers;
@@ -169,8 +168,8 @@ Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s
       r.retries = *s.retries;
     }
     if (s.retries_delay) {
-      if (auto v = CheckRange("retries_delay", *s.retries_delay, kMinRetriesDelay,
-                              kMaxRetriesDelay);
+      if (auto v =
+              CheckRange("retries_delay", *s.retries_delay, kMinRetriesDelay, kMaxRetriesDelay);
           !v)
         return v;
       r.retries_delay = *s.retries_delay;
@@ -197,8 +196,8 @@ Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s
     r.message_timeout = *s.message_timeout;
   }
   if (s.message_expiration) {
-    if (auto v = CheckRange("message_expiration", *s.message_expiration, kMinExpiration,
-                            kMaxExpiration);
+    if (auto v =
+            CheckRange("message_expiration", *s.message_expiration, kMinExpiration, kMaxExpiration);
         !v)
       return v;
     r.message_expiration = *s.message_expiration;
@@ -420,8 +419,8 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
   return out;
 }
 
-void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq,
-                              uint64_t from_qid, std::vector<store::MessageState> states) {
+void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq, uint64_t from_qid,
+                              std::vector<store::MessageState> states) {
   auto slot = FindOrCreate(project, dlq);
   if (!slot) return;  // the messages stay where the store has them; a restart brings them back
   TimeMs now = clock_.NowMs();
@@ -461,8 +460,7 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
   });
 }
 
-void Engine::CancelWait(const std::string& project, const std::string& name,
-                        const Waiter* waiter) {
+void Engine::CancelWait(const std::string& project, const std::string& name, const Waiter* waiter) {
   auto slot = Find(project, name);
   if (!slot) return;
   std::lock_guard lock(slot->mu);
@@ -587,8 +585,8 @@ Result<void> Engine::Clear(const std::string& project, const std::string& name) 
   return Ok();
 }
 
-Result<std::string> Engine::Touch(const std::string& project, const std::string& name,
-                                  uint64_t id, const std::string& reservation_id,
+Result<std::string> Engine::Touch(const std::string& project, const std::string& name, uint64_t id,
+                                  const std::string& reservation_id,
                                   std::optional<int64_t> timeout) {
   if (timeout) {
     if (auto v = CheckRange("timeout", *timeout, kMinTimeout, kMaxTimeout); !v)
@@ -680,7 +678,8 @@ Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now) {
     auto fired = slot.alert_fired.find(a.id);
     if (fired != slot.alert_fired.end() && now < fired->second + Seconds(a.snooze)) continue;
     slot.alert_fired[a.id] = now;
-    out.emplace_back(a.queue, NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}});
+    out.emplace_back(a.queue,
+                     NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}});
   }
   return out;
 }
@@ -689,9 +688,8 @@ void Engine::PostNotices(const std::string& project, Notices notices) {
   for (auto& [queue, msg] : notices) Post(project, queue, {std::move(msg)}, [](auto) {});
 }
 
-Result<QueueInfo> Engine::EditRecord(
-    const std::string& project, const std::string& name,
-    const std::function<Result<void>(store::QueueRecord&)>& edit) {
+Result<QueueInfo> Engine::EditRecord(const std::string& project, const std::string& name,
+                                     const std::function<Result<void>(store::QueueRecord&)>& edit) {
   auto slot = Find(project, name);
   if (!slot) return Fail(QueueNotFound());
   std::lock_guard lock(slot->mu);

@@ -8,16 +8,16 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <deque>
 #include <queue>
-#include <unordered_map>
 #include <shared_mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "base/clock.h"
@@ -57,7 +57,7 @@ struct QueueSettings {
   std::optional<std::vector<store::Subscriber>> subscribers;  // replaces all
   std::optional<int64_t> retries;
   std::optional<int64_t> retries_delay;
-  std::optional<std::string> error_queue;  // "" removes it
+  std::optional<std::string> error_queue;           // "" removes it
   std::optional<std::vector<store::Alert>> alerts;  // added to the queue's (pull queues)
   bool has_push() const { return subscribers || retries || retries_delay || error_queue; }
 };
@@ -116,7 +116,7 @@ struct ReserveOptions {
 
 struct DeleteRef {
   uint64_t id = 0;
-  std::string reservation_id;  // empty: the message must not be reserved
+  std::string reservation_id;   // empty: the message must not be reserved
   std::string subscriber_name;  // push queues: acknowledges that subscriber's 202
 };
 

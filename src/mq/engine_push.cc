@@ -17,7 +17,7 @@ namespace {
 
 constexpr int kMaxInFlight = 1024;       // deliveries at once, all hosts
 constexpr int kMaxInFlightPerHost = 32;  // so that one slow host cannot take them all
-constexpr TimeMs kDeferMs = 20;         // when all hosts together are at kMaxInFlight
+constexpr TimeMs kDeferMs = 20;          // when all hosts together are at kMaxInFlight
 constexpr size_t kMaxWaitingPerHost = 100000;
 constexpr size_t kFinishedKept = 1000;  // per queue
 
@@ -34,7 +34,8 @@ std::string HostKey(const std::string& url) {
   if (s == std::string::npos) return url;
   size_t start = s + 3;
   size_t end = url.find_first_of("/?#", start);
-  std::string authority = url.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  std::string authority =
+      url.substr(start, end == std::string::npos ? std::string::npos : end - start);
   size_t at = authority.rfind('@');
   if (at != std::string::npos) authority = authority.substr(at + 1);
   return url.substr(0, s + 3) + authority;
@@ -49,8 +50,8 @@ void SetHeader(Headers& h, const std::string& name, const std::string& value) {
   h.emplace_back(name, value);
 }
 
-const char* const kReservedHeaders[] = {"Content-Type",        "User-Agent",
-                                        "Iron-Message-Id",     "Iron-Reservation-Id",
+const char* const kReservedHeaders[] = {"Content-Type",         "User-Agent",
+                                        "Iron-Message-Id",      "Iron-Reservation-Id",
                                         "Iron-Subscriber-Name", "Iron-Subscriber-Message-Url"};
 
 }  // namespace
@@ -65,8 +66,10 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs) {
         return Fail(Error::InvalidArgument("Subscriber names must be unique: " + s.name));
     if (s.url.rfind("http://", 0) != 0 && s.url.rfind("https://", 0) != 0 &&
         s.url.rfind("ironmq://", 0) != 0)
-      return Fail(Error::InvalidArgument("Subscriber url must start with http://, https:// or "
-                                         "ironmq://: " + s.url));
+      return Fail(
+          Error::InvalidArgument("Subscriber url must start with http://, https:// or "
+                                 "ironmq://: " +
+                                 s.url));
     if (HostKey(s.url).size() <= s.url.find("://") + 3 && s.url.rfind("ironmq://", 0) != 0)
       return Fail(Error::InvalidArgument("Subscriber url has no host: " + s.url));
     for (const auto& [k, v] : s.headers)
@@ -146,10 +149,11 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
       for (size_t i : due) {
         auto& d = plan.deliveries[i];
         // Deliveries follow the queue's subscriber order unless it changed since.
-        auto sub = i < rec.subscribers.size() && rec.subscribers[i].name == d.subscriber
-                       ? rec.subscribers.begin() + static_cast<std::ptrdiff_t>(i)
-                       : std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
-                                      [&](const store::Subscriber& s) { return s.name == d.subscriber; });
+        auto sub =
+            i < rec.subscribers.size() && rec.subscribers[i].name == d.subscriber
+                ? rec.subscribers.begin() + static_cast<std::ptrdiff_t>(i)
+                : std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
+                               [&](const store::Subscriber& s) { return s.name == d.subscriber; });
         if (sub == rec.subscribers.end()) continue;
         std::string host = HostKey(sub->url);
         {
@@ -186,8 +190,8 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
         SetHeader(req.headers, "Iron-Reservation-Id", rid);
         SetHeader(req.headers, "Iron-Subscriber-Name", d.subscriber);
         SetHeader(req.headers, "Iron-Subscriber-Message-Url",
-                  public_url_ + "/3/projects/" + rec.project_id + "/queues/" + PercentEncode(rec.name) +
-                      "/messages/" + std::to_string(id) +
+                  public_url_ + "/3/projects/" + rec.project_id + "/queues/" +
+                      PercentEncode(rec.name) + "/messages/" + std::to_string(id) +
                       "?subscriber_name=" + PercentEncode(d.subscriber) + "&reservation_id=" + rid);
         sends.push_back({i, std::move(host), std::move(req)});
       }
@@ -205,8 +209,8 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
   }
 }
 
-void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::string host,
-                          int status, std::string error) {
+void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::string host, int status,
+                          std::string error) {
   std::optional<std::pair<SlotPtr, uint64_t>> next_waiting;
   {
     std::lock_guard lock(push_mu_);

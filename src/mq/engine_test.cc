@@ -244,8 +244,7 @@ TEST_F(EngineTest, ListQueuesPagesByName) {
 TEST_F(EngineTest, RejectsOutOfRangeValues) {
   EXPECT_EQ(Post("q", {{"x", -1}}).error().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(Post("q", {{"x", kMaxDelay + 1}}).error().code(), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(Post("q", {{std::string(64 * 1024 + 1, 'x'), 0}}).error().code(),
-            ErrorCode::kTooLarge);
+  EXPECT_EQ(Post("q", {{std::string(64 * 1024 + 1, 'x'), 0}}).error().code(), ErrorCode::kTooLarge);
   EXPECT_EQ(Post("q", std::vector<NewMessage>(101, {"x", 0})).error().code(),
             ErrorCode::kInvalidArgument);
   EXPECT_FALSE(engine_->PutQueue(kProject, "q", {.message_timeout = 29}));

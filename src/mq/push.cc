@@ -44,11 +44,16 @@ void FailTry(PushPlan& plan, size_t i, const store::QueueRecord& q, TimeMs now) 
 
 const char* StatusName(DeliveryStatus s) {
   switch (s) {
-    case DeliveryStatus::kQueued: return "queued";
-    case DeliveryStatus::kRetrying: return "retrying";
-    case DeliveryStatus::kReserved: return "reserved";
-    case DeliveryStatus::kDeleted: return "deleted";
-    case DeliveryStatus::kError: return "error";
+    case DeliveryStatus::kQueued:
+      return "queued";
+    case DeliveryStatus::kRetrying:
+      return "retrying";
+    case DeliveryStatus::kReserved:
+      return "reserved";
+    case DeliveryStatus::kDeleted:
+      return "deleted";
+    case DeliveryStatus::kError:
+      return "error";
   }
   return "unknown";
 }
@@ -61,7 +66,8 @@ bool PushPlan::Complete() const {
            std::all_of(deliveries.begin(), deliveries.end(),
                        [](const Delivery& d) { return d.final(); });
   }
-  return std::all_of(deliveries.begin(), deliveries.end(), [](const Delivery& d) { return d.final(); });
+  return std::all_of(deliveries.begin(), deliveries.end(),
+                     [](const Delivery& d) { return d.final(); });
 }
 
 bool PushPlan::Failed() const {
@@ -78,8 +84,8 @@ std::vector<size_t> PushPlan::Due(TimeMs now) const {
   std::vector<size_t> out;
   if (Complete()) return out;
   auto due = [&](const Delivery& d) {
-    return !d.in_flight && (d.status == DeliveryStatus::kQueued ||
-                            d.status == DeliveryStatus::kRetrying) &&
+    return !d.in_flight &&
+           (d.status == DeliveryStatus::kQueued || d.status == DeliveryStatus::kRetrying) &&
            d.next_try_at <= now;
   };
   if (unicast) {

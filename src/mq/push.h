@@ -44,7 +44,7 @@ struct PushPlan {
   size_t cursor = 0;                 // unicast: the subscriber to try next
   size_t round_start = 0;            // unicast: where the current round began
   int64_t retries_remaining = 0;     // unicast: rounds left after this one
-  bool held = false;  // waiting on a host's list for a free slot; not persisted
+  bool held = false;                 // waiting on a host's list for a free slot; not persisted
 
   // Every subscriber is done with it (delivered or given up).
   bool Complete() const;
@@ -57,8 +57,8 @@ struct PushPlan {
 };
 
 // A fresh plan for a message posted to queue `q` at `now`.
-PushPlan NewPlan(const store::QueueRecord& q, std::vector<std::pair<std::string, std::string>> headers,
-                 TimeMs now);
+PushPlan NewPlan(const store::QueueRecord& q,
+                 std::vector<std::pair<std::string, std::string>> headers, TimeMs now);
 
 // An answer from subscriber `i`: an HTTP status, or 0 with `error` when the
 // request failed (refused, timed out, TLS). `reservation` is the one sent.

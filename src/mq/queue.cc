@@ -9,8 +9,8 @@ namespace kiln::mq {
 
 void Queue::Add(const store::MessageState& s, TimeMs now) {
   bool ready = s.reservation == 0 && s.visible_at <= now;
-  entries_[s.id] = Entry{ready ? 0 : s.visible_at, s.expires_at, ready ? 0 : s.reservation,
-                         s.reserved_count};
+  entries_[s.id] =
+      Entry{ready ? 0 : s.visible_at, s.expires_at, ready ? 0 : s.reservation, s.reserved_count};
   if (ready) {
     MakeReady(s.id);
   } else {

@@ -10,24 +10,55 @@ using Writer = rapidjson::PrettyWriter<rapidjson::StringBuffer>;
 
 // Capabilities a task keeps: enough for package-manager style file work as
 // root inside its own root filesystem, nothing that reaches the host.
-const char* const kCapabilities[] = {"CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FOWNER",
-                                     "CAP_FSETID", "CAP_KILL",         "CAP_SETGID",
-                                     "CAP_SETUID", "CAP_NET_BIND_SERVICE"};
+const char* const kCapabilities[] = {
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL",  "CAP_SETGID",       "CAP_SETUID", "CAP_NET_BIND_SERVICE"};
 
 // Syscalls refused with EPERM, on top of what the capabilities forbid.
-const char* const kDeniedSyscalls[] = {
-    "acct",          "add_key",        "bpf",           "clock_adjtime", "clock_settime",
-    "create_module", "delete_module",  "finit_module",  "fsconfig",      "fsmount",
-    "fsopen",        "init_module",    "ioperm",        "iopl",          "kexec_file_load",
-    "kexec_load",    "keyctl",         "lookup_dcookie", "mount",        "move_mount",
-    "name_to_handle_at", "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root",
-    "process_vm_readv", "process_vm_writev", "ptrace",  "quotactl",      "reboot",
-    "request_key",   "setns",          "settimeofday",  "swapoff",       "swapon",
-    "syslog",        "umount2",        "unshare",       "userfaultfd",   "vhangup"};
+const char* const kDeniedSyscalls[] = {"acct",
+                                       "add_key",
+                                       "bpf",
+                                       "clock_adjtime",
+                                       "clock_settime",
+                                       "create_module",
+                                       "delete_module",
+                                       "finit_module",
+                                       "fsconfig",
+                                       "fsmount",
+                                       "fsopen",
+                                       "init_module",
+                                       "ioperm",
+                                       "iopl",
+                                       "kexec_file_load",
+                                       "kexec_load",
+                                       "keyctl",
+                                       "lookup_dcookie",
+                                       "mount",
+                                       "move_mount",
+                                       "name_to_handle_at",
+                                       "open_by_handle_at",
+                                       "open_tree",
+                                       "perf_event_open",
+                                       "pivot_root",
+                                       "process_vm_readv",
+                                       "process_vm_writev",
+                                       "ptrace",
+                                       "quotactl",
+                                       "reboot",
+                                       "request_key",
+                                       "setns",
+                                       "settimeofday",
+                                       "swapoff",
+                                       "swapon",
+                                       "syslog",
+                                       "umount2",
+                                       "unshare",
+                                       "userfaultfd",
+                                       "vhangup"};
 
-const char* const kMaskedPaths[] = {"/proc/acpi",       "/proc/asound",        "/proc/kcore",
-                                    "/proc/keys",       "/proc/latency_stats", "/proc/timer_list",
-                                    "/proc/timer_stats", "/proc/sched_debug",  "/proc/scsi",
+const char* const kMaskedPaths[] = {"/proc/acpi",        "/proc/asound",        "/proc/kcore",
+                                    "/proc/keys",        "/proc/latency_stats", "/proc/timer_list",
+                                    "/proc/timer_stats", "/proc/sched_debug",   "/proc/scsi",
                                     "/sys/firmware"};
 const char* const kReadonlyPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                                       "/proc/sysrq-trigger"};
@@ -209,8 +240,8 @@ std::string BuildConfig(const ContainerSpec& spec) {
   w.Key("defaultAction");
   w.String("SCMP_ACT_ALLOW");
   w.Key("architectures");
-  Strings(w, std::initializer_list<const char*>{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86",
-                                                "SCMP_ARCH_X32"});
+  Strings(w,
+          std::initializer_list<const char*>{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"});
   w.Key("syscalls");
   w.StartArray();
   w.StartObject();

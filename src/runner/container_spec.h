@@ -11,14 +11,14 @@
 namespace kiln::runner {
 
 struct ContainerSpec {
-  std::vector<std::string> args;                            // argv[0] is the program
-  std::vector<std::pair<std::string, std::string>> env;     // added to PATH and HOME
-  std::string task_dir;               // host directory, mounted read-write at /task
+  std::vector<std::string> args;                         // argv[0] is the program
+  std::vector<std::pair<std::string, std::string>> env;  // added to PATH and HOME
+  std::string task_dir;  // host directory, mounted read-write at /task
   std::string hostname = "kiln-task";
   int64_t memory_bytes = 512LL << 20;  // hard limit, swap included
   int64_t pids = 256;                  // most processes at once
   uint64_t cpu_shares = 1024;
-  bool network = false;  // false: a network namespace with loopback only
+  bool network = false;      // false: a network namespace with loopback only
   std::string cgroups_path;  // e.g. "/kiln/<id>"; empty: runc's default
 };
 

@@ -25,7 +25,8 @@ ReadArchive OpenRead(const std::string& path) {
   ReadArchive a(archive_read_new(), archive_read_free);
   archive_read_support_format_tar(a.get());
   archive_read_support_filter_all(a.get());  // gzip, zstd, ... layers
-  if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK) return {nullptr, archive_read_free};
+  if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK)
+    return {nullptr, archive_read_free};
   return a;
 }
 
@@ -78,7 +79,9 @@ Result<void> Unpack(const std::string& path, const fs::path& dir) {
     while (archive_read_data_block(a.get(), &buf, &size, &offset) == ARCHIVE_OK)
       f.write(static_cast<const char*>(buf), static_cast<std::streamsize>(size));
   }
-  if (r != ARCHIVE_EOF) return Fail(Error::InvalidArgument(std::string("bad archive: ") + archive_error_string(a.get())));
+  if (r != ARCHIVE_EOF)
+    return Fail(
+        Error::InvalidArgument(std::string("bad archive: ") + archive_error_string(a.get())));
   return Ok();
 }
 
@@ -98,7 +101,8 @@ Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
       if (base.rfind(".wh.", 0) != 0) continue;
       if (!Inside(root, p)) return Fail(Error::InvalidArgument("layer escapes the root: " + name));
       if (base == ".wh..wh..opq") {
-        for (auto& child : fs::directory_iterator(p.parent_path(), ec)) fs::remove_all(child.path(), ec);
+        for (auto& child : fs::directory_iterator(p.parent_path(), ec))
+          fs::remove_all(child.path(), ec);
       } else {
         fs::remove_all(p.parent_path() / base.substr(4), ec);
       }
@@ -188,7 +192,8 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
   } else if (fs::exists(tmp / "archive" / "index.json")) {  // OCI image layout
     auto blob = [&](const std::string& digest) {
       auto colon = digest.find(':');
-      return tmp / "archive" / "blobs" / digest.substr(0, colon) / CleanPath(digest.substr(colon + 1));
+      return tmp / "archive" / "blobs" / digest.substr(0, colon) /
+             CleanPath(digest.substr(colon + 1));
     };
     d.Parse(ReadFile(tmp / "archive" / "index.json").c_str());
     if (d.HasParseError() || !d.IsObject() || !d.HasMember("manifests") ||
@@ -202,7 +207,8 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
     m.Parse(ReadFile(blob(desc["digest"].GetString())).c_str());
     if (m.HasParseError() || !m.IsObject() || !m.HasMember("layers") || !m["layers"].IsArray())
       return Fail(Error::InvalidArgument("OCI manifest without layers"));
-    for (const auto& l : m["layers"].GetArray()) layers.push_back(blob(l["digest"].GetString()).string());
+    for (const auto& l : m["layers"].GetArray())
+      layers.push_back(blob(l["digest"].GetString()).string());
     config = m.HasMember("config") ? ReadFile(blob(m["config"]["digest"].GetString())) : "";
     for (auto& l : layers) l = fs::relative(l, tmp / "archive").string();
   } else {

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 struct Entry {
   std::string path;
-  char kind = 'f';  // f file, d dir, l symlink, h hard link
+  char kind = 'f';   // f file, d dir, l symlink, h hard link
   std::string data;  // content, or link target
   int mode = 0644;
 };
@@ -75,8 +75,9 @@ class ImageStoreTest : public ::testing::Test {
       list += (i ? "," : "") + std::string("\"l") + std::to_string(i) + "/layer.tar\"";
     }
     outer.push_back({"cfg.json", 'f', cfg});
-    outer.push_back({"manifest.json", 'f',
-                     "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"demo/app:1\"],\"Layers\":[" + list + "]}]"});
+    outer.push_back(
+        {"manifest.json", 'f',
+         "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"demo/app:1\"],\"Layers\":[" + list + "]}]"});
     std::string out = Path("image-" + RandomHex(4) + ".tar");
     WriteTar(out, outer);
     return out;
@@ -87,13 +88,20 @@ class ImageStoreTest : public ::testing::Test {
 };
 
 TEST_F(ImageStoreTest, DockerSaveLayersWithWhiteoutsLinksAndModes) {
-  auto archive = DockerSave(
-      {{{"etc", 'd'}, {"etc/a", 'f', "a1"}, {"etc/b", 'f', "b"}, {"keep", 'd'},
-        {"keep/old", 'f', "old"}, {"bin", 'd'}, {"bin/tool", 'f', "#!/bin/sh\n", 0755},
-        {"bin/link", 'l', "tool"}, {"bin/hard", 'h', "bin/tool"}},
-       {{"etc/.wh.b", 'f', ""}, {"keep/.wh..wh..opq", 'f', ""}, {"keep/new", 'f', "new"},
-        {"etc/a", 'f', "a2"}}},
-      "{\"config\":1}");
+  auto archive = DockerSave({{{"etc", 'd'},
+                              {"etc/a", 'f', "a1"},
+                              {"etc/b", 'f', "b"},
+                              {"keep", 'd'},
+                              {"keep/old", 'f', "old"},
+                              {"bin", 'd'},
+                              {"bin/tool", 'f', "#!/bin/sh\n", 0755},
+                              {"bin/link", 'l', "tool"},
+                              {"bin/hard", 'h', "bin/tool"}},
+                             {{"etc/.wh.b", 'f', ""},
+                              {"keep/.wh..wh..opq", 'f', ""},
+                              {"keep/new", 'f', "new"},
+                              {"etc/a", 'f', "a2"}}},
+                            "{\"config\":1}");
   auto img = store_.Import(archive, "mine:latest");
   ASSERT_TRUE(img) << img.error().message();
   fs::path root = img->rootfs;

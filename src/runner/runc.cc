@@ -69,7 +69,8 @@ bool OomKilled(const std::string& id) {
 }  // namespace
 
 std::string Runc::Unavailable() const {
-  if (geteuid() != 0) return "containers need root (Kiln runs as uid " + std::to_string(geteuid()) + ")";
+  if (geteuid() != 0)
+    return "containers need root (Kiln runs as uid " + std::to_string(geteuid()) + ")";
   std::string error;
   pid_t pid = Spawn({runc_, "--version"}, -1, &error);
   if (pid < 0) return "runc is not installed: " + error;
@@ -115,7 +116,8 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     return result;
   }
   // Mount points the image may lack.
-  for (const char* d : {"proc", "dev", "sys", "tmp", "task"}) fs::create_directories(rootfs / d, ec);
+  for (const char* d : {"proc", "dev", "sys", "tmp", "task"})
+    fs::create_directories(rootfs / d, ec);
 
   ContainerSpec spec = spec_in;
   spec.cgroups_path = "/kiln/" + o.id;  // ours, so that an OOM kill can be read back

@@ -30,7 +30,7 @@ struct RunResult {
   bool cancelled = false;  // killed because `cancel` was set
   bool oom = false;        // killed by the memory limit
   bool log_truncated = false;
-  std::string error;       // set when the container could not be run at all
+  std::string error;  // set when the container could not be run at all
 };
 
 class Runc {

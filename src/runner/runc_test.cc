@@ -80,7 +80,9 @@ TEST_F(RuncTest, EnvironmentTaskDirAndOutputReachTheTask) {
   std::ofstream(task_dir() + "/payload.json") << "{\"a\":1}";
   ContainerSpec spec;
   spec.env = {{"TASK_ID", "t1"}, {"PAYLOAD_FILE", "/task/payload.json"}};
-  auto r = Run({"sh", "-c", "echo id=$TASK_ID; cat $PAYLOAD_FILE; echo; pwd; hostname; echo err >&2; echo out > /task/result"},
+  auto r = Run({"sh", "-c",
+                "echo id=$TASK_ID; cat $PAYLOAD_FILE; echo; pwd; hostname; echo err >&2; echo out "
+                "> /task/result"},
                spec);
   EXPECT_EQ(r.exit_code, 0) << log();
   EXPECT_EQ(log(), "id=t1\n{\"a\":1}\n/task\nkiln-task\nerr\n");
@@ -119,8 +121,9 @@ TEST_F(RuncTest, MemoryLimitEndsTheTaskAsOutOfMemory) {
   ContainerSpec spec;
   spec.memory_bytes = 32 << 20;
   // tmpfs pages count against the container's memory.
-  auto r = Run({"sh", "-c", "dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>/dev/null; echo survived"},
-               spec);
+  auto r =
+      Run({"sh", "-c", "dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>/dev/null; echo survived"},
+          spec);
   EXPECT_TRUE(r.oom || r.exit_code == 137 || log().find("survived") == std::string::npos) << log();
   EXPECT_TRUE(r.oom) << "exit " << r.exit_code << " log " << log();
 }

@@ -81,10 +81,11 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
   if (!projects->empty()) {
     std::string ids;
     for (const auto& p : *projects) ids += (ids.empty() ? "" : ", ") + p.id;
-    std::printf("\nKiln is serving projects %s on http://%s:%u\n"
-                "Connect: the Iron clients and `kiln mq ...` read ./iron.json when it is there;\n"
-                "a new token: kiln token create --project ID --port %u\n\n",
-                ids.c_str(), config.host.c_str(), port, port);
+    std::printf(
+        "\nKiln is serving projects %s on http://%s:%u\n"
+        "Connect: the Iron clients and `kiln mq ...` read ./iron.json when it is there;\n"
+        "a new token: kiln token create --project ID --port %u\n\n",
+        ids.c_str(), config.host.c_str(), port, port);
     std::fflush(stdout);
     return Ok();
   }
@@ -101,7 +102,8 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
                      ",\n  \"scheme\": \"http\"\n}";
   std::string where = "not written: iron.json exists here";
   if (config.write_iron_json && !fs::exists("iron.json")) {
-    if (WriteSecretFile("iron.json", json)) where = "written to " + fs::absolute("iron.json").string();
+    if (WriteSecretFile("iron.json", json))
+      where = "written to " + fs::absolute("iron.json").string();
   }
   std::printf(
       "\nKiln created project %s with token %s (iron.json %s)\n"
@@ -131,8 +133,8 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   impl->engine = std::make_unique<mq::Engine>(*impl->store, *SystemClock::Get(),
                                               mq::EngineOptions{config.max_message_bytes});
   if (auto r = impl->engine->Recover(); !r) return Fail(r.error());
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - started)
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started)
                 .count();
   spdlog::info("recovered {} queues, {} messages in {} ms", impl->engine->queue_count(),
                impl->engine->message_count(), ms);

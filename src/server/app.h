@@ -18,18 +18,18 @@ struct Config {
   std::string host = "127.0.0.1";
   uint16_t port = 8080;
   std::string data_dir = "data";
-  int threads = 0;               // 0: one per core
-  int fsync_interval_ms = 0;     // 0: fsync every post before answering
+  int threads = 0;            // 0: one per core
+  int fsync_interval_ms = 0;  // 0: fsync every post before answering
   size_t max_message_bytes = 64 * 1024;
   size_t max_request_bytes = 1 << 20;
-  int read_timeout_s = 30;   // to receive one whole request
-  int idle_timeout_s = 75;   // between requests on a keep-alive connection
+  int read_timeout_s = 30;  // to receive one whole request
+  int idle_timeout_s = 75;  // between requests on a keep-alive connection
   bool access_log = true;
-  bool write_iron_json = true;   // on first start, into the working directory
-  std::string public_host;       // written to iron.json; default: host
+  bool write_iron_json = true;  // on first start, into the working directory
+  std::string public_host;      // written to iron.json; default: host
   // Push delivery.
-  std::string push_ca_file;            // extra CAs to trust for https subscribers
-  bool push_forbid_private = false;    // refuse loopback and private subscriber addresses
+  std::string push_ca_file;          // extra CAs to trust for https subscribers
+  bool push_forbid_private = false;  // refuse loopback and private subscriber addresses
 };
 
 class App {

@@ -1,7 +1,7 @@
 // kiln: `kiln serve` runs the server; every other noun is the CLI.
 
-#include <spdlog/spdlog.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <thread>
@@ -68,8 +68,9 @@ int main(int argc, char** argv) {
   serve->add_option("--read-timeout", config.read_timeout_s, "Seconds to receive a whole request")
       ->envname("KILN_READ_TIMEOUT")
       ->check(CLI::Range(1, 3600));
-  serve->add_option("--idle-timeout", config.idle_timeout_s,
-                    "Seconds a keep-alive connection may wait between requests")
+  serve
+      ->add_option("--idle-timeout", config.idle_timeout_s,
+                   "Seconds a keep-alive connection may wait between requests")
       ->envname("KILN_IDLE_TIMEOUT")
       ->check(CLI::Range(1, 3600));
   serve->add_flag("--no-access-log", quiet, "Do not log every request")
@@ -78,11 +79,13 @@ int main(int argc, char** argv) {
       ->envname("KILN_LOG_LEVEL");
   serve->add_option("--public-host", config.public_host,
                     "Host for iron.json and push acknowledgement urls");
-  serve->add_option("--push-ca-file", config.push_ca_file,
-                    "PEM file of extra CAs to trust for https subscribers")
+  serve
+      ->add_option("--push-ca-file", config.push_ca_file,
+                   "PEM file of extra CAs to trust for https subscribers")
       ->envname("KILN_PUSH_CA_FILE");
-  serve->add_flag("--push-forbid-private", config.push_forbid_private,
-                  "Refuse push to loopback, private and link-local addresses (SSRF guard)")
+  serve
+      ->add_flag("--push-forbid-private", config.push_forbid_private,
+                 "Refuse push to loopback, private and link-local addresses (SSRF guard)")
       ->envname("KILN_PUSH_FORBID_PRIVATE");
   serve->callback([&] {
     auto colon = listen.rfind(':');

@@ -38,7 +38,7 @@ struct QueueRecord {
   uint64_t qid = 0;
   std::string project_id;
   std::string name;
-  std::string type = "pull";  // pull | unicast | multicast
+  std::string type = "pull";            // pull | unicast | multicast
   int64_t message_timeout = 60;         // seconds
   int64_t message_expiration = 604800;  // seconds
   std::string dead_letter_queue;        // empty: none
@@ -58,8 +58,8 @@ struct QueueRecord {
 // touch and release rewrite 40 bytes, not the body.
 struct MessageState {
   uint64_t id = 0;
-  TimeMs visible_at = 0;     // delayed or reserved until then
-  TimeMs expires_at = 0;     // removed after this
+  TimeMs visible_at = 0;  // delayed or reserved until then
+  TimeMs expires_at = 0;  // removed after this
   uint32_t reserved_count = 0;
   uint64_t reservation = 0;  // non-zero while reserved
 };

@@ -5,8 +5,8 @@
 #pragma once
 
 #include <functional>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/error.h"
@@ -29,7 +29,9 @@ class MessageBatch {
   void Put(uint64_t qid, const MessageState& s, std::string body) {
     ops_.push_back({Kind::kPut, qid, s, std::move(body)});
   }
-  void PutState(uint64_t qid, const MessageState& s) { ops_.push_back({Kind::kPutState, qid, s, {}}); }
+  void PutState(uint64_t qid, const MessageState& s) {
+    ops_.push_back({Kind::kPutState, qid, s, {}});
+  }
   void Delete(uint64_t qid, uint64_t id) {
     ops_.push_back({Kind::kDelete, qid, MessageState{.id = id}, {}});
   }
@@ -71,8 +73,10 @@ class Store {
   virtual uint64_t NextQueueId() = 0;
 
   // Recovery, called once before serving.
-  virtual Result<void> ForEachQueue(const std::function<void(const QueueRecord&, uint64_t total)>& fn) = 0;
-  virtual Result<void> ForEachMessage(const std::function<void(uint64_t qid, const MessageState&)>& fn) = 0;
+  virtual Result<void> ForEachQueue(
+      const std::function<void(const QueueRecord&, uint64_t total)>& fn) = 0;
+  virtual Result<void> ForEachMessage(
+      const std::function<void(uint64_t qid, const MessageState&)>& fn) = 0;
   virtual Result<void> ForEachPlan(
       const std::function<void(uint64_t qid, uint64_t id, std::string_view plan)>& fn) = 0;
 

@@ -186,8 +186,8 @@ Result<QueueRecord> DecodeQueue(std::string_view b) {
         auto it = o.FindMember(k);
         return it != o.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : int64_t{0};
       };
-      q.alerts.push_back({str("id"), str("type"), str("direction"), num("trigger"), str("queue"),
-                          num("snooze")});
+      q.alerts.push_back(
+          {str("id"), str("type"), str("direction"), num("trigger"), str("queue"), num("snooze")});
     }
   }
   auto subs = d->FindMember("subscribers");

@@ -1,9 +1,9 @@
 #include "store/rocks/rocks_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
-#include <rocksdb/filter_policy.h>
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
@@ -21,8 +21,8 @@ constexpr const char* kFormatKey = "format_version";
 constexpr const char* kNextQidKey = "next_qid";
 
 enum Cf { kDefault, kQueues, kStates, kBodies, kCounters, kProjects, kTokens, kPlans, kNumCf };
-const char* const kCfNames[kNumCf] = {"default",  "queues", "msg_state", "msg_body",
-                                      "counters", "projects", "tokens",   "push_plan"};
+const char* const kCfNames[kNumCf] = {"default",  "queues",   "msg_state", "msg_body",
+                                      "counters", "projects", "tokens",    "push_plan"};
 
 Error FromStatus(const rocksdb::Status& s) {
   if (s.IsNotFound()) return Error::NotFound(s.ToString());
@@ -115,8 +115,7 @@ class RocksStore final : public Store {
     return id;
   }
 
-  Result<void> ForEachQueue(
-      const std::function<void(const QueueRecord&, uint64_t)>& fn) override {
+  Result<void> ForEachQueue(const std::function<void(const QueueRecord&, uint64_t)>& fn) override {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf_[kQueues]));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       auto q = DecodeQueue(Sv(it->value()));
