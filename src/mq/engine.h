@@ -3,8 +3,11 @@
 // posts are committed (fsync'd, group-committed) before they are visible;
 // reserve, touch, release and delete ride the log unsynced, so a crash can
 // only make a message visible again (docs/storage-format.md).
-// Thread-safe. Lock order: the engine's map lock, then one queue's lock;
-// never two queue locks at once (a dead-letter move takes them in turn).
+// Push queues (engine_push.cc) keep a delivery plan per message instead of
+// the ready index, and hand requests to a PushTransport.
+// Thread-safe. Lock order: the engine's map lock, then one queue's lock,
+// then push_mu_ (a leaf); never two queue locks at once (a dead-letter move
+// takes them in turn). docs/concurrency.md has the whole picture.
 #pragma once
 
 #include <atomic>
