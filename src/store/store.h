@@ -80,6 +80,13 @@ class Store {
   virtual Result<void> ForEachPlan(
       const std::function<void(uint64_t qid, uint64_t id, std::string_view plan)>& fn) = 0;
 
+  // Records of the task service (codes, tasks), as opaque bytes under a key
+  // such as "task/<id>". Durable on return.
+  virtual Result<void> PutWorkerRecord(const std::string& key, const std::string& value) = 0;
+  virtual Result<void> ForEachWorkerRecord(
+      const std::string& prefix,
+      const std::function<void(std::string_view key, std::string_view value)>& fn) = 0;
+
   // Projects and tokens. Durable on return.
   virtual Result<void> PutProject(const ProjectRecord& p) = 0;
   virtual Result<std::vector<ProjectRecord>> ListProjects() = 0;

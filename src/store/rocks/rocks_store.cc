@@ -20,9 +20,9 @@ namespace {
 constexpr const char* kFormatKey = "format_version";
 constexpr const char* kNextQidKey = "next_qid";
 
-enum Cf { kDefault, kQueues, kStates, kBodies, kCounters, kProjects, kTokens, kPlans, kNumCf };
-const char* const kCfNames[kNumCf] = {"default",  "queues",   "msg_state", "msg_body",
-                                      "counters", "projects", "tokens",    "push_plan"};
+enum Cf { kDefault, kQueues, kStates, kBodies, kCounters, kProjects, kTokens, kPlans, kWorker, kNumCf };
+const char* const kCfNames[kNumCf] = {"default",  "queues",   "msg_state", "msg_body", "counters",
+                                      "projects", "tokens",   "push_plan", "worker"};
 
 Error FromStatus(const rocksdb::Status& s) {
   if (s.IsNotFound()) return Error::NotFound(s.ToString());
@@ -151,6 +151,19 @@ class RocksStore final : public Store {
       if (k.size() != 16) return Fail(Error::Internal("corrupt push plan key"));
       fn(DecodeU64(k), DecodeU64(k.substr(8)), Sv(it->value()));
     }
+    return Check(it->status());
+  }
+
+  Result<void> PutWorkerRecord(const std::string& key, const std::string& value) override {
+    return Check(db_->Put(sync_, cf_[kWorker], key, value));
+  }
+
+  Result<void> ForEachWorkerRecord(
+      const std::string& prefix,
+      const std::function<void(std::string_view, std::string_view)>& fn) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf_[kWorker]));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+      fn(Sv(it->key()), Sv(it->value()));
     return Check(it->status());
   }
 

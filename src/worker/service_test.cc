@@ -1,0 +1,154 @@
+// The task service end to end below the API: real RocksDB, real runc with the
+// busybox image. Tests that run containers skip, with the reason, where
+// runc cannot run.
+#include "worker/service.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "store/rocks/rocks_store.h"
+#include "tests/support/temp_dir.h"
+
+namespace kiln::worker {
+namespace {
+
+constexpr char kProject[] = "0123456789abcdef01234567";
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+  void Open(int slots = 2) {
+    service_.reset();
+    store_.reset();
+    store_ = std::move(*store::rocks::Open({dir_.path() + "/db"}));
+    service_ = std::make_unique<Service>(*store_, *SystemClock::Get(), images_, runc_,
+                                         ServiceOptions{dir_.path(), slots});
+    ASSERT_TRUE(service_->Recover());
+  }
+  void NeedContainers() {
+    if (auto why = runc_.Unavailable(); !why.empty()) GTEST_SKIP() << why;
+    if (auto img = images_.Busybox(); !img) GTEST_SKIP() << img.error().message();
+  }
+  void Code(const std::string& name, const std::string& command, int64_t max_concurrency = 0) {
+    worker::Code c;
+    c.name = name;
+    c.image = "busybox";
+    c.command = command;
+    c.max_concurrency = max_concurrency;
+    ASSERT_TRUE(service_->PutCode(kProject, c));
+  }
+  std::string Queue(const std::string& code, std::string payload = "{}", int priority = 0,
+                    int64_t timeout = 60) {
+    NewTask n;
+    n.code_name = code;
+    n.payload = std::move(payload);
+    n.priority = priority;
+    n.timeout = timeout;
+    auto ids = service_->QueueTasks(kProject, {n});
+    EXPECT_TRUE(ids) << ids.error().message();
+    return ids->at(0);
+  }
+  Task WaitFinal(const std::string& id) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      auto t = service_->GetTask(kProject, id);
+      if (t && Final(t->state)) return *t;
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "task " << id << " did not finish";
+        return t ? *t : Task{};
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  testing::TempDir dir_;
+  runner::ImageStore images_{dir_.path() + "/images"};
+  runner::Runc runc_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<Service> service_;
+};
+
+TEST_F(ServiceTest, RunsATaskWithItsPayloadAndKeepsItsLog) {
+  NeedContainers();
+  Code("hello", "echo task=$TASK_ID dir=$TASK_DIR; cat $PAYLOAD_FILE");
+  service_->Start();
+  auto id = Queue("hello", "{\"n\":1}");
+  auto t = WaitFinal(id);
+  EXPECT_EQ(t.state, TaskState::kComplete) << t.msg;
+  EXPECT_EQ(t.exit_code, 0);
+  EXPECT_GT(t.end_time, 0);
+  EXPECT_EQ(*service_->Log(kProject, id), "task=" + id + " dir=/task\n{\"n\":1}");
+}
+
+TEST_F(ServiceTest, FailuresTimeoutsAndCancels) {
+  NeedContainers();
+  Code("fails", "echo something broke >&2; exit 4");
+  Code("sleeps", "sleep 30");
+  service_->Start();
+  auto failed = WaitFinal(Queue("fails"));
+  EXPECT_EQ(failed.state, TaskState::kError);
+  EXPECT_EQ(failed.exit_code, 4);
+  EXPECT_NE(failed.msg.find("something broke"), std::string::npos) << failed.msg;
+  auto slow = WaitFinal(Queue("sleeps", "{}", 0, 1));
+  EXPECT_EQ(slow.state, TaskState::kTimeout);
+  auto cancel = Queue("sleeps");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(service_->Cancel(kProject, cancel));
+  EXPECT_EQ(WaitFinal(cancel).state, TaskState::kCancelled);
+}
+
+TEST_F(ServiceTest, HigherPriorityFirstThenFifoOnOneSlot) {
+  NeedContainers();
+  Open(1);
+  Code("job", "true");
+  Code("blocker", "sleep 1");
+  service_->Start();
+  auto block = Queue("blocker");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto low = Queue("job", "{}", 0);
+  auto high = Queue("job", "{}", 2);
+  auto mid = Queue("job", "{}", 1);
+  auto high2 = Queue("job", "{}", 2);
+  std::vector<std::pair<TimeMs, std::string>> starts;
+  for (const auto& id : {block, low, high, mid, high2}) starts.emplace_back(WaitFinal(id).start_time, id);
+  std::sort(starts.begin(), starts.end());
+  std::vector<std::string> order;
+  for (auto& [at, id] : starts) order.push_back(id);
+  EXPECT_EQ(order, (std::vector<std::string>{block, high, high2, mid, low}));
+}
+
+TEST_F(ServiceTest, QueuedTasksSurviveARestartAndRunningOnesEndAsErrors) {
+  Code("later", "true");
+  auto queued = Queue("later");
+  Task running = *service_->GetTask(kProject, queued);
+  running.id = "aaaaaaaaaaaaaaaaaaaaaaaa";
+  running.state = TaskState::kRunning;
+  ASSERT_TRUE(store_->PutWorkerRecord("task/" + running.id, EncodeTask(running)));
+  Open();
+  EXPECT_EQ(service_->GetTask(kProject, queued)->state, TaskState::kQueued);
+  auto ended = service_->GetTask(kProject, running.id);
+  EXPECT_EQ(ended->state, TaskState::kError);
+  EXPECT_EQ(ended->msg, "Kiln stopped while the task ran");
+}
+
+TEST_F(ServiceTest, BadRequestsQueueNothing) {
+  Code("ok", "true");
+  NewTask unknown;
+  unknown.code_name = "nope";
+  EXPECT_EQ(service_->QueueTasks(kProject, {unknown}).error().code(), ErrorCode::kNotFound);
+  NewTask bad;
+  bad.code_name = "ok";
+  bad.priority = 3;
+  EXPECT_EQ(service_->QueueTasks(kProject, {bad}).error().code(), ErrorCode::kInvalidArgument);
+  bad.priority = 0;
+  bad.payload = std::string(64 * 1024 + 1, 'x');
+  EXPECT_EQ(service_->QueueTasks(kProject, {bad}).error().code(), ErrorCode::kTooLarge);
+  EXPECT_FALSE(service_->GetTask("ffffffffffffffffffffffff", "x"));
+  worker::Code noimage;
+  noimage.name = "x";
+  EXPECT_FALSE(service_->PutCode(kProject, noimage));
+}
+
+}  // namespace
+}  // namespace kiln::worker
