@@ -1,5 +1,6 @@
 // The HTTP API: registers every endpoint on a Router. mq_routes.cc holds the
-// IronMQ v3 endpoints, admin_routes.cc Kiln's project and token management,
+// IronMQ v3 endpoints, worker_routes.cc the IronWorker v2 ones served so
+// far, admin_routes.cc Kiln's project and token management,
 // system_routes.cc /healthz and /version. Handlers run on the server's io
 // threads; everything they touch (Engine, Access) is thread-safe.
 #pragma once
@@ -10,6 +11,7 @@
 #include "access/access.h"
 #include "http/router.h"
 #include "mq/engine.h"
+#include "worker/service.h"
 
 namespace kiln::api {
 
@@ -17,16 +19,19 @@ struct Services {
   mq::Engine* engine = nullptr;
   access::Access* access = nullptr;
   const std::atomic<bool>* stopping = nullptr;  // set when the server shuts down
+  worker::Service* worker = nullptr;             // null: no /2 endpoints
 };
 
 void AddSystemRoutes(http::Router& r, const Services& s);
 void AddMqRoutes(http::Router& r, const Services& s);
 void AddAdminRoutes(http::Router& r, const Services& s);
+void AddWorkerRoutes(http::Router& r, const Services& s);
 
 inline void AddAllRoutes(http::Router& r, const Services& s) {
   AddSystemRoutes(r, s);
   AddMqRoutes(r, s);
   AddAdminRoutes(r, s);
+  AddWorkerRoutes(r, s);
 }
 
 }  // namespace kiln::api

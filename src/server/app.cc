@@ -14,6 +14,9 @@
 #include "api/api.h"
 #include "http/server.h"
 #include "mq/engine.h"
+#include "runner/image_store.h"
+#include "runner/runc.h"
+#include "worker/service.h"
 #include "server/push_transport.h"
 #include "store/rocks/rocks_store.h"
 
@@ -29,6 +32,9 @@ struct App::Impl {
   http::Router router;
   std::unique_ptr<http::Server> server;
   std::unique_ptr<PushTransport> push;
+  std::unique_ptr<runner::ImageStore> images;
+  std::unique_ptr<runner::Runc> runc;
+  std::unique_ptr<worker::Service> worker;
   std::atomic<bool> stopping{false};
 
   std::thread ticker;
@@ -43,6 +49,8 @@ struct App::Impl {
     tick_cv.notify_all();
     if (ticker.joinable()) ticker.join();
     server.reset();
+    if (worker) worker->Stop();  // kills running tasks; they end as errors
+    worker.reset();
     push.reset();  // before the engine: its callbacks call into it
     engine.reset();
     access.reset();
@@ -140,7 +148,22 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
                impl->engine->message_count(), ms);
   impl->access = std::make_unique<access::Access>(*impl->store, *SystemClock::Get());
 
-  api::AddAllRoutes(impl->router, {impl->engine.get(), impl->access.get(), &impl->stopping});
+  impl->images = std::make_unique<runner::ImageStore>(config.data_dir + "/images");
+  impl->runc = std::make_unique<runner::Runc>();
+  worker::ServiceOptions wo;
+  wo.data_dir = fs::absolute(config.data_dir).string();
+  wo.slots = config.runner_slots < 0 ? 0 : config.runner_slots;
+  impl->worker = std::make_unique<worker::Service>(*impl->store, *SystemClock::Get(), *impl->images,
+                                                   *impl->runc, wo);
+  if (auto r = impl->worker->Recover(); !r) return Fail(r.error());
+  if (config.runner_slots != 0) {
+    if (auto why = impl->runc->Unavailable(); !why.empty())
+      spdlog::warn("tasks will fail until containers can run: {}", why);
+    impl->worker->Start();
+  }
+
+  api::AddAllRoutes(impl->router, {impl->engine.get(), impl->access.get(), &impl->stopping,
+                                   impl->worker.get()});
   http::ServerOptions so;
   so.host = config.host;
   so.port = config.port;

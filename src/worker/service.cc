@@ -285,7 +285,15 @@ void Service::RunTask(const std::string& id) {
   fs::remove_all(work, ec);
 
   if (!r.error.empty()) return finish(TaskState::kError, r.error, -1);
-  if (r.cancelled) return finish(TaskState::kCancelled, "Cancelled", r.exit_code);
+  if (r.cancelled) {
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stopping_;
+    }
+    if (stopping) return finish(TaskState::kError, "Kiln stopped while the task ran", r.exit_code);
+    return finish(TaskState::kCancelled, "Cancelled", r.exit_code);
+  }
   if (r.timed_out)
     return finish(TaskState::kTimeout, "Ran longer than " + std::to_string(t.timeout) + " s",
                   r.exit_code);
