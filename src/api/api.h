@@ -19,7 +19,7 @@ struct Services {
   mq::Engine* engine = nullptr;
   access::Access* access = nullptr;
   const std::atomic<bool>* stopping = nullptr;  // set when the server shuts down
-  worker::Service* worker = nullptr;             // null: no /2 endpoints
+  worker::Service* worker = nullptr;            // null: no /2 endpoints
 };
 
 void AddSystemRoutes(http::Router& r, const Services& s);

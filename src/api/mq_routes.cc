@@ -8,13 +8,13 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
-#include <ctime>
 
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/errors.h"
 #include "api/json.h"
 #include "base/ids.h"
+#include "base/time_format.h"
 
 namespace kiln::api {
 namespace {
@@ -304,15 +304,6 @@ Result<mq::QueueSettings> ParseSettings(const std::string& body) {
     s.alerts = std::move(*parsed);
   }
   return s;
-}
-
-std::string FormatTime(TimeMs ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 Result<uint64_t> MessageId(const Request& req) {
@@ -605,7 +596,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
         w.Int64(s.tries);
         if (s.last_try_at) {
           w.Key("last_try_at");
-          WriteString(w, FormatTime(s.last_try_at));
+          WriteString(w, FormatRfc3339(s.last_try_at));
         }
         if (!s.msg.empty()) {
           w.Key("msg");

@@ -24,10 +24,12 @@ std::string Param(std::string_view header, std::string_view key) {
   size_t start = at + key.size() + 1;
   if (start < header.size() && header[start] == '"') {
     size_t end = header.find('"', start + 1);
-    return std::string(header.substr(start + 1, end == std::string_view::npos ? std::string_view::npos : end - start - 1));
+    return std::string(header.substr(
+        start + 1, end == std::string_view::npos ? std::string_view::npos : end - start - 1));
   }
   size_t end = header.find(';', start);
-  std::string v(header.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+  std::string v(
+      header.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
   while (!v.empty() && v.back() == ' ') v.pop_back();
   return v;
 }
@@ -43,11 +45,13 @@ Result<std::map<std::string, std::string>> ParseMultipart(std::string_view conte
   std::string delim = "--" + boundary;
   std::map<std::string, std::string> parts;
   size_t pos = body.find(delim);
-  if (pos == std::string_view::npos) return Fail(Error::InvalidArgument("malformed multipart body"));
+  if (pos == std::string_view::npos)
+    return Fail(Error::InvalidArgument("malformed multipart body"));
   for (;;) {
     pos += delim.size();
     if (body.substr(pos, 2) == "--") return parts;  // the closing delimiter
-    if (body.substr(pos, 2) != "\r\n") return Fail(Error::InvalidArgument("malformed multipart body"));
+    if (body.substr(pos, 2) != "\r\n")
+      return Fail(Error::InvalidArgument("malformed multipart body"));
     pos += 2;
     size_t headers_end = body.find("\r\n\r\n", pos);
     if (headers_end == std::string_view::npos)
@@ -61,7 +65,8 @@ Result<std::map<std::string, std::string>> ParseMultipart(std::string_view conte
     size_t line = 0;
     while (line < headers.size()) {
       size_t eol = headers.find("\r\n", line);
-      std::string_view h = headers.substr(line, eol == std::string_view::npos ? std::string_view::npos : eol - line);
+      std::string_view h =
+          headers.substr(line, eol == std::string_view::npos ? std::string_view::npos : eol - line);
       if (Lower(h.substr(0, 20)) == "content-disposition:") name = Param(h, "name");
       if (eol == std::string_view::npos) break;
       line = eol + 2;

@@ -20,8 +20,9 @@ TEST(MultipartTest, ParsesTheIronWorkerClientsUpload) {
 }
 
 TEST(MultipartTest, QuotedBoundaryAndOnlyData) {
-  auto parts = ParseMultipart("multipart/form-data; boundary=\"abc\"",
-                              "--abc\r\ncontent-disposition: form-data; name=data\r\n\r\n{}\r\n--abc--\r\n");
+  auto parts =
+      ParseMultipart("multipart/form-data; boundary=\"abc\"",
+                     "--abc\r\ncontent-disposition: form-data; name=data\r\n\r\n{}\r\n--abc--\r\n");
   ASSERT_TRUE(parts);
   EXPECT_EQ(parts->size(), 1u);
   EXPECT_EQ(parts->at("data"), "{}");
@@ -31,7 +32,9 @@ TEST(MultipartTest, RejectsBrokenBodies) {
   EXPECT_FALSE(ParseMultipart("application/json", "{}"));
   EXPECT_FALSE(ParseMultipart("multipart/form-data", "--x\r\n"));
   EXPECT_FALSE(ParseMultipart("multipart/form-data; boundary=x", "no delimiter"));
-  EXPECT_FALSE(ParseMultipart("multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nnever closed"));
+  EXPECT_FALSE(
+      ParseMultipart("multipart/form-data; boundary=x",
+                     "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nnever closed"));
   EXPECT_FALSE(ParseMultipart("multipart/form-data; boundary=x", "--x\r\nheaders without end"));
 }
 

@@ -1,13 +1,12 @@
 // IronWorker v2 endpoints served so far (iron-api.md §3): image codes,
 // tasks, their logs and cancel. Single objects are bare, lists wrapped.
 
-#include <ctime>
-
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/errors.h"
 #include "api/json.h"
 #include "api/multipart.h"
+#include "base/time_format.h"
 
 namespace kiln::api {
 namespace {
@@ -15,15 +14,6 @@ namespace {
 using boost::asio::awaitable;
 using http::Request;
 using http::Response;
-
-std::string Rfc3339(TimeMs ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 void WriteCode(JsonWriter& w, const worker::Code& c) {
   w.StartObject();
@@ -51,7 +41,7 @@ void WriteCode(JsonWriter& w, const worker::Code& c) {
   }
   w.EndObject();
   w.Key("created_at");
-  WriteString(w, Rfc3339(c.created_at));
+  WriteString(w, FormatRfc3339(c.created_at));
   w.EndObject();
 }
 
@@ -80,16 +70,16 @@ void WriteTask(JsonWriter& w, const worker::Task& t) {
     w.Int(t.exit_code);
   }
   w.Key("created_at");
-  WriteString(w, Rfc3339(t.created_at));
+  WriteString(w, FormatRfc3339(t.created_at));
   w.Key("updated_at");
-  WriteString(w, Rfc3339(t.updated_at));
+  WriteString(w, FormatRfc3339(t.updated_at));
   if (t.start_time) {
     w.Key("start_time");
-    WriteString(w, Rfc3339(t.start_time));
+    WriteString(w, FormatRfc3339(t.start_time));
   }
   if (t.end_time) {
     w.Key("end_time");
-    WriteString(w, Rfc3339(t.end_time));
+    WriteString(w, FormatRfc3339(t.end_time));
     if (t.start_time) {
       w.Key("duration");
       w.Int64(t.end_time - t.start_time);
@@ -98,10 +88,10 @@ void WriteTask(JsonWriter& w, const worker::Task& t) {
   w.EndObject();
 }
 
-#define KILN_AUTH(s, req, project)                                    \
-  std::string project(req.Param("project"));                          \
-  if (auto auth_ = Authorize(*s.access, req, project); !auth_) {      \
-    co_return ErrorResponse(auth_.error());                           \
+#define KILN_AUTH(s, req, project)                               \
+  std::string project(req.Param("project"));                     \
+  if (auto auth_ = Authorize(*s.access, req, project); !auth_) { \
+    co_return ErrorResponse(auth_.error());                      \
   }
 #define KILN_TRY(var, expr) \
   auto var = (expr);        \
@@ -118,7 +108,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     KILN_AUTH(s, req, project);
     KILN_TRY(parts, ParseMultipart(req.Header("content-type"), req.body));
     auto data = parts->find("data");
-    if (data == parts->end()) co_return ErrorResponse(Error::InvalidArgument("the data part is required"));
+    if (data == parts->end())
+      co_return ErrorResponse(Error::InvalidArgument("the data part is required"));
     if (parts->count("file"))
       co_return ErrorResponse(Error::InvalidArgument(
           "zip code packages are not supported yet: register an image with image and command"));
@@ -164,7 +155,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
       co_return ErrorResponse(Error::InvalidArgument("tasks must be a non-empty array"));
     std::vector<worker::NewTask> tasks;
     for (const auto& o : (*arr)->GetArray()) {
-      if (!o.IsObject()) co_return ErrorResponse(Error::InvalidArgument("each task must be an object"));
+      if (!o.IsObject())
+        co_return ErrorResponse(Error::InvalidArgument("each task must be an object"));
       worker::NewTask n;
       KILN_TRY(code, GetString(o, "code_name"));
       if (!*code) co_return ErrorResponse(Error::InvalidArgument("code_name is required"));

@@ -3,9 +3,8 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
-#include <ctime>
-
 #include "base/ids.h"
+#include "base/time_format.h"
 
 namespace kiln::mq {
 
@@ -25,11 +24,7 @@ bool Crosses(const store::Alert& a, uint64_t before, uint64_t after) {
 
 std::string AlertNotice(const store::Alert& a, const std::string& source_queue, uint64_t size,
                         TimeMs now) {
-  std::time_t secs = static_cast<std::time_t>(now / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char when[32];
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  std::string when = FormatRfc3339(now);
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   w.StartObject();
@@ -46,7 +41,7 @@ std::string AlertNotice(const store::Alert& a, const std::string& source_queue, 
   w.Key("alert_trigger");
   w.Int64(a.trigger);
   w.Key("created_at");
-  w.String(when);
+  w.String(when.c_str());
   w.EndObject();
   return std::string(sb.GetString(), sb.GetSize());
 }

@@ -55,8 +55,8 @@ int ExitCodeOf(int status) {
 // cgroup v1 or v2: whether the container's memory cgroup saw an OOM kill.
 bool OomKilled(const std::string& id) {
   for (const std::string& path : {"/sys/fs/cgroup/memory/kiln/" + id + "/memory.oom_control",
-                                 "/sys/fs/cgroup/kiln/" + id + "/memory.events",
-                                 "/sys/fs/cgroup/unified/kiln/" + id + "/memory.events"}) {
+                                  "/sys/fs/cgroup/kiln/" + id + "/memory.events",
+                                  "/sys/fs/cgroup/unified/kiln/" + id + "/memory.events"}) {
     std::ifstream in(path);
     std::string key;
     long value = 0;

@@ -16,9 +16,9 @@
 #include "mq/engine.h"
 #include "runner/image_store.h"
 #include "runner/runc.h"
-#include "worker/service.h"
 #include "server/push_transport.h"
 #include "store/rocks/rocks_store.h"
+#include "worker/service.h"
 
 namespace kiln::server {
 
@@ -162,8 +162,8 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
     impl->worker->Start();
   }
 
-  api::AddAllRoutes(impl->router, {impl->engine.get(), impl->access.get(), &impl->stopping,
-                                   impl->worker.get()});
+  api::AddAllRoutes(impl->router,
+                    {impl->engine.get(), impl->access.get(), &impl->stopping, impl->worker.get()});
   http::ServerOptions so;
   so.host = config.host;
   so.port = config.port;

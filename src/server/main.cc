@@ -77,8 +77,9 @@ int main(int argc, char** argv) {
       ->envname("KILN_NO_ACCESS_LOG");
   serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->envname("KILN_LOG_LEVEL");
-  serve->add_option("--runner-slots", config.runner_slots,
-                    "Tasks run at once here (-1: one per core, 0: no runner)")
+  serve
+      ->add_option("--runner-slots", config.runner_slots,
+                   "Tasks run at once here (-1: one per core, 0: no runner)")
       ->envname("KILN_RUNNER_SLOTS");
   serve->add_option("--public-host", config.public_host,
                     "Host for iron.json and push acknowledgement urls");

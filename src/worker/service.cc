@@ -81,7 +81,8 @@ Result<Code> Service::PutCode(const std::string& project, Code spec) {
   if (spec.name.empty()) return Fail(Error::InvalidArgument("name is required"));
   if (spec.image.empty() || spec.command.empty())
     return Fail(Error::InvalidArgument("an image code needs image and command"));
-  if (spec.max_concurrency < 0) return Fail(Error::InvalidArgument("max_concurrency must be 0 or more"));
+  if (spec.max_concurrency < 0)
+    return Fail(Error::InvalidArgument("max_concurrency must be 0 or more"));
   std::lock_guard lock(mu_);
   spec.project_id = project;
   auto it = code_by_name_.find({project, spec.name});
@@ -95,7 +96,8 @@ Result<Code> Service::PutCode(const std::string& project, Code spec) {
     spec.rev = 1;
     spec.created_at = clock_.NowMs();
   }
-  if (auto r = store_.PutWorkerRecord("code/" + spec.id, EncodeCode(spec)); !r) return Fail(r.error());
+  if (auto r = store_.PutWorkerRecord("code/" + spec.id, EncodeCode(spec)); !r)
+    return Fail(r.error());
   code_by_name_[{project, spec.name}] = spec.id;
   codes_[spec.id] = spec;
   cv_.notify_all();  // a higher max_concurrency may let tasks start
@@ -106,7 +108,8 @@ Result<Code> Service::GetCode(const std::string& project, const std::string& nam
   std::lock_guard lock(mu_);
   auto byname = code_by_name_.find({project, name_or_id});
   auto it = codes_.find(byname != code_by_name_.end() ? byname->second : name_or_id);
-  if (it == codes_.end() || it->second.project_id != project) return Fail(Error::NotFound("Code not found"));
+  if (it == codes_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Code not found"));
   return it->second;
 }
 
@@ -119,9 +122,12 @@ Result<std::vector<std::string>> Service::QueueTasks(const std::string& project,
     auto byname = code_by_name_.find({project, n.code_name});
     if (byname == code_by_name_.end())
       return Fail(Error::NotFound("Code not found: " + n.code_name));
-    if (n.priority < 0 || n.priority > 2) return Fail(Error::InvalidArgument("priority must be 0, 1 or 2"));
-    if (n.timeout < 1 || n.timeout > 3600) return Fail(Error::InvalidArgument("timeout must be between 1 and 3600"));
-    if (n.delay < 0 || n.delay > 604800) return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
+    if (n.priority < 0 || n.priority > 2)
+      return Fail(Error::InvalidArgument("priority must be 0, 1 or 2"));
+    if (n.timeout < 1 || n.timeout > 3600)
+      return Fail(Error::InvalidArgument("timeout must be between 1 and 3600"));
+    if (n.delay < 0 || n.delay > 604800)
+      return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
     if (n.payload.size() > 64 * 1024) return Fail(Error::TooLarge("payload exceeds 64 KB"));
     const Code& c = codes_.at(byname->second);
     Task t;
@@ -154,14 +160,16 @@ Result<std::vector<std::string>> Service::QueueTasks(const std::string& project,
 Result<Task> Service::GetTask(const std::string& project, const std::string& id) const {
   std::lock_guard lock(mu_);
   auto it = tasks_.find(id);
-  if (it == tasks_.end() || it->second.project_id != project) return Fail(Error::NotFound("Task not found"));
+  if (it == tasks_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Task not found"));
   return it->second;
 }
 
 Result<void> Service::Cancel(const std::string& project, const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = tasks_.find(id);
-  if (it == tasks_.end() || it->second.project_id != project) return Fail(Error::NotFound("Task not found"));
+  if (it == tasks_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Task not found"));
   Task& t = it->second;
   if (Final(t.state)) return Ok();
   if (t.state == TaskState::kQueued) {
@@ -258,7 +266,8 @@ void Service::RunTask(const std::string& id) {
   spec.args = {"/bin/sh", "-c", code.command};
   spec.task_dir = task_dir.string();
   spec.memory_bytes = code.memory_mb << 20;
-  spec.env = {{"TASK_ID", t.id}, {"TASK_DIR", runner::kTaskDirInContainer},
+  spec.env = {{"TASK_ID", t.id},
+              {"TASK_DIR", runner::kTaskDirInContainer},
               {"PAYLOAD_FILE", std::string(runner::kTaskDirInContainer) + "/payload.json"}};
   if (!code.config.empty()) {
     std::ofstream(task_dir / "config.json") << code.config;

@@ -28,8 +28,8 @@
 namespace kiln::worker {
 
 struct ServiceOptions {
-  std::string data_dir;   // task work dirs and logs live under it
-  int slots = 0;          // 0: one per core
+  std::string data_dir;  // task work dirs and logs live under it
+  int slots = 0;         // 0: one per core
   size_t max_log_bytes = 8 << 20;
 };
 
@@ -79,10 +79,10 @@ class Service {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::unordered_map<std::string, Code> codes_;  // by id
+  std::unordered_map<std::string, Code> codes_;                              // by id
   std::map<std::pair<std::string, std::string>, std::string> code_by_name_;  // (project, name)
-  std::unordered_map<std::string, Task> tasks_;  // by id
-  std::set<std::tuple<int, uint64_t, std::string>> queued_;  // (-priority, seq, id)
+  std::unordered_map<std::string, Task> tasks_;                              // by id
+  std::set<std::tuple<int, uint64_t, std::string>> queued_;                  // (-priority, seq, id)
   std::unordered_map<std::string, int> running_by_code_;
   std::unordered_map<std::string, std::shared_ptr<std::atomic<bool>>> cancels_;
   uint64_t next_seq_ = 1;

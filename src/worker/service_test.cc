@@ -111,7 +111,8 @@ TEST_F(ServiceTest, HigherPriorityFirstThenFifoOnOneSlot) {
   auto mid = Queue("job", "{}", 1);
   auto high2 = Queue("job", "{}", 2);
   std::vector<std::pair<TimeMs, std::string>> starts;
-  for (const auto& id : {block, low, high, mid, high2}) starts.emplace_back(WaitFinal(id).start_time, id);
+  for (const auto& id : {block, low, high, mid, high2})
+    starts.emplace_back(WaitFinal(id).start_time, id);
   std::sort(starts.begin(), starts.end());
   std::vector<std::string> order;
   for (auto& [at, id] : starts) order.push_back(id);

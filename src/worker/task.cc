@@ -36,13 +36,20 @@ bool Parse(rapidjson::Document& d, std::string_view b) {
 
 const char* StateName(TaskState s) {
   switch (s) {
-    case TaskState::kQueued: return "queued";
-    case TaskState::kPreparing: return "preparing";
-    case TaskState::kRunning: return "running";
-    case TaskState::kComplete: return "complete";
-    case TaskState::kError: return "error";
-    case TaskState::kCancelled: return "cancelled";
-    case TaskState::kTimeout: return "timeout";
+    case TaskState::kQueued:
+      return "queued";
+    case TaskState::kPreparing:
+      return "preparing";
+    case TaskState::kRunning:
+      return "running";
+    case TaskState::kComplete:
+      return "complete";
+    case TaskState::kError:
+      return "error";
+    case TaskState::kCancelled:
+      return "cancelled";
+    case TaskState::kTimeout:
+      return "timeout";
   }
   return "unknown";
 }

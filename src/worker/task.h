@@ -38,7 +38,7 @@ struct Task {
   std::string code_name;
   int64_t code_rev = 0;
   std::string payload;
-  int priority = 0;  // 0-2, 2 first
+  int priority = 0;        // 0-2, 2 first
   int64_t timeout = 3600;  // seconds
   TimeMs run_after = 0;    // created_at + delay
   std::string label;

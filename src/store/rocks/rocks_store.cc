@@ -20,9 +20,20 @@ namespace {
 constexpr const char* kFormatKey = "format_version";
 constexpr const char* kNextQidKey = "next_qid";
 
-enum Cf { kDefault, kQueues, kStates, kBodies, kCounters, kProjects, kTokens, kPlans, kWorker, kNumCf };
-const char* const kCfNames[kNumCf] = {"default",  "queues",   "msg_state", "msg_body", "counters",
-                                      "projects", "tokens",   "push_plan", "worker"};
+enum Cf {
+  kDefault,
+  kQueues,
+  kStates,
+  kBodies,
+  kCounters,
+  kProjects,
+  kTokens,
+  kPlans,
+  kWorker,
+  kNumCf
+};
+const char* const kCfNames[kNumCf] = {"default",  "queues", "msg_state", "msg_body", "counters",
+                                      "projects", "tokens", "push_plan", "worker"};
 
 Error FromStatus(const rocksdb::Status& s) {
   if (s.IsNotFound()) return Error::NotFound(s.ToString());
