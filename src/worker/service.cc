@@ -253,7 +253,11 @@ void Service::RunTask(const std::string& id) {
   };
 
   if (auto why = runc_.Unavailable(); !why.empty()) return finish(TaskState::kError, why, -1);
-  auto image = code.image == "busybox" ? images_.Busybox() : images_.Find(code.image);
+  Result<runner::ImageInfo> image = Fail(Error::Internal("no image"));
+  {
+    std::lock_guard lock(images_mu_);
+    image = code.image == "busybox" ? images_.Busybox() : images_.Find(code.image);
+  }
   if (!image) return finish(TaskState::kError, image.error().message(), -1);
 
   std::error_code ec;

@@ -79,7 +79,8 @@ class Service {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::unordered_map<std::string, Code> codes_;                              // by id
+  std::mutex images_mu_;                         // the image store takes one caller at a time
+  std::unordered_map<std::string, Code> codes_;  // by id
   std::map<std::pair<std::string, std::string>, std::string> code_by_name_;  // (project, name)
   std::unordered_map<std::string, Task> tasks_;                              // by id
   std::set<std::tuple<int, uint64_t, std::string>> queued_;                  // (-priority, seq, id)
