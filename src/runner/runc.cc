@@ -91,6 +91,14 @@ int Runc::RuncCommand(std::initializer_list<std::string> args) const {
   return ExitCodeOf(status);
 }
 
+void Runc::Sweep(const std::string& id, const std::string& work_dir) const {
+  RuncCommand({"kill", id, "KILL"});
+  RuncCommand({"delete", "--force", id});
+  umount2((fs::path(work_dir) / "bundle" / "rootfs").c_str(), MNT_DETACH);
+  std::error_code ec;
+  fs::remove_all(work_dir, ec);
+}
+
 RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
   RunResult result;
   std::error_code ec;

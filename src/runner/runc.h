@@ -43,6 +43,10 @@ class Runc {
 
   RunResult Run(const ContainerSpec& spec, const RunOptions& options) const;
 
+  // Removes what a run left behind when Kiln itself died during it: the
+  // container `id` (killed if still running), its overlay mount and `work_dir`.
+  void Sweep(const std::string& id, const std::string& work_dir) const;
+
  private:
   int RuncCommand(std::initializer_list<std::string> args) const;
   std::string runc_, state_root_;

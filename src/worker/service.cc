@@ -45,6 +45,14 @@ Result<void> Service::Recover() {
   });
   if (!r) return r;
   TimeMs now = clock_.NowMs();
+  // Containers and work dirs of runs that Kiln did not see to the end (it
+  // died meanwhile): killed and removed before anything runs again.
+  std::error_code ec;
+  for (const auto& d : fs::directory_iterator(fs::path(options_.data_dir) / "task-work", ec)) {
+    std::string id = d.path().filename().string();
+    runc_.Sweep("kiln-" + id, (d.path() / "run").string());
+    fs::remove_all(d.path(), ec);
+  }
   return store_.ForEachWorkerRecord("task/", [&](std::string_view, std::string_view v) {
     auto t = DecodeTask(v);
     if (!t) return;

@@ -4,7 +4,11 @@
 #include "worker/service.h"
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "store/rocks/rocks_store.h"
@@ -131,6 +135,25 @@ TEST_F(ServiceTest, QueuedTasksSurviveARestartAndRunningOnesEndAsErrors) {
   auto ended = service_->GetTask(kProject, running.id);
   EXPECT_EQ(ended->state, TaskState::kError);
   EXPECT_EQ(ended->msg, "Kiln stopped while the task ran");
+}
+
+TEST_F(ServiceTest, LeftoversOfAKilledServerAreSweptAtStart) {
+  NeedContainers();
+  // What a run looks like when Kiln dies in the middle: an overlay mounted
+  // in the task's work dir.
+  namespace fs = std::filesystem;
+  fs::path run = fs::path(dir_.path()) / "task-work" / "bbbbbbbbbbbbbbbbbbbbbbbb" / "run";
+  for (auto d : {"upper", "overlay-work", "bundle/rootfs"}) fs::create_directories(run / d);
+  std::string opts = "lowerdir=" + images_.Busybox()->rootfs +
+                     ",upperdir=" + (run / "upper").string() +
+                     ",workdir=" + (run / "overlay-work").string();
+  ASSERT_EQ(mount("overlay", (run / "bundle/rootfs").c_str(), "overlay", 0, opts.c_str()), 0);
+  Open();
+  std::ifstream mounts("/proc/mounts");
+  std::stringstream ss;
+  ss << mounts.rdbuf();
+  EXPECT_EQ(ss.str().find(run.string()), std::string::npos);
+  EXPECT_FALSE(fs::exists(run.parent_path()));
 }
 
 TEST_F(ServiceTest, BadRequestsQueueNothing) {
