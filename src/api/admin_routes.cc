@@ -4,6 +4,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/errors.h"
+#include "api/handler.h"
 #include "api/json.h"
 
 namespace kiln::api {
@@ -43,19 +44,11 @@ void WriteProject(JsonWriter& w, const store::ProjectRecord& p) {
   w.EndObject();
 }
 
-#define KILN_ADMIN(s, req)                                   \
-  if (auto auth_ = AuthorizeAdmin(*s.access, req); !auth_) { \
-    co_return ErrorResponse(auth_.error());                  \
-  }
-#define KILN_TRY(var, expr) \
-  auto var = (expr);        \
-  if (!var) co_return ErrorResponse(var.error());
-
 }  // namespace
 
 void AddAdminRoutes(http::Router& router, const Services& s) {
   router.Add("GET", "/kiln/v1/projects", [s](Request& req) -> awaitable<Response> {
-    KILN_ADMIN(s, req);
+    KILN_ADMIN(*s.access, req);
     KILN_TRY(all, s.access->ListProjects());
     co_return Response{200, Json([&](JsonWriter& w) {
                          w.StartObject();
@@ -69,7 +62,7 @@ void AddAdminRoutes(http::Router& router, const Services& s) {
 
   // Creates a project and its first token.
   router.Add("POST", "/kiln/v1/projects", [s](Request& req) -> awaitable<Response> {
-    KILN_ADMIN(s, req);
+    KILN_ADMIN(*s.access, req);
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(name, GetString(*doc, "name"));
     if (!*name) co_return ErrorResponse(Error::InvalidArgument("name is required"));
@@ -86,7 +79,7 @@ void AddAdminRoutes(http::Router& router, const Services& s) {
   });
 
   router.Add("GET", "/kiln/v1/tokens", [s](Request& req) -> awaitable<Response> {
-    KILN_ADMIN(s, req);
+    KILN_ADMIN(*s.access, req);
     auto pid = req.Query("project_id");
     KILN_TRY(all, s.access->ListTokens(pid ? *pid : ""));
     co_return Response{200, Json([&](JsonWriter& w) {
@@ -100,7 +93,7 @@ void AddAdminRoutes(http::Router& router, const Services& s) {
   });
 
   router.Add("POST", "/kiln/v1/tokens", [s](Request& req) -> awaitable<Response> {
-    KILN_ADMIN(s, req);
+    KILN_ADMIN(*s.access, req);
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(pid, GetString(*doc, "project_id"));
     KILN_TRY(name, GetString(*doc, "name"));
@@ -118,7 +111,7 @@ void AddAdminRoutes(http::Router& router, const Services& s) {
   });
 
   router.Add("DELETE", "/kiln/v1/tokens/:id", [s](Request& req) -> awaitable<Response> {
-    KILN_ADMIN(s, req);
+    KILN_ADMIN(*s.access, req);
     KILN_TRY(r, s.access->RevokeToken(std::string(req.Param("id"))));
     co_return Response{200, MsgJson("Revoked")};
   });

@@ -12,6 +12,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/errors.h"
+#include "api/handler.h"
 #include "api/json.h"
 #include "base/ids.h"
 #include "base/time_format.h"
@@ -312,17 +313,6 @@ Result<uint64_t> MessageId(const Request& req) {
   return id;
 }
 
-// Authorizes the request for its :project; returns the project id.
-#define KILN_AUTH(ctx, req, project)                                  \
-  std::string project(req.Param("project"));                          \
-  if (auto auth_ = Authorize(*ctx->s.access, req, project); !auth_) { \
-    co_return ErrorResponse(auth_.error());                           \
-  }
-
-#define KILN_TRY(var, expr) \
-  auto var = (expr);        \
-  if (!var) co_return ErrorResponse(var.error());
-
 }  // namespace
 
 void AddMqRoutes(http::Router& router, const Services& services) {
@@ -330,7 +320,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   const std::string q = std::string(kPrefix) + "/:queue";
 
   router.Add("GET", kPrefix, [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     int64_t per_page = 30;
     if (auto v = req.Query("per_page")) {
       KILN_TRY(n, ParseIntParam("per_page", *v));
@@ -358,34 +348,34 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   });
 
   router.Add("GET", q, [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(info, ctx->s.engine->GetQueue(project, std::string(req.Param("queue"))));
     co_return QueueResponse(*info, true);
   });
 
   router.Add("PUT", q, [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(settings, ParseSettings(req.body));
     KILN_TRY(info, ctx->s.engine->PutQueue(project, std::string(req.Param("queue")), *settings));
     co_return QueueResponse(*info, false);
   });
 
   router.Add("PATCH", q, [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(settings, ParseSettings(req.body));
     KILN_TRY(info, ctx->s.engine->UpdateQueue(project, std::string(req.Param("queue")), *settings));
     co_return QueueResponse(*info, true);
   });
 
   router.Add("DELETE", q, [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(r, ctx->s.engine->DeleteQueue(project, std::string(req.Param("queue"))));
     co_return Msg("Deleted");
   });
 
   // M1: post messages.
   router.Add("POST", q + "/messages", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(arr, GetArray(*doc, "messages"));
     if (!*arr || (*arr)->Empty())
@@ -418,7 +408,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
 
   // M2: webhook, the raw body becomes one message.
   router.Add("POST", q + "/webhook", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     // Headers X-Subscribers-<Name> become push header <Name>; ones that
     // break the push-header rules are dropped.
     mq::Headers push_headers;
@@ -448,7 +438,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
 
   // M3: reserve, with long polling.
   router.Add("POST", q + "/reservations", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(n, GetInt(*doc, "n"));
     KILN_TRY(timeout, GetInt(*doc, "timeout"));
@@ -489,7 +479,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
 
   // M5: peek.
   router.Add("GET", q + "/messages", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     int64_t n = 1;
     if (auto v = req.Query("n")) {
       KILN_TRY(parsed, ParseIntParam("n", *v));
@@ -504,7 +494,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
 
   // M7/M8: delete several, or clear when there is no "ids".
   router.Add("DELETE", q + "/messages", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(ids, GetArray(*doc, "ids"));
     std::string queue(req.Param("queue"));
@@ -538,7 +528,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   const std::string m = q + "/messages/:id";
 
   router.Add("GET", m, [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(id, MessageId(req));
     KILN_TRY(msg, ctx->s.engine->GetMessage(project, std::string(req.Param("queue")), *id));
     co_return Ok(Json([&](JsonWriter& w) {
@@ -573,7 +563,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
 
   // M11: delivery status of a push message.
   router.Add("GET", m + "/subscribers", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(id, MessageId(req));
     KILN_TRY(subs, ctx->s.engine->PushStatus(project, std::string(req.Param("queue")), *id));
     co_return Ok(Json([&](JsonWriter& w) {
@@ -612,7 +602,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   // Q6-Q8: subscribers of a push queue.
   auto subscribers = [ctx](const char* verb) {
     return [ctx, verb = std::string(verb)](Request& req) -> awaitable<Response> {
-      KILN_AUTH(ctx, req, project);
+      KILN_AUTH(*ctx->s.access, req, project);
       KILN_TRY(doc, ParseObject(req.body));
       KILN_TRY(arr, GetArray(*doc, "subscribers"));
       KILN_TRY(subs, ParseSubscribers(*arr));
@@ -634,7 +624,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   };
   // Alerts: replace all, remove several, remove one.
   router.Add("PUT", q + "/alerts", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(arr, GetArray(*doc, "alerts"));
     KILN_TRY(alerts, ParseAlerts(*arr));
@@ -643,7 +633,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     co_return QueueResponse(*info, true);
   });
   router.Add("DELETE", q + "/alerts", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(arr, GetArray(*doc, "alerts"));
     if (!*arr) co_return ErrorResponse(Error::InvalidArgument("alerts must be an array"));
@@ -659,7 +649,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     co_return QueueResponse(*info, true);
   });
   router.Add("DELETE", q + "/alerts/:alert", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(info, ctx->s.engine->RemoveAlerts(project, std::string(req.Param("queue")),
                                                {std::string(req.Param("alert"))}));
     co_return QueueResponse(*info, true);
@@ -670,7 +660,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   router.Add("DELETE", q + "/subscribers", subscribers("remove"));
 
   router.Add("POST", m + "/touch", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(id, MessageId(req));
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(rid, GetString(*doc, "reservation_id"));
@@ -688,7 +678,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   });
 
   router.Add("POST", m + "/release", [ctx](Request& req) -> awaitable<Response> {
-    KILN_AUTH(ctx, req, project);
+    KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(id, MessageId(req));
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(rid, GetString(*doc, "reservation_id"));

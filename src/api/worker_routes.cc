@@ -4,6 +4,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/errors.h"
+#include "api/handler.h"
 #include "api/json.h"
 #include "api/multipart.h"
 #include "base/time_format.h"
@@ -88,15 +89,6 @@ void WriteTask(JsonWriter& w, const worker::Task& t) {
   w.EndObject();
 }
 
-#define KILN_AUTH(s, req, project)                               \
-  std::string project(req.Param("project"));                     \
-  if (auto auth_ = Authorize(*s.access, req, project); !auth_) { \
-    co_return ErrorResponse(auth_.error());                      \
-  }
-#define KILN_TRY(var, expr) \
-  auto var = (expr);        \
-  if (!var) co_return ErrorResponse(var.error());
-
 }  // namespace
 
 void AddWorkerRoutes(http::Router& router, const Services& s) {
@@ -105,7 +97,7 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
 
   // C1: register an image code (multipart "data"). Zip codes come later.
   router.Add("POST", base + "/codes", [s](Request& req) -> awaitable<Response> {
-    KILN_AUTH(s, req, project);
+    KILN_AUTH(*s.access, req, project);
     KILN_TRY(parts, ParseMultipart(req.Header("content-type"), req.body));
     auto data = parts->find("data");
     if (data == parts->end())
@@ -141,14 +133,14 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
   });
 
   router.Add("GET", base + "/codes/:code", [s](Request& req) -> awaitable<Response> {
-    KILN_AUTH(s, req, project);
+    KILN_AUTH(*s.access, req, project);
     KILN_TRY(code, s.worker->GetCode(project, std::string(req.Param("code"))));
     co_return Response{200, Json([&](JsonWriter& w) { WriteCode(w, *code); })};
   });
 
   // T1: queue tasks.
   router.Add("POST", base + "/tasks", [s](Request& req) -> awaitable<Response> {
-    KILN_AUTH(s, req, project);
+    KILN_AUTH(*s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(arr, GetArray(*doc, "tasks"));
     if (!*arr || (*arr)->Empty())
@@ -196,13 +188,13 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
   });
 
   router.Add("GET", base + "/tasks/:task", [s](Request& req) -> awaitable<Response> {
-    KILN_AUTH(s, req, project);
+    KILN_AUTH(*s.access, req, project);
     KILN_TRY(task, s.worker->GetTask(project, std::string(req.Param("task"))));
     co_return Response{200, Json([&](JsonWriter& w) { WriteTask(w, *task); })};
   });
 
   router.Add("GET", base + "/tasks/:task/log", [s](Request& req) -> awaitable<Response> {
-    KILN_AUTH(s, req, project);
+    KILN_AUTH(*s.access, req, project);
     KILN_TRY(log, s.worker->Log(project, std::string(req.Param("task"))));
     Response r{200, std::move(*log)};
     r.content_type = "text/plain";
@@ -210,7 +202,7 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
   });
 
   router.Add("POST", base + "/tasks/:task/cancel", [s](Request& req) -> awaitable<Response> {
-    KILN_AUTH(s, req, project);
+    KILN_AUTH(*s.access, req, project);
     KILN_TRY(r, s.worker->Cancel(project, std::string(req.Param("task"))));
     co_return Response{200, MsgJson("Cancelled")};
   });
