@@ -369,6 +369,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
   std::string dlq;
   Notices notices;
   uint64_t qid;
+  bool push;
   store::MessageBatch batch;
   {
     std::lock_guard lock(slot->mu);
@@ -376,6 +377,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
     Queue& q = slot->queue;
     const auto& rec = q.record();
     qid = rec.qid;
+    push = rec.push();
     dlq = rec.dead_letter_queue;
     TimeMs now = clock_.NowMs();
     q.Tick(now);
@@ -385,7 +387,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
       if (!s) break;
       if (s->expires_at <= now) {
         q.Remove(s->id);
-        batch.Delete(qid, s->id);
+        batch.Delete(qid, s->id, push);
         continue;
       }
       if (!dlq.empty() && s->reserved_count >= static_cast<uint64_t>(rec.max_reservations)) {
@@ -402,7 +404,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
       Message m{s->id, std::move(*body), s->reserved_count + 1, {}};
       if (o.delete_messages) {
         q.Remove(s->id);
-        batch.Delete(qid, s->id);
+        batch.Delete(qid, s->id, push);
       } else {
         uint64_t token = RandomU64() | 1;
         batch.PutState(qid, q.Reserve(s->id, token, until, true));
@@ -415,12 +417,12 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
   }
   if (!notices.empty()) PostNotices(project, std::move(notices));
   if (!batch.empty()) store_.Append(std::move(batch));
-  if (!dead.empty()) MoveToDeadLetter(project, dlq, qid, std::move(dead));
+  if (!dead.empty()) MoveToDeadLetter(project, dlq, qid, push, std::move(dead));
   return out;
 }
 
 void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq, uint64_t from_qid,
-                              std::vector<store::MessageState> states) {
+                              bool from_push, std::vector<store::MessageState> states) {
   auto slot = FindOrCreate(project, dlq);
   if (!slot) return;  // the messages stay where the store has them; a restart brings them back
   TimeMs now = clock_.NowMs();
@@ -436,7 +438,7 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
       s.reservation = 0;
       s.expires_at = now + Seconds(q.record().message_expiration);
       // Delete and put ride in one batch: the message is in exactly one queue.
-      batch.Delete(from_qid, s.id);
+      batch.Delete(from_qid, s.id, from_push);
       batch.Put(q.record().qid, s, std::move(*body));
       moved.push_back(s);
       q.CountPosted();
@@ -546,7 +548,7 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
         if (!slot->plans.count(ref.id)) return Fail(MessageNotFound());
       for (const auto& ref : refs) {
         slot->plans.erase(ref.id);
-        batch.Delete(q.record().qid, ref.id);
+        batch.Delete(q.record().qid, ref.id, true);
       }
       store_.Append(std::move(batch));
       return Ok();
@@ -557,7 +559,7 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
     }
     for (const auto& ref : refs) {
       q.Remove(ref.id);
-      batch.Delete(q.record().qid, ref.id);
+      batch.Delete(q.record().qid, ref.id, q.record().push());
     }
     notices = CheckAlerts(*slot, now);
   }
@@ -657,7 +659,7 @@ void Engine::Tick() {
         if (head.empty() || head[0].expires_at > now) break;
         q.PopReady();
         q.Remove(head[0].id);
-        batch.Delete(q.record().qid, head[0].id);
+        batch.Delete(q.record().qid, head[0].id, q.record().push());
       }
       if (woke) q.WakeWaiters();
       if (!batch.empty()) notices = CheckAlerts(*slot, now);

@@ -264,7 +264,7 @@ class Engine {
   // Blocks until `batch` is durable. For rare operations only (queue delete).
   Result<void> CommitAndWait(store::MessageBatch batch);
   void MoveToDeadLetter(const std::string& project, const std::string& dlq, uint64_t from_qid,
-                        std::vector<store::MessageState> states);
+                        bool from_push, std::vector<store::MessageState> states);
   // Checks `ref` against the message's state under the queue's lock.
   Result<store::MessageState> CheckReservation(const Queue& q, const DeleteRef& ref,
                                                TimeMs now) const;

@@ -314,7 +314,7 @@ std::optional<std::pair<std::string, NewMessage>> Engine::SettlePlan(Slot& slot,
     w.EndObject();
     out.emplace(rec.error_queue, NewMessage{std::string(sb.GetString(), sb.GetSize()), 0, {}});
   }
-  batch.Delete(rec.qid, id);
+  batch.Delete(rec.qid, id, true);
   store_.Append(std::move(batch));
   slot.finished.emplace_back(id, std::move(it->second));
   if (slot.finished.size() > kFinishedKept) slot.finished.pop_front();

@@ -24,6 +24,7 @@ class MessageBatch {
     MessageState state;  // kPut, kPutState; state.id for kDelete
     std::string body;    // kPut
     uint64_t total = 0;  // kSetTotal
+    bool plan = false;   // kDelete: the message may have a push plan too
   };
 
   void Put(uint64_t qid, const MessageState& s, std::string body) {
@@ -32,8 +33,10 @@ class MessageBatch {
   void PutState(uint64_t qid, const MessageState& s) {
     ops_.push_back({Kind::kPutState, qid, s, {}});
   }
-  void Delete(uint64_t qid, uint64_t id) {
-    ops_.push_back({Kind::kDelete, qid, MessageState{.id = id}, {}});
+  // `push`: the message belongs to a push queue and may have a delivery
+  // plan, which goes with it (a queue's type never changes).
+  void Delete(uint64_t qid, uint64_t id, bool push) {
+    ops_.push_back({Kind::kDelete, qid, MessageState{.id = id}, {}, 0, push});
   }
   void SetTotal(uint64_t qid, uint64_t total) {
     ops_.push_back({Kind::kSetTotal, qid, {}, {}, total});
