@@ -54,6 +54,17 @@ if (pushRows.length) {
   out.push('', 'Runs "as fast as it goes" post faster than Kiln delivers, so their latency is mostly the backlog; the paced runs post at a steady rate well below that and show the latency of a delivery.', '');
 }
 
+const row = (label) => rows.find((r) => r.label === label);
+if (row('tasks-latency')) {
+  const [kl, rl, kt, rt] = ['tasks-latency', 'runc-latency', 'tasks-throughput', 'runc-throughput'].map(row);
+  const ms = (x) => `${x.toFixed(1)} ms`;
+  out.push('### Tasks: a busybox `true` task, each in a fresh container', '');
+  out.push('| run | Kiln | bare runc | Kiln / runc |', '|---|---|---|---|');
+  out.push(`| POST → complete, one at a time (${kl.runs} tasks), p50 | ${ms(kl.p50_ms)} | ${ms(rl.p50_ms)} | ${(kl.p50_ms / rl.p50_ms).toFixed(2)}x |`);
+  out.push(`| same, p99 | ${ms(kl.p99_ms)} | ${ms(rl.p99_ms)} | ${(kl.p99_ms / rl.p99_ms).toFixed(2)}x |`);
+  out.push(`| ${fmt(kt.tasks)} tasks at once (runc: a 4-way parallel loop), tasks/s | ${kt.tasks_per_sec.toFixed(1)} | ${rt.tasks_per_sec.toFixed(1)} | ${(kt.tasks_per_sec / rt.tasks_per_sec).toFixed(2)}x |`, '');
+}
+
 const fill = rows.find((r) => r.label === 'fill');
 if (fill) {
   const perMsg = (a, b) => ((a - b) / fill.queued).toFixed(0);

@@ -115,6 +115,17 @@ printf '{"label":"sink-wrk","requests_per_sec":%s}\n' "${WRK_RPS:-0}" >> "$RESUL
 kill $SINK_PID 2>/dev/null || true
 rm -rf "$WORK/kiln"
 
+if [[ $(id -u) -eq 0 ]] && command -v runc >/dev/null; then
+  say "tasks: POST -> complete for a busybox true task, beside bare runc"
+  start_kiln --runner-slots 4
+  node bench/tasks.mjs "http://127.0.0.1:$KILN_PORT" "$PROJECT" "$TOKEN" "$WORK" \
+    "${BENCH_TASKS:-200}" "${BENCH_TASKS_N:-1000}" >> "$RESULTS"
+  stop_kiln
+  rm -rf "$WORK/kiln"
+else
+  say "tasks: skipped (needs root and runc)"
+fi
+
 say "memory and restart with $FILL queued messages"
 start_kiln
 rss() { awk '/VmRSS/ {print $2 * 1024}' /proc/$KILN_PID/status; }

@@ -59,6 +59,13 @@ std::string Sha256Hex(std::string_view s) {
   return ToHex(md, len);
 }
 
+std::string Md5Hex(std::string_view s) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(s.data(), s.size(), md, &len, EVP_md5(), nullptr);
+  return ToHex(md, len);
+}
+
 std::string HexU64(uint64_t v) {
   std::string out(16, '0');
   for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kHex[v & 15];

@@ -19,6 +19,8 @@ uint64_t RandomU64();
 
 // Lower-case hex SHA-256 of `s`.
 std::string Sha256Hex(std::string_view s);
+// Lower-case hex MD5 of `s`: a checksum as Iron shows it, not for security.
+std::string Md5Hex(std::string_view s);
 
 std::string HexU64(uint64_t v);  // 16 hex digits
 bool ParseHexU64(std::string_view s, uint64_t* out);

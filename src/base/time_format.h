@@ -2,7 +2,9 @@
 // expect them (iron-api.md §1.4). Pure; thread-safe.
 #pragma once
 
+#include <cstdio>
 #include <ctime>
+#include <optional>
 #include <string>
 
 #include "base/clock.h"
@@ -16,6 +18,34 @@ inline std::string FormatRfc3339(TimeMs ms) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+// Parses "2024-01-02T03:04:05Z", with optional fractional seconds and a
+// "+01:00"-style offset instead of Z (a space for the T is accepted too).
+inline std::optional<TimeMs> ParseRfc3339(const std::string& s) {
+  int y, mo, d, h, mi, n = 0;
+  double sec;
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi, &sec, &n) !=
+          6 ||
+      n == 0)
+    return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61)
+    return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  TimeMs ms = static_cast<TimeMs>(timegm(&tm)) * 1000 + static_cast<TimeMs>(sec * 1000);
+  std::string zone = s.substr(static_cast<size_t>(n));
+  if (zone == "Z" || zone == "z") return ms;
+  int oh, om;
+  char sign;
+  if (zone.size() == 6 && std::sscanf(zone.c_str(), "%c%2d:%2d", &sign, &oh, &om) == 3 &&
+      (sign == '+' || sign == '-'))
+    return ms - (sign == '+' ? 1 : -1) * (oh * 3600 + om * 60) * TimeMs{1000};
+  return std::nullopt;
 }
 
 }  // namespace kiln

@@ -11,5 +11,7 @@ namespace kiln::cli {
 void AddMqCommands(CLI::App& app);
 void AddAdminCommands(CLI::App& app);
 void AddImageCommands(CLI::App& app);
+void AddWorkerCommands(CLI::App& app);  // worker, task, schedule
+void AddStackCommands(CLI::App& app);
 
 }  // namespace kiln::cli

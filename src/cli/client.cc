@@ -77,7 +77,7 @@ Connection Resolve(Connection c) {
 std::string Escape(const std::string& s) { return PercentEncode(s); }
 
 Result<Reply> Call(const Connection& c, const std::string& method, const std::string& target,
-                   const std::string& body) {
+                   const std::string& body, const std::string& content_type) {
   if (c.scheme != "http")
     return Fail(Error::InvalidArgument("the CLI speaks http only (scheme " + c.scheme + ")"));
   try {
@@ -91,14 +91,16 @@ Result<Reply> Call(const Connection& c, const std::string& method, const std::st
     req.set(bhttp::field::user_agent, "kiln-cli");
     if (!c.token.empty()) req.set(bhttp::field::authorization, "OAuth " + c.token);
     if (method != "GET") {
-      req.set(bhttp::field::content_type, "application/json");
+      req.set(bhttp::field::content_type, content_type);
       req.body() = body.empty() ? "{}" : body;
       req.prepare_payload();
     }
     bhttp::write(stream, req);
     beast::flat_buffer buf;
-    bhttp::response<bhttp::string_body> res;
-    bhttp::read(stream, buf, res);
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(1ULL << 30);  // code downloads
+    bhttp::read(stream, buf, parser);
+    auto& res = parser.get();
     beast::error_code ec;
     stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
     return Reply{static_cast<int>(res.result_int()), res.body()};

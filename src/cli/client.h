@@ -27,10 +27,11 @@ struct Reply {
   std::string body;
 };
 
-// Sends one request (JSON body when `body` is not empty). Errors: Unavailable
-// when the server cannot be reached.
+// Sends one request (a body, "{}" when empty, on all but GET). Errors:
+// Unavailable when the server cannot be reached.
 Result<Reply> Call(const Connection& c, const std::string& method, const std::string& target,
-                   const std::string& body = "");
+                   const std::string& body = "",
+                   const std::string& content_type = "application/json");
 
 // Percent-encodes a path segment.
 std::string Escape(const std::string& s);

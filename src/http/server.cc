@@ -88,6 +88,10 @@ struct Server::Impl {
     }
   }
 
+  bool IsUpload(std::string_view target) const {
+    return options.is_upload && options.is_upload(target.substr(0, target.find('?')));
+  }
+
   awaitable<void> Session(tcp::socket sock, std::atomic<bool>& stopping) {
     ++live;
     std::string remote;
@@ -111,7 +115,12 @@ struct Server::Impl {
       stream.expires_after(first || buffer.size() > 0 ? options.read_timeout
                                                       : options.idle_timeout);
       first = false;
-      co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+      co_await bhttp::async_read_header(stream, buffer, parser,
+                                        asio::redirect_error(use_awaitable, ec));
+      if (!ec && !parser.is_done()) {
+        if (IsUpload(parser.get().target())) parser.body_limit(options.max_upload_bytes);
+        co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+      }
       if (ec) {
         int status = 0;
         const char* msg = nullptr;

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +27,10 @@ struct ServerOptions {
   int threads = 0;       // 0: one per core
   size_t max_header_bytes = 16 * 1024;
   size_t max_body_bytes = 1 << 20;
+  // Requests whose path (without the query) this accepts may have bodies up
+  // to max_upload_bytes (code uploads).
+  std::function<bool(std::string_view path)> is_upload;
+  size_t max_upload_bytes = 64 << 20;
   std::chrono::seconds read_timeout{30};  // to receive one whole request
   std::chrono::seconds idle_timeout{75};  // between requests on a keep-alive connection
   bool access_log = true;

@@ -235,6 +235,29 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
   return Find(id);
 }
 
+Result<ImageInfo> ImageStore::ImportRootfs(const std::string& tarball, const std::string& name) {
+  std::string id = Sha256Hex(ReadFile(tarball));
+  fs::path image = fs::path(dir_) / "images" / id;
+  std::error_code ec;
+  if (!fs::exists(image / "rootfs")) {
+    fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
+    struct Cleanup {
+      fs::path p;
+      ~Cleanup() {
+        std::error_code e;
+        fs::remove_all(p, e);
+      }
+    } cleanup{tmp};
+    fs::create_directories(tmp / "rootfs", ec);
+    if (auto r = ApplyLayer(tarball, fs::canonical(tmp / "rootfs")); !r) return Fail(r.error());
+    fs::create_directories(image, ec);
+    fs::rename(tmp / "rootfs", image / "rootfs", ec);
+    if (ec) return Fail(Error::Internal("cannot store the image: " + ec.message()));
+  }
+  if (auto r = Name(name, id); !r) return Fail(r.error());
+  return Find(id);
+}
+
 Result<ImageInfo> ImageStore::Busybox() {
   if (auto found = Find("busybox")) return found;
   fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));

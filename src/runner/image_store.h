@@ -28,6 +28,9 @@ class ImageStore {
   // Imports `archive`. `name` (repo:tag) is added to the archive's own tags.
   // InvalidArgument for an archive that is not an image or is unsafe.
   Result<ImageInfo> Import(const std::string& archive, const std::string& name = "");
+  // Imports a plain root filesystem tarball (one layer, e.g. made by
+  // mmdebstrap) under `name`.
+  Result<ImageInfo> ImportRootfs(const std::string& tarball, const std::string& name);
   // The built-in "busybox" image, built from Debian's busybox-static on first use.
   Result<ImageInfo> Busybox();
   Result<ImageInfo> Find(const std::string& name_or_id) const;  // NotFound

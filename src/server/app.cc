@@ -169,6 +169,10 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   so.port = config.port;
   so.threads = config.threads;
   so.max_body_bytes = config.max_request_bytes;
+  so.is_upload = [](std::string_view path) {  // POST /2/projects/{pid}/codes (§1.6)
+    return path.starts_with("/2/projects/") && path.ends_with("/codes");
+  };
+  so.max_upload_bytes = config.max_upload_bytes;
   so.access_log = config.access_log;
   so.read_timeout = std::chrono::seconds(config.read_timeout_s);
   so.idle_timeout = std::chrono::seconds(config.idle_timeout_s);

@@ -22,8 +22,9 @@ struct Config {
   int fsync_interval_ms = 0;  // 0: fsync every post before answering
   size_t max_message_bytes = 64 * 1024;
   size_t max_request_bytes = 1 << 20;
-  int read_timeout_s = 30;  // to receive one whole request
-  int idle_timeout_s = 75;  // between requests on a keep-alive connection
+  size_t max_upload_bytes = 64 << 20;  // code packages
+  int read_timeout_s = 30;             // to receive one whole request
+  int idle_timeout_s = 75;             // between requests on a keep-alive connection
   bool access_log = true;
   bool write_iron_json = true;  // on first start, into the working directory
   std::string public_host;      // written to iron.json; default: host

@@ -65,6 +65,8 @@ int main(int argc, char** argv) {
       ->envname("KILN_MAX_MESSAGE_BYTES");
   serve->add_option("--max-request-bytes", config.max_request_bytes, "Largest request body")
       ->envname("KILN_MAX_REQUEST_BYTES");
+  serve->add_option("--max-upload-bytes", config.max_upload_bytes, "Largest code package upload")
+      ->envname("KILN_MAX_UPLOAD_BYTES");
   serve->add_option("--read-timeout", config.read_timeout_s, "Seconds to receive a whole request")
       ->envname("KILN_READ_TIMEOUT")
       ->check(CLI::Range(1, 3600));
@@ -120,6 +122,8 @@ int main(int argc, char** argv) {
   kiln::cli::AddMqCommands(app);
   kiln::cli::AddAdminCommands(app);
   kiln::cli::AddImageCommands(app);
+  kiln::cli::AddWorkerCommands(app);
+  kiln::cli::AddStackCommands(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -1,23 +1,75 @@
 #include "worker/service.h"
 
+#include <rapidjson/document.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "base/ids.h"
+#include "runner/code_package.h"
+#include "worker/schedule.h"
 
 namespace kiln::worker {
 namespace fs = std::filesystem;
 
 namespace {
-std::string Tail(const std::string& path, size_t n) {
+
+constexpr size_t kMaxPayload = 64 * 1024;
+constexpr int64_t kMaxUnpacked = 1LL << 30;  // what a zip may unpack to
+constexpr char kProgressFile[] = ".progress.json";
+
+std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
-  std::string s = ss.str();
+  return ss.str();
+}
+
+std::string Tail(const std::string& path, size_t n) {
+  std::string s = ReadAll(path);
   return s.size() > n ? s.substr(s.size() - n) : s;
 }
+
+std::string RevKey(const std::string& id, int64_t rev) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%010lld", static_cast<long long>(rev));
+  return "coderev/" + id + "/" + buf;
+}
+
+template <typename T>
+std::vector<T> Page(std::vector<T> all, int page, int per_page) {
+  size_t from = static_cast<size_t>(std::max(page, 0)) * static_cast<size_t>(per_page);
+  if (from >= all.size()) return {};
+  size_t to = std::min(all.size(), from + static_cast<size_t>(per_page));
+  return std::vector<T>(std::make_move_iterator(all.begin() + static_cast<ptrdiff_t>(from)),
+                        std::make_move_iterator(all.begin() + static_cast<ptrdiff_t>(to)));
+}
+
+// How a zip code's runtime runs its file_name, with the arguments of the
+// contract (iron-api.md §3.6) after it.
+std::string RuntimeCommand(const Code& c) {
+  static const std::map<std::string, std::string> kInterpreters = {
+      {"sh", "sh"},     {"bash", "bash"}, {"python", "python3"}, {"python3", "python3"},
+      {"node", "node"}, {"ruby", "ruby"}, {"php", "php"},        {"binary", ""}};
+  auto it = kInterpreters.find(c.runtime.empty() ? "sh" : c.runtime);
+  std::string interp = it == kInterpreters.end() ? c.runtime : it->second;
+  std::string file = "'" + c.file_name + "'";  // file names were checked: no quotes
+  return (interp.empty() ? "./" + c.file_name : interp + " " + file) +
+         " -d \"$TASK_DIR\" -payload \"$PAYLOAD_FILE\" -config \"$CONFIG_FILE\" -id \"$TASK_ID\"" +
+         " ${SCHEDULE_ID:+-schedule_id \"$SCHEDULE_ID\"}";
+}
+
+// The image a code runs on: its stack or image, else the runtime's stack.
+std::string ImageOf(const Code& c) {
+  if (!c.stack.empty()) return c.stack;
+  if (!c.image.empty()) return c.image;
+  if (c.runtime.empty() || c.runtime == "sh" || c.runtime == "binary") return "busybox";
+  return c.runtime;
+}
+
 }  // namespace
 
 Service::Service(store::Store& store, const Clock& clock, runner::ImageStore& images,
@@ -32,6 +84,12 @@ Service::~Service() { Stop(); }
 std::string Service::LogPath(const std::string& id) const {
   return options_.data_dir + "/task-logs/" + id + ".log";
 }
+std::string Service::PackagePath(const std::string& code_id, int64_t rev) const {
+  return options_.data_dir + "/codes/" + code_id + "/" + std::to_string(rev) + ".zip";
+}
+std::string Service::TaskDir(const std::string& id) const {
+  return options_.data_dir + "/task-work/" + id + "/task";
+}
 
 void Service::Save(const Task& t) { store_.PutWorkerRecord("task/" + t.id, EncodeTask(t)); }
 
@@ -42,6 +100,16 @@ Result<void> Service::Recover() {
       code_by_name_[{c->project_id, c->name}] = c->id;
       codes_[c->id] = std::move(*c);
     }
+  });
+  if (!r) return r;
+  r = store_.ForEachWorkerRecord("coderev/", [&](std::string_view, std::string_view v) {
+    if (auto c = DecodeCode(v)) revisions_[{c->id, c->rev}] = std::move(*c);
+  });
+  if (!r) return r;
+  // Codes written before revisions were kept: the latest is the only one.
+  for (const auto& [id, c] : codes_) revisions_.try_emplace({id, c.rev}, c);
+  r = store_.ForEachWorkerRecord("schedule/", [&](std::string_view, std::string_view v) {
+    if (auto s = DecodeSchedule(v)) schedules_[s->id] = std::move(*s);
   });
   if (!r) return r;
   TimeMs now = clock_.NowMs();
@@ -72,6 +140,7 @@ void Service::Start() {
   std::lock_guard lock(mu_);
   stopping_ = false;
   for (int i = 0; i < options_.slots; ++i) slots_.emplace_back([this] { SlotLoop(); });
+  if (options_.run_schedules) scheduler_ = std::thread([this] { ScheduleLoop(); });
 }
 
 void Service::Stop() {
@@ -83,42 +152,261 @@ void Service::Stop() {
   cv_.notify_all();
   for (auto& t : slots_) t.join();
   slots_.clear();
+  if (scheduler_.joinable()) scheduler_.join();
 }
 
-Result<Code> Service::PutCode(const std::string& project, Code spec) {
+// ---- Codes ----
+
+Result<const Code*> Service::FindCodeLocked(const std::string& project,
+                                            const std::string& name_or_id) const {
+  auto byname = code_by_name_.find({project, name_or_id});
+  auto it = codes_.find(byname != code_by_name_.end() ? byname->second : name_or_id);
+  if (it == codes_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Code not found"));
+  return &it->second;
+}
+
+Result<Code> Service::PutCode(const std::string& project, Code spec, const std::string& zip) {
   if (spec.name.empty()) return Fail(Error::InvalidArgument("name is required"));
-  if (spec.image.empty() || spec.command.empty())
-    return Fail(Error::InvalidArgument("an image code needs image and command"));
+  if (!zip.empty()) {
+    auto info = runner::CheckZip(zip, kMaxUnpacked);
+    if (!info) return Fail(info.error());
+    if (spec.file_name.empty() && spec.command.empty())
+      return Fail(Error::InvalidArgument("a zip code needs file_name (with runtime) or command"));
+    if (!spec.file_name.empty() &&
+        (spec.file_name.find_first_of("'\"\\$`\n") != std::string::npos ||
+         spec.file_name.find("..") != std::string::npos || spec.file_name.front() == '/'))
+      return Fail(Error::InvalidArgument("file_name must be a plain path inside the package"));
+    spec.checksum = Md5Hex(zip);
+    spec.code_size = static_cast<int64_t>(zip.size());
+  } else if (spec.image.empty() || spec.command.empty()) {
+    return Fail(Error::InvalidArgument(
+        "a code needs image and command, or a zip package (the file part) with file_name"));
+  }
   if (spec.max_concurrency < 0)
     return Fail(Error::InvalidArgument("max_concurrency must be 0 or more"));
+  if (spec.retries < 0 || spec.retries > 10)
+    return Fail(Error::InvalidArgument("retries must be between 0 and 10"));
+  if (spec.retries_delay < 0)
+    return Fail(Error::InvalidArgument("retries_delay must not be negative"));
+  if (spec.default_priority < 0 || spec.default_priority > 2)
+    return Fail(Error::InvalidArgument("default_priority must be 0, 1 or 2"));
+  if (spec.config.size() > kMaxPayload) return Fail(Error::TooLarge("config exceeds 64 KB"));
+  if (spec.memory_mb < 8) return Fail(Error::InvalidArgument("memory must be at least 8 MB"));
+
   std::lock_guard lock(mu_);
+  TimeMs now = clock_.NowMs();
   spec.project_id = project;
+  spec.history_id = NewObjectId(now);
+  spec.updated_at = now;
   auto it = code_by_name_.find({project, spec.name});
   if (it != code_by_name_.end()) {
     const Code& old = codes_.at(it->second);
     spec.id = old.id;
     spec.rev = old.rev + 1;
     spec.created_at = old.created_at;
+    spec.paused = old.paused;
   } else {
-    spec.id = NewObjectId(clock_.NowMs());
+    spec.id = NewObjectId(now);
     spec.rev = 1;
-    spec.created_at = clock_.NowMs();
+    spec.created_at = now;
   }
-  if (auto r = store_.PutWorkerRecord("code/" + spec.id, EncodeCode(spec)); !r)
+  if (!zip.empty()) {
+    std::error_code ec;
+    std::string path = PackagePath(spec.id, spec.rev);
+    fs::create_directories(fs::path(path).parent_path(), ec);
+    std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(zip.data(), static_cast<std::streamsize>(zip.size()));
+      if (!out.flush()) return Fail(Error::Unavailable("cannot write the code package"));
+    }
+    fs::rename(tmp, path, ec);
+    if (ec) return Fail(Error::Unavailable("cannot write the code package: " + ec.message()));
+  }
+  std::string record = EncodeCode(spec);
+  if (auto r = store_.PutWorkerRecord(RevKey(spec.id, spec.rev), record); !r)
     return Fail(r.error());
+  if (auto r = store_.PutWorkerRecord("code/" + spec.id, record); !r) return Fail(r.error());
   code_by_name_[{project, spec.name}] = spec.id;
   codes_[spec.id] = spec;
+  revisions_[{spec.id, spec.rev}] = spec;
   cv_.notify_all();  // a higher max_concurrency may let tasks start
   return spec;
 }
 
 Result<Code> Service::GetCode(const std::string& project, const std::string& name_or_id) const {
   std::lock_guard lock(mu_);
-  auto byname = code_by_name_.find({project, name_or_id});
-  auto it = codes_.find(byname != code_by_name_.end() ? byname->second : name_or_id);
-  if (it == codes_.end() || it->second.project_id != project)
-    return Fail(Error::NotFound("Code not found"));
-  return it->second;
+  auto c = FindCodeLocked(project, name_or_id);
+  if (!c) return Fail(c.error());
+  return **c;
+}
+
+std::vector<Code> Service::ListCodes(const std::string& project, int page, int per_page) const {
+  std::lock_guard lock(mu_);
+  std::vector<Code> all;
+  for (auto it = code_by_name_.lower_bound({project, ""});
+       it != code_by_name_.end() && it->first.first == project; ++it)
+    all.push_back(codes_.at(it->second));
+  return Page(std::move(all), page, per_page);
+}
+
+Result<void> Service::DeleteCode(const std::string& project, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto c = FindCodeLocked(project, id);
+  if (!c) return Fail(c.error());
+  Code code = **c;
+  if (auto r = store_.DeleteWorkerRecord("code/" + code.id); !r) return r;
+  for (auto it = revisions_.lower_bound({code.id, 0});
+       it != revisions_.end() && it->first.first == code.id;) {
+    store_.DeleteWorkerRecord(RevKey(code.id, it->first.second));
+    it = revisions_.erase(it);
+  }
+  std::error_code ec;
+  fs::remove_all(fs::path(options_.data_dir) / "codes" / code.id, ec);
+  code_by_name_.erase({project, code.name});
+  codes_.erase(code.id);
+  for (auto it = queued_.begin(); it != queued_.end();) {
+    Task& t = tasks_.at(std::get<2>(*it));
+    if (t.code_id != code.id) {
+      ++it;
+      continue;
+    }
+    it = queued_.erase(it);
+    t.state = TaskState::kCancelled;
+    t.msg = "Code deleted";
+    t.end_time = t.updated_at = clock_.NowMs();
+    Save(t);
+  }
+  return Ok();
+}
+
+Result<std::vector<Code>> Service::Revisions(const std::string& project, const std::string& id,
+                                             int page, int per_page) const {
+  std::lock_guard lock(mu_);
+  auto c = FindCodeLocked(project, id);
+  if (!c) return Fail(c.error());
+  std::vector<Code> all;
+  for (auto it = revisions_.lower_bound({(*c)->id, 0});
+       it != revisions_.end() && it->first.first == (*c)->id; ++it)
+    all.push_back(it->second);
+  std::reverse(all.begin(), all.end());  // newest first
+  return Page(std::move(all), page, per_page);
+}
+
+Result<std::pair<std::string, std::string>> Service::Download(const std::string& project,
+                                                              const std::string& id,
+                                                              int64_t rev) const {
+  std::string path, name;
+  {
+    std::lock_guard lock(mu_);
+    auto c = FindCodeLocked(project, id);
+    if (!c) return Fail(c.error());
+    if (rev <= 0) rev = (*c)->rev;
+    auto it = revisions_.find({(*c)->id, rev});
+    if (it == revisions_.end()) return Fail(Error::NotFound("Revision not found"));
+    if (it->second.code_size == 0)
+      return Fail(Error::NotFound("Revision " + std::to_string(rev) + " has no code package"));
+    path = PackagePath((*c)->id, rev);
+    name = (*c)->name + "_" + std::to_string(rev) + ".zip";
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Fail(Error::NotFound("Code package not found"));
+  return std::pair{name, ReadAll(path)};
+}
+
+Result<CodeStats> Service::Stats(const std::string& project, const std::string& id, TimeMs from,
+                                 TimeMs to) const {
+  std::lock_guard lock(mu_);
+  auto c = FindCodeLocked(project, id);
+  if (!c) return Fail(c.error());
+  CodeStats out{};
+  for (const auto& [tid, t] : tasks_)
+    if (t.code_id == (*c)->id && t.created_at >= from && t.created_at <= to)
+      ++out[static_cast<size_t>(t.state)];
+  return out;
+}
+
+Result<void> Service::SetPaused(const std::string& project, const std::string& id, bool paused) {
+  std::lock_guard lock(mu_);
+  auto c = FindCodeLocked(project, id);
+  if (!c) return Fail(c.error());
+  Code& code = codes_.at((*c)->id);
+  code.paused = paused;
+  if (auto r = store_.PutWorkerRecord("code/" + code.id, EncodeCode(code)); !r) return r;
+  cv_.notify_all();
+  return Ok();
+}
+
+Result<int64_t> Service::CancelAll(const std::string& project, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto c = FindCodeLocked(project, id);
+  if (!c) return Fail(c.error());
+  std::string code_id = (*c)->id;
+  int64_t n = 0;
+  TimeMs now = clock_.NowMs();
+  for (auto it = queued_.begin(); it != queued_.end();) {
+    Task& t = tasks_.at(std::get<2>(*it));
+    if (t.code_id != code_id) {
+      ++it;
+      continue;
+    }
+    it = queued_.erase(it);
+    t.state = TaskState::kCancelled;
+    t.msg = "Cancelled";
+    t.end_time = t.updated_at = now;
+    Save(t);
+    ++n;
+  }
+  return n;
+}
+
+std::vector<std::string> Service::Stacks() {
+  std::set<std::string> names = {"busybox"};
+  std::lock_guard lock(images_mu_);
+  for (const auto& img : images_.List())
+    for (const auto& n : img.names) names.insert(n);
+  return {names.begin(), names.end()};
+}
+
+// ---- Tasks ----
+
+Result<Task> Service::MakeTaskLocked(const std::string& project, const NewTask& n, TimeMs now) {
+  auto byname = code_by_name_.find({project, n.code_name});
+  if (byname == code_by_name_.end()) return Fail(Error::NotFound("Code not found: " + n.code_name));
+  const Code& c = codes_.at(byname->second);
+  int priority = n.priority.value_or(c.default_priority);
+  if (priority < 0 || priority > 2)
+    return Fail(Error::InvalidArgument("priority must be 0, 1 or 2"));
+  if (n.timeout < 1 || n.timeout > 3600)
+    return Fail(Error::InvalidArgument("timeout must be between 1 and 3600"));
+  if (n.delay < 0 || n.delay > 604800)
+    return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
+  if (n.payload.size() > kMaxPayload) return Fail(Error::TooLarge("payload exceeds 64 KB"));
+  Task t;
+  t.id = NewObjectId(now);
+  t.project_id = project;
+  t.code_id = c.id;
+  t.code_history_id = c.history_id;
+  t.code_name = c.name;
+  t.code_rev = c.rev;
+  t.payload = n.payload;
+  t.priority = priority;
+  t.timeout = n.timeout;
+  t.run_after = now + n.delay * 1000;
+  t.label = n.label;
+  t.cluster = n.cluster.empty() ? "default" : n.cluster;
+  t.sync = n.sync;
+  t.created_at = t.updated_at = now;
+  return t;
+}
+
+void Service::EnqueueLocked(Task t) {
+  t.seq = next_seq_++;
+  Save(t);
+  queued_.insert({-t.priority, t.seq, t.id});
+  tasks_[t.id] = std::move(t);
+  cv_.notify_all();
 }
 
 Result<std::vector<std::string>> Service::QueueTasks(const std::string& project,
@@ -127,42 +415,28 @@ Result<std::vector<std::string>> Service::QueueTasks(const std::string& project,
   std::vector<Task> made;
   TimeMs now = clock_.NowMs();
   for (const auto& n : tasks) {
-    auto byname = code_by_name_.find({project, n.code_name});
-    if (byname == code_by_name_.end())
-      return Fail(Error::NotFound("Code not found: " + n.code_name));
-    if (n.priority < 0 || n.priority > 2)
-      return Fail(Error::InvalidArgument("priority must be 0, 1 or 2"));
-    if (n.timeout < 1 || n.timeout > 3600)
-      return Fail(Error::InvalidArgument("timeout must be between 1 and 3600"));
-    if (n.delay < 0 || n.delay > 604800)
-      return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
-    if (n.payload.size() > 64 * 1024) return Fail(Error::TooLarge("payload exceeds 64 KB"));
-    const Code& c = codes_.at(byname->second);
-    Task t;
-    t.id = NewObjectId(now);
-    t.project_id = project;
-    t.code_id = c.id;
-    t.code_name = c.name;
-    t.code_rev = c.rev;
-    t.payload = n.payload;
-    t.priority = n.priority;
-    t.timeout = n.timeout;
-    t.run_after = now + n.delay * 1000;
-    t.label = n.label;
-    t.cluster = n.cluster;
-    t.created_at = t.updated_at = now;
-    t.seq = next_seq_++;
-    made.push_back(std::move(t));
+    auto t = MakeTaskLocked(project, n, now);
+    if (!t) return Fail(t.error());
+    made.push_back(std::move(*t));
   }
   std::vector<std::string> ids;
   for (auto& t : made) {
-    if (auto r = store_.PutWorkerRecord("task/" + t.id, EncodeTask(t)); !r) return Fail(r.error());
     ids.push_back(t.id);
-    queued_.insert({-t.priority, t.seq, t.id});
-    tasks_[t.id] = std::move(t);
+    EnqueueLocked(std::move(t));
   }
-  cv_.notify_all();
   return ids;
+}
+
+void Service::ReadProgressLocked(Task& t) const {
+  if (t.state != TaskState::kRunning) return;
+  std::string text = ReadAll(TaskDir(t.id) + "/" + kProgressFile);
+  if (text.empty()) return;
+  rapidjson::Document d;
+  d.Parse(text.data(), text.size());
+  if (d.HasParseError() || !d.IsObject()) return;
+  if (d.HasMember("percent") && d["percent"].IsNumber())
+    t.percent = std::clamp(static_cast<int>(d["percent"].GetDouble()), 0, 100);
+  if (d.HasMember("msg") && d["msg"].IsString()) t.msg = d["msg"].GetString();
 }
 
 Result<Task> Service::GetTask(const std::string& project, const std::string& id) const {
@@ -170,7 +444,35 @@ Result<Task> Service::GetTask(const std::string& project, const std::string& id)
   auto it = tasks_.find(id);
   if (it == tasks_.end() || it->second.project_id != project)
     return Fail(Error::NotFound("Task not found"));
-  return it->second;
+  Task t = it->second;
+  ReadProgressLocked(t);
+  return t;
+}
+
+std::vector<Task> Service::ListTasks(const std::string& project, const TaskFilter& f) const {
+  std::lock_guard lock(mu_);
+  std::vector<const Task*> hits;
+  for (const auto& [id, t] : tasks_) {
+    if (t.project_id != project) continue;
+    if (!f.code_name.empty() && t.code_name != f.code_name) continue;
+    if (!f.label.empty() && t.label != f.label) continue;
+    if (!f.cluster.empty() && t.cluster != f.cluster) continue;
+    if (!f.states.empty() && !f.states.count(t.state)) continue;
+    if (f.from && t.created_at < f.from) continue;
+    if (f.to && t.created_at > f.to) continue;
+    hits.push_back(&t);
+  }
+  // Newest first; the sequence breaks ties within a millisecond.
+  std::sort(hits.begin(), hits.end(), [](const Task* a, const Task* b) {
+    return a->created_at != b->created_at ? a->created_at > b->created_at : a->seq > b->seq;
+  });
+  std::vector<Task> out;
+  size_t from = static_cast<size_t>(std::max(f.page, 0)) * static_cast<size_t>(f.per_page);
+  for (size_t i = from; i < hits.size() && out.size() < static_cast<size_t>(f.per_page); ++i) {
+    out.push_back(*hits[i]);
+    ReadProgressLocked(out.back());
+  }
+  return out;
 }
 
 Result<void> Service::Cancel(const std::string& project, const std::string& id) {
@@ -183,11 +485,59 @@ Result<void> Service::Cancel(const std::string& project, const std::string& id) 
   if (t.state == TaskState::kQueued) {
     queued_.erase({-t.priority, t.seq, t.id});
     t.state = TaskState::kCancelled;
+    t.msg = "Cancelled";
     t.end_time = t.updated_at = clock_.NowMs();
     Save(t);
     return Ok();
   }
   if (auto c = cancels_.find(id); c != cancels_.end()) *c->second = true;  // the slot finishes it
+  return Ok();
+}
+
+Result<std::string> Service::Retry(const std::string& project, const std::string& id,
+                                   int64_t delay) {
+  if (delay < 0 || delay > 604800)
+    return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
+  std::lock_guard lock(mu_);
+  auto it = tasks_.find(id);
+  if (it == tasks_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Task not found"));
+  const Task& old = it->second;
+  if (!Final(old.state))
+    return Fail(Error::InvalidArgument("Task is " + std::string(StateName(old.state)) +
+                                       ": only a finished task can be retried"));
+  if (!revisions_.count({old.code_id, old.code_rev}))
+    return Fail(Error::NotFound("Code not found: " + old.code_name));
+  TimeMs now = clock_.NowMs();
+  Task t;
+  t.id = NewObjectId(now);
+  for (auto f : {&Task::project_id, &Task::code_id, &Task::code_history_id, &Task::code_name,
+                 &Task::payload, &Task::label, &Task::cluster, &Task::schedule_id})
+    t.*f = old.*f;
+  t.code_rev = old.code_rev;
+  t.priority = old.priority;
+  t.timeout = old.timeout;
+  t.original_task_id = old.original_task_id.empty() ? old.id : old.original_task_id;
+  t.retry_count = old.retry_count + 1;
+  t.created_at = t.updated_at = now;
+  t.run_after = now + delay * 1000;
+  std::string new_id = t.id;
+  EnqueueLocked(std::move(t));
+  return new_id;
+}
+
+Result<void> Service::SetProgress(const std::string& project, const std::string& id, int percent,
+                                  const std::string& msg) {
+  if (percent < 0 || percent > 100)
+    return Fail(Error::InvalidArgument("percent must be between 0 and 100"));
+  std::lock_guard lock(mu_);
+  auto it = tasks_.find(id);
+  if (it == tasks_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Task not found"));
+  it->second.percent = percent;
+  it->second.msg = msg;
+  it->second.updated_at = clock_.NowMs();
+  Save(it->second);
   return Ok();
 }
 
@@ -201,11 +551,170 @@ Result<std::string> Service::Log(const std::string& project, const std::string& 
   return ss.str();
 }
 
+// ---- Schedules ----
+
+Result<Schedule> Service::CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now) {
+  if (s.code_name.empty()) return Fail(Error::InvalidArgument("code_name is required"));
+  if (s.payload.empty())
+    return Fail(Error::InvalidArgument("payload is required (an empty payload: \"{}\")"));
+  if (s.payload.size() > kMaxPayload) return Fail(Error::TooLarge("payload exceeds 64 KB"));
+  if (!code_by_name_.count({project, s.code_name}))
+    return Fail(Error::NotFound("Code not found: " + s.code_name));
+  if (s.priority < 0 || s.priority > 2)
+    return Fail(Error::InvalidArgument("priority must be 0, 1 or 2"));
+  if (s.timeout < 1 || s.timeout > 3600)
+    return Fail(Error::InvalidArgument("timeout must be between 1 and 3600"));
+  if (s.task_delay < 0 || s.task_delay > 604800)
+    return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
+  if (s.start_at == 0) s.start_at = now;
+  if (auto r = CheckTiming(s); !r) return Fail(r.error());
+  s.project_id = project;
+  s.updated_at = now;
+  if (s.status == "scheduled") {
+    s.next_start = s.run_count == 0 ? FirstRun(s) : NextRun(s, s.last_run_time, now);
+    if (s.run_count == 0 && s.next_start == 0) {
+      s.status = "complete";
+      s.msg = "No run matches the schedule.";
+    }
+  }
+  return s;
+}
+
+Result<std::vector<std::string>> Service::CreateSchedules(const std::string& project,
+                                                          std::vector<Schedule> specs) {
+  std::lock_guard lock(mu_);
+  TimeMs now = clock_.NowMs();
+  size_t active = 0;
+  for (const auto& [id, s] : schedules_)
+    if (s.project_id == project && s.status == "scheduled") ++active;
+  if (active + specs.size() > 100)
+    return Fail(Error::InvalidArgument("a project has at most 100 active schedules"));
+  std::vector<Schedule> made;
+  for (auto& spec : specs) {
+    spec.id = NewObjectId(now);
+    spec.created_at = now;
+    spec.status = "scheduled";
+    spec.run_count = 0;
+    auto s = CheckScheduleLocked(project, std::move(spec), now);
+    if (!s) return Fail(s.error());
+    made.push_back(std::move(*s));
+  }
+  std::vector<std::string> ids;
+  for (auto& s : made) {
+    if (auto r = store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s)); !r)
+      return Fail(r.error());
+    ids.push_back(s.id);
+    schedules_[s.id] = std::move(s);
+  }
+  return ids;
+}
+
+Result<Schedule> Service::GetSchedule(const std::string& project, const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = schedules_.find(id);
+  if (it == schedules_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Schedule not found"));
+  return it->second;
+}
+
+std::vector<Schedule> Service::ListSchedules(const std::string& project, int page,
+                                             int per_page) const {
+  std::lock_guard lock(mu_);
+  std::vector<Schedule> all;
+  for (const auto& [id, s] : schedules_)
+    if (s.project_id == project) all.push_back(s);
+  std::sort(all.begin(), all.end(),
+            [](const Schedule& a, const Schedule& b) { return a.id > b.id; });  // newest first
+  return Page(std::move(all), page, per_page);
+}
+
+Result<void> Service::CancelSchedule(const std::string& project, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = schedules_.find(id);
+  if (it == schedules_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Schedule not found"));
+  Schedule& s = it->second;
+  if (s.status != "scheduled") return Ok();
+  s.status = "cancelled";
+  s.msg = "Cancelled";
+  s.next_start = 0;
+  s.updated_at = clock_.NowMs();
+  return store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s));
+}
+
+Result<Schedule> Service::UpdateSchedule(const std::string& project, Schedule s) {
+  std::lock_guard lock(mu_);
+  auto it = schedules_.find(s.id);
+  if (it == schedules_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Schedule not found"));
+  const Schedule& old = it->second;
+  if (old.status == "cancelled")
+    return Fail(Error::InvalidArgument("a cancelled schedule cannot be changed"));
+  // What the schedule did so far stays; a completed one may run again.
+  s.run_count = old.run_count;
+  s.error_count = old.error_count;
+  s.last_run_time = old.last_run_time;
+  s.created_at = old.created_at;
+  s.status = "scheduled";
+  s.msg.clear();
+  auto checked = CheckScheduleLocked(project, std::move(s), clock_.NowMs());
+  if (!checked) return Fail(checked.error());
+  if (auto r = store_.PutWorkerRecord("schedule/" + checked->id, EncodeSchedule(*checked)); !r)
+    return Fail(r.error());
+  schedules_[checked->id] = *checked;
+  return *checked;
+}
+
+void Service::RunDueSchedules() {
+  std::lock_guard lock(mu_);
+  TimeMs now = clock_.NowMs();
+  for (auto& [id, s] : schedules_) {
+    if (s.status != "scheduled" || s.next_start == 0 || s.next_start > now) continue;
+    // A paused code holds its schedules too: the run waits, it is not lost.
+    auto byname = code_by_name_.find({s.project_id, s.code_name});
+    if (byname != code_by_name_.end() && codes_.at(byname->second).paused) continue;
+    NewTask n;
+    n.code_name = s.code_name;
+    n.payload = s.payload;
+    n.priority = s.priority;
+    n.timeout = s.timeout;
+    n.delay = s.task_delay;
+    n.label = s.label;
+    n.cluster = s.cluster;
+    auto t = MakeTaskLocked(s.project_id, n, now);
+    if (t) {
+      t->schedule_id = s.id;
+      EnqueueLocked(std::move(*t));
+    } else {
+      ++s.error_count;
+      s.msg = t.error().message();
+    }
+    ++s.run_count;
+    s.last_run_time = now;
+    s.next_start = NextRun(s, s.next_start, now);
+    s.updated_at = now;
+    store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s));
+  }
+}
+
+void Service::ScheduleLoop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    lock.unlock();
+    RunDueSchedules();
+    lock.lock();
+    cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; });
+  }
+}
+
+// ---- Running ----
+
 std::string Service::PickLocked(TimeMs now) {
   for (const auto& [neg, seq, id] : queued_) {
     const Task& t = tasks_.at(id);
     if (t.run_after > now) continue;
     auto c = codes_.find(t.code_id);
+    if (c != codes_.end() && c->second.paused) continue;
     if (c != codes_.end() && c->second.max_concurrency > 0 &&
         running_by_code_[t.code_id] >= c->second.max_concurrency)
       continue;
@@ -237,6 +746,38 @@ void Service::SlotLoop() {
   }
 }
 
+void Service::FinishLocked(Task& t, TaskState state, std::string msg, int exit_code) {
+  TimeMs now = clock_.NowMs();
+  ReadProgressLocked(t);
+  t.state = state;
+  if (!msg.empty()) t.msg = std::move(msg);  // else the last progress msg stays
+  t.exit_code = exit_code;
+  t.end_time = t.updated_at = now;
+  std::error_code ec;
+  auto size = fs::file_size(LogPath(t.id), ec);
+  t.log_size = ec ? 0 : static_cast<int64_t>(size);
+  Save(t);
+  --running_by_code_[t.code_id];
+  cancels_.erase(t.id);
+  // A failed task runs again, as a new task, while the code allows it.
+  if (state != TaskState::kError && state != TaskState::kTimeout) return;
+  auto c = codes_.find(t.code_id);
+  if (c == codes_.end() || t.retry_count >= c->second.retries || stopping_) return;
+  Task r = t;
+  r.id = NewObjectId(now);
+  r.original_task_id = t.original_task_id.empty() ? t.id : t.original_task_id;
+  r.retry_count = t.retry_count + 1;
+  r.state = TaskState::kQueued;
+  r.msg.clear();
+  r.percent = 0;
+  r.exit_code = -1;
+  r.log_size = 0;
+  r.start_time = r.end_time = 0;
+  r.created_at = r.updated_at = now;
+  r.run_after = now + c->second.retries_delay * 1000;
+  EnqueueLocked(std::move(r));
+}
+
 void Service::RunTask(const std::string& id) {
   Task t;
   Code code;
@@ -244,47 +785,60 @@ void Service::RunTask(const std::string& id) {
   {
     std::lock_guard lock(mu_);
     t = tasks_.at(id);
-    code = codes_.at(t.code_id);
+    auto rev = revisions_.find({t.code_id, t.code_rev});
+    if (rev != revisions_.end()) code = rev->second;
     cancel = cancels_.at(id);
   }
   auto finish = [&](TaskState state, std::string msg, int exit_code) {
     std::lock_guard lock(mu_);
-    Task& live = tasks_.at(id);
-    live.state = state;
-    live.msg = std::move(msg);
-    live.exit_code = exit_code;
-    live.end_time = live.updated_at = clock_.NowMs();
-    Save(live);
-    --running_by_code_[t.code_id];
-    cancels_.erase(id);
+    FinishLocked(tasks_.at(id), state, std::move(msg), exit_code);
     cv_.notify_all();
   };
+  if (code.id.empty()) return finish(TaskState::kError, "Code revision not found", -1);
 
   if (auto why = runc_.Unavailable(); !why.empty()) return finish(TaskState::kError, why, -1);
   Result<runner::ImageInfo> image = Fail(Error::Internal("no image"));
+  std::string image_name = ImageOf(code);
   {
     std::lock_guard lock(images_mu_);
-    image = code.image == "busybox" ? images_.Busybox() : images_.Find(code.image);
+    image = image_name == "busybox" ? images_.Busybox() : images_.Find(image_name);
   }
-  if (!image) return finish(TaskState::kError, image.error().message(), -1);
+  if (!image) {
+    std::string msg = image.error().message();
+    if (code.zip() && code.stack.empty() && code.image.empty())
+      msg = "No stack for runtime " + code.runtime + ": build one with `kiln stack build " +
+            image_name + " --packages ...` or give the code a stack";
+    return finish(TaskState::kError, msg, -1);
+  }
 
   std::error_code ec;
   fs::path work = fs::path(options_.data_dir) / "task-work" / id;
-  fs::path task_dir = work / "task";
+  fs::path task_dir = TaskDir(id);
   fs::create_directories(task_dir, ec);
   fs::create_directories(fs::path(options_.data_dir) / "task-logs", ec);
+  const std::string in = runner::kTaskDirInContainer;
+  if (code.zip()) {
+    if (auto r = runner::ExtractZip(PackagePath(code.id, code.rev), task_dir.string()); !r) {
+      fs::remove_all(work, ec);
+      return finish(TaskState::kError, "Cannot unpack the code package: " + r.error().message(),
+                    -1);
+    }
+  }
   std::ofstream(task_dir / "payload.json") << t.payload;
+  std::ofstream(task_dir / "config.json") << code.config;
   runner::ContainerSpec spec;
-  spec.args = {"/bin/sh", "-c", code.command};
+  spec.args = {"/bin/sh", "-c",
+               code.zip() && code.command.empty() ? RuntimeCommand(code) : code.command};
   spec.task_dir = task_dir.string();
   spec.memory_bytes = code.memory_mb << 20;
+  spec.network = code.network;
   spec.env = {{"TASK_ID", t.id},
-              {"TASK_DIR", runner::kTaskDirInContainer},
-              {"PAYLOAD_FILE", std::string(runner::kTaskDirInContainer) + "/payload.json"}};
-  if (!code.config.empty()) {
-    std::ofstream(task_dir / "config.json") << code.config;
-    spec.env.emplace_back("CONFIG_FILE", std::string(runner::kTaskDirInContainer) + "/config.json");
-  }
+              {"TASK_DIR", in},
+              {"PAYLOAD_FILE", in + "/payload.json"},
+              {"CONFIG_FILE", in + "/config.json"},
+              {"PROGRESS_FILE", in + "/" + kProgressFile},
+              {"CODE_NAME", code.name}};
+  if (!t.schedule_id.empty()) spec.env.emplace_back("SCHEDULE_ID", t.schedule_id);
   for (const auto& e : code.env_vars) spec.env.push_back(e);
 
   {
@@ -303,6 +857,11 @@ void Service::RunTask(const std::string& id) {
   o.timeout = std::chrono::seconds(t.timeout);
   o.cancel = cancel.get();
   auto r = runc_.Run(spec, o);
+  {
+    // The last progress the task wrote, before its directory goes.
+    std::lock_guard lock(mu_);
+    ReadProgressLocked(tasks_.at(id));
+  }
   fs::remove_all(work, ec);
 
   if (!r.error.empty()) return finish(TaskState::kError, r.error, -1);

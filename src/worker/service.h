@@ -1,17 +1,21 @@
-// worker::Service: codes, the task queue and the dispatcher that runs each
-// task in its own container on one of N runner slots (DESIGN §4). Priority
-// 2 before 1 before 0, FIFO within a priority, delays, per-code
-// max_concurrency. Every state change is written to the store before it is
-// visible; at start, tasks that were preparing or running when Kiln stopped
-// end as errors, queued ones wait again. No HTTP here: the /2 API is next.
+// worker::Service: codes and their revisions, the task queue, schedules,
+// and the dispatcher that runs each task in its own container on one of N
+// runner slots (DESIGN §4). Priority 2 before 1 before 0, FIFO within a
+// priority, delays, per-code max_concurrency, paused codes held, failed
+// tasks retried as new tasks. Every state change is written to the store
+// before it is visible; at start, tasks that were preparing or running when
+// Kiln stopped end as errors, queued ones wait again. The /2 API
+// (api/worker_routes.cc) is its only caller besides tests.
 // Thread-safe; Start/Stop from the owning thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -28,19 +32,31 @@
 namespace kiln::worker {
 
 struct ServiceOptions {
-  std::string data_dir;  // task work dirs and logs live under it
+  std::string data_dir;  // code packages, task work dirs and logs live under it
   int slots = 0;         // 0: one per core
   size_t max_log_bytes = 8 << 20;
+  bool run_schedules = true;  // a thread queues due schedules (tests call RunDueSchedules)
 };
 
 struct NewTask {
   std::string code_name;
   std::string payload;
-  int priority = 0;
+  std::optional<int> priority;  // none: the code's default_priority
   int64_t timeout = 3600;
   int64_t delay = 0;
   std::string label, cluster = "default";
+  bool sync = false;
 };
+
+struct TaskFilter {
+  std::string code_name, label, cluster;
+  std::set<TaskState> states;  // empty: all
+  TimeMs from = 0, to = 0;     // on created_at; 0: open
+  int page = 0, per_page = 30;
+};
+
+// Counts of a code's tasks by state (index: TaskState).
+using CodeStats = std::array<int64_t, 7>;
 
 class Service {
  public:
@@ -52,24 +68,67 @@ class Service {
   void Start();
   void Stop();  // cancels running tasks and waits for the slots
 
-  // Creates the code, or a new revision of the code with that name.
-  Result<Code> PutCode(const std::string& project, Code spec);
+  // Codes. PutCode creates the code, or a new revision of the code with
+  // that name; `zip` (may be empty) is the package of a zip code.
+  Result<Code> PutCode(const std::string& project, Code spec, const std::string& zip = "");
   Result<Code> GetCode(const std::string& project, const std::string& name_or_id) const;
-  // NotFound for an unknown code name (nothing is queued then).
+  std::vector<Code> ListCodes(const std::string& project, int page, int per_page) const;
+  // Removes the code, its revisions and packages; its queued tasks are cancelled.
+  Result<void> DeleteCode(const std::string& project, const std::string& id);
+  Result<std::vector<Code>> Revisions(const std::string& project, const std::string& id, int page,
+                                      int per_page) const;
+  // The zip of revision `rev` (0: latest): (file name, bytes).
+  Result<std::pair<std::string, std::string>> Download(const std::string& project,
+                                                       const std::string& id, int64_t rev) const;
+  Result<CodeStats> Stats(const std::string& project, const std::string& id, TimeMs from,
+                          TimeMs to) const;
+  Result<void> SetPaused(const std::string& project, const std::string& id, bool paused);
+  Result<int64_t> CancelAll(const std::string& project, const std::string& id);
+
+  // Names of the images tasks can run on (GET /2/stacks).
+  std::vector<std::string> Stacks();
+
+  // Tasks. QueueTasks is all or nothing: NotFound for an unknown code name.
   Result<std::vector<std::string>> QueueTasks(const std::string& project,
                                               const std::vector<NewTask>& tasks);
   Result<Task> GetTask(const std::string& project, const std::string& id) const;
+  std::vector<Task> ListTasks(const std::string& project, const TaskFilter& f) const;
   Result<void> Cancel(const std::string& project, const std::string& id);
+  // A new task like the finished task `id`, after `delay` seconds.
+  Result<std::string> Retry(const std::string& project, const std::string& id, int64_t delay);
+  Result<void> SetProgress(const std::string& project, const std::string& id, int percent,
+                           const std::string& msg);
   // The task's combined output so far; NotFound ("Log not found") before it ran.
   Result<std::string> Log(const std::string& project, const std::string& id) const;
 
+  // Schedules. CreateSchedules is all or nothing.
+  Result<std::vector<std::string>> CreateSchedules(const std::string& project,
+                                                   std::vector<Schedule> specs);
+  Result<Schedule> GetSchedule(const std::string& project, const std::string& id) const;
+  std::vector<Schedule> ListSchedules(const std::string& project, int page, int per_page) const;
+  Result<void> CancelSchedule(const std::string& project, const std::string& id);
+  // Replaces the settings of a schedule (as GetSchedule returned them, edited).
+  Result<Schedule> UpdateSchedule(const std::string& project, Schedule s);
+  // Queues a task for every schedule that is due at the clock's now.
+  void RunDueSchedules();
+
  private:
   void SlotLoop();
+  void ScheduleLoop();
   // Under mu_: the next task that may start now, or "".
   std::string PickLocked(TimeMs now);
   void RunTask(const std::string& id);
+  // Under mu_: the task as it ends; queues its retry when the code allows.
+  void FinishLocked(Task& t, TaskState state, std::string msg, int exit_code);
+  Result<Task> MakeTaskLocked(const std::string& project, const NewTask& n, TimeMs now);
+  void EnqueueLocked(Task t);
+  Result<Schedule> CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now);
   void Save(const Task& t);  // under mu_
+  void ReadProgressLocked(Task& t) const;
+  Result<const Code*> FindCodeLocked(const std::string& project, const std::string& id) const;
   std::string LogPath(const std::string& id) const;
+  std::string PackagePath(const std::string& code_id, int64_t rev) const;
+  std::string TaskDir(const std::string& id) const;
 
   store::Store& store_;
   const Clock& clock_;
@@ -80,15 +139,18 @@ class Service {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::mutex images_mu_;                         // the image store takes one caller at a time
-  std::unordered_map<std::string, Code> codes_;  // by id
+  std::unordered_map<std::string, Code> codes_;  // latest revision, by id
+  std::map<std::pair<std::string, int64_t>, Code> revisions_;                // (id, rev)
   std::map<std::pair<std::string, std::string>, std::string> code_by_name_;  // (project, name)
   std::unordered_map<std::string, Task> tasks_;                              // by id
   std::set<std::tuple<int, uint64_t, std::string>> queued_;                  // (-priority, seq, id)
   std::unordered_map<std::string, int> running_by_code_;
   std::unordered_map<std::string, std::shared_ptr<std::atomic<bool>>> cancels_;
+  std::map<std::string, Schedule> schedules_;  // by id
   uint64_t next_seq_ = 1;
   bool stopping_ = false;
   std::vector<std::thread> slots_;
+  std::thread scheduler_;
 };
 
 }  // namespace kiln::worker

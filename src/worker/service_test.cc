@@ -174,5 +174,72 @@ TEST_F(ServiceTest, BadRequestsQueueNothing) {
   EXPECT_FALSE(service_->PutCode(kProject, noimage));
 }
 
+// Schedules queue tasks when they are due, by the clock: a fake one here.
+TEST(ServiceScheduleTest, DueSchedulesQueueTasksThatRecordTheSchedule) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FakeClock clock(1'900'000'020'000);
+  ServiceOptions o{dir.path(), 1};
+  o.run_schedules = false;
+  Service svc(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc.Recover());
+  worker::Code c;
+  c.name = "tick";
+  c.image = "busybox";
+  c.command = "true";
+  ASSERT_TRUE(svc.PutCode(kProject, c));
+  Schedule s;
+  s.code_name = "tick";
+  s.payload = "{\"a\":1}";
+  s.run_every = 60;
+  s.run_times = 3;
+  s.start_at = clock.NowMs() + 30'000;
+  s.label = "nightly";
+  auto ids = svc.CreateSchedules(kProject, {s});
+  ASSERT_TRUE(ids) << ids.error().message();
+  std::string sid = ids->at(0);
+  auto count = [&] {
+    TaskFilter f;
+    f.code_name = "tick";
+    return svc.ListTasks(kProject, f).size();
+  };
+  svc.RunDueSchedules();
+  EXPECT_EQ(count(), 0u);  // not yet due
+  clock.Advance(30'000);
+  svc.RunDueSchedules();
+  svc.RunDueSchedules();  // once per due time
+  ASSERT_EQ(count(), 1u);
+  TaskFilter f;
+  auto t = svc.ListTasks(kProject, f).at(0);
+  EXPECT_EQ(t.schedule_id, sid);
+  EXPECT_EQ(t.payload, "{\"a\":1}");
+  EXPECT_EQ(t.label, "nightly");
+  clock.Advance(60'000);
+  svc.RunDueSchedules();
+  clock.Advance(10 * 60'000);  // one more run, then run_times is reached
+  svc.RunDueSchedules();
+  svc.RunDueSchedules();
+  EXPECT_EQ(count(), 3u);
+  auto done = svc.GetSchedule(kProject, sid);
+  EXPECT_EQ(done->status, "complete");
+  EXPECT_EQ(done->run_count, 3);
+  EXPECT_EQ(done->msg, "Ran max times.");
+
+  // A cancelled schedule queues nothing more, and that survives a restart.
+  s.run_times = 0;
+  s.start_at = clock.NowMs();
+  auto other = svc.CreateSchedules(kProject, {s})->at(0);
+  ASSERT_TRUE(svc.CancelSchedule(kProject, other));
+  clock.Advance(60'000);
+  svc.RunDueSchedules();
+  EXPECT_EQ(count(), 3u);
+  Service again(*store, clock, images, runc, o);
+  ASSERT_TRUE(again.Recover());
+  EXPECT_EQ(again.GetSchedule(kProject, other)->status, "cancelled");
+  EXPECT_EQ(again.GetSchedule(kProject, sid)->run_count, 3);
+}
+
 }  // namespace
 }  // namespace kiln::worker

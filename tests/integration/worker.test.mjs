@@ -1,11 +1,13 @@
-// The IronWorker v2 endpoints served so far, with a real container per task:
-// register an image code (multipart, as iron_worker's codesUpload sends it),
-// queue tasks, follow them to the end, read logs, cancel. Tasks end in error
+// The IronWorker v2 endpoints with a real container per task: image and zip
+// codes (multipart, as iron_worker's codesUpload sends it), revisions and
+// downloads, tasks followed to the end, logs, cancel, retries, progress,
+// webhooks, pause and resume, schedules. Tasks end in error
 // with the reason where containers cannot run (not root, no runc); then the
 // container checks are skipped.
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { Kiln, eventually } from '../support/kiln.mjs';
+import { Kiln, eventually, sleep } from '../support/kiln.mjs';
+import { makeZip } from '../support/zip.mjs';
 
 const kiln = new Kiln({ args: ['--runner-slots', '2'] });
 before(() => kiln.start());
@@ -14,10 +16,13 @@ after(async () => { const { code } = await kiln.stop(); assert.equal(code, 0); k
 const w = (path) => `/2/projects/${kiln.project}${path}`;
 const B = '--------------------NODENEEDLEHTTPCLIENT';
 function upload(data, file) {
-  let body = `--${B}\r\nContent-Disposition: form-data; name="data"\r\n\r\n${JSON.stringify(data)}\r\n`;
-  if (file) body += `--${B}\r\nContent-Disposition: form-data; name="file"; filename="file"\r\nContent-Type: application/zip\r\n\r\n${file}\r\n`;
-  body += `--${B}--`;
-  return kiln.req('POST', w('/codes'), body, { headers: { 'content-type': `multipart/form-data; boundary=${B}` } });
+  const parts = [Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="data"\r\n\r\n${JSON.stringify(data)}\r\n`)];
+  if (file !== undefined) {
+    parts.push(Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="file"; filename="file"\r\nContent-Transfer-Encoding: binary\r\nContent-Type: application/zip\r\n\r\n`),
+      Buffer.from(file), Buffer.from('\r\n'));
+  }
+  parts.push(Buffer.from(`--${B}--`));
+  return kiln.req('POST', w('/codes'), Buffer.concat(parts), { headers: { 'content-type': `multipart/form-data; boundary=${B}` } });
 }
 const finished = (id) => eventually(async () => {
   const r = await kiln.req('GET', w(`/tasks/${id}`));
@@ -81,4 +86,189 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
   const log = await kiln.req('GET', w('/tasks/ffffffffffffffffffffffff/log'));
   assert.equal(log.status, 404);
   assert.equal((await kiln.req('GET', w('/tasks/ffffffffffffffffffffffff'), undefined, { token: 'bad' })).status, 401);
+});
+
+const skipIfNoContainers = (t, task) => {
+  if (task.status === 'error' && /root|runc/.test(task.msg)) { t.skip(task.msg); return true; }
+  return false;
+};
+
+test('a zip code on the busybox stack gets the contract arguments; revisions and downloads', async (t) => {
+  const script = 'echo "args: $*"; echo "payload: $(cat "$PAYLOAD_FILE")"; cat lib/data.txt; echo "config: $(cat "$CONFIG_FILE")"\n';
+  const zip1 = makeZip({ '__runner__.sh': script, 'lib/data.txt': 'from the package\n' });
+  const up = await upload({ name: 'zipper', file_name: '__runner__.sh', runtime: 'sh', content_type: 'text/plain', config: 'cfg' }, zip1);
+  assert.equal(up.status, 200, up.text);
+  const zip2 = makeZip({ '__runner__.sh': script, 'lib/data.txt': 'revision two\n' });
+  const up2 = await upload({ name: 'zipper', file_name: '__runner__.sh', runtime: 'sh', config: 'cfg' }, zip2);
+  assert.equal(up2.body.id, up.body.id);
+
+  const code = (await kiln.req('GET', w(`/codes/${up.body.id}`))).body;
+  assert.equal(code.rev, 2);
+  assert.equal(code.runtime, 'sh');
+  assert.equal(code.file_name, '__runner__.sh');
+  assert.match(code.latest_checksum, /^[0-9a-f]{32}$/);
+  const revs = (await kiln.req('GET', w(`/codes/${up.body.id}/revisions`))).body.revisions;
+  assert.deepEqual(revs.map((r) => r.rev), [2, 1]);
+  assert.equal(revs[1].code_size, zip1.length);
+  const dl = await fetch(`${kiln.base}${w(`/codes/${up.body.id}/download?revision=1`)}`, { headers: { authorization: `OAuth ${kiln.token}` } });
+  assert.equal(dl.status, 200);
+  assert.equal(dl.headers.get('content-type'), 'application/zip');
+  assert.match(dl.headers.get('content-disposition'), /zipper_1\.zip/);
+  assert.deepEqual(Buffer.from(await dl.arrayBuffer()), zip1);
+  const listed = (await kiln.req('GET', w('/codes'))).body.codes.map((c) => c.name);
+  assert.ok(listed.includes('zipper') && listed.includes('hello'), listed.join());
+
+  const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'zipper', payload: 'P' }] });
+  const task = await finished(q.body.tasks[0].id);
+  if (skipIfNoContainers(t, task)) return;
+  assert.equal(task.status, 'complete', task.msg);
+  const log = (await kiln.req('GET', w(`/tasks/${task.id}/log`))).text;
+  assert.match(log, new RegExp(`args: -d /task -payload /task/payload.json -config /task/config.json -id ${task.id}`));
+  assert.match(log, /payload: P/);
+  assert.match(log, /revision two/);
+  assert.match(log, /config: cfg/);
+  assert.equal(task.log_size, Buffer.byteLength(log));
+});
+
+test('task lists filter and page; a failed task is retried as new tasks; manual retry', async (t) => {
+  await upload({ name: 'flaky', image: 'busybox', command: 'echo try; exit 3', retries: 2, retries_delay: 0 });
+  const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'flaky', label: 'L1' }] });
+  const first = await finished(q.body.tasks[0].id);
+  if (skipIfNoContainers(t, first)) return;
+  assert.equal(first.status, 'error');
+  const all = await eventually(async () => {
+    const r = (await kiln.req('GET', w('/tasks?code_name=flaky&error=1'))).body.tasks;
+    return r.length === 3 && r;
+  }, 30000);
+  assert.deepEqual(all.map((x) => x.retry_count).sort(), [0, 1, 2]);
+  for (const x of all.filter((x) => x.retry_count > 0)) assert.equal(x.original_task_id, first.id);
+  assert.equal((await kiln.req('GET', w('/tasks?code_name=flaky&complete=1'))).body.tasks.length, 0);
+  assert.equal((await kiln.req('GET', w('/tasks?code_name=flaky&label=L1'))).body.tasks.length, 3);
+  const page = (await kiln.req('GET', w('/tasks?code_name=flaky&per_page=2&page=1'))).body.tasks;
+  assert.equal(page.length, 1);
+  // Go sends true as %!d(bool=true): any value but 0 sets the filter.
+  assert.equal((await kiln.req('GET', w('/tasks?code_name=flaky&error=%25!d(bool%3Dtrue)'))).body.tasks.length, 3);
+
+  const retried = await kiln.req('POST', w(`/tasks/${first.id}/retry`), { delay: 0 });
+  assert.equal(retried.status, 200, retried.text);
+  assert.equal(retried.body.msg, 'Queued up');
+  const again = (await kiln.req('GET', w(`/tasks/${retried.body.tasks[0].id}`))).body;
+  assert.equal(again.original_task_id, first.id);
+  assert.equal(again.code_name, 'flaky');
+  const stats = (await kiln.req('GET', w(`/codes/${again.code_id}/stats`))).body;
+  assert.ok(stats.error >= 3, JSON.stringify(stats));
+  assert.equal((await kiln.req('POST', w('/tasks/ffffffffffffffffffffffff/retry'), {})).status, 404);
+});
+
+test('progress from the API and from inside the task; webhook payloads; outlog', async (t) => {
+  await upload({ name: 'progress', image: 'busybox',
+    command: 'echo \'{"percent":40,"msg":"inside"}\' > $PROGRESS_FILE; sleep 1; cat $PAYLOAD_FILE' });
+  const hook = await kiln.req('POST', w('/tasks/webhook?code_name=progress'), 'raw <body> & more',
+    { headers: { 'content-type': 'text/xml' } });
+  assert.equal(hook.status, 200, hook.text);
+  assert.equal(hook.body.msg, 'Queued up.');
+  const id = hook.body.id;
+  const task = await finished(id);
+  if (skipIfNoContainers(t, task)) return;
+  assert.equal(task.status, 'complete', task.msg);
+  assert.equal(task.percent, 40);
+  assert.equal(task.msg, 'inside');
+  assert.equal(task.payload, 'raw <body> & more');
+  assert.equal((await kiln.req('GET', w(`/tasks/${id}/outlog`))).text, 'raw <body> & more');
+  const set = await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 100, msg: 'done' });
+  assert.deepEqual(set.body, { msg: 'Progress set' });
+  const after = (await kiln.req('GET', w(`/tasks/${id}`))).body;
+  assert.equal(after.percent, 100);
+  assert.equal(after.msg, 'done');
+  assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 101 })).status, 400);
+  assert.equal((await kiln.req('POST', w('/tasks/webhook'), 'x')).status, 400);
+  assert.equal((await kiln.req('POST', w('/tasks/webhook?code_name=nope'), 'x')).status, 404);
+});
+
+test('pause holds a code\'s tasks, resume releases them; cancel_all; delete', async () => {
+  const up = await upload({ name: 'held', image: 'busybox', command: 'true' });
+  const id = up.body.id;
+  assert.deepEqual((await kiln.req('POST', w(`/codes/${id}/pause_task_queue`), {})).body, { msg: 'Paused' });
+  assert.equal((await kiln.req('GET', w(`/codes/${id}`))).body.status, 'paused');
+  const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'held' }, { code_name: 'held' }, { code_name: 'held' }] });
+  await sleep(600);
+  for (const x of q.body.tasks) assert.equal((await kiln.req('GET', w(`/tasks/${x.id}`))).body.status, 'queued');
+  const stats = (await kiln.req('GET', w(`/codes/${id}/stats`))).body;
+  assert.equal(stats.queued, 3);
+  const c = await kiln.req('POST', w(`/tasks/${q.body.tasks[0].id}/cancel`), {});
+  assert.equal(c.status, 200);
+  assert.deepEqual((await kiln.req('POST', w(`/codes/${id}/resume_task_queue`), {})).body, { msg: 'Resumed' });
+  const done = await finished(q.body.tasks[1].id);
+  assert.notEqual(done.status, 'queued');
+  const more = await kiln.req('POST', w(`/codes/${id}/pause_task_queue`), {});
+  assert.equal(more.status, 200);
+  const q2 = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'held' }, { code_name: 'held' }] });
+  const all = await kiln.req('POST', w(`/codes/${id}/cancel_all`), {});
+  assert.equal(all.body.msg, 'Cancelled');
+  assert.equal(all.body.cancelled, 2);
+  for (const x of q2.body.tasks) assert.equal((await kiln.req('GET', w(`/tasks/${x.id}`))).body.status, 'cancelled');
+  assert.deepEqual((await kiln.req('DELETE', w(`/codes/${id}`))).body, { msg: 'Deleted' });
+  assert.equal((await kiln.req('GET', w(`/codes/${id}`))).status, 404);
+  assert.equal((await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'held' }] })).status, 404);
+  assert.equal((await kiln.req('POST', w('/codes/ffffffffffffffffffffffff/pause_task_queue'), {})).status, 404);
+});
+
+test('tasks run the revision they were queued with', async (t) => {
+  await upload({ name: 'versioned', image: 'busybox', command: 'echo one' });
+  const id = (await kiln.req('GET', w('/codes'))).body.codes.find((c) => c.name === 'versioned').id;
+  await kiln.req('POST', w(`/codes/${id}/pause_task_queue`), {});
+  const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'versioned' }] });
+  await upload({ name: 'versioned', image: 'busybox', command: 'echo two' });
+  await kiln.req('POST', w(`/codes/${id}/resume_task_queue`), {});
+  const task = await finished(q.body.tasks[0].id);
+  if (skipIfNoContainers(t, task)) return;
+  assert.equal(task.code_rev, '1');
+  assert.equal((await kiln.req('GET', w(`/tasks/${task.id}/log`))).text, 'one\n');
+});
+
+test('schedules: create, run, list, get, update, cancel; cron with a time zone; bad input', async (t) => {
+  await upload({ name: 'tick', image: 'busybox', command: 'echo tick' });
+  const now = new Date();
+  const c = await kiln.req('POST', w('/schedules'), { schedules: [
+    { code_name: 'tick', payload: '{}', run_every: 60, run_times: 2, label: 'sched', priority: 1 },
+    { code_name: 'tick', payload: '{}', cron: '30 4 * * mon', time_zone: 'Europe/Berlin',
+      start_at: '2030-01-01T00:00:00Z' }] });
+  assert.equal(c.status, 200, c.text);
+  assert.equal(c.body.msg, 'Scheduled');
+  const [everyId, cronId] = c.body.schedules.map((x) => x.id);
+  // Due at once: a task with the schedule's id and settings appears.
+  const tasks = await eventually(async () => {
+    const r = (await kiln.req('GET', w('/tasks?code_name=tick'))).body.tasks;
+    return r.length >= 1 && r;
+  }, 10000);
+  assert.equal(tasks[0].schedule_id, everyId);
+  assert.equal(tasks[0].label, 'sched');
+  assert.equal(tasks[0].priority, 1);
+  const every = (await kiln.req('GET', w(`/schedules/${everyId}`))).body;
+  assert.equal(every.status, 'scheduled');
+  assert.equal(every.run_count, 1);
+  assert.equal(every.run_every, 60);
+  const next = Date.parse(every.next_start);
+  assert.ok(next - now.getTime() >= 55000 && next - now.getTime() <= 65000, every.next_start);
+  assert.equal(every.end_at, '0001-01-01T00:00:00Z');
+  // Monday 2030-01-07 04:30 in Berlin (CET, UTC+1) is 03:30 UTC.
+  const cron = (await kiln.req('GET', w(`/schedules/${cronId}`))).body;
+  assert.equal(cron.next_start, '2030-01-07T03:30:00Z');
+  const listed = (await kiln.req('GET', w('/schedules'))).body.schedules.map((s) => s.id);
+  assert.ok(listed.includes(everyId) && listed.includes(cronId));
+
+  const upd = await kiln.req('PUT', w(`/schedules/${cronId}`), { cron: '0 12 * * *', time_zone: 'UTC' });
+  assert.equal(upd.status, 200, upd.text);
+  assert.equal(upd.body.next_start, '2030-01-01T12:00:00Z');
+  assert.deepEqual((await kiln.req('POST', w(`/schedules/${everyId}/cancel`), {})).body, { msg: 'Cancelled' });
+  assert.equal((await kiln.req('GET', w(`/schedules/${everyId}`))).body.status, 'cancelled');
+
+  const bad = async (s) => (await kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'tick', payload: '{}', ...s }] })).status;
+  assert.equal(await bad({ run_every: 30 }), 400);
+  assert.equal(await bad({ payload: '' }), 400);
+  assert.equal(await bad({ cron: '61 * * * *' }), 400);
+  assert.equal(await bad({ cron: '* * * * *', time_zone: 'Mars/Olympus' }), 400);
+  assert.equal(await bad({ start_at: 'yesterday' }), 400);
+  assert.equal(await bad({ code_name: 'nope' }), 404);
+  assert.equal((await kiln.req('GET', w('/schedules/ffffffffffffffffffffffff'))).status, 404);
 });

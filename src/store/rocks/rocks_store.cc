@@ -169,6 +169,10 @@ class RocksStore final : public Store {
     return Check(db_->Put(sync_, cf_[kWorker], key, value));
   }
 
+  Result<void> DeleteWorkerRecord(const std::string& key) override {
+    return Check(db_->Delete(sync_, cf_[kWorker], key));
+  }
+
   Result<void> ForEachWorkerRecord(
       const std::string& prefix,
       const std::function<void(std::string_view, std::string_view)>& fn) override {

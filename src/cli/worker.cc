@@ -1,0 +1,318 @@
+// `kiln worker ...` (codes), `kiln task ...` and `kiln schedule ...`: the
+// IronWorker v2 API from the shell, found and authorized like `kiln mq`.
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "cli/output.h"
+#include "runner/code_package.h"
+
+namespace kiln::cli {
+namespace {
+
+struct Flags {
+  Connection conn;
+  bool json = false;
+};
+
+std::shared_ptr<Flags> AddConnectionFlags(CLI::App* cmd) {
+  auto f = std::make_shared<Flags>();
+  cmd->require_subcommand(1);
+  cmd->fallthrough();
+  cmd->add_option("--host", f->conn.host, "Server host (IRON_HOST, iron.json)");
+  cmd->add_option("--port", f->conn.port, "Server port (IRON_PORT, iron.json)");
+  cmd->add_option("--project-id", f->conn.project_id, "Project id (IRON_PROJECT_ID, iron.json)");
+  cmd->add_option("--token", f->conn.token, "Token (IRON_TOKEN, iron.json)");
+  cmd->add_flag("--json", f->json, "Print the server's JSON reply");
+  return f;
+}
+
+std::string Base(const Connection& c) { return "/2/projects/" + c.project_id; }
+
+const char* Str(const rapidjson::Value& o, const char* k) {
+  return o.HasMember(k) && o[k].IsString() ? o[k].GetString() : "";
+}
+
+void PrintTask(const rapidjson::Value& t) {
+  std::printf("%s  %-9s  %s rev %s", Str(t, "id"), Str(t, "status"), Str(t, "code_name"),
+              Str(t, "code_rev"));
+  if (t.HasMember("duration")) std::printf("  %ld ms", static_cast<long>(t["duration"].GetInt64()));
+  if (*Str(t, "msg")) std::printf("  %s", Str(t, "msg"));
+  std::printf("\n");
+}
+
+struct CodeFlags {
+  std::string name, command, stack, runtime, file_name, config, network;
+  std::vector<std::string> env;
+  int64_t max_concurrency = -1, retries = -1, retries_delay = -1, memory = 0;
+};
+
+void AddCodeOptions(CLI::App* cmd, CodeFlags& c) {
+  cmd->add_option("--name", c.name, "Code name")->required();
+  cmd->add_option("--command", c.command, "Command, run by /bin/sh -c in the task dir");
+  cmd->add_option("--config", c.config, "Config text, given to tasks as CONFIG_FILE");
+  cmd->add_option("--env", c.env, "Environment variable K=V (repeatable)");
+  cmd->add_option("--max-concurrency", c.max_concurrency, "Most tasks of the code at once");
+  cmd->add_option("--retries", c.retries, "Retries of a failed task (0-10)");
+  cmd->add_option("--retries-delay", c.retries_delay, "Seconds before a retry");
+  cmd->add_option("--memory", c.memory, "Memory limit in MB (default 512)");
+  cmd->add_option("--network", c.network, "none (default: loopback only) or host");
+}
+
+std::string CodeData(const CodeFlags& c, const std::string& image) {
+  std::string d = "{\"name\":" + JsonString(c.name);
+  auto add = [&](const char* k, const std::string& v) {
+    if (!v.empty()) d += std::string(",\"") + k + "\":" + JsonString(v);
+  };
+  auto num = [&](const char* k, int64_t v) {
+    if (v >= 0) d += std::string(",\"") + k + "\":" + std::to_string(v);
+  };
+  add("image", image);
+  add("command", c.command);
+  add("stack", c.stack);
+  add("runtime", c.runtime);
+  add("file_name", c.file_name);
+  add("config", c.config);
+  add("network", c.network);
+  num("max_concurrency", c.max_concurrency);
+  num("retries", c.retries);
+  num("retries_delay", c.retries_delay);
+  if (c.memory > 0) num("memory", c.memory);
+  if (!c.env.empty()) {
+    d += ",\"env_vars\":{";
+    for (size_t i = 0; i < c.env.size(); ++i) {
+      auto eq = c.env[i].find('=');
+      if (eq == std::string::npos) {
+        std::fprintf(stderr, "kiln: --env wants K=V, got %s\n", c.env[i].c_str());
+        std::exit(2);
+      }
+      d += (i ? "," : "") + JsonString(c.env[i].substr(0, eq)) + ":" +
+           JsonString(c.env[i].substr(eq + 1));
+    }
+    d += "}";
+  }
+  return d + "}";
+}
+
+// POST /codes as iron_worker sends it: multipart "data" and an optional zip "file".
+int Upload(const Flags& f, const std::string& data, const std::string& zip) {
+  const std::string b = "--------------------KILNCLIBOUNDARY";
+  std::string body =
+      "--" + b + "\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n" + data + "\r\n";
+  if (!zip.empty())
+    body += "--" + b +
+            "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"worker.zip\"\r\n"
+            "Content-Type: application/zip\r\n\r\n" +
+            zip + "\r\n";
+  body += "--" + b + "--";
+  auto c = Resolve(f.conn);
+  return Print(Call(c, "POST", Base(c) + "/codes", body, "multipart/form-data; boundary=" + b),
+               f.json, [](const rapidjson::Document& d) {
+                 std::printf("code %s rev %ld uploaded\n", Str(d, "id"),
+                             static_cast<long>(d["rev"].GetInt64()));
+               });
+}
+
+void AddWorker(CLI::App& app) {
+  auto* worker = app.add_subcommand("worker", "Codes to run as tasks (IronWorker v2)");
+  auto f = AddConnectionFlags(worker);
+  auto code = std::make_shared<CodeFlags>();
+
+  auto* upload = worker->add_subcommand("upload", "Zip a directory and upload it as a code");
+  auto dir = std::make_shared<std::string>();
+  upload->add_option("dir", *dir, "Directory with the code")->required();
+  upload->add_option("--stack", code->stack, "Image the code runs on (default: by runtime)");
+  upload->add_option("--runtime", code->runtime, "sh, python, node, ruby, php or binary");
+  upload->add_option("--file-name", code->file_name, "File the runtime runs");
+  AddCodeOptions(upload, *code);
+  upload->callback([=] {
+    if (code->command.empty() && code->file_name.empty()) {
+      std::fprintf(stderr, "kiln: give --command, or --file-name with --runtime\n");
+      std::exit(2);
+    }
+    auto zip = runner::ZipDirectory(*dir);
+    if (!zip) {
+      std::fprintf(stderr, "kiln: %s\n", zip.error().message().c_str());
+      std::exit(1);
+    }
+    std::exit(Upload(*f, CodeData(*code, ""), *zip));
+  });
+
+  auto* reg = worker->add_subcommand("register", "Register an image as a code");
+  auto image = std::make_shared<std::string>();
+  reg->add_option("image", *image, "Image name (kiln image ls) or busybox")->required();
+  AddCodeOptions(reg, *code);
+  reg->callback([=] {
+    if (code->command.empty()) {
+      std::fprintf(stderr, "kiln: an image code needs --command\n");
+      std::exit(2);
+    }
+    std::exit(Upload(*f, CodeData(*code, *image), ""));
+  });
+
+  worker->add_subcommand("ls", "List codes")->callback([=] {
+    auto c = Resolve(f->conn);
+    std::exit(Print(Call(c, "GET", Base(c) + "/codes?per_page=100"), f->json,
+                    [](const rapidjson::Document& d) {
+                      for (const auto& x : d["codes"].GetArray())
+                        std::printf("%s  %-20s rev %ld  %s\n", Str(x, "id"), Str(x, "name"),
+                                    static_cast<long>(x["rev"].GetInt64()), Str(x, "status"));
+                    }));
+  });
+}
+
+void AddTask(CLI::App& app) {
+  auto* task = app.add_subcommand("task", "Tasks (IronWorker v2)");
+  auto f = AddConnectionFlags(task);
+  auto id = std::make_shared<std::string>();
+
+  auto* queue = task->add_subcommand("queue", "Queue a task of a code");
+  auto code = std::make_shared<std::string>();
+  auto payload = std::make_shared<std::string>("{}");
+  auto priority = std::make_shared<int64_t>(-1);
+  auto delay = std::make_shared<int64_t>(0);
+  auto timeout = std::make_shared<int64_t>(0);
+  queue->add_option("code", *code, "Code name")->required();
+  queue->add_option("--payload", *payload, "Payload text (default {})");
+  queue->add_option("--priority", *priority, "0, 1 or 2 (default: the code's)");
+  queue->add_option("--delay", *delay, "Seconds to wait before it may run");
+  queue->add_option("--timeout", *timeout, "Seconds it may run (default 3600)");
+  queue->callback([=] {
+    auto c = Resolve(f->conn);
+    std::string t = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload);
+    if (*priority >= 0) t += ",\"priority\":" + std::to_string(*priority);
+    if (*delay) t += ",\"delay\":" + std::to_string(*delay);
+    if (*timeout) t += ",\"timeout\":" + std::to_string(*timeout);
+    std::exit(
+        Print(Call(c, "POST", Base(c) + "/tasks", "{\"tasks\":[" + t + "}]}"), f->json,
+              [](const rapidjson::Document& d) { std::printf("%s\n", Str(d["tasks"][0], "id")); }));
+  });
+
+  auto* ls = task->add_subcommand("ls", "List tasks, newest first");
+  auto status = std::make_shared<std::string>();
+  ls->add_option("--code", *code, "Only tasks of this code");
+  ls->add_option("--status", *status, "Only tasks in this state (queued, running, error, ...)");
+  ls->callback([=] {
+    auto c = Resolve(f->conn);
+    std::string target = Base(c) + "/tasks?per_page=100";
+    if (!code->empty()) target += "&code_name=" + Escape(*code);
+    if (!status->empty()) target += "&" + Escape(*status) + "=1";
+    std::exit(Print(Call(c, "GET", target), f->json, [](const rapidjson::Document& d) {
+      for (const auto& t : d["tasks"].GetArray()) PrintTask(t);
+    }));
+  });
+
+  auto* info = task->add_subcommand("info", "Show a task");
+  info->add_option("id", *id, "Task id")->required();
+  info->callback([=] {
+    auto c = Resolve(f->conn);
+    std::exit(Print(Call(c, "GET", Base(c) + "/tasks/" + Escape(*id)), f->json,
+                    [](const auto& d) { PrintTask(d); }));
+  });
+
+  auto* cancel = task->add_subcommand("cancel", "Cancel a queued or running task");
+  cancel->add_option("id", *id, "Task id")->required();
+  cancel->callback([=] {
+    auto c = Resolve(f->conn);
+    std::exit(Print(Call(c, "POST", Base(c) + "/tasks/" + Escape(*id) + "/cancel"), f->json,
+                    [](const rapidjson::Document& d) { std::printf("%s\n", Str(d, "msg")); }));
+  });
+
+  auto* log = task->add_subcommand("log", "Print a task's output");
+  auto follow = std::make_shared<bool>(false);
+  log->add_option("id", *id, "Task id")->required();
+  log->add_flag("--follow,-f", *follow, "Keep printing until the task ends");
+  log->callback([=] {
+    auto c = Resolve(f->conn);
+    std::string path = Base(c) + "/tasks/" + Escape(*id);
+    size_t printed = 0;
+    for (;;) {
+      // The state before the log: a task that ended has all of its log.
+      auto t = Call(c, "GET", path);
+      if (!t || t->status != 200) std::exit(Print(t, false, [](const rapidjson::Document&) {}));
+      rapidjson::Document d;
+      d.Parse(t->body.c_str());
+      std::string st = d.IsObject() ? Str(d, "status") : "";
+      bool done = st != "queued" && st != "preparing" && st != "running";
+      auto r = Call(c, "GET", path + "/log");
+      if (r && r->status == 200) {
+        if (r->body.size() < printed) printed = 0;  // not expected: print it all again
+        std::fwrite(r->body.data() + printed, 1, r->body.size() - printed, stdout);
+        std::fflush(stdout);
+        printed = r->body.size();
+      } else if (!*follow || done) {
+        std::exit(Print(r, false, [](const rapidjson::Document&) {}));
+      }
+      if (!*follow || done) std::exit(0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  });
+}
+
+void AddSchedule(CLI::App& app) {
+  auto* sched = app.add_subcommand("schedule", "Schedules that queue tasks (IronWorker v2)");
+  auto f = AddConnectionFlags(sched);
+
+  auto* create = sched->add_subcommand("create", "Schedule a code");
+  auto code = std::make_shared<std::string>();
+  auto payload = std::make_shared<std::string>("{}");
+  auto every = std::make_shared<int64_t>(0);
+  auto times = std::make_shared<int64_t>(0);
+  auto cron = std::make_shared<std::string>();
+  auto tz = std::make_shared<std::string>();
+  auto start = std::make_shared<std::string>();
+  create->add_option("code", *code, "Code name")->required();
+  create->add_option("--payload", *payload, "Payload of each task (default {})");
+  create->add_option("--run-every", *every, "Seconds between runs (at least 60)");
+  create->add_option("--run-times", *times, "Most runs");
+  create->add_option("--cron", *cron, "Cron expression (Kiln extension)");
+  create->add_option("--time-zone", *tz, "Time zone of --cron, e.g. Europe/Berlin");
+  create->add_option("--start-at", *start, "First run, RFC 3339 (default now)");
+  create->callback([=] {
+    auto c = Resolve(f->conn);
+    std::string s = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload);
+    if (*every) s += ",\"run_every\":" + std::to_string(*every);
+    if (*times) s += ",\"run_times\":" + std::to_string(*times);
+    if (!cron->empty()) s += ",\"cron\":" + JsonString(*cron);
+    if (!tz->empty()) s += ",\"time_zone\":" + JsonString(*tz);
+    if (!start->empty()) s += ",\"start_at\":" + JsonString(*start);
+    std::exit(Print(
+        Call(c, "POST", Base(c) + "/schedules", "{\"schedules\":[" + s + "}]}"), f->json,
+        [](const rapidjson::Document& d) { std::printf("%s\n", Str(d["schedules"][0], "id")); }));
+  });
+
+  sched->add_subcommand("ls", "List schedules")->callback([=] {
+    auto c = Resolve(f->conn);
+    std::exit(Print(Call(c, "GET", Base(c) + "/schedules?per_page=100"), f->json,
+                    [](const rapidjson::Document& d) {
+                      for (const auto& s : d["schedules"].GetArray())
+                        std::printf("%s  %-9s  %s  next %s  runs %ld\n", Str(s, "id"),
+                                    Str(s, "status"), Str(s, "code_name"), Str(s, "next_start"),
+                                    static_cast<long>(s["run_count"].GetInt64()));
+                    }));
+  });
+
+  auto* cancel = sched->add_subcommand("cancel", "Cancel a schedule");
+  auto id = std::make_shared<std::string>();
+  cancel->add_option("id", *id, "Schedule id")->required();
+  cancel->callback([=] {
+    auto c = Resolve(f->conn);
+    std::exit(Print(Call(c, "POST", Base(c) + "/schedules/" + Escape(*id) + "/cancel"), f->json,
+                    [](const rapidjson::Document& d) { std::printf("%s\n", Str(d, "msg")); }));
+  });
+}
+
+}  // namespace
+
+void AddWorkerCommands(CLI::App& app) {
+  AddWorker(app);
+  AddTask(app);
+  AddSchedule(app);
+}
+
+}  // namespace kiln::cli

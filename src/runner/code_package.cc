@@ -1,0 +1,147 @@
+#include "runner/code_package.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+namespace kiln::runner {
+namespace {
+
+using ReadArchive = std::unique_ptr<archive, int (*)(archive*)>;
+
+ReadArchive NewZipReader() {
+  ReadArchive a(archive_read_new(), archive_read_free);
+  archive_read_support_format_zip(a.get());
+  return a;
+}
+
+bool SafeName(const std::string& name) {
+  if (name.empty() || name.front() == '/') return false;
+  for (size_t i = 0; i <= name.size();) {
+    size_t j = name.find('/', i);
+    if (j == std::string::npos) j = name.size();
+    if (name.compare(i, j - i, "..") == 0) return false;
+    i = j + 1;
+  }
+  return true;
+}
+
+std::string ErrorText(archive* a) {
+  const char* s = archive_error_string(a);
+  return s ? s : "unreadable";
+}
+
+}  // namespace
+
+Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked) {
+  auto a = NewZipReader();
+  if (archive_read_open_memory(a.get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
+    return Fail(Error::InvalidArgument("the file part is not a zip archive"));
+  ZipInfo info;
+  archive_entry* e;
+  int r;
+  while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
+    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    if (!SafeName(name))
+      return Fail(Error::InvalidArgument("unsafe path in the zip archive: " + name));
+    ++info.files;
+    info.unpacked_bytes += archive_entry_size(e);
+    if (info.unpacked_bytes > max_unpacked)
+      return Fail(Error::TooLarge("the zip archive unpacks to more than " +
+                                  std::to_string(max_unpacked >> 20) + " MB"));
+  }
+  if (r != ARCHIVE_EOF)
+    return Fail(Error::InvalidArgument(std::string("bad zip archive: ") + ErrorText(a.get())));
+  return info;
+}
+
+Result<std::string> ZipDirectory(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return Fail(Error::InvalidArgument("not a directory: " + dir));
+  std::unique_ptr<archive, int (*)(archive*)> a(archive_write_new(), archive_write_free);
+  archive_write_set_format_zip(a.get());
+  archive_write_set_bytes_in_last_block(a.get(), 1);  // no padding after the zip
+  std::string out;
+  out.reserve(1 << 16);
+  auto write_cb = [](archive*, void* ud, const void* buf, size_t n) -> la_ssize_t {
+    static_cast<std::string*>(ud)->append(static_cast<const char*>(buf), n);
+    return static_cast<la_ssize_t>(n);
+  };
+  if (archive_write_open(a.get(), &out, nullptr, write_cb, nullptr) != ARCHIVE_OK)
+    return Fail(Error::Internal("cannot start a zip archive"));
+  std::unique_ptr<archive_entry, void (*)(archive_entry*)> e(archive_entry_new(),
+                                                             archive_entry_free);
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    struct stat st;
+    if (lstat(it->path().c_str(), &st) != 0) continue;
+    std::string rel = fs::relative(it->path(), dir, ec).string();
+    archive_entry_clear(e.get());
+    archive_entry_copy_stat(e.get(), &st);
+    archive_entry_set_pathname(e.get(), rel.c_str());
+    std::string data;
+    if (S_ISLNK(st.st_mode)) {
+      archive_entry_set_symlink(e.get(), fs::read_symlink(it->path(), ec).c_str());
+    } else if (S_ISREG(st.st_mode)) {
+      std::ifstream in(it->path(), std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      data = ss.str();
+    } else if (!S_ISDIR(st.st_mode)) {
+      continue;  // no devices, sockets, fifos
+    }
+    if (archive_write_header(a.get(), e.get()) != ARCHIVE_OK)
+      return Fail(Error::Internal("cannot add " + rel + ": " + ErrorText(a.get())));
+    if (!data.empty()) archive_write_data(a.get(), data.data(), data.size());
+  }
+  if (ec) return Fail(Error::InvalidArgument("cannot read " + dir + ": " + ec.message()));
+  if (archive_write_close(a.get()) != ARCHIVE_OK)
+    return Fail(Error::Internal("cannot finish the zip archive: " + ErrorText(a.get())));
+  return out;
+}
+
+Result<void> ExtractZip(const std::string& zip_path, const std::string& dir) {
+  auto a = NewZipReader();
+  if (archive_read_open_filename(a.get(), zip_path.c_str(), 1 << 16) != ARCHIVE_OK)
+    return Fail(Error::Internal("cannot open code package " + zip_path));
+  std::unique_ptr<archive, int (*)(archive*)> disk(archive_write_disk_new(), archive_write_free);
+  archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
+                                                 ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                                 ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+  // Members get absolute paths under `dir` (names were checked: relative,
+  // no ".."); no component of `dir` itself may be a symlink for the check
+  // against writing through symlinks, hence the canonical path.
+  std::error_code ec;
+  std::string root = std::filesystem::canonical(dir, ec).string();
+  if (ec) return Fail(Error::Internal("no task directory " + dir));
+  archive_entry* e;
+  int r;
+  while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
+    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    if (!SafeName(name)) return Fail(Error::InvalidArgument("unsafe path in the code package"));
+    auto type = archive_entry_filetype(e);
+    if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) continue;
+    std::string out = root + "/" + name;
+    archive_entry_set_pathname(e, out.c_str());
+    if (archive_write_header(disk.get(), e) != ARCHIVE_OK)
+      return Fail(Error::InvalidArgument("cannot unpack " + name + ": " +
+                                         archive_error_string(disk.get())));
+    const void* buf;
+    size_t size;
+    la_int64_t offset;
+    while (archive_read_data_block(a.get(), &buf, &size, &offset) == ARCHIVE_OK)
+      archive_write_data_block(disk.get(), buf, size, offset);
+    archive_write_finish_entry(disk.get());
+  }
+  if (r != ARCHIVE_EOF)
+    return Fail(Error::InvalidArgument(std::string("bad code package: ") + ErrorText(a.get())));
+  return Ok();
+}
+
+}  // namespace kiln::runner

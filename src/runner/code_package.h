@@ -1,0 +1,31 @@
+// Zip code packages (iron-api.md §3.2): checked when uploaded, unpacked into
+// a task's directory before each run. Unpacking refuses absolute paths,
+// `..` and writing through symlinks, so a package cannot reach outside the
+// task directory; owners are not restored (files belong to the runner).
+// Stateless; any thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/error.h"
+
+namespace kiln::runner {
+
+struct ZipInfo {
+  int64_t files = 0;
+  int64_t unpacked_bytes = 0;
+};
+
+// InvalidArgument when `bytes` is not a readable zip archive, has an
+// unsafe member or unpacks to more than `max_unpacked` bytes.
+Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked);
+
+// A zip archive of the files under `dir` (paths relative to it, modes kept),
+// for `kiln worker upload`. Symlinks are stored as links.
+Result<std::string> ZipDirectory(const std::string& dir);
+
+// Unpacks the zip archive at `zip_path` into the existing directory `dir`.
+Result<void> ExtractZip(const std::string& zip_path, const std::string& dir);
+
+}  // namespace kiln::runner

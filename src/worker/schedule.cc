@@ -1,0 +1,70 @@
+#include "worker/schedule.h"
+
+#include "worker/cron.h"
+
+namespace kiln::worker {
+namespace {
+
+// The first cron match at or after `t`.
+TimeMs CronAtOrAfter(const CronSchedule& c, TimeMs t) { return c.Next(t - 1); }
+
+TimeMs Bounded(Schedule& s, TimeMs next) {
+  if (next <= 0) {
+    s.status = "complete";
+    s.msg = s.run_every == 0 && s.cron.empty() ? "Ran once." : "No further run.";
+    return 0;
+  }
+  if (s.end_at > 0 && next > s.end_at) {
+    s.status = "complete";
+    s.msg = "Reached end_at.";
+    return 0;
+  }
+  return next;
+}
+
+}  // namespace
+
+Result<void> CheckTiming(const Schedule& s) {
+  if (s.run_every != 0 && s.run_every < 60)
+    return Fail(Error::InvalidArgument("run_every must be at least 60 seconds"));
+  if (s.run_every != 0 && !s.cron.empty())
+    return Fail(Error::InvalidArgument("give run_every or cron, not both"));
+  if (s.run_times < 0) return Fail(Error::InvalidArgument("run_times must not be negative"));
+  if (s.end_at > 0 && s.end_at < s.start_at)
+    return Fail(Error::InvalidArgument("end_at is before start_at"));
+  if (!s.cron.empty()) {
+    auto c = CronSchedule::Parse(s.cron, s.time_zone);
+    if (!c) return Fail(c.error());
+  } else if (!s.time_zone.empty()) {
+    return Fail(Error::InvalidArgument("time_zone applies to cron schedules only"));
+  }
+  return Ok();
+}
+
+TimeMs FirstRun(const Schedule& s) {
+  if (s.cron.empty()) return s.start_at;
+  auto c = CronSchedule::Parse(s.cron, s.time_zone);
+  if (!c) return 0;
+  TimeMs t = CronAtOrAfter(*c, s.start_at);
+  return t < 0 ? 0 : t;
+}
+
+TimeMs NextRun(Schedule& s, TimeMs due, TimeMs now) {
+  if (s.run_times > 0 && s.run_count >= s.run_times) {
+    s.status = "complete";
+    s.msg = "Ran max times.";
+    return 0;
+  }
+  if (!s.cron.empty()) {
+    auto c = CronSchedule::Parse(s.cron, s.time_zone);
+    if (!c) return Bounded(s, 0);
+    return Bounded(s, c->Next(std::max(due, now)));
+  }
+  if (s.run_every == 0) return Bounded(s, 0);
+  TimeMs step = s.run_every * 1000;
+  TimeMs next = due + step;
+  if (next <= now) next += ((now - next) / step + 1) * step;  // missed while down
+  return Bounded(s, next);
+}
+
+}  // namespace kiln::worker

@@ -1,0 +1,28 @@
+// When a schedule runs (iron-api.md §3.4): its first run and the run after
+// each one, from `start_at`, `run_every` or a cron expression with a time
+// zone (a Kiln extension), `run_times` and `end_at`. Pure functions of the
+// schedule and a time; worker::Service calls them under its lock.
+#pragma once
+
+#include <string>
+
+#include "base/clock.h"
+#include "base/error.h"
+#include "worker/task.h"
+
+namespace kiln::worker {
+
+// InvalidArgument for run_every under 60 s, a bad cron expression or zone,
+// both run_every and cron, end_at before start_at, negative run_times.
+Result<void> CheckTiming(const Schedule& s);
+
+// The first run of a new (or updated) schedule: start_at, or for cron the
+// first match at or after start_at. 0 when it would never run.
+TimeMs FirstRun(const Schedule& s);
+
+// The run after one that was due at `due`, skipping runs missed before
+// `now` (Kiln was down). Sets s.status/s.msg and returns 0 when no run is
+// left (run_times reached, past end_at, a one-off schedule).
+TimeMs NextRun(Schedule& s, TimeMs due, TimeMs now);
+
+}  // namespace kiln::worker

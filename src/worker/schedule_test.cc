@@ -1,0 +1,88 @@
+// When schedules run: first run, the next one, missed runs, run_times,
+// end_at, cron in a time zone. Pure functions of times: no clock at all.
+#include "worker/schedule.h"
+
+#include <gtest/gtest.h>
+
+namespace kiln::worker {
+namespace {
+
+constexpr TimeMs kStart = 1'900'000'020'000;  // 2030-03-17T17:47:00Z, a whole minute
+constexpr TimeMs kMin = 60'000;
+
+Schedule Every(int64_t seconds) {
+  Schedule s;
+  s.start_at = kStart;
+  s.run_every = seconds;
+  return s;
+}
+
+TEST(ScheduleTest, RunEveryStartsAtStartAtAndKeepsItsRhythm) {
+  Schedule s = Every(3600);
+  ASSERT_TRUE(CheckTiming(s));
+  EXPECT_EQ(FirstRun(s), kStart);
+  s.run_count = 1;
+  // Ran a little late: the next run stays on the hour after start_at.
+  EXPECT_EQ(NextRun(s, kStart, kStart + 5000), kStart + 3600'000);
+  EXPECT_EQ(s.status, "scheduled");
+}
+
+TEST(ScheduleTest, RunsMissedWhileDownAreSkippedNotReplayed) {
+  Schedule s = Every(60);
+  s.run_count = 1;
+  TimeMs now = kStart + 10 * kMin + 30'000;
+  EXPECT_EQ(NextRun(s, kStart, now), kStart + 11 * kMin);
+}
+
+TEST(ScheduleTest, RunTimesAndEndAtFinishASchedule) {
+  Schedule s = Every(60);
+  s.run_times = 2;
+  s.run_count = 2;
+  EXPECT_EQ(NextRun(s, kStart + kMin, kStart + kMin), 0);
+  EXPECT_EQ(s.status, "complete");
+  EXPECT_EQ(s.msg, "Ran max times.");
+
+  Schedule e = Every(60);
+  e.end_at = kStart + 90'000;
+  e.run_count = 2;
+  EXPECT_EQ(NextRun(e, kStart + kMin, kStart + kMin), 0);
+  EXPECT_EQ(e.status, "complete");
+
+  Schedule once;
+  once.start_at = kStart;
+  once.run_count = 1;
+  EXPECT_EQ(NextRun(once, kStart, kStart), 0);
+  EXPECT_EQ(once.msg, "Ran once.");
+}
+
+TEST(ScheduleTest, CronInATimeZone) {
+  Schedule s;
+  s.start_at = 1'893'456'000'000;  // 2030-01-01T00:00:00Z, a Tuesday
+  s.cron = "30 4 * * mon";
+  s.time_zone = "Europe/Berlin";
+  ASSERT_TRUE(CheckTiming(s));
+  TimeMs first = FirstRun(s);
+  EXPECT_EQ(first, 1'893'987'000'000);  // Monday 2030-01-07 04:30 CET = 03:30Z
+  s.run_count = 1;
+  EXPECT_EQ(NextRun(s, first, first + 1000), first + 7 * 24 * 3600'000LL);
+}
+
+TEST(ScheduleTest, BadTimingIsRefused) {
+  Schedule s = Every(59);
+  EXPECT_FALSE(CheckTiming(s));
+  s.run_every = 60;
+  s.cron = "* * * * *";
+  EXPECT_FALSE(CheckTiming(s));  // both
+  Schedule c;
+  c.cron = "* * *";
+  EXPECT_FALSE(CheckTiming(c));
+  c.cron = "* * * * *";
+  c.time_zone = "Nowhere/Special";
+  EXPECT_FALSE(CheckTiming(c));
+  Schedule e = Every(60);
+  e.end_at = kStart - 1;
+  EXPECT_FALSE(CheckTiming(e));
+}
+
+}  // namespace
+}  // namespace kiln::worker
