@@ -116,3 +116,60 @@ test('mq create a push queue and mq status of a message', async () => {
     await s.close();
   }
 });
+
+test('worker upload and register, task queue, ls, info, log --follow, cancel; schedules', async (t) => {
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const dir = join(kiln.dir, 'mycode');
+  mkdirSync(join(dir, 'lib'), { recursive: true });
+  writeFileSync(join(dir, 'run.sh'), 'echo started; cat lib/msg.txt; sleep 1; echo "payload $(cat $PAYLOAD_FILE)"\n', { mode: 0o755 });
+  writeFileSync(join(dir, 'lib', 'msg.txt'), 'packaged\n');
+  let r = await cli(['worker', 'upload', dir, '--name', 'shell', '--runtime', 'sh', '--file-name', 'run.sh',
+    '--env', 'A=1', '--retries', '1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /code [0-9a-f]{24} rev 1 uploaded/);
+  r = await cli(['worker', 'register', 'busybox', '--name', 'img', '--command', 'echo from image']);
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(['worker', 'ls']);
+  assert.match(r.stdout, /shell\s+rev 1/);
+  assert.match(r.stdout, /img\s+rev 1/);
+  r = await cli(['worker', 'register', 'busybox', '--name', 'img']);
+  assert.equal(r.code, 2);  // no --command
+
+  r = await cli(['task', 'queue', 'shell', '--payload', 'P1']);
+  assert.equal(r.code, 0, r.stderr);
+  const id = r.stdout.trim();
+  assert.match(id, /^[0-9a-f]{24}$/);
+  r = await cli(['task', 'log', id, '--follow']);
+  if (/root|runc/.test(r.stderr)) return t.skip(r.stderr);
+  assert.equal(r.code, 0, r.stderr);
+  if (r.stdout === '') {
+    const info = await cli(['task', 'info', id]);
+    if (/error.*(root|runc)/.test(info.stdout)) return t.skip(info.stdout);
+  }
+  assert.equal(r.stdout, 'started\npackaged\npayload P1\n');
+  r = await cli(['task', 'info', id]);
+  assert.match(r.stdout, new RegExp(`${id}  complete\\s+shell rev 1`));
+  r = await cli(['task', 'ls', '--code', 'shell', '--status', 'complete']);
+  assert.equal(r.stdout.trim().split('\n').length, 1);
+  r = await cli(['task', 'queue', 'img', '--delay', '3600']);
+  const later = r.stdout.trim();
+  r = await cli(['task', 'cancel', later]);
+  assert.equal(r.stdout.trim(), 'Cancelled');
+  r = await cli(['task', 'queue', 'nope']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /404 Code not found/);
+
+  r = await cli(['schedule', 'create', 'img', '--cron', '0 6 * * *', '--time-zone', 'America/New_York',
+    '--start-at', '2031-06-01T00:00:00Z']);
+  assert.equal(r.code, 0, r.stderr);
+  const sid = r.stdout.trim();
+  r = await cli(['schedule', 'ls']);
+  // 06:00 EDT (UTC-4) is 10:00Z.
+  assert.match(r.stdout, new RegExp(`${sid}  scheduled\\s+img  next 2031-06-01T10:00:00Z  runs 0`));
+  r = await cli(['schedule', 'cancel', sid]);
+  assert.equal(r.stdout.trim(), 'Cancelled');
+  r = await cli(['schedule', 'create', 'img', '--run-every', '5']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /run_every/);
+});

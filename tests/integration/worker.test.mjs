@@ -272,3 +272,23 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal(await bad({ code_name: 'nope' }), 404);
   assert.equal((await kiln.req('GET', w('/schedules/ffffffffffffffffffffffff'))).status, 404);
 });
+
+test('codes, revisions, packages, tasks and schedules survive a restart', async () => {
+  const before = {
+    codes: (await kiln.req('GET', w('/codes'))).body.codes,
+    tasks: (await kiln.req('GET', w('/tasks?per_page=100'))).body.tasks,
+    schedules: (await kiln.req('GET', w('/schedules'))).body.schedules,
+  };
+  await kiln.restart();
+  const codes = (await kiln.req('GET', w('/codes'))).body.codes;
+  assert.deepEqual(codes.map((c) => [c.id, c.rev, c.status]), before.codes.map((c) => [c.id, c.rev, c.status]));
+  const zipper = codes.find((c) => c.name === 'zipper');
+  assert.deepEqual((await kiln.req('GET', w(`/codes/${zipper.id}/revisions`))).body.revisions.map((r) => r.rev), [2, 1]);
+  const dl = await kiln.req('GET', w(`/codes/${zipper.id}/download?revision=2`));
+  assert.equal(dl.status, 200);
+  const tasks = (await kiln.req('GET', w('/tasks?per_page=100'))).body.tasks;
+  assert.deepEqual(tasks.map((x) => x.id), before.tasks.map((x) => x.id));
+  const schedules = (await kiln.req('GET', w('/schedules'))).body.schedules;
+  assert.deepEqual(schedules.map((s) => [s.id, s.status, s.next_start]),
+    before.schedules.map((s) => [s.id, s.status, s.next_start]));
+});
