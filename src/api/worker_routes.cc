@@ -2,6 +2,13 @@
 // logs, progress, retries, webhooks and schedules. Single objects are bare,
 // lists wrapped. Everything is done by worker::Service.
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <functional>
+#include <memory>
 #include <set>
 
 #include "api/api.h"
@@ -537,9 +544,34 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     co_return Response{200, ListJson("tasks", svc->ListTasks(project, f), WriteTask)};
   });
 
+  // Kiln extension: ?wait=N (up to 30 s) answers when the task finishes, or
+  // after N seconds with the task as it is then; no polling needed.
   router.Add("GET", base + "/tasks/:task", [svc, acc](Request& req) -> awaitable<Response> {
     KILN_AUTH(*acc, req, project);
-    KILN_TRY(task, svc->GetTask(project, std::string(req.Param("task"))));
+    std::string id(req.Param("task"));
+    int64_t wait_s = 0;
+    if (auto v = req.Query("wait"); v && !v->empty()) {
+      KILN_TRY(n, ParseIntParam("wait", *v));
+      if (*n < 0 || *n > 30)
+        co_return ErrorResponse(Error::InvalidArgument("wait must be between 0 and 30"));
+      wait_s = *n;
+    }
+    if (wait_s == 0) {
+      KILN_TRY(task, svc->GetTask(project, id));
+      co_return Response{200, Json([&](JsonWriter& w) { WriteTask(w, *task); })};
+    }
+    auto ex = co_await boost::asio::this_coro::executor;
+    auto timer = std::make_shared<boost::asio::steady_timer>(ex, std::chrono::seconds(wait_s));
+    auto wake = std::make_shared<std::function<void()>>(
+        [timer, ex] { boost::asio::post(ex, [timer] { timer->cancel(); }); });
+    KILN_TRY(task, svc->Watch(project, id, wake));
+    if (!worker::Final(task->state)) {
+      boost::system::error_code ec;
+      co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+      svc->Unwatch(id, wake);
+      KILN_TRY(now, svc->GetTask(project, id));
+      *task = std::move(*now);
+    }
     co_return Response{200, Json([&](JsonWriter& w) { WriteTask(w, *task); })};
   });
 

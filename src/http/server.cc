@@ -109,7 +109,11 @@ struct Server::Impl {
     while (!stopping) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<uint32_t>(options.max_header_bytes));
-      parser.body_limit(options.max_body_bytes);
+      // Beast checks a Content-Length against the limit as the header ends:
+      // the larger upload limit first, the request's own once its path is known.
+      parser.body_limit(options.is_upload
+                            ? std::max(options.max_body_bytes, options.max_upload_bytes)
+                            : options.max_body_bytes);
       // Idle until the first byte of the next request, then a read timeout
       // for the whole of it.
       stream.expires_after(first || buffer.size() > 0 ? options.read_timeout
@@ -117,10 +121,14 @@ struct Server::Impl {
       first = false;
       co_await bhttp::async_read_header(stream, buffer, parser,
                                         asio::redirect_error(use_awaitable, ec));
-      if (!ec && !parser.is_done()) {
-        if (IsUpload(parser.get().target())) parser.body_limit(options.max_upload_bytes);
-        co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+      if (!ec && !parser.is_done() && !IsUpload(parser.get().target())) {
+        if (auto len = parser.content_length(); len && *len > options.max_body_bytes)
+          ec = bhttp::error::body_limit;
+        else
+          parser.body_limit(options.max_body_bytes);  // chunked bodies count down from here
       }
+      if (!ec && !parser.is_done())
+        co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         int status = 0;
         const char* msg = nullptr;

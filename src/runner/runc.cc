@@ -69,6 +69,7 @@ bool OomKilled(const std::string& id) {
 }  // namespace
 
 std::string Runc::Unavailable() const {
+  if (available_) return "";
   if (geteuid() != 0)
     return "containers need root (Kiln runs as uid " + std::to_string(geteuid()) + ")";
   std::string error;
@@ -77,6 +78,7 @@ std::string Runc::Unavailable() const {
   int status = 0;
   waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "runc --version failed";
+  available_ = true;
   return "";
 }
 
@@ -111,7 +113,9 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     return result;
   }
   auto cleanup = [&] {
-    RuncCommand({"delete", "--force", o.id});
+    // `runc run` deletes its container when it exits; the state is left
+    // only when runc itself died or never got that far.
+    if (fs::exists(fs::path(state_root_) / o.id, ec)) RuncCommand({"delete", "--force", o.id});
     umount2(rootfs.c_str(), MNT_DETACH);
     fs::remove_all(work, ec);
   };
@@ -180,7 +184,7 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
         }
       }
     } else {
-      usleep(20000);
+      usleep(1000);  // runc closed its end: it is exiting
     }
     if (!killed) {
       bool over = std::chrono::steady_clock::now() >= deadline;

@@ -39,6 +39,7 @@ class Runc {
       : runc_(std::move(runc)), state_root_(std::move(state_root)) {}
 
   // Why containers cannot run here ("" when they can): not root, no runc.
+  // Once it said "", it says so without asking runc again.
   std::string Unavailable() const;
 
   RunResult Run(const ContainerSpec& spec, const RunOptions& options) const;
@@ -50,6 +51,7 @@ class Runc {
  private:
   int RuncCommand(std::initializer_list<std::string> args) const;
   std::string runc_, state_root_;
+  mutable std::atomic<bool> available_{false};
 };
 
 }  // namespace kiln::runner

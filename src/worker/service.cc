@@ -93,6 +93,12 @@ std::string Service::TaskDir(const std::string& id) const {
 
 void Service::Save(const Task& t) { store_.PutWorkerRecord("task/" + t.id, EncodeTask(t)); }
 
+void Service::WakeWatchersLocked(const std::string& id) {
+  auto [from, to] = watchers_.equal_range(id);
+  for (auto it = from; it != to; ++it) (*it->second)();
+  watchers_.erase(from, to);
+}
+
 Result<void> Service::Recover() {
   std::lock_guard lock(mu_);
   auto r = store_.ForEachWorkerRecord("code/", [&](std::string_view, std::string_view v) {
@@ -277,6 +283,7 @@ Result<void> Service::DeleteCode(const std::string& project, const std::string& 
     t.msg = "Code deleted";
     t.end_time = t.updated_at = clock_.NowMs();
     Save(t);
+    WakeWatchersLocked(t.id);
   }
   return Ok();
 }
@@ -356,6 +363,7 @@ Result<int64_t> Service::CancelAll(const std::string& project, const std::string
     t.msg = "Cancelled";
     t.end_time = t.updated_at = now;
     Save(t);
+    WakeWatchersLocked(t.id);
     ++n;
   }
   return n;
@@ -449,6 +457,27 @@ Result<Task> Service::GetTask(const std::string& project, const std::string& id)
   return t;
 }
 
+Result<Task> Service::Watch(const std::string& project, const std::string& id, Wake wake) {
+  std::lock_guard lock(mu_);
+  auto it = tasks_.find(id);
+  if (it == tasks_.end() || it->second.project_id != project)
+    return Fail(Error::NotFound("Task not found"));
+  Task t = it->second;
+  ReadProgressLocked(t);
+  if (!Final(t.state)) watchers_.emplace(id, std::move(wake));
+  return t;
+}
+
+void Service::Unwatch(const std::string& id, const Wake& wake) {
+  std::lock_guard lock(mu_);
+  auto [from, to] = watchers_.equal_range(id);
+  for (auto it = from; it != to; ++it)
+    if (it->second == wake) {
+      watchers_.erase(it);
+      return;
+    }
+}
+
 std::vector<Task> Service::ListTasks(const std::string& project, const TaskFilter& f) const {
   std::lock_guard lock(mu_);
   std::vector<const Task*> hits;
@@ -488,6 +517,7 @@ Result<void> Service::Cancel(const std::string& project, const std::string& id) 
     t.msg = "Cancelled";
     t.end_time = t.updated_at = clock_.NowMs();
     Save(t);
+    WakeWatchersLocked(t.id);
     return Ok();
   }
   if (auto c = cancels_.find(id); c != cancels_.end()) *c->second = true;  // the slot finishes it
@@ -759,6 +789,7 @@ void Service::FinishLocked(Task& t, TaskState state, std::string msg, int exit_c
   Save(t);
   --running_by_code_[t.code_id];
   cancels_.erase(t.id);
+  WakeWatchersLocked(t.id);
   // A failed task runs again, as a new task, while the code allows it.
   if (state != TaskState::kError && state != TaskState::kTimeout) return;
   auto c = codes_.find(t.code_id);

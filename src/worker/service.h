@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -92,6 +93,11 @@ class Service {
   Result<std::vector<std::string>> QueueTasks(const std::string& project,
                                               const std::vector<NewTask>& tasks);
   Result<Task> GetTask(const std::string& project, const std::string& id) const;
+  // The task, and when it has not finished, `wake` registered to be called
+  // (on a slot thread, once) when it does; drop it with Unwatch.
+  using Wake = std::shared_ptr<std::function<void()>>;
+  Result<Task> Watch(const std::string& project, const std::string& id, Wake wake);
+  void Unwatch(const std::string& id, const Wake& wake);
   std::vector<Task> ListTasks(const std::string& project, const TaskFilter& f) const;
   Result<void> Cancel(const std::string& project, const std::string& id);
   // A new task like the finished task `id`, after `delay` seconds.
@@ -124,6 +130,7 @@ class Service {
   void EnqueueLocked(Task t);
   Result<Schedule> CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now);
   void Save(const Task& t);  // under mu_
+  void WakeWatchersLocked(const std::string& id);
   void ReadProgressLocked(Task& t) const;
   Result<const Code*> FindCodeLocked(const std::string& project, const std::string& id) const;
   std::string LogPath(const std::string& id) const;
@@ -146,7 +153,8 @@ class Service {
   std::set<std::tuple<int, uint64_t, std::string>> queued_;                  // (-priority, seq, id)
   std::unordered_map<std::string, int> running_by_code_;
   std::unordered_map<std::string, std::shared_ptr<std::atomic<bool>>> cancels_;
-  std::map<std::string, Schedule> schedules_;  // by id
+  std::map<std::string, Schedule> schedules_;            // by id
+  std::unordered_multimap<std::string, Wake> watchers_;  // by task id
   uint64_t next_seq_ = 1;
   bool stopping_ = false;
   std::vector<std::thread> slots_;

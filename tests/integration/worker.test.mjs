@@ -6,10 +6,11 @@
 // container checks are skipped.
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { Kiln, eventually, sleep } from '../support/kiln.mjs';
 import { makeZip } from '../support/zip.mjs';
 
-const kiln = new Kiln({ args: ['--runner-slots', '2'] });
+const kiln = new Kiln({ args: ['--runner-slots', '2', '--max-upload-bytes', String(2 << 20)] });
 before(() => kiln.start());
 after(async () => { const { code } = await kiln.stop(); assert.equal(code, 0); kiln.cleanup(); });
 
@@ -86,6 +87,45 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
   const log = await kiln.req('GET', w('/tasks/ffffffffffffffffffffffff/log'));
   assert.equal(log.status, 404);
   assert.equal((await kiln.req('GET', w('/tasks/ffffffffffffffffffffffff'), undefined, { token: 'bad' })).status, 401);
+  await upload({ name: 'valid', image: 'busybox', command: 'true' });
+  const bad = async (task) => (await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'valid', ...task }] }));
+  for (const task of [{ priority: 5 }, { timeout: 7200 }, { timeout: -1 }, { delay: -1 }, { delay: 604801 },
+    { priority: 'high' }, { timeout: '60' }, { code_name: 7 }, { label: {} }]) {
+    const r = await bad(task);
+    assert.equal(r.status, 400, JSON.stringify(task));
+    assert.equal(typeof r.body.msg, 'string');
+  }
+  const many = await kiln.req('POST', w('/tasks'), { tasks: Array.from({ length: 101 }, () => ({ code_name: 'valid' })) });
+  assert.equal(many.status, 400);
+  assert.equal((await kiln.req('POST', w('/tasks'), { tasks: 'valid' })).status, 400);
+  assert.equal((await kiln.req('GET', w('/tasks?per_page=500'))).status, 400);
+  assert.equal((await kiln.req('GET', w('/tasks?page=x'))).status, 400);
+  const anyTask = (await kiln.req('GET', w('/tasks'))).body.tasks[0];
+  assert.equal((await kiln.req('GET', w(`/tasks/${anyTask.id}?wait=31`))).status, 400);
+  // Unsafe or broken packages, bad code settings: refused, nothing stored.
+  assert.equal((await upload({ name: 'evil', file_name: 'run.sh', runtime: 'sh' }, makeZip({ '../evil.sh': 'x' }))).status, 400);
+  assert.equal((await upload({ name: 'evil', file_name: '/etc/passwd', runtime: 'sh' }, makeZip({ 'run.sh': 'x' }))).status, 400);
+  assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', retries: 11 })).status, 400);
+  assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', env_vars: { A: 1 } })).status, 400);
+  assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', network: 'bridge' })).status, 400);
+  assert.equal((await kiln.req('GET', w('/codes/evil'))).status, 404);
+  // Code uploads may exceed the 1 MiB request limit, up to --max-upload-bytes (2 MiB here).
+  const big = await upload({ name: 'big', file_name: 'run.sh', runtime: 'sh' },
+    makeZip({ 'run.sh': 'true', 'blob.bin': Buffer.alloc(1536 << 10, 7) }));
+  assert.equal(big.status, 200, big.text);
+  const huge = await new Promise((resolve) => {
+    const sock = net.connect(kiln.port, '127.0.0.1', () => sock.write(`POST ${w('/codes')} HTTP/1.1\r\nHost: x\r\n` +
+      `Authorization: OAuth ${kiln.token}\r\nContent-Type: multipart/form-data; boundary=${B}\r\nContent-Length: ${3 << 20}\r\n\r\n`));
+    let buf = '';
+    sock.on('data', (d) => { buf += d; });
+    sock.on('close', () => resolve(buf));
+    sock.on('error', () => resolve(buf));
+  });
+  assert.match(huge, /^HTTP\/1\.1 413/);
+  // Elsewhere the request limit stays 1 MiB.
+  const tooBig = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'valid', payload: 'x'.repeat(1100 << 10) }] }).catch((e) => e);
+  if (tooBig.status !== undefined) assert.equal(tooBig.status, 413);
+  assert.equal((await kiln.req('GET', '/2/stacks', undefined, { token: '' })).status, 401);
 });
 
 const skipIfNoContainers = (t, task) => {
