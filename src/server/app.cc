@@ -214,7 +214,8 @@ void App::Stop() {
   if (impl_->stopping.exchange(true)) return;
   spdlog::info("shutting down");
   impl_->tick_cv.notify_all();
-  impl_->engine->WakeAll();  // long polls answer now
+  impl_->engine->WakeAll();                          // long polls answer now
+  if (impl_->worker) impl_->worker->WakeWatchers();  // and task waits
   impl_->server->Stop();
 }
 

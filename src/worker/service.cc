@@ -478,6 +478,12 @@ void Service::Unwatch(const std::string& id, const Wake& wake) {
     }
 }
 
+void Service::WakeWatchers() {
+  std::lock_guard lock(mu_);
+  for (auto& [id, wake] : watchers_) (*wake)();
+  watchers_.clear();
+}
+
 std::vector<Task> Service::ListTasks(const std::string& project, const TaskFilter& f) const {
   std::lock_guard lock(mu_);
   std::vector<const Task*> hits;

@@ -98,6 +98,8 @@ class Service {
   using Wake = std::shared_ptr<std::function<void()>>;
   Result<Task> Watch(const std::string& project, const std::string& id, Wake wake);
   void Unwatch(const std::string& id, const Wake& wake);
+  // Wakes every Watch now (the server is shutting down).
+  void WakeWatchers();
   std::vector<Task> ListTasks(const std::string& project, const TaskFilter& f) const;
   Result<void> Cancel(const std::string& project, const std::string& id);
   // A new task like the finished task `id`, after `delay` seconds.

@@ -313,6 +313,26 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal((await kiln.req('GET', w('/schedules/ffffffffffffffffffffffff'))).status, 404);
 });
 
+test('GET a task with ?wait answers when it ends, or when the wait runs out', async (t) => {
+  await upload({ name: 'short', image: 'busybox', command: 'sleep 1; echo done' });
+  await upload({ name: 'long', image: 'busybox', command: 'sleep 30' });
+  const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'short' }, { code_name: 'long' }] });
+  const [shortId, longId] = q.body.tasks.map((x) => x.id);
+  const done = (await kiln.req('GET', w(`/tasks/${shortId}?wait=30`))).body;
+  if (skipIfNoContainers(t, done)) return;
+  assert.equal(done.status, 'complete');
+  const t0 = Date.now();
+  const still = (await kiln.req('GET', w(`/tasks/${longId}?wait=1`))).body;
+  assert.ok(['queued', 'preparing', 'running'].includes(still.status), still.status);
+  assert.ok(Date.now() - t0 >= 900, 'waited');
+  // A cancel ends the wait of another client at once.
+  const waiting = kiln.req('GET', w(`/tasks/${longId}?wait=30`));
+  await sleep(100);
+  await kiln.req('POST', w(`/tasks/${longId}/cancel`), {});
+  assert.equal((await waiting).body.status, 'cancelled');
+  assert.ok(Date.now() - t0 < 20000);
+});
+
 test('codes, revisions, packages, tasks and schedules survive a restart', async () => {
   const before = {
     codes: (await kiln.req('GET', w('/codes'))).body.codes,
