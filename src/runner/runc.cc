@@ -184,7 +184,7 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
         }
       }
     } else {
-      usleep(1000);  // runc closed its end: it is exiting
+      usleep(100);  // runc closed its end: it is exiting
     }
     if (!killed) {
       bool over = std::chrono::steady_clock::now() >= deadline;
@@ -210,6 +210,7 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
   close(log_fd);
   result.exit_code = ExitCodeOf(status);
   if (!killed && result.exit_code == 137 && !result.oom) result.oom = OomKilled(o.id);
+  if (o.on_exit) o.on_exit(result);
   cleanup();
   return result;
 }

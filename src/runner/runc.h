@@ -8,11 +8,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "runner/container_spec.h"
 
 namespace kiln::runner {
+
+struct RunResult;
 
 struct RunOptions {
   std::string id;            // unique container id, [A-Za-z0-9_.-]
@@ -22,6 +25,9 @@ struct RunOptions {
   size_t max_log_bytes = 8 << 20;
   std::chrono::milliseconds timeout{3600 * 1000};
   const std::atomic<bool>* cancel = nullptr;  // set to stop the container
+  // Called with the result as soon as the container has exited, before the
+  // overlay, state and work dir are removed (so a caller can report first).
+  std::function<void(const RunResult&)> on_exit;
 };
 
 struct RunResult {

@@ -757,10 +757,12 @@ std::string Service::PickLocked(TimeMs now) {
     std::string picked = id;
     queued_.erase({neg, seq, id});
     // Taken under the lock, so that a cancel from now on reaches the slot.
+    // Not written: a task that Kiln loses while preparing ran nothing and
+    // is queued again after a restart. "running" is written before the
+    // container starts.
     Task& live = tasks_.at(picked);
     live.state = TaskState::kPreparing;
     live.updated_at = now;
-    Save(live);
     ++running_by_code_[live.code_id];
     cancels_[picked] = std::make_shared<std::atomic<bool>>(false);
     return picked;
@@ -885,6 +887,39 @@ void Service::RunTask(const std::string& id) {
     live.start_time = live.updated_at = clock_.NowMs();
     Save(live);
   }
+  // The task's end is recorded as soon as the container exits; the overlay
+  // and work dirs go after that, before the slot takes the next task.
+  bool reported = false;
+  auto report = [&](const runner::RunResult& r) {
+    reported = true;
+    {
+      // The last progress the task wrote, before its directory goes.
+      std::lock_guard lock(mu_);
+      ReadProgressLocked(tasks_.at(id));
+    }
+    if (!r.error.empty()) return finish(TaskState::kError, r.error, -1);
+    if (r.cancelled) {
+      bool stopping;
+      {
+        std::lock_guard lock(mu_);
+        stopping = stopping_;
+      }
+      if (stopping)
+        return finish(TaskState::kError, "Kiln stopped while the task ran", r.exit_code);
+      return finish(TaskState::kCancelled, "Cancelled", r.exit_code);
+    }
+    if (r.timed_out)
+      return finish(TaskState::kTimeout, "Ran longer than " + std::to_string(t.timeout) + " s",
+                    r.exit_code);
+    if (r.oom)
+      return finish(TaskState::kError,
+                    "Out of memory (limit " + std::to_string(code.memory_mb) + " MB)", r.exit_code);
+    if (r.exit_code != 0)
+      return finish(TaskState::kError,
+                    "Exit code " + std::to_string(r.exit_code) + ": " + Tail(LogPath(id), 1024),
+                    r.exit_code);
+    finish(TaskState::kComplete, "", 0);
+  };
   runner::RunOptions o;
   o.id = "kiln-" + id;
   o.image_rootfs = image->rootfs;
@@ -893,35 +928,10 @@ void Service::RunTask(const std::string& id) {
   o.max_log_bytes = options_.max_log_bytes;
   o.timeout = std::chrono::seconds(t.timeout);
   o.cancel = cancel.get();
+  o.on_exit = report;
   auto r = runc_.Run(spec, o);
-  {
-    // The last progress the task wrote, before its directory goes.
-    std::lock_guard lock(mu_);
-    ReadProgressLocked(tasks_.at(id));
-  }
+  if (!reported) report(r);  // it could not run at all
   fs::remove_all(work, ec);
-
-  if (!r.error.empty()) return finish(TaskState::kError, r.error, -1);
-  if (r.cancelled) {
-    bool stopping;
-    {
-      std::lock_guard lock(mu_);
-      stopping = stopping_;
-    }
-    if (stopping) return finish(TaskState::kError, "Kiln stopped while the task ran", r.exit_code);
-    return finish(TaskState::kCancelled, "Cancelled", r.exit_code);
-  }
-  if (r.timed_out)
-    return finish(TaskState::kTimeout, "Ran longer than " + std::to_string(t.timeout) + " s",
-                  r.exit_code);
-  if (r.oom)
-    return finish(TaskState::kError,
-                  "Out of memory (limit " + std::to_string(code.memory_mb) + " MB)", r.exit_code);
-  if (r.exit_code != 0)
-    return finish(TaskState::kError,
-                  "Exit code " + std::to_string(r.exit_code) + ": " + Tail(LogPath(id), 1024),
-                  r.exit_code);
-  finish(TaskState::kComplete, "", 0);
 }
 
 }  // namespace kiln::worker
