@@ -167,7 +167,7 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
 
   auto deadline = std::chrono::steady_clock::now() + o.timeout;
   size_t logged = 0;
-  bool killed = false, pipe_open = true;
+  bool killed = false, pipe_open = true, oom_checked_at_eof = false;
   int status = 0;
   char buf[16384];
   for (;;) {
@@ -196,7 +196,13 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
         killed = true;
       }
     }
-    if (result.oom == false && OomKilled(o.id)) result.oom = true;
+    // The cgroup goes with runc: read it while the pipe is open (every
+    // poll) and once at the end of the output, not in the short wait for
+    // runc to exit.
+    if (!result.oom && (pipe_open || !oom_checked_at_eof)) {
+      result.oom = OomKilled(o.id);
+      oom_checked_at_eof = !pipe_open;
+    }
     pid_t done = waitpid(pid, &status, WNOHANG);
     if (done == pid) break;
   }
