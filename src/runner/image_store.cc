@@ -37,6 +37,15 @@ std::string ReadFile(const fs::path& p) {
   return ss.str();
 }
 
+// A scratch directory, removed when the import ends however it ends.
+struct RemovedAtExit {
+  fs::path p;
+  ~RemovedAtExit() {
+    std::error_code e;
+    fs::remove_all(p, e);
+  }
+};
+
 // A tar member path made relative and clean; "" when it must be refused.
 std::string CleanPath(std::string p) {
   while (p.rfind("./", 0) == 0) p = p.substr(2);
@@ -163,13 +172,7 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
   fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
   std::error_code ec;
   fs::create_directories(tmp / "archive", ec);
-  struct Cleanup {
-    fs::path p;
-    ~Cleanup() {
-      std::error_code e;
-      fs::remove_all(p, e);
-    }
-  } cleanup{tmp};
+  RemovedAtExit cleanup{tmp};
   if (auto r = Unpack(archive_path, tmp / "archive"); !r) return Fail(r.error());
 
   std::vector<std::string> layers, tags;
@@ -241,13 +244,7 @@ Result<ImageInfo> ImageStore::ImportRootfs(const std::string& tarball, const std
   std::error_code ec;
   if (!fs::exists(image / "rootfs")) {
     fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
-    struct Cleanup {
-      fs::path p;
-      ~Cleanup() {
-        std::error_code e;
-        fs::remove_all(p, e);
-      }
-    } cleanup{tmp};
+    RemovedAtExit cleanup{tmp};
     fs::create_directories(tmp / "rootfs", ec);
     if (auto r = ApplyLayer(tarball, fs::canonical(tmp / "rootfs")); !r) return Fail(r.error());
     fs::create_directories(image, ec);

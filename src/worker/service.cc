@@ -1,9 +1,13 @@
 #include "worker/service.h"
 
+#include <fcntl.h>
 #include <rapidjson/document.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -26,6 +30,26 @@ std::string ReadAll(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Writes `bytes` to a new file at `path` and fsyncs it.
+Result<void> WriteSynced(const std::string& path, const std::string& bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Fail(Error::Unavailable("cannot write " + path + ": " + std::strerror(errno)));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  bool ok = done == bytes.size() && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(path.c_str());
+    return Fail(Error::Unavailable("cannot write " + path + ": " + std::strerror(errno)));
+  }
+  return Ok();
 }
 
 std::string Tail(const std::string& path, size_t n) {
@@ -93,6 +117,29 @@ std::string Service::TaskDir(const std::string& id) const {
 
 void Service::Save(const Task& t) { store_.PutWorkerRecord("task/" + t.id, EncodeTask(t)); }
 
+void Service::EndQueuedLocked(Task& t, const std::string& msg) {
+  t.state = TaskState::kCancelled;
+  t.msg = msg;
+  t.end_time = t.updated_at = clock_.NowMs();
+  Save(t);
+  WakeWatchersLocked(t.id);
+}
+
+int64_t Service::CancelQueuedLocked(const std::string& code_id, const std::string& msg) {
+  int64_t n = 0;
+  for (auto it = queued_.begin(); it != queued_.end();) {
+    Task& t = tasks_.at(std::get<2>(*it));
+    if (t.code_id != code_id) {
+      ++it;
+      continue;
+    }
+    it = queued_.erase(it);
+    EndQueuedLocked(t, msg);
+    ++n;
+  }
+  return n;
+}
+
 void Service::WakeWatchersLocked(const std::string& id) {
   auto [from, to] = watchers_.equal_range(id);
   for (auto it = from; it != to; ++it) (*it->second)();
@@ -119,9 +166,12 @@ Result<void> Service::Recover() {
   });
   if (!r) return r;
   TimeMs now = clock_.NowMs();
+  // Uploads that a crash interrupted, before they had a revision.
+  std::error_code ec;
+  for (const auto& f : fs::directory_iterator(fs::path(options_.data_dir) / "codes", ec))
+    if (f.path().extension() == ".tmp") fs::remove(f.path(), ec);
   // Containers and work dirs of runs that Kiln did not see to the end (it
   // died meanwhile): killed and removed before anything runs again.
-  std::error_code ec;
   for (const auto& d : fs::directory_iterator(fs::path(options_.data_dir) / "task-work", ec)) {
     std::string id = d.path().filename().string();
     runc_.Sweep("kiln-" + id, (d.path() / "run").string());
@@ -200,6 +250,15 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   if (spec.config.size() > kMaxPayload) return Fail(Error::TooLarge("config exceeds 64 KB"));
   if (spec.memory_mb < 8) return Fail(Error::InvalidArgument("memory must be at least 8 MB"));
 
+  // The package goes to disk, synced, before the lock; it is renamed into
+  // place under the lock once its revision number is known.
+  std::string tmp;
+  if (!zip.empty()) {
+    std::error_code ec;
+    fs::create_directories(fs::path(options_.data_dir) / "codes", ec);
+    tmp = options_.data_dir + "/codes/upload-" + RandomHex(8) + ".tmp";
+    if (auto r = WriteSynced(tmp, zip); !r) return Fail(r.error());
+  }
   std::lock_guard lock(mu_);
   TimeMs now = clock_.NowMs();
   spec.project_id = project;
@@ -217,18 +276,15 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
     spec.rev = 1;
     spec.created_at = now;
   }
-  if (!zip.empty()) {
+  if (!tmp.empty()) {
     std::error_code ec;
     std::string path = PackagePath(spec.id, spec.rev);
     fs::create_directories(fs::path(path).parent_path(), ec);
-    std::string tmp = path + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out.write(zip.data(), static_cast<std::streamsize>(zip.size()));
-      if (!out.flush()) return Fail(Error::Unavailable("cannot write the code package"));
-    }
     fs::rename(tmp, path, ec);
-    if (ec) return Fail(Error::Unavailable("cannot write the code package: " + ec.message()));
+    if (ec) {
+      fs::remove(tmp, ec);
+      return Fail(Error::Unavailable("cannot store the code package: " + ec.message()));
+    }
   }
   std::string record = EncodeCode(spec);
   if (auto r = store_.PutWorkerRecord(RevKey(spec.id, spec.rev), record); !r)
@@ -272,19 +328,7 @@ Result<void> Service::DeleteCode(const std::string& project, const std::string& 
   fs::remove_all(fs::path(options_.data_dir) / "codes" / code.id, ec);
   code_by_name_.erase({project, code.name});
   codes_.erase(code.id);
-  for (auto it = queued_.begin(); it != queued_.end();) {
-    Task& t = tasks_.at(std::get<2>(*it));
-    if (t.code_id != code.id) {
-      ++it;
-      continue;
-    }
-    it = queued_.erase(it);
-    t.state = TaskState::kCancelled;
-    t.msg = "Code deleted";
-    t.end_time = t.updated_at = clock_.NowMs();
-    Save(t);
-    WakeWatchersLocked(t.id);
-  }
+  CancelQueuedLocked(code.id, "Code deleted");
   return Ok();
 }
 
@@ -349,24 +393,7 @@ Result<int64_t> Service::CancelAll(const std::string& project, const std::string
   std::lock_guard lock(mu_);
   auto c = FindCodeLocked(project, id);
   if (!c) return Fail(c.error());
-  std::string code_id = (*c)->id;
-  int64_t n = 0;
-  TimeMs now = clock_.NowMs();
-  for (auto it = queued_.begin(); it != queued_.end();) {
-    Task& t = tasks_.at(std::get<2>(*it));
-    if (t.code_id != code_id) {
-      ++it;
-      continue;
-    }
-    it = queued_.erase(it);
-    t.state = TaskState::kCancelled;
-    t.msg = "Cancelled";
-    t.end_time = t.updated_at = now;
-    Save(t);
-    WakeWatchersLocked(t.id);
-    ++n;
-  }
-  return n;
+  return CancelQueuedLocked((*c)->id, "Cancelled");
 }
 
 std::vector<std::string> Service::Stacks() {
@@ -519,11 +546,7 @@ Result<void> Service::Cancel(const std::string& project, const std::string& id) 
   if (Final(t.state)) return Ok();
   if (t.state == TaskState::kQueued) {
     queued_.erase({-t.priority, t.seq, t.id});
-    t.state = TaskState::kCancelled;
-    t.msg = "Cancelled";
-    t.end_time = t.updated_at = clock_.NowMs();
-    Save(t);
-    WakeWatchersLocked(t.id);
+    EndQueuedLocked(t, "Cancelled");
     return Ok();
   }
   if (auto c = cancels_.find(id); c != cancels_.end()) *c->second = true;  // the slot finishes it

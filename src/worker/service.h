@@ -133,6 +133,10 @@ class Service {
   Result<Schedule> CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now);
   void Save(const Task& t);  // under mu_
   void WakeWatchersLocked(const std::string& id);
+  // A queued task (already out of queued_) ends cancelled with `msg`.
+  void EndQueuedLocked(Task& t, const std::string& msg);
+  // Ends every queued task of the code; returns how many.
+  int64_t CancelQueuedLocked(const std::string& code_id, const std::string& msg);
   void ReadProgressLocked(Task& t) const;
   Result<const Code*> FindCodeLocked(const std::string& project, const std::string& id) const;
   std::string LogPath(const std::string& id) const;
