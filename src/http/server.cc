@@ -58,9 +58,19 @@ struct Server::Impl {
 
   // Live connections, so that Stop can close the idle ones.
   struct Conn {
-    beast::tcp_stream* stream;
-    bool busy = false;  // a request is being handled
+    explicit Conn(tcp::socket* s) : sock(s) {}
+    tcp::socket* sock;
+    std::atomic<bool> busy{false};  // a request is being handled
   };
+  // A connection's deadline, watched by a coarse timer instead of arming a
+  // timer for every read and write. Used on the connection's io thread only.
+  struct Watch {
+    explicit Watch(const asio::any_io_executor& ex) : timer(ex) {}
+    asio::steady_timer timer;
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+    bool done = false;
+  };
+  static constexpr std::chrono::milliseconds kWatchEvery{250};
   std::mutex conns_mu;
   std::list<Conn> conns;
   std::atomic<size_t> live{0};
@@ -92,17 +102,36 @@ struct Server::Impl {
     return options.is_upload && options.is_upload(target.substr(0, target.find('?')));
   }
 
+  // Cancels the connection's pending read or write once its deadline passed.
+  static awaitable<void> Watchdog(std::shared_ptr<Watch> w, tcp::socket* sock) {
+    for (;;) {
+      w->timer.expires_after(kWatchEvery);
+      boost::system::error_code ec;
+      co_await w->timer.async_wait(asio::redirect_error(use_awaitable, ec));
+      if (w->done) co_return;
+      if (std::chrono::steady_clock::now() >= w->deadline) {
+        sock->cancel(ec);
+        w->deadline = std::chrono::steady_clock::time_point::max();
+      }
+    }
+  }
+
   awaitable<void> Session(tcp::socket sock, std::atomic<bool>& stopping) {
     ++live;
     std::string remote;
     boost::system::error_code ec;
     auto ep = sock.remote_endpoint(ec);
     if (!ec) remote = ep.address().to_string();
-    beast::tcp_stream stream(std::move(sock));
+    tcp::socket stream(std::move(sock));
+    auto watch = std::make_shared<Watch>(stream.get_executor());
+    asio::co_spawn(stream.get_executor(), Watchdog(watch, &stream), asio::detached);
+    auto expires_after = [&](std::chrono::seconds d) {
+      watch->deadline = std::chrono::steady_clock::now() + d;
+    };
     std::list<Conn>::iterator me;
     {
       std::lock_guard lock(conns_mu);
-      me = conns.insert(conns.end(), Conn{&stream});
+      me = conns.emplace(conns.end(), &stream);
     }
     beast::flat_buffer buffer;
     bool first = true;
@@ -116,8 +145,7 @@ struct Server::Impl {
                             : options.max_body_bytes);
       // Idle until the first byte of the next request, then a read timeout
       // for the whole of it.
-      stream.expires_after(first || buffer.size() > 0 ? options.read_timeout
-                                                      : options.idle_timeout);
+      expires_after(first || buffer.size() > 0 ? options.read_timeout : options.idle_timeout);
       first = false;
       co_await bhttp::async_read_header(stream, buffer, parser,
                                         asio::redirect_error(use_awaitable, ec));
@@ -146,16 +174,13 @@ struct Server::Impl {
           res.set(bhttp::field::connection, "close");
           res.body() = ErrorBody(msg);
           res.prepare_payload();
-          stream.expires_after(std::chrono::seconds(5));
+          expires_after(std::chrono::seconds(5));
           co_await bhttp::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
         }
         break;
       }
-      {
-        std::lock_guard lock(conns_mu);
-        me->busy = true;
-      }
-      stream.expires_never();
+      me->busy = true;
+      watch->deadline = std::chrono::steady_clock::time_point::max();
       auto& breq = parser.get();
       bool keep_alive = breq.keep_alive();
       auto started = std::chrono::steady_clock::now();
@@ -175,15 +200,14 @@ struct Server::Impl {
         spdlog::info("{} {} {} {} {}us", remote, std::string_view(breq.method_string()),
                      std::string_view(breq.target()), res.status, us);
       }
-      stream.expires_after(options.read_timeout);
+      expires_after(options.read_timeout);
       co_await bhttp::async_write(stream, out, asio::redirect_error(use_awaitable, ec));
-      {
-        std::lock_guard lock(conns_mu);
-        me->busy = false;
-      }
+      me->busy = false;
       if (ec || !out.keep_alive()) break;
     }
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    watch->done = true;
+    watch->timer.cancel();
+    stream.shutdown(tcp::socket::shutdown_send, ec);
     {
       std::lock_guard lock(conns_mu);
       conns.erase(me);
@@ -284,11 +308,12 @@ void Server::Stop(std::chrono::milliseconds grace) {
       std::lock_guard lock(impl_->conns_mu);
       for (auto& c : impl_->conns)
         if (!c.busy) {
-          auto* stream = c.stream;
-          asio::post(stream->get_executor(), [this, stream] {
+          auto* sock = c.sock;
+          asio::post(sock->get_executor(), [this, sock] {
             std::lock_guard l(impl_->conns_mu);
+            boost::system::error_code e;
             for (auto& c2 : impl_->conns)
-              if (c2.stream == stream && !c2.busy) stream->cancel();
+              if (c2.sock == sock && !c2.busy) sock->cancel(e);
           });
         }
     }
