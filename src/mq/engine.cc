@@ -48,7 +48,18 @@ Engine::Engine(store::Store& store, const Clock& clock, EngineOptions options)
 // Pending completions refer to this engine: let them run first.
 Engine::~Engine() { Flush(); }
 
-void Engine::Flush() { CommitAndWait({}); }
+void Engine::Flush() {
+  store::MessageBatch batch;
+  std::shared_lock lock(map_mu_);
+  for (auto& [k, slot] : queues_) {
+    std::lock_guard slot_lock(slot->mu);
+    if (slot->deleted || !slot->total_dirty) continue;
+    batch.SetTotal(slot->queue.record().qid, slot->queue.total_messages());
+    slot->total_dirty = false;
+  }
+  lock.unlock();
+  CommitAndWait(std::move(batch));
+}
 
 uint64_t Engine::NextMessageId() { return next_id_.fetch_add(1) + 1; }
 
@@ -306,7 +317,6 @@ void Engine::Post(const std::string& project, const std::string& name,
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return done(Fail(QueueNotFound()));
     const auto& rec = slot->queue.record();
-    uint64_t total = 0;
     for (auto& m : messages) {
       store::MessageState s;
       s.id = NextMessageId();
@@ -318,9 +328,9 @@ void Engine::Post(const std::string& project, const std::string& name,
         batch.PutPlan(rec.qid, s.id, EncodePlan(plans.back()));
       }
       batch.Put(rec.qid, s, std::move(m.body));
-      total = slot->queue.CountPosted();
+      slot->queue.CountPosted();
     }
-    batch.SetTotal(rec.qid, total);
+    slot->total_dirty = true;
   }
   store_.Commit(std::move(batch), [this, slot, states = std::move(states), plans = std::move(plans),
                                    done = std::move(done)](Result<void> r) mutable {
@@ -663,6 +673,10 @@ void Engine::Tick() {
       }
       if (woke) q.WakeWaiters();
       if (!batch.empty()) notices = CheckAlerts(*slot, now);
+      if (slot->total_dirty) {
+        batch.SetTotal(q.record().qid, q.total_messages());
+        slot->total_dirty = false;
+      }
     }
     if (!batch.empty()) store_.Append(std::move(batch));
     if (!notices.empty()) PostNotices(project, std::move(notices));

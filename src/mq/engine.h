@@ -227,6 +227,9 @@ class Engine {
     // Alerts: the size they last saw, and when each last fired (for snooze).
     uint64_t alert_size = 0;
     std::unordered_map<std::string, TimeMs> alert_fired;
+    // The count of messages ever posted changed since it was last written:
+    // Tick and Flush write it, not every post (a crash may undercount it).
+    bool total_dirty = false;
     explicit Slot(store::QueueRecord r) : queue(std::move(r)) {}
   };
   using SlotPtr = std::shared_ptr<Slot>;

@@ -194,6 +194,36 @@ TEST_F(EngineTest, ReserveWithDeleteRemovesAtOnce) {
   EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 0u);
 }
 
+// The count of messages ever posted is written by the tick, not by each
+// post: after one tick it is in the store even if the engine never flushes.
+TEST_F(EngineTest, TheTickWritesTheTotalMessageCount) {
+  ASSERT_TRUE(engine_->PutQueue(kProject, "counted", {}));
+  PostOne("counted", "a");
+  PostOne("counted", "b");
+  auto stored_total = [&] {
+    uint64_t total = 0;
+    store_->ForEachQueue([&](const store::QueueRecord& r, uint64_t t) {
+      if (r.name == "counted") total = t;
+    });
+    return total;
+  };
+  // Waits for what was appended so far (the log keeps its order).
+  auto synced = [&] {
+    std::promise<Result<void>> p;
+    store_->Commit({}, [&](Result<void> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  ASSERT_TRUE(synced());
+  EXPECT_EQ(stored_total(), 0u);  // posts alone do not write it
+  engine_->Tick();
+  ASSERT_TRUE(synced());
+  EXPECT_EQ(stored_total(), 2u);
+  PostOne("counted", "c");
+  engine_->Tick();
+  ASSERT_TRUE(synced());
+  EXPECT_EQ(stored_total(), 3u);
+}
+
 TEST_F(EngineTest, EverythingSurvivesReopen) {
   QueueSettings s;
   s.message_timeout = 120;
