@@ -67,8 +67,7 @@ Result<void> ParseField(const Field& f, const std::string& text, std::bitset<N>*
       b = step > 1 ? f.hi : a;  // "5/15": from 5 on
     }
     if (a < f.lo || b > hi || a > b)
-      return Fail(
-          Bad(f, text, "out of range " + std::to_string(f.lo) + "-" + std::to_string(f.hi)));
+      return Fail(Bad(f, text, "out of range " + std::to_string(f.lo) + "-" + std::to_string(hi)));
     for (int v = a; v <= b; v += step) bits->set(static_cast<size_t>(weekday && v == 7 ? 0 : v));
   }
   return Ok();
@@ -77,7 +76,15 @@ Result<void> ParseField(const Field& f, const std::string& text, std::bitset<N>*
 }  // namespace
 
 Result<CronSchedule> CronSchedule::Parse(const std::string& expr, const std::string& time_zone) {
+  // Macros match without regard to case or surrounding blanks.
   std::string e = expr;
+  e.erase(0, e.find_first_not_of(" \t"));
+  e.erase(e.find_last_not_of(" \t") + 1);
+  if (!e.empty() && e[0] == '@')
+    std::transform(e.begin(), e.end(), e.begin(),
+                   [](unsigned char ch) { return std::tolower(ch); });
+  if (e == "@reboot")
+    return Fail(Error::InvalidArgument("@reboot is not a time: use start_at for a single run"));
   static const std::pair<const char*, const char*> kMacros[] = {
       {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
       {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
@@ -100,8 +107,10 @@ Result<CronSchedule> CronSchedule::Parse(const std::string& expr, const std::str
                  ParseField(kDay, parts[2], &c.days_), ParseField(kMonth, parts[3], &c.months_),
                  ParseField(kWeekday, parts[4], &c.weekdays_)})
     if (!r) return Fail(r.error());
-  c.any_day_ = parts[2] == "*" || parts[2] == "?";
-  c.any_weekday_ = parts[4] == "*" || parts[4] == "?";
+  // As in Vixie cron: a day field that starts with "*" (also "*/2") does
+  // not restrict the day, so the other one alone decides.
+  c.any_day_ = parts[2][0] == '*';
+  c.any_weekday_ = parts[4][0] == '*';
   try {
     c.zone_ = date::locate_zone(time_zone.empty() ? "UTC" : time_zone);
   } catch (const std::exception&) {
@@ -114,10 +123,11 @@ Result<CronSchedule> CronSchedule::Parse(const std::string& expr, const std::str
 TimeMs CronSchedule::Next(TimeMs after) const {
   const auto* zone = static_cast<const date::time_zone*>(zone_);
   using SysMin = date::sys_time<minutes>;
-  auto start = date::floor<minutes>(
-                   date::sys_time<std::chrono::milliseconds>(std::chrono::milliseconds(after))) +
-               minutes(1);
-  auto local = date::floor<minutes>(zone->to_local(start));
+  const date::sys_time<std::chrono::milliseconds> after_tp{std::chrono::milliseconds(after)};
+  // The search runs in local time from the minute after `after`'s local
+  // minute; a candidate counts when its instant is after `after` (a skipped
+  // local time maps to the end of the gap, a repeated one to its first).
+  auto local = date::floor<minutes>(zone->to_local(after_tp)) + minutes(1);
   const auto limit = local + date::days(5 * 366);
   while (local < limit) {
     auto day = date::floor<date::days>(local);
@@ -130,10 +140,8 @@ TimeMs CronSchedule::Next(TimeMs after) const {
     }
     bool dom = days_[static_cast<unsigned>(ymd.day())];
     bool dow = weekdays_[date::weekday(day).c_encoding()];
-    bool day_ok = any_day_ && any_weekday_ ? true
-                  : any_day_               ? dow
-                  : any_weekday_           ? dom
-                                           : dom || dow;
+    // Vixie cron: both day fields restricted means either; else both.
+    bool day_ok = any_day_ || any_weekday_ ? dom && dow : dom || dow;
     if (!day_ok) {
       local = day + date::days(1);
       continue;
@@ -157,7 +165,7 @@ TimeMs CronSchedule::Next(TimeMs after) const {
     }
     auto candidate = day + std::chrono::hours(h) + minutes(m);
     SysMin sys = date::floor<minutes>(zone->to_sys(candidate, date::choose::earliest));
-    if (sys >= start)
+    if (sys > after_tp)
       return std::chrono::duration_cast<std::chrono::milliseconds>(sys.time_since_epoch()).count();
     local = candidate + minutes(1);  // a repeated local time: it ran already
   }

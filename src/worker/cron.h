@@ -6,6 +6,8 @@
 // @weekly, @monthly, @yearly (@annually). Times are matched in the zone's
 // local time (IANA names from the system's zoneinfo). A local time that a
 // DST change skips fires when the gap ends; a repeated one fires once.
+// Limit: Debian's date library reads the zoneinfo transitions, which end in
+// 2037; later years get the zone's last offset, without DST changes.
 // Callers: worker/schedule.cc (and through it the /2 schedules API).
 // Immutable after Parse; any thread.
 #pragma once

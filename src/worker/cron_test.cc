@@ -23,6 +23,15 @@ TEST(CronTest, RefusesBadExpressions) {
     auto c = CronSchedule::Parse(bad, "");
     EXPECT_FALSE(c) << bad;
   }
+  for (auto [expr, field] :
+       {std::pair{"61 * * * *", "minute"}, std::pair{"* 25 * * *", "hour"},
+        std::pair{"* * 32 * *", "day-of-month"}, std::pair{"* * * 0 *", "month"},
+        std::pair{"* * * * 9", "day-of-week"}}) {
+    auto c = CronSchedule::Parse(expr, "");
+    ASSERT_FALSE(c) << expr;
+    EXPECT_NE(c.error().message().find(field), std::string::npos) << c.error().message();
+  }
+  EXPECT_FALSE(CronSchedule::Parse("@reboot", ""));
   auto zone = CronSchedule::Parse("* * * * *", "Mars/Olympus_Mons");
   ASSERT_FALSE(zone);
   EXPECT_NE(zone.error().message().find("time zone"), std::string::npos);
@@ -43,12 +52,16 @@ TEST(CronTest, RangesListsAndNames) {
   EXPECT_EQ(Next("@daily", "2030-01-01T00:00:00Z"), "2030-01-02T00:00:00Z");
   EXPECT_EQ(Next("@hourly", "2030-01-01T00:00:00Z"), "2030-01-01T01:00:00Z");
   EXPECT_EQ(Next("@yearly", "2030-01-01T00:00:00Z"), "2031-01-01T00:00:00Z");
+  EXPECT_EQ(Next(" @DAILY ", "2030-01-01T00:00:00Z"), "2030-01-02T00:00:00Z");
 }
 
 TEST(CronTest, BothDayFieldsRestrictedMeansEither) {
   // The 13th, or any Friday: after Tue 2030-01-01 the first is Fri the 4th.
   EXPECT_EQ(Next("0 0 13 * fri", "2030-01-01T00:00:00Z"), "2030-01-04T00:00:00Z");
   EXPECT_EQ(Next("0 0 13 * fri", "2030-01-11T00:00:00Z"), "2030-01-13T00:00:00Z");
+  // A day field starting with "*" restricts nothing, as in Vixie cron: odd
+  // days that are Fridays (the 4th is even; the 11th is odd).
+  EXPECT_EQ(Next("0 0 */2 * fri", "2030-01-01T00:00:00Z"), "2030-01-11T00:00:00Z");
 }
 
 TEST(CronTest, LeapDaysAndImpossibleDates) {
@@ -63,6 +76,8 @@ TEST(CronTest, TimeZonesAndDaylightSaving) {
   // 2030-03-31: clocks go from 02:00 to 03:00 CET. 02:30 does not exist:
   // it fires when the gap ends, 03:00 CEST = 01:00Z.
   EXPECT_EQ(Next("30 2 * * *", "2030-03-30T12:00:00Z", "Europe/Berlin"), "2030-03-31T01:00:00Z");
+  // Also when asked in the last minute before the gap.
+  EXPECT_EQ(Next("30 2 * * *", "2030-03-31T00:59:30Z", "Europe/Berlin"), "2030-03-31T01:00:00Z");
   // 2030-10-27: clocks go from 03:00 back to 02:00. 02:30 happens twice
   // (00:30Z and 01:30Z): it fires once, at the first.
   EXPECT_EQ(Next("30 2 * * *", "2030-10-26T12:00:00Z", "Europe/Berlin"), "2030-10-27T00:30:00Z");
