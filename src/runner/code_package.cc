@@ -9,6 +9,8 @@
 #include <memory>
 #include <sstream>
 
+#include "runner/archive_copy.h"
+
 namespace kiln::runner {
 namespace {
 
@@ -129,15 +131,7 @@ Result<void> ExtractZip(const std::string& zip_path, const std::string& dir) {
     if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) continue;
     std::string out = root + "/" + name;
     archive_entry_set_pathname(e, out.c_str());
-    if (archive_write_header(disk.get(), e) != ARCHIVE_OK)
-      return Fail(Error::InvalidArgument("cannot unpack " + name + ": " +
-                                         archive_error_string(disk.get())));
-    const void* buf;
-    size_t size;
-    la_int64_t offset;
-    while (archive_read_data_block(a.get(), &buf, &size, &offset) == ARCHIVE_OK)
-      archive_write_data_block(disk.get(), buf, size, offset);
-    archive_write_finish_entry(disk.get());
+    if (auto w = CopyEntry(a.get(), disk.get(), e, name); !w) return Fail(w.error());
   }
   if (r != ARCHIVE_EOF)
     return Fail(Error::InvalidArgument(std::string("bad code package: ") + ErrorText(a.get())));

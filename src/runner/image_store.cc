@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "base/ids.h"
+#include "runner/archive_copy.h"
 #include "runner/busybox_rootfs.h"
 
 namespace kiln::runner {
@@ -139,15 +140,7 @@ Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
         return Fail(Error::InvalidArgument("hard link escapes the root: " + name));
       archive_entry_set_hardlink(e, (root / target).c_str());
     }
-    if (archive_write_header(disk.get(), e) != ARCHIVE_OK)
-      return Fail(Error::InvalidArgument("cannot extract " + name + ": " +
-                                         archive_error_string(disk.get())));
-    const void* buf;
-    size_t size;
-    la_int64_t offset;
-    while (archive_read_data_block(a.get(), &buf, &size, &offset) == ARCHIVE_OK)
-      archive_write_data_block(disk.get(), buf, size, offset);
-    archive_write_finish_entry(disk.get());
+    if (auto w = CopyEntry(a.get(), disk.get(), e, name); !w) return Fail(w.error());
   }
   if (r != ARCHIVE_EOF)
     return Fail(Error::InvalidArgument(std::string("bad layer: ") + archive_error_string(a.get())));
