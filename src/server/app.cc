@@ -152,15 +152,16 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   impl->runc = std::make_unique<runner::Runc>();
   worker::ServiceOptions wo;
   wo.data_dir = fs::absolute(config.data_dir).string();
-  wo.slots = config.runner_slots < 0 ? 0 : config.runner_slots;
+  wo.slots = config.runner_slots;
+  wo.task_retention = std::chrono::hours(24) * config.task_retention_days;
   impl->worker = std::make_unique<worker::Service>(*impl->store, *SystemClock::Get(), *impl->images,
                                                    *impl->runc, wo);
   if (auto r = impl->worker->Recover(); !r) return Fail(r.error());
   if (config.runner_slots != 0) {
     if (auto why = impl->runc->Unavailable(); !why.empty())
       spdlog::warn("tasks will fail until containers can run: {}", why);
-    impl->worker->Start();
   }
+  impl->worker->Start();  // with no slots, schedules still queue tasks
 
   api::AddAllRoutes(impl->router,
                     {impl->engine.get(), impl->access.get(), &impl->stopping, impl->worker.get()});

@@ -83,6 +83,10 @@ int main(int argc, char** argv) {
       ->add_option("--runner-slots", config.runner_slots,
                    "Tasks run at once here (-1: one per core, 0: no runner)")
       ->envname("KILN_RUNNER_SLOTS");
+  serve
+      ->add_option("--task-retention-days", config.task_retention_days,
+                   "Days finished tasks and their logs are kept")
+      ->envname("KILN_TASK_RETENTION_DAYS");
   serve->add_option("--public-host", config.public_host,
                     "Host for iron.json and push acknowledgement urls");
   serve

@@ -99,7 +99,7 @@ std::string ImageOf(const Code& c) {
 Service::Service(store::Store& store, const Clock& clock, runner::ImageStore& images,
                  const runner::Runc& runc, ServiceOptions options)
     : store_(store), clock_(clock), images_(images), runc_(runc), options_(std::move(options)) {
-  if (options_.slots <= 0)
+  if (options_.slots < 0)
     options_.slots = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
@@ -756,11 +756,37 @@ void Service::RunDueSchedules() {
   }
 }
 
+size_t Service::ExpireTasks() {
+  std::vector<std::string> gone;
+  {
+    std::lock_guard lock(mu_);
+    TimeMs cutoff = clock_.NowMs() - options_.task_retention.count();
+    for (auto it = tasks_.begin(); it != tasks_.end();) {
+      const Task& t = it->second;
+      if (!Final(t.state) || t.end_time > cutoff) {
+        ++it;
+        continue;
+      }
+      store_.DeleteWorkerRecord("task/" + t.id);
+      gone.push_back(t.id);
+      it = tasks_.erase(it);
+    }
+  }
+  std::error_code ec;
+  for (const auto& id : gone) fs::remove(LogPath(id), ec);
+  return gone.size();
+}
+
 void Service::ScheduleLoop() {
   std::unique_lock lock(mu_);
+  auto next_expiry = std::chrono::steady_clock::now();
   while (!stopping_) {
     lock.unlock();
     RunDueSchedules();
+    if (std::chrono::steady_clock::now() >= next_expiry) {
+      ExpireTasks();
+      next_expiry = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    }
     lock.lock();
     cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; });
   }

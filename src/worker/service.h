@@ -11,6 +11,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -34,9 +35,11 @@ namespace kiln::worker {
 
 struct ServiceOptions {
   std::string data_dir;  // code packages, task work dirs and logs live under it
-  int slots = 0;         // 0: one per core
+  int slots = -1;        // tasks run at once: -1 one per core, 0 none (schedules still run)
   size_t max_log_bytes = 8 << 20;
   bool run_schedules = true;  // a thread queues due schedules (tests call RunDueSchedules)
+  // Finished tasks, with their logs, are dropped this long after they end.
+  std::chrono::milliseconds task_retention = std::chrono::hours(24 * 7);
 };
 
 struct NewTask {
@@ -119,6 +122,9 @@ class Service {
   Result<Schedule> UpdateSchedule(const std::string& project, Schedule s);
   // Queues a task for every schedule that is due at the clock's now.
   void RunDueSchedules();
+  // Drops finished tasks that ended more than task_retention ago, with their
+  // records and logs; returns how many. The scheduler thread calls it.
+  size_t ExpireTasks();
 
  private:
   void SlotLoop();

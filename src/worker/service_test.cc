@@ -241,5 +241,42 @@ TEST(ServiceScheduleTest, DueSchedulesQueueTasksThatRecordTheSchedule) {
   EXPECT_EQ(again.GetSchedule(kProject, sid)->run_count, 3);
 }
 
+// Finished tasks go, with their records and logs, after the retention time;
+// queued ones stay however old they are.
+TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FakeClock clock;
+  ServiceOptions o{dir.path(), 0};
+  o.run_schedules = false;
+  o.task_retention = std::chrono::hours(24);
+  auto svc = std::make_unique<Service>(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  worker::Code c;
+  c.name = "c";
+  c.image = "busybox";
+  c.command = "true";
+  ASSERT_TRUE(svc->PutCode(kProject, c));
+  NewTask n;
+  n.code_name = "c";
+  auto ids = *svc->QueueTasks(kProject, {n, n});
+  ASSERT_TRUE(svc->Cancel(kProject, ids[0]));  // finished now; ids[1] stays queued
+  std::filesystem::create_directories(dir.path() + "/task-logs");
+  std::ofstream(dir.path() + "/task-logs/" + ids[0] + ".log") << "output";
+  clock.Advance(23 * 3600'000);
+  EXPECT_EQ(svc->ExpireTasks(), 0u);
+  clock.Advance(2 * 3600'000);
+  EXPECT_EQ(svc->ExpireTasks(), 1u);
+  EXPECT_FALSE(svc->GetTask(kProject, ids[0]));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/task-logs/" + ids[0] + ".log"));
+  EXPECT_EQ(svc->GetTask(kProject, ids[1])->state, TaskState::kQueued);
+  svc = std::make_unique<Service>(*store, clock, images, runc, o);  // and it stays gone
+  ASSERT_TRUE(svc->Recover());
+  EXPECT_FALSE(svc->GetTask(kProject, ids[0]));
+  EXPECT_TRUE(svc->GetTask(kProject, ids[1]));
+}
+
 }  // namespace
 }  // namespace kiln::worker
