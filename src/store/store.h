@@ -86,7 +86,8 @@ class Store {
   // Records of the task service (codes, tasks), as opaque bytes under a key
   // such as "task/<id>". Durable on return.
   virtual Result<void> PutWorkerRecord(const std::string& key, const std::string& value) = 0;
-  virtual Result<void> DeleteWorkerRecord(const std::string& key) = 0;
+  // Removes the records in one write. Durable on return.
+  virtual Result<void> DeleteWorkerRecords(const std::vector<std::string>& keys) = 0;
   virtual Result<void> ForEachWorkerRecord(
       const std::string& prefix,
       const std::function<void(std::string_view key, std::string_view value)>& fn) = 0;

@@ -318,12 +318,12 @@ Result<void> Service::DeleteCode(const std::string& project, const std::string& 
   auto c = FindCodeLocked(project, id);
   if (!c) return Fail(c.error());
   Code code = **c;
-  if (auto r = store_.DeleteWorkerRecord("code/" + code.id); !r) return r;
-  for (auto it = revisions_.lower_bound({code.id, 0});
-       it != revisions_.end() && it->first.first == code.id;) {
-    store_.DeleteWorkerRecord(RevKey(code.id, it->first.second));
-    it = revisions_.erase(it);
-  }
+  std::vector<std::string> keys = {"code/" + code.id};
+  auto from = revisions_.lower_bound({code.id, 0}), to = from;
+  for (; to != revisions_.end() && to->first.first == code.id; ++to)
+    keys.push_back(RevKey(code.id, to->first.second));
+  if (auto r = store_.DeleteWorkerRecords(keys); !r) return r;
+  revisions_.erase(from, to);
   std::error_code ec;
   fs::remove_all(fs::path(options_.data_dir) / "codes" / code.id, ec);
   code_by_name_.erase({project, code.name});
@@ -529,9 +529,8 @@ std::vector<Task> Service::ListTasks(const std::string& project, const TaskFilte
     return a->created_at != b->created_at ? a->created_at > b->created_at : a->seq > b->seq;
   });
   std::vector<Task> out;
-  size_t from = static_cast<size_t>(std::max(f.page, 0)) * static_cast<size_t>(f.per_page);
-  for (size_t i = from; i < hits.size() && out.size() < static_cast<size_t>(f.per_page); ++i) {
-    out.push_back(*hits[i]);
+  for (const Task* t : Page(std::move(hits), f.page, f.per_page)) {
+    out.push_back(*t);
     ReadProgressLocked(out.back());
   }
   return out;
@@ -603,11 +602,9 @@ Result<void> Service::SetProgress(const std::string& project, const std::string&
 Result<std::string> Service::Log(const std::string& project, const std::string& id) const {
   auto t = GetTask(project, id);
   if (!t) return Fail(t.error());
-  std::ifstream in(LogPath(id), std::ios::binary);
-  if (!in) return Fail(Error::NotFound("Log not found"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::error_code ec;
+  if (!fs::exists(LogPath(id), ec)) return Fail(Error::NotFound("Log not found"));
+  return ReadAll(LogPath(id));
 }
 
 // ---- Schedules ----
@@ -762,16 +759,21 @@ size_t Service::ExpireTasks() {
     std::lock_guard lock(mu_);
     TimeMs cutoff = clock_.NowMs() - options_.task_retention.count();
     for (auto it = tasks_.begin(); it != tasks_.end();) {
-      const Task& t = it->second;
-      if (!Final(t.state) || t.end_time > cutoff) {
+      if (!Final(it->second.state) || it->second.end_time > cutoff) {
         ++it;
         continue;
       }
-      store_.DeleteWorkerRecord("task/" + t.id);
-      gone.push_back(t.id);
+      gone.push_back(it->first);
       it = tasks_.erase(it);
     }
   }
+  // One write for all of them, outside the lock (a task that is gone from
+  // memory is not written again). A failed write leaves the records for the
+  // next restart to load and expire.
+  std::vector<std::string> keys;
+  keys.reserve(gone.size());
+  for (const auto& id : gone) keys.push_back("task/" + id);
+  store_.DeleteWorkerRecords(keys);
   std::error_code ec;
   for (const auto& id : gone) fs::remove(LogPath(id), ec);
   return gone.size();

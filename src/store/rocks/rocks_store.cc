@@ -169,8 +169,11 @@ class RocksStore final : public Store {
     return Check(db_->Put(sync_, cf_[kWorker], key, value));
   }
 
-  Result<void> DeleteWorkerRecord(const std::string& key) override {
-    return Check(db_->Delete(sync_, cf_[kWorker], key));
+  Result<void> DeleteWorkerRecords(const std::vector<std::string>& keys) override {
+    if (keys.empty()) return Ok();
+    rocksdb::WriteBatch wb;
+    for (const auto& k : keys) wb.Delete(cf_[kWorker], k);
+    return Check(db_->Write(sync_, &wb));
   }
 
   Result<void> ForEachWorkerRecord(
