@@ -62,7 +62,9 @@ class Store {
 
   // Message writes go to one log in the order they are made. Commit makes
   // `batch` durable (fsync'd, group-committed with everything else waiting)
-  // and then calls `done`, possibly on another thread. Append returns at
+  // and then calls `done`: on the calling thread before Commit returns, or
+  // later on another thread, so the caller must not hold a lock that `done`
+  // takes. Append returns at
   // once: the batch rides the next group commit (or the next interval
   // sync), so a crash may lose it. A failed write puts the store in a failed
   // state that every later Commit reports.

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "store/rocks/codec.h"
+#include "store/rocks/wal_prefill.h"
 
 namespace kiln::store::rocks {
 namespace {
@@ -44,8 +45,9 @@ Error FromStatus(const rocksdb::Status& s) {
 
 class RocksStore final : public Store {
  public:
-  RocksStore(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs, Options options)
-      : db_(db), cf_(std::move(cfs)), options_(std::move(options)) {
+  RocksStore(std::unique_ptr<rocksdb::Env> env, rocksdb::DB* db,
+             std::vector<rocksdb::ColumnFamilyHandle*> cfs, Options options)
+      : env_(std::move(env)), db_(db), cf_(std::move(cfs)), options_(std::move(options)) {
     sync_.sync = true;
     committer_ = std::thread([this] { CommitLoop(); });
     if (options_.sync_interval_ms > 0) syncer_ = std::thread([this] { SyncLoop(); });
@@ -86,26 +88,29 @@ class RocksStore final : public Store {
   }
 
   void Commit(MessageBatch batch, Done done) override {
-    if (options_.sync_interval_ms > 0) return done(WriteNow(batch));
     std::string why;
     {
       std::lock_guard lock(mu_);
       if (!stopping_ && failed_.empty()) {
-        Enqueue({std::move(batch), std::move(done)});
-        return;
+        if (!TakeWriterTurn()) {
+          Enqueue({std::move(batch), std::move(done)});
+          return;
+        }
+      } else {
+        why = failed_.empty() ? "store is closing" : failed_;
       }
-      why = failed_.empty() ? "store is closing" : failed_;
     }
-    done(Fail(Error::Unavailable(why)));
+    if (!why.empty()) return done(Fail(Error::Unavailable(why)));
+    done(WriteInline(batch, options_.sync_interval_ms > 0 ? nosync_ : sync_));
   }
 
   void Append(MessageBatch batch) override {
-    if (options_.sync_interval_ms > 0) {
-      WriteNow(batch);
-      return;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      if (!TakeWriterTurn()) return Enqueue({std::move(batch), nullptr});
     }
-    std::lock_guard lock(mu_);
-    if (!stopping_) Enqueue({std::move(batch), nullptr});
+    WriteInline(batch, nosync_);
   }
 
   Result<std::string> GetBody(uint64_t qid, uint64_t id) override {
@@ -239,24 +244,35 @@ class RocksStore final : public Store {
     Done done;  // null for Append
   };
 
-  // With fsync on an interval nothing waits for a sync, so the calling
-  // thread writes at once: RocksDB orders concurrent unsynced writers itself.
-  Result<void> WriteNow(const MessageBatch& batch) {
-    rocksdb::WriteBatch wb;
-    AppendTo(batch, &wb);
-    auto s = db_->Write(nosync_, &wb);
-    if (!s.ok()) {
-      std::lock_guard lock(mu_);
-      failed_ = "store write failed: " + s.ToString();
-    }
-    return Check(s);
-  }
-
-  // Under mu_. Wakes the committer only when it sleeps: under load it finds
-  // the new work when its current write returns.
+  // Under mu_. Wakes the committer only when it sleeps and nobody writes:
+  // under load it finds the new work when the current write returns.
   void Enqueue(Pending p) {
     pending_.push_back(std::move(p));
-    if (committer_idle_) cv_.notify_one();
+    if (committer_idle_ && !writing_) cv_.notify_one();
+  }
+
+  // Under mu_. One thread writes to RocksDB at a time, in the order the
+  // batches arrived. When nobody writes and nothing waits, the caller takes
+  // the turn and writes its batch itself: a lone client then pays no thread
+  // hand-off to the committer and back. Under load the turn is taken, the
+  // batch queues, and the committer writes it with everything else.
+  bool TakeWriterTurn() {
+    if (writing_ || !pending_.empty()) return false;
+    writing_ = true;
+    return true;
+  }
+
+  // Writes one batch on the calling thread, holding the writer's turn, then
+  // hands what queued meanwhile to the committer.
+  Result<void> WriteInline(const MessageBatch& batch, const rocksdb::WriteOptions& wo) {
+    rocksdb::WriteBatch wb;
+    AppendTo(batch, &wb);
+    auto s = db_->Write(wo, &wb);
+    std::lock_guard lock(mu_);
+    if (!s.ok()) failed_ = "store write failed: " + s.ToString();
+    writing_ = false;
+    if (committer_idle_ && (!pending_.empty() || stopping_)) cv_.notify_one();
+    return Check(s);
   }
 
   static std::string_view Sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
@@ -309,10 +325,11 @@ class RocksStore final : public Store {
       {
         std::unique_lock lock(mu_);
         committer_idle_ = true;
-        cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+        cv_.wait(lock, [&] { return !writing_ && (stopping_ || !pending_.empty()); });
         committer_idle_ = false;
         if (pending_.empty()) return;
         group.swap(pending_);
+        writing_ = true;
       }
       rocksdb::WriteBatch wb;
       bool sync = false;
@@ -321,9 +338,10 @@ class RocksStore final : public Store {
         sync |= p.done != nullptr;
       }
       auto s = db_->Write(sync && options_.sync_interval_ms == 0 ? sync_ : nosync_, &wb);
-      if (!s.ok()) {
+      {
         std::lock_guard lock(mu_);
-        failed_ = "store write failed: " + s.ToString();
+        if (!s.ok()) failed_ = "store write failed: " + s.ToString();
+        writing_ = false;
       }
       for (auto& p : group)
         if (p.done) p.done(Check(s));
@@ -341,6 +359,7 @@ class RocksStore final : public Store {
     }
   }
 
+  std::unique_ptr<rocksdb::Env> env_;  // outlives db_
   rocksdb::DB* db_;
   std::vector<rocksdb::ColumnFamilyHandle*> cf_;
   Options options_;
@@ -351,7 +370,8 @@ class RocksStore final : public Store {
   std::vector<Pending> pending_;
   bool stopping_ = false;
   bool committer_idle_ = false;
-  std::string failed_;  // set after a write failed
+  bool writing_ = false;  // a thread holds the writer's turn (TakeWriterTurn)
+  std::string failed_;    // set after a write failed
   std::thread committer_, syncer_;
 
   std::mutex qid_mu_;
@@ -368,6 +388,8 @@ Result<std::unique_ptr<Store>> Open(const Options& options) {
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 4;
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  auto env = rocksdb::NewCompositeEnv(NewWalPrefillFileSystem(rocksdb::FileSystem::Default()));
+  db_options.env = env.get();
 
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.write_buffer_size = 64 << 20;
@@ -383,7 +405,7 @@ Result<std::unique_ptr<Store>> Open(const Options& options) {
   rocksdb::DB* db = nullptr;
   auto s = rocksdb::DB::Open(db_options, options.dir, descs, &handles, &db);
   if (!s.ok()) return Fail(FromStatus(s));
-  auto store = std::make_unique<RocksStore>(db, std::move(handles), options);
+  auto store = std::make_unique<RocksStore>(std::move(env), db, std::move(handles), options);
   if (auto r = store->Init(); !r) return Fail(r.error());
   return std::unique_ptr<Store>(std::move(store));
 }

@@ -1,8 +1,10 @@
 // The embedded store: RocksDB in a data directory, one column family per
-// record kind (docs/storage-format.md). Durable commits are group-committed:
-// a committer thread gathers every batch that arrived while the previous
-// fsync ran and writes them as one synced RocksDB write.
-// Thread-safe.
+// record kind (docs/storage-format.md). One thread writes at a time, in
+// arrival order: a caller that finds nobody writing writes its batch itself;
+// otherwise its batch queues and a committer thread writes everything that
+// queued during the previous write as one RocksDB write, synced when a
+// Commit waits (group commit). Write-ahead logs are prefilled with zeros so
+// a sync flushes only data (wal_prefill.h). Thread-safe.
 #pragma once
 
 #include <memory>
