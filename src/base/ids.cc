@@ -46,10 +46,19 @@ std::string RandomHex(size_t n) {
   return ToHex(reinterpret_cast<const unsigned char*>(raw.data()), n);
 }
 
+// Reservation ids are drawn on every reserve, touch and push delivery. One
+// RAND_bytes call per 32 of them keeps OpenSSL's locking and fork check off
+// that path; the bytes are the same CSPRNG output either way. (Kiln forks
+// only to exec runc, so no child ever draws from a copied buffer.)
 uint64_t RandomU64() {
-  uint64_t v;
-  Random(reinterpret_cast<unsigned char*>(&v), sizeof v);
-  return v;
+  constexpr size_t kBuffered = 32;
+  thread_local uint64_t buf[kBuffered];
+  thread_local size_t left = 0;
+  if (left == 0) {
+    Random(reinterpret_cast<unsigned char*>(buf), sizeof buf);
+    left = kBuffered;
+  }
+  return buf[--left];
 }
 
 std::string Sha256Hex(std::string_view s) {

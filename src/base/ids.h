@@ -15,6 +15,7 @@ bool IsObjectId(std::string_view s);
 
 // `n` random bytes from the OS's CSPRNG, hex-encoded (2n characters).
 std::string RandomHex(size_t n);
+// 64 bits from the same CSPRNG, drawn in batches per thread.
 uint64_t RandomU64();
 
 // Lower-case hex SHA-256 of `s`.
