@@ -11,11 +11,11 @@
 namespace kiln::http {
 
 struct Request {
-  std::string method;                                   // upper case, e.g. "GET"
-  std::string target;                                   // as received, with the query string
-  std::string path;                                     // without the query string, not decoded
-  std::unordered_map<std::string, std::string> query;   // percent-decoded
-  std::unordered_map<std::string, std::string> params;  // filled by the router, decoded
+  std::string method;                                       // upper case, e.g. "GET"
+  std::string target;                                       // as received, with the query string
+  std::string path;                                         // without the query string, not decoded
+  std::unordered_map<std::string, std::string> query;       // percent-decoded
+  std::vector<std::pair<std::string, std::string>> params;  // filled by the router, decoded
   std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
   std::string body;
   std::string remote;  // peer address
@@ -26,9 +26,10 @@ struct Request {
       if (k == name) return v;
     return {};
   }
-  std::string_view Param(const std::string& name) const {
-    auto it = params.find(name);
-    return it == params.end() ? std::string_view() : std::string_view(it->second);
+  std::string_view Param(std::string_view name) const {
+    for (const auto& [k, v] : params)
+      if (k == name) return v;
+    return {};
   }
   const std::string* Query(const std::string& name) const {
     auto it = query.find(name);

@@ -1,10 +1,21 @@
 #include "http/router.h"
 
+#include <array>
+#include <stdexcept>
+
 namespace kiln::http {
 namespace {
 
-std::vector<std::string_view> Split(std::string_view path) {
-  std::vector<std::string_view> out;
+// The non-empty segments of a path, without allocating: no route has more
+// than kMaxSegments, so a longer path matches none (`n` is then past it).
+constexpr size_t kMaxSegments = 16;
+struct Segments {
+  std::array<std::string_view, kMaxSegments> seg;
+  size_t n = 0;
+};
+
+Segments Split(std::string_view path) {
+  Segments out;
   size_t i = 0;
   while (i < path.size()) {
     if (path[i] == '/') {
@@ -13,7 +24,8 @@ std::vector<std::string_view> Split(std::string_view path) {
     }
     size_t j = path.find('/', i);
     if (j == std::string_view::npos) j = path.size();
-    out.push_back(path.substr(i, j - i));
+    if (out.n < kMaxSegments) out.seg[out.n] = path.substr(i, j - i);
+    ++out.n;
     i = j;
   }
   return out;
@@ -50,30 +62,33 @@ bool PercentDecode(std::string_view s, bool plus_is_space, std::string* out) {
 
 void Router::Add(std::string method, std::string pattern, Handler handler) {
   Route r{std::move(method), {}, std::move(handler)};
-  for (auto seg : Split(pattern)) r.segments.emplace_back(seg);
+  auto segs = Split(pattern);
+  if (segs.n > kMaxSegments) throw std::logic_error("route with too many segments: " + pattern);
+  for (size_t i = 0; i < segs.n; ++i) r.segments.emplace_back(segs.seg[i]);
   routes_.push_back(std::move(r));
 }
 
 Router::Match Router::Find(Request& req, const Handler** handler) const {
   auto segs = Split(req.path);
+  if (segs.n > kMaxSegments) return Match::kNoPath;
   bool path_matched = false;
   for (const auto& r : routes_) {
-    if (r.segments.size() != segs.size()) continue;
+    if (r.segments.size() != segs.n) continue;
     bool ok = true;
-    for (size_t i = 0; i < segs.size() && ok; ++i) {
+    for (size_t i = 0; i < segs.n && ok; ++i) {
       const auto& p = r.segments[i];
-      if (p[0] != ':' && p != segs[i]) ok = false;
+      if (p[0] != ':' && p != segs.seg[i]) ok = false;
     }
     if (!ok) continue;
     path_matched = true;
     if (r.method != req.method) continue;
     req.params.clear();
-    for (size_t i = 0; i < segs.size(); ++i) {
+    for (size_t i = 0; i < segs.n; ++i) {
       const auto& p = r.segments[i];
       if (p[0] != ':') continue;
       std::string decoded;
-      if (!PercentDecode(segs[i], false, &decoded)) return Match::kBadPath;
-      req.params[p.substr(1)] = std::move(decoded);
+      if (!PercentDecode(segs.seg[i], false, &decoded)) return Match::kBadPath;
+      req.params.emplace_back(p.substr(1), std::move(decoded));
     }
     *handler = &r.handler;
     return Match::kFound;

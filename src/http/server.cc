@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -30,6 +31,40 @@ std::string ErrorBody(std::string_view msg) {
   out += msg;  // callers pass fixed ASCII text
   out += "\"}";
   return out;
+}
+
+// Appends `s` without CR and LF, so that no handler's header name or value
+// can end the header early and split the response.
+void AppendClean(std::string_view s, std::string* out) {
+  for (char c : s)
+    if (c != '\r' && c != '\n') out->push_back(c);
+}
+
+// The status line and header of `res` as Beast would write them for this
+// HTTP version and keep-alive choice. Written by hand: Beast's fields and
+// serializer cost several allocations and thousands of instructions per
+// response, more than the rest of a small request.
+void WriteHead(const Response& res, unsigned version, bool keep_alive, std::string* out) {
+  out->clear();
+  out->append(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  out->append(std::to_string(res.status));
+  out->push_back(' ');
+  out->append(bhttp::obsolete_reason(static_cast<bhttp::status>(res.status)));
+  out->append("\r\nServer: kiln\r\nContent-Type: ");
+  AppendClean(res.content_type, out);
+  out->append("\r\n");
+  for (const auto& [k, v] : res.headers) {
+    AppendClean(k, out);
+    out->append(": ");
+    AppendClean(v, out);
+    out->append("\r\n");
+  }
+  out->append("Content-Length: ");
+  out->append(std::to_string(res.body.size()));
+  out->append("\r\n");
+  if (version == 10 && keep_alive) out->append("Connection: keep-alive\r\n");
+  if (version != 10 && !keep_alive) out->append("Connection: close\r\n");
+  out->append("\r\n");
 }
 
 void ParseQuery(std::string_view q, Request* req) {
@@ -134,6 +169,7 @@ struct Server::Impl {
       me = conns.emplace(conns.end(), &stream);
     }
     beast::flat_buffer buffer;
+    std::string head;  // of the response, reused
     bool first = true;
     while (!stopping) {
       bhttp::request_parser<bhttp::string_body> parser;
@@ -185,14 +221,8 @@ struct Server::Impl {
       bool keep_alive = breq.keep_alive();
       auto started = std::chrono::steady_clock::now();
       Response res = co_await Handle(breq, remote);
-      bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(res.status),
-                                              breq.version()};
-      out.set(bhttp::field::server, "kiln");
-      out.set(bhttp::field::content_type, res.content_type);
-      for (auto& [k, v] : res.headers) out.set(k, v);
-      out.body() = std::move(res.body);
-      out.keep_alive(keep_alive && !stopping);
-      out.prepare_payload();
+      bool keep = keep_alive && !stopping;
+      WriteHead(res, breq.version(), keep, &head);
       if (options.access_log) {
         auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - started)
@@ -201,9 +231,10 @@ struct Server::Impl {
                      std::string_view(breq.target()), res.status, us);
       }
       expires_after(options.read_timeout);
-      co_await bhttp::async_write(stream, out, asio::redirect_error(use_awaitable, ec));
+      std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(res.body)};
+      co_await asio::async_write(stream, out, asio::redirect_error(use_awaitable, ec));
       me->busy = false;
-      if (ec || !out.keep_alive()) break;
+      if (ec || !keep) break;
     }
     watch->done = true;
     watch->timer.cancel();
@@ -222,6 +253,7 @@ struct Server::Impl {
     size_t qpos = req.target.find('?');
     req.path = req.target.substr(0, qpos);
     if (qpos != std::string::npos) ParseQuery(std::string_view(req.target).substr(qpos + 1), &req);
+    req.headers.reserve(8);
     for (auto& f : breq) {
       std::string name(f.name_string());
       for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

@@ -189,12 +189,13 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     if (!killed) {
       bool over = std::chrono::steady_clock::now() >= deadline;
       bool cancel = o.cancel && o.cancel->load();
-      if (over || cancel) {
+      if ((over || cancel) && !result.timed_out && !result.cancelled) {
         result.timed_out = over && !cancel;
         result.cancelled = cancel;
-        RuncCommand({"kill", o.id, "KILL"});
-        killed = true;
       }
+      // While `runc run` is still creating the container, `runc kill` finds
+      // nothing to kill: try again each round until it takes or runc exits.
+      if (result.timed_out || result.cancelled) killed = RuncCommand({"kill", o.id, "KILL"}) == 0;
     }
     // The cgroup goes with runc: read it while the pipe is open (every
     // poll) and once at the end of the output, not in the short wait for

@@ -120,6 +120,16 @@ TEST_F(RuncTest, CancelKillsTheContainer) {
   later.join();
   EXPECT_TRUE(r.cancelled);
   EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 137);  // killed, not run to its end
+}
+
+// A cancel that comes while runc is still creating the container (here:
+// before the run starts) must still kill it once it exists.
+TEST_F(RuncTest, CancelBeforeTheContainerExistsStillKillsIt) {
+  std::atomic<bool> cancel{true};
+  auto r = Run({"sleep", "20"}, {}, std::chrono::seconds(30), &cancel);
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_EQ(r.exit_code, 137) << "the container ran to its end";
 }
 
 TEST_F(RuncTest, MemoryLimitEndsTheTaskAsOutOfMemory) {
