@@ -10,17 +10,18 @@ Error WrongType(const char* key, const char* want) {
 }
 }  // namespace
 
-Result<rapidjson::Document> ParseObject(const std::string& body) {
-  rapidjson::Document d;
+Result<JsonBody> ParseObject(const std::string& body) {
+  JsonBody out;
+  auto& d = out.state_->doc;
   size_t i = body.find_first_not_of(" \t\r\n");
   if (i == std::string::npos) {
     d.SetObject();
-    return d;
+    return out;
   }
   d.Parse(body.data(), body.size());
   if (d.HasParseError()) return Fail(Error::InvalidArgument("Invalid JSON"));
   if (!d.IsObject()) return Fail(Error::InvalidArgument("Request body must be a JSON object"));
-  return d;
+  return out;
 }
 
 Result<std::optional<int64_t>> GetInt(const JsonValue& obj, const char* key) {

@@ -8,6 +8,7 @@
 #include <rapidjson/writer.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,8 +20,26 @@ namespace kiln::api {
 using JsonValue = rapidjson::Value;
 using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 
+// A parsed request body, read through its root object. Its nodes come from
+// a small pool inside it, one allocation for a usual request, where a plain
+// rapidjson::Document takes a 64 KiB chunk from malloc for every parse.
+class JsonBody {
+ public:
+  const JsonValue& root() const { return state_->doc; }
+  operator const JsonValue&() const { return root(); }  // NOLINT: reads like the root
+
+ private:
+  friend Result<JsonBody> ParseObject(const std::string& body);
+  struct State {
+    char buffer[2048];
+    rapidjson::MemoryPoolAllocator<> pool{buffer, sizeof buffer};
+    rapidjson::Document doc{&pool};
+  };
+  std::unique_ptr<State> state_ = std::make_unique<State>();
+};
+
 // Parses a request body; an empty body counts as {}. The root must be an object.
-Result<rapidjson::Document> ParseObject(const std::string& body);
+Result<JsonBody> ParseObject(const std::string& body);
 
 // Optional members: absent or null gives nullopt; a wrong type is an error.
 Result<std::optional<int64_t>> GetInt(const JsonValue& obj, const char* key);
