@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -58,6 +59,39 @@ bool ParseUrl(const std::string& s, Url* u) {
   }
   if (u->port.empty()) u->port = u->tls ? "443" : "80";
   return !u->host.empty();
+}
+
+// Appends `s` without CR and LF: a subscriber's header cannot add lines.
+void AppendClean(std::string_view s, std::string* out) {
+  for (char c : s)
+    if (c != '\r' && c != '\n') out->push_back(c);
+}
+
+// The request line and header of a POST, written by hand: Beast's fields and
+// serializer cost more than the rest of a delivery. HTTP/1.1 keeps the
+// connection alive by default.
+std::string RequestHead(const Url& u, const Client::Headers& headers, size_t body_size) {
+  std::string out = "POST ";
+  AppendClean(u.target, &out);
+  out += " HTTP/1.1\r\nHost: ";
+  bool v6 = u.host.find(':') != std::string::npos;
+  if (v6) out += '[';
+  AppendClean(u.host, &out);
+  if (v6) out += ']';
+  if (u.port != (u.tls ? "443" : "80")) {
+    out += ':';
+    AppendClean(u.port, &out);
+  }
+  for (const auto& [k, v] : headers) {
+    out += "\r\n";
+    AppendClean(k, &out);
+    out += ": ";
+    AppendClean(v, &out);
+  }
+  out += "\r\nContent-Length: ";
+  out += std::to_string(body_size);
+  out += "\r\n\r\n";
+  return out;
 }
 
 bool IsPrivate(const asio::ip::address& a) {
@@ -148,9 +182,10 @@ struct Client::Impl {
   }
 
   template <typename Stream>
-  awaitable<std::pair<int, bool>> Exchange(Stream& s, Conn& c,
-                                           bhttp::request<bhttp::string_body>& req) {
-    co_await bhttp::async_write(s, req, use_awaitable);
+  awaitable<std::pair<int, bool>> Exchange(Stream& s, Conn& c, const std::string& head,
+                                           const std::string& body) {
+    std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
+    co_await asio::async_write(s, out, use_awaitable);
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(1 << 20);
     co_await bhttp::async_read(s, c.buffer, parser, use_awaitable);
@@ -163,12 +198,7 @@ struct Client::Impl {
       done(0, "unsupported url: " + url);
       co_return;
     }
-    bhttp::request<bhttp::string_body> req{bhttp::verb::post, u.target, 11};
-    req.set(bhttp::field::host, u.host);
-    for (const auto& [k, v] : headers) req.set(k, v);
-    req.body() = std::move(body);
-    req.keep_alive(true);
-    req.prepare_payload();
+    std::string head = RequestHead(u, headers, body.size());
 
     std::unique_ptr<Conn> conn = TakeIdle(u.key());
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -179,9 +209,9 @@ struct Client::Impl {
         conn->lowest().expires_after(options.timeout);
         std::pair<int, bool> answer;
         if (conn->tls) {
-          answer = co_await Exchange(*conn->tls, *conn, req);
+          answer = co_await Exchange(*conn->tls, *conn, head, body);
         } else {
-          answer = co_await Exchange(*conn->plain, *conn, req);
+          answer = co_await Exchange(*conn->plain, *conn, head, body);
         }
         conn->lowest().expires_never();
         if (answer.second) GiveBack(std::move(conn));
