@@ -63,8 +63,11 @@ bool ParseUrl(const std::string& s, Url* u) {
 
 // Appends `s` without CR and LF: a subscriber's header cannot add lines.
 void AppendClean(std::string_view s, std::string* out) {
-  for (char c : s)
-    if (c != '\r' && c != '\n') out->push_back(c);
+  for (size_t cut; (cut = s.find_first_of("\r\n")) != std::string_view::npos;) {
+    out->append(s.substr(0, cut));
+    s.remove_prefix(cut + 1);
+  }
+  out->append(s);
 }
 
 // The request line and header of a POST, written by hand: Beast's fields and

@@ -36,8 +36,11 @@ std::string ErrorBody(std::string_view msg) {
 // Appends `s` without CR and LF, so that no handler's header name or value
 // can end the header early and split the response.
 void AppendClean(std::string_view s, std::string* out) {
-  for (char c : s)
-    if (c != '\r' && c != '\n') out->push_back(c);
+  for (size_t cut; (cut = s.find_first_of("\r\n")) != std::string_view::npos;) {
+    out->append(s.substr(0, cut));
+    s.remove_prefix(cut + 1);
+  }
+  out->append(s);
 }
 
 // The status line and header of `res` as Beast would write them for this

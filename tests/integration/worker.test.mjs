@@ -158,6 +158,17 @@ test('a zip code on the busybox stack gets the contract arguments; revisions and
   const listed = (await kiln.req('GET', w('/codes'))).body.codes.map((c) => c.name);
   assert.ok(listed.includes('zipper') && listed.includes('hello'), listed.join());
 
+  // A code name with CR LF in it cannot add a header to the download's answer.
+  const evil = await upload({ name: 'evil\r\nSet-Cookie: owned=1', file_name: '__runner__.sh', runtime: 'sh' }, zip1);
+  if (evil.status === 200) {
+    const got = await fetch(`${kiln.base}${w(`/codes/${evil.body.id}/download`)}`, { headers: { authorization: `OAuth ${kiln.token}` } });
+    assert.equal(got.status, 200);
+    assert.equal(got.headers.get('set-cookie'), null);
+    assert.match(got.headers.get('content-disposition'), /evilSet-Cookie: owned=1_1\.zip/);
+  } else {
+    assert.equal(evil.status, 400, evil.text);
+  }
+
   const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'zipper', payload: 'P' }] });
   const task = await finished(q.body.tasks[0].id);
   if (skipIfNoContainers(t, task)) return;
