@@ -1,5 +1,6 @@
 #include "http/router.h"
 
+#include <algorithm>
 #include <array>
 #include <stdexcept>
 
@@ -65,17 +66,20 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   auto segs = Split(pattern);
   if (segs.n > kMaxSegments) throw std::logic_error("route with too many segments: " + pattern);
   for (size_t i = 0; i < segs.n; ++i) r.segments.emplace_back(segs.seg[i]);
+  by_length_.resize(std::max(by_length_.size(), segs.n + 1));
+  by_length_[segs.n].push_back(routes_.size());
   routes_.push_back(std::move(r));
 }
 
 Router::Match Router::Find(Request& req, const Handler** handler) const {
   auto segs = Split(req.path);
-  if (segs.n > kMaxSegments) return Match::kNoPath;
+  if (segs.n >= by_length_.size()) return Match::kNoPath;
   bool path_matched = false;
-  for (const auto& r : routes_) {
-    if (r.segments.size() != segs.n) continue;
+  for (size_t index : by_length_[segs.n]) {
+    const auto& r = routes_[index];
+    // From the last segment: routes mostly share their first ones.
     bool ok = true;
-    for (size_t i = 0; i < segs.n && ok; ++i) {
+    for (size_t i = segs.n; i-- > 0 && ok;) {
       const auto& p = r.segments[i];
       if (p[0] != ':' && p != segs.seg[i]) ok = false;
     }

@@ -33,7 +33,8 @@ class Router {
     std::vector<std::string> segments;
     Handler handler;
   };
-  std::vector<Route> routes_;
+  std::vector<Route> routes_;                   // in the order added: the first match wins
+  std::vector<std::vector<size_t>> by_length_;  // indexes into routes_ by segment count
 };
 
 }  // namespace kiln::http
