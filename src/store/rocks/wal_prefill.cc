@@ -4,28 +4,43 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <string_view>
+#include <thread>
 
 namespace kiln::store::rocks {
 namespace {
 
-// Zeros are written this far ahead, a chunk at a time: the first sync after
-// a chunk flushes it (a few ms once per chunk), every other sync is cheap.
-constexpr uint64_t kChunk = 4 << 20;
+// Zeros are written in chunks, by a filler thread, ahead of the log's end:
+// it starts the next chunk when the log comes within kAhead of the filled
+// end, and syncs it itself, so that no post's sync carries the chunk.
+constexpr uint64_t kChunk = 1 << 20;
+constexpr uint64_t kAhead = 512 << 10;
 constexpr size_t kZeroBuf = 64 << 10;
 
 bool IsWal(std::string_view fname) { return fname.ends_with(".log"); }
 
+uint64_t ChunkEnd(uint64_t at) { return (at + kChunk - 1) / kChunk * kChunk; }
+
 // Wraps RocksDB's own log file. RocksDB appends through its descriptor at
-// its own offset; the zeros go through a second descriptor with pwrite,
-// always past everything appended, so the two never overlap.
+// its own offset, only below `filled_`; zeros go through a second
+// descriptor with pwrite, only at or past `filled_` and only under `mu_`,
+// so data and zeros never overlap.
 class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
  public:
   PrefilledWal(std::unique_ptr<rocksdb::FSWritableFile> file, int fd)
-      : FSWritableFileOwnerWrapper(std::move(file)), fd_(fd) {}
-  ~PrefilledWal() override { CloseFd(); }
+      : FSWritableFileOwnerWrapper(std::move(file)), fd_(fd) {
+    wanted_ = kChunk;  // the first chunk, before the first append needs it
+    filler_ = std::thread([this] { FillLoop(); });
+  }
+  ~PrefilledWal() override {
+    StopFiller();
+    ::close(fd_);
+  }
 
   rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
                            rocksdb::IODebugContext* dbg) override {
@@ -44,10 +59,16 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
     return s;
   }
 
+  // Not used by RocksDB on a live log; kept right all the same.
   rocksdb::IOStatus Truncate(uint64_t size, const rocksdb::IOOptions& o,
                              rocksdb::IODebugContext* dbg) override {
+    std::lock_guard lock(mu_);
     auto s = target()->Truncate(size, o, dbg);
-    if (s.ok()) size_ = filled_ = size;
+    if (s.ok()) {
+      size_ = size;
+      filled_ = size;
+      wanted_ = size;
+    }
     return s;
   }
 
@@ -55,40 +76,80 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
   // and are cut here too in case it did not.
   rocksdb::IOStatus Close(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
     auto s = target()->Close(o, dbg);
-    if (s.ok() && fd_ >= 0 && filled_ > size_ && ::ftruncate(fd_, static_cast<off_t>(size_)) != 0)
+    StopFiller();
+    if (s.ok() && filled_ > size_ && ::ftruncate(fd_, static_cast<off_t>(size_)) != 0)
       s = rocksdb::IOStatus::IOError("truncating the prefilled log", strerror(errno));
-    CloseFd();
     return s;
   }
 
  private:
-  // Makes sure the next `n` bytes land on zeros already in the file. A
-  // failure only turns prefilling off: appends then grow the file as usual.
+  // RocksDB's writer, before appending `n` bytes: asks the filler for more
+  // when the end comes near, and fills here only if the filler fell behind.
+  // A failed zero write turns prefilling off: appends then grow the file.
   void Prefill(size_t n) {
-    if (fd_ < 0 || size_ + n <= filled_) return;
-    static const char zeros[kZeroBuf] = {};
-    uint64_t to = (size_ + n + kChunk) / kChunk * kChunk;
-    for (uint64_t at = std::max(filled_, size_); at < to;) {
-      size_t len = std::min<uint64_t>(kZeroBuf, to - at);
-      ssize_t w = ::pwrite(fd_, zeros, len, static_cast<off_t>(at));
-      if (w <= 0) {
-        if (w < 0 && errno == EINTR) continue;
-        CloseFd();
-        return;
-      }
-      at += static_cast<uint64_t>(w);
-      filled_ = at;
+    if (off_) return;
+    uint64_t need = size_ + n;
+    if (need + kAhead > filled_.load() && need + kAhead > wanted_.load()) {
+      wanted_ = need + kAhead;
+      cv_.notify_one();  // a wake-up lost to a race is repeated by the next append
+    }
+    if (need <= filled_.load()) return;
+    std::lock_guard lock(mu_);
+    if (off_ || need <= filled_) return;
+    uint64_t to = ChunkEnd(need);
+    if (!WriteZeros(filled_, to)) return;
+    filled_ = to;
+  }
+
+  void FillLoop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stopping_ || (!off_ && wanted_.load() > filled_.load()); });
+      if (stopping_) return;
+      uint64_t to = ChunkEnd(wanted_);
+      if (!WriteZeros(filled_, to)) continue;
+      lock.unlock();
+      // The new size and extents reach the journal here, not in a post's sync.
+      ::fdatasync(fd_);
+      lock.lock();
+      if (to > filled_) filled_ = to;
     }
   }
 
-  void CloseFd() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
+  // Under mu_.
+  bool WriteZeros(uint64_t from, uint64_t to) {
+    static const char zeros[kZeroBuf] = {};
+    for (uint64_t at = from; at < to;) {
+      size_t len = std::min<uint64_t>(kZeroBuf, to - at);
+      ssize_t w = ::pwrite(fd_, zeros, len, static_cast<off_t>(at));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        off_ = true;
+        return false;
+      }
+      at += static_cast<uint64_t>(w);
+    }
+    return true;
   }
 
-  int fd_;
-  uint64_t size_ = 0;    // bytes RocksDB appended
-  uint64_t filled_ = 0;  // the file holds zeros (or data) up to here
+  void StopFiller() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (filler_.joinable()) filler_.join();
+  }
+
+  const int fd_;
+  uint64_t size_ = 0;                // bytes RocksDB appended; its writer's alone
+  std::atomic<uint64_t> filled_{0};  // zeros (or data) are in the file up to here
+  std::atomic<uint64_t> wanted_{0};  // the filler fills up to here
+  std::atomic<bool> off_{false};     // a zero write failed
+  std::mutex mu_;                    // held while zeros are written
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread filler_;
 };
 
 class WalPrefillFileSystem final : public rocksdb::FileSystemWrapper {

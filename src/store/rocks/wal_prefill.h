@@ -6,6 +6,8 @@
 // machines that is the difference between ~190 and ~130 µs per synced post
 // (docs/storage-format.md, "Write-ahead log").
 //
+// A filler thread writes and syncs the zeros a chunk (1 MiB) at a time,
+// ahead of the log's end, so that a post's sync does not carry them.
 // The zeros are what RocksDB's log reader already skips as the
 // preallocated tail of a log (record type 0, length 0), so a log that was
 // not closed cleanly replays as before; a clean close truncates them.
