@@ -21,7 +21,6 @@ namespace {
 
 constexpr const char* kFormatKey = "format_version";
 constexpr const char* kNextQidKey = "next_qid";
-constexpr int kFlushEveryMs = 100;  // unsynced log writes reach the file within this
 
 enum Cf {
   kDefault,
@@ -74,7 +73,7 @@ class RocksStore final : public Store {
       : env_(std::move(env)), db_(db), cf_(std::move(cfs)), options_(std::move(options)) {
     sync_.sync = true;
     committer_ = std::thread([this] { CommitLoop(); });
-    syncer_ = std::thread([this] { SyncLoop(); });
+    if (options_.sync_interval_ms > 0) syncer_ = std::thread([this] { SyncLoop(); });
   }
 
   ~RocksStore() override {
@@ -85,7 +84,7 @@ class RocksStore final : public Store {
     cv_.notify_all();
     cv_sync_.notify_all();
     committer_.join();
-    syncer_.join();
+    if (syncer_.joinable()) syncer_.join();
     db_->FlushWAL(true);
     // Persist the memtables on a clean stop so the next start need not
     // replay the log (after a crash, it does).
@@ -374,29 +373,20 @@ class RocksStore final : public Store {
     }
   }
 
-  // The log is written by hand (manual_wal_flush): a write lands in
-  // RocksDB's log buffer, and reaches the file when a durable write syncs
-  // the log, or here. `durable`: a Commit, which must be in the file before
-  // its `done` (and with fsync always, synced); otherwise an Append, which
-  // rides the next durable write or the syncer's next round.
+  // `durable`: a Commit, synced before its `done` unless fsync is on an
+  // interval (then, like an Append, written to the file and synced by the
+  // syncer). Every write reaches the file before it returns.
   rocksdb::Status Write(rocksdb::WriteBatch* wb, bool durable) {
-    bool interval = options_.sync_interval_ms > 0;
-    auto s = db_->Write(durable && !interval ? sync_ : nosync_, wb);
-    if (s.ok() && durable && interval) s = db_->FlushWAL(false);
-    return s;
+    return db_->Write(durable && options_.sync_interval_ms == 0 ? sync_ : nosync_, wb);
   }
 
-  // With fsync always: hands buffered log writes (reserves, deletes, ...) to
-  // the file every kFlushEveryMs when no post has carried them. With fsync
-  // on an interval: writes and syncs the log every interval.
+  // With fsync on an interval: syncs the log every interval.
   void SyncLoop() {
-    bool interval = options_.sync_interval_ms > 0;
-    auto every = std::chrono::milliseconds(interval ? options_.sync_interval_ms : kFlushEveryMs);
     std::unique_lock lock(mu_);
     while (!stopping_) {
-      cv_sync_.wait_for(lock, every);
+      cv_sync_.wait_for(lock, std::chrono::milliseconds(options_.sync_interval_ms));
       lock.unlock();
-      db_->FlushWAL(interval);
+      db_->FlushWAL(true);
       lock.lock();
     }
   }
@@ -430,9 +420,9 @@ Result<std::unique_ptr<Store>> Open(const Options& options) {
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 4;
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
-  // Log writes are buffered until a durable write or the syncer flushes
-  // them: one write(2) per group instead of one per request (RocksStore::Write).
-  db_options.manual_wal_flush = true;
+  // (manual_wal_flush would save a write(2) per unsynced write, but a
+  // FlushWAL racing a synced write's flush of the same buffer can corrupt
+  // the log, RocksDB issue 8723; we could not confirm that 7.8 has the fix.)
   auto env = rocksdb::NewCompositeEnv(NewWalPrefillFileSystem(rocksdb::FileSystem::Default()));
   db_options.env = env.get();
 
