@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
@@ -9,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cctype>
 #include <map>
 #include <thread>
 #include <utility>
@@ -70,6 +72,16 @@ void AppendClean(std::string_view s, std::string* out) {
   out->append(s);
 }
 
+// Headers that frame the request or route it; the client writes them.
+bool IsFraming(std::string_view name) {
+  for (std::string_view f : {"host", "content-length", "transfer-encoding", "connection"})
+    if (name.size() == f.size() && std::equal(f.begin(), f.end(), name.begin(), [](char a, char b) {
+          return a == std::tolower(static_cast<unsigned char>(b));
+        }))
+      return true;
+  return false;
+}
+
 // The request line and header of a POST, written by hand: Beast's fields and
 // serializer cost more than the rest of a delivery. HTTP/1.1 keeps the
 // connection alive by default.
@@ -86,6 +98,7 @@ std::string RequestHead(const Url& u, const Client::Headers& headers, size_t bod
     AppendClean(u.port, &out);
   }
   for (const auto& [k, v] : headers) {
+    if (IsFraming(k)) continue;  // ours alone: a subscriber's could smuggle a request
     out += "\r\n";
     AppendClean(k, &out);
     out += ": ";

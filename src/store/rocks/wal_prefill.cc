@@ -28,8 +28,8 @@ uint64_t ChunkEnd(uint64_t at) { return (at + kChunk - 1) / kChunk * kChunk; }
 
 // Wraps RocksDB's own log file. RocksDB appends through its descriptor at
 // its own offset, only below `filled_`; zeros go through a second
-// descriptor with pwrite, only at or past `filled_` and only under `mu_`,
-// so data and zeros never overlap.
+// descriptor with pwrite, only at or past `zeroed_` (>= `filled_`) and only
+// under `mu_`, so data and zeros never overlap.
 class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
  public:
   PrefilledWal(std::unique_ptr<rocksdb::FSWritableFile> file, int fd)
@@ -67,6 +67,7 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
     if (s.ok()) {
       size_ = size;
       filled_ = size;
+      zeroed_ = size;
       wanted_ = size;
     }
     return s;
@@ -96,8 +97,10 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
     if (need <= filled_.load()) return;
     std::lock_guard lock(mu_);
     if (off_ || need <= filled_) return;
+    if (need <= zeroed_) return;  // the filler wrote them and is syncing them now
     uint64_t to = ChunkEnd(need);
-    if (!WriteZeros(filled_, to)) return;
+    if (!WriteZeros(zeroed_, to)) return;
+    zeroed_ = to;
     filled_ = to;
   }
 
@@ -107,7 +110,12 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
       cv_.wait(lock, [&] { return stopping_ || (!off_ && wanted_.load() > filled_.load()); });
       if (stopping_) return;
       uint64_t to = ChunkEnd(wanted_);
-      if (!WriteZeros(filled_, to)) continue;
+      if (to <= zeroed_) {  // the writer filled it meanwhile
+        if (to > filled_) filled_ = to;
+        continue;
+      }
+      if (!WriteZeros(zeroed_, to)) continue;
+      zeroed_ = to;
       lock.unlock();
       // The new size and extents reach the journal here, not in a post's sync.
       ::fdatasync(fd_);
@@ -144,6 +152,7 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
   const int fd_;
   uint64_t size_ = 0;                // bytes RocksDB appended; its writer's alone
   std::atomic<uint64_t> filled_{0};  // zeros (or data) are in the file up to here
+  uint64_t zeroed_ = 0;              // zeros written up to here, maybe not synced yet; under mu_
   std::atomic<uint64_t> wanted_{0};  // the filler fills up to here
   std::atomic<bool> off_{false};     // a zero write failed
   std::mutex mu_;                    // held while zeros are written
