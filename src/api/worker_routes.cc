@@ -664,7 +664,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     KILN_TRY(old, svc->GetSchedule(project, std::string(req.Param("schedule"))));
     KILN_TRY(doc, ParseObject(req.body));
     const JsonValue* o = &doc->root();
-    if (auto it = doc->root().FindMember("schedule"); it != doc->root().MemberEnd() && it->value.IsObject())
+    if (auto it = doc->root().FindMember("schedule");
+        it != doc->root().MemberEnd() && it->value.IsObject())
       o = &it->value;  // {"schedule": {...}} as well as the bare fields
     KILN_TRY(sc, ScheduleFromJson(*o, *old));
     KILN_TRY(updated, svc->UpdateSchedule(project, std::move(*sc)));
