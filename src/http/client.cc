@@ -15,6 +15,8 @@
 #include <thread>
 #include <utility>
 
+#include "http/message.h"
+
 namespace kiln::http {
 
 namespace asio = boost::asio;
@@ -63,15 +65,6 @@ bool ParseUrl(const std::string& s, Url* u) {
   return !u->host.empty();
 }
 
-// Appends `s` without CR and LF: a subscriber's header cannot add lines.
-void AppendClean(std::string_view s, std::string* out) {
-  for (size_t cut; (cut = s.find_first_of("\r\n")) != std::string_view::npos;) {
-    out->append(s.substr(0, cut));
-    s.remove_prefix(cut + 1);
-  }
-  out->append(s);
-}
-
 // Headers that frame the request or route it; the client writes them.
 bool IsFraming(std::string_view name) {
   for (std::string_view f : {"host", "content-length", "transfer-encoding", "connection"})
@@ -87,22 +80,22 @@ bool IsFraming(std::string_view name) {
 // connection alive by default.
 std::string RequestHead(const Url& u, const Client::Headers& headers, size_t body_size) {
   std::string out = "POST ";
-  AppendClean(u.target, &out);
+  AppendHeaderText(u.target, &out);
   out += " HTTP/1.1\r\nHost: ";
   bool v6 = u.host.find(':') != std::string::npos;
   if (v6) out += '[';
-  AppendClean(u.host, &out);
+  AppendHeaderText(u.host, &out);
   if (v6) out += ']';
   if (u.port != (u.tls ? "443" : "80")) {
     out += ':';
-    AppendClean(u.port, &out);
+    AppendHeaderText(u.port, &out);
   }
   for (const auto& [k, v] : headers) {
     if (IsFraming(k)) continue;  // ours alone: a subscriber's could smuggle a request
     out += "\r\n";
-    AppendClean(k, &out);
+    AppendHeaderText(k, &out);
     out += ": ";
-    AppendClean(v, &out);
+    AppendHeaderText(v, &out);
   }
   out += "\r\nContent-Length: ";
   out += std::to_string(body_size);

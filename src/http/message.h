@@ -47,6 +47,17 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
+// Appends `s` to a header being written, without CR and LF: a name or value
+// from a handler, a subscriber or a message cannot end the header early and
+// add lines of its own (response splitting, request smuggling).
+inline void AppendHeaderText(std::string_view s, std::string* out) {
+  for (size_t cut; (cut = s.find_first_of("\r\n")) != std::string_view::npos;) {
+    out->append(s.substr(0, cut));
+    s.remove_prefix(cut + 1);
+  }
+  out->append(s);
+}
+
 // Percent-decodes `s` ('+' stays '+' in paths; in queries it means a space).
 // Returns false on a malformed escape.
 bool PercentDecode(std::string_view s, bool plus_is_space, std::string* out);

@@ -33,16 +33,6 @@ std::string ErrorBody(std::string_view msg) {
   return out;
 }
 
-// Appends `s` without CR and LF, so that no handler's header name or value
-// can end the header early and split the response.
-void AppendClean(std::string_view s, std::string* out) {
-  for (size_t cut; (cut = s.find_first_of("\r\n")) != std::string_view::npos;) {
-    out->append(s.substr(0, cut));
-    s.remove_prefix(cut + 1);
-  }
-  out->append(s);
-}
-
 // The status line and header of `res` as Beast would write them for this
 // HTTP version and keep-alive choice. Written by hand: Beast's fields and
 // serializer cost several allocations and thousands of instructions per
@@ -54,12 +44,12 @@ void WriteHead(const Response& res, unsigned version, bool keep_alive, std::stri
   out->push_back(' ');
   out->append(bhttp::obsolete_reason(static_cast<bhttp::status>(res.status)));
   out->append("\r\nServer: kiln\r\nContent-Type: ");
-  AppendClean(res.content_type, out);
+  AppendHeaderText(res.content_type, out);
   out->append("\r\n");
   for (const auto& [k, v] : res.headers) {
-    AppendClean(k, out);
+    AppendHeaderText(k, out);
     out->append(": ");
-    AppendClean(v, out);
+    AppendHeaderText(v, out);
     out->append("\r\n");
   }
   out->append("Content-Length: ");

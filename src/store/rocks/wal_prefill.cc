@@ -74,11 +74,12 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
   }
 
   // RocksDB trims its own preallocation at close; the zeros go with it,
-  // and are cut here too in case it did not.
+  // and are cut here too in case it did not (or a failed fill left some
+  // past `zeroed_`).
   rocksdb::IOStatus Close(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
     auto s = target()->Close(o, dbg);
     StopFiller();
-    if (s.ok() && filled_ > size_ && ::ftruncate(fd_, static_cast<off_t>(size_)) != 0)
+    if (s.ok() && ::ftruncate(fd_, static_cast<off_t>(size_)) != 0)
       s = rocksdb::IOStatus::IOError("truncating the prefilled log", strerror(errno));
     return s;
   }
