@@ -50,8 +50,12 @@ console.log(JSON.stringify({ label: 'tasks-latency', runs: lat.length, p50_ms: p
 // Kiln, N at once (batches of 100), until every one is complete.
 {
   const t0 = nowMs();
+  let last;
   for (let i = 0; i < Number(thrN); i += 100)
-    await api('POST', '/tasks', { tasks: Array.from({ length: Math.min(100, Number(thrN) - i) }, () => ({ code_name: 'bench-true' })) });
+    last = (await api('POST', '/tasks', { tasks: Array.from({ length: Math.min(100, Number(thrN) - i) }, () => ({ code_name: 'bench-true' })) })).tasks.at(-1).id;
+  // The last one queued starts last: wait for it without polling, then for
+  // the few still running beside it.
+  await waitFinal(last);
   for (;;) {
     const st = await api('GET', `/codes/${code.id}/stats`);
     if (st.queued + st.preparing + st.running === 0) {

@@ -120,16 +120,26 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     fs::remove_all(work, ec);
   };
 
+  // Mount points the image may lack go into the upper layer before the
+  // mount: a plain mkdir there, not one through the overlay (which creates
+  // it in the overlay's work dir, renames it up and sets xattrs).
+  for (const char* d : {"proc", "dev", "sys", "tmp", "task"}) {
+    struct stat st;
+    if (stat((fs::path(o.image_rootfs) / d).c_str(), &st) == 0) continue;
+    mkdir((work / "upper" / d).c_str(), 0755);
+  }
+  // `volatile`: the upper layer is thrown away after the run, so the
+  // overlay skips syncing it; without it, every unmount syncs the whole
+  // filesystem of the data dir (Kiln's own store included). Kernels
+  // before 5.10 do not know it: mount without.
   std::string overlay = "lowerdir=" + o.image_rootfs + ",upperdir=" + (work / "upper").string() +
                         ",workdir=" + (work / "overlay-work").string();
-  if (mount("overlay", rootfs.c_str(), "overlay", 0, overlay.c_str()) != 0) {
+  if (mount("overlay", rootfs.c_str(), "overlay", 0, (overlay + ",volatile").c_str()) != 0 &&
+      mount("overlay", rootfs.c_str(), "overlay", 0, overlay.c_str()) != 0) {
     result.error = std::string("cannot mount the overlay root filesystem: ") + std::strerror(errno);
     cleanup();
     return result;
   }
-  // Mount points the image may lack.
-  for (const char* d : {"proc", "dev", "sys", "tmp", "task"})
-    fs::create_directories(rootfs / d, ec);
 
   ContainerSpec spec = spec_in;
   spec.cgroups_path = "/kiln/" + o.id;  // ours, so that an OOM kill can be read back

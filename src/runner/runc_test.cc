@@ -46,13 +46,14 @@ class RuncTest : public ::testing::Test {
 
   RunResult Run(std::vector<std::string> args, ContainerSpec spec = {},
                 std::chrono::milliseconds timeout = std::chrono::seconds(30),
-                const std::atomic<bool>* cancel = nullptr, size_t max_log = 1 << 20) {
+                const std::atomic<bool>* cancel = nullptr, size_t max_log = 1 << 20,
+                std::string image_rootfs = "") {
     spec.args = std::move(args);
     spec.task_dir = task_dir();
     id_ = "kiln-test-" + RandomHex(6);
     RunOptions o;
     o.id = id_;
-    o.image_rootfs = image_->path() + "/rootfs";
+    o.image_rootfs = image_rootfs.empty() ? image_->path() + "/rootfs" : image_rootfs;
     o.work_dir = dir_.path() + "/work";
     o.log_path = dir_.path() + "/log";
     o.max_log_bytes = max_log;
@@ -100,6 +101,20 @@ TEST_F(RuncTest, WritesStayInTheRunsOwnLayer) {
   EXPECT_FALSE(fs::exists(image_->path() + "/rootfs/bin/written"));
   auto again = Run({"sh", "-c", "test ! -e /bin/written"});
   EXPECT_EQ(again.exit_code, 0) << "each run starts from a fresh root filesystem";
+}
+
+TEST_F(RuncTest, MountPointsTheImageLacksAreMadeInTheRunsLayer) {
+  testing::TempDir bare;
+  std::string lower = bare.path() + "/rootfs";
+  fs::copy(image_->path() + "/rootfs", lower,
+           fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+  for (const char* d : {"proc", "tmp", "task"}) fs::remove_all(fs::path(lower) / d);
+  auto r = Run({"sh", "-c", "echo x > /tmp/x && test -r /proc/self/status && ls /task"}, {},
+               std::chrono::seconds(30), nullptr, 1 << 20, lower);
+  EXPECT_EQ(r.exit_code, 0) << log();
+  EXPECT_EQ(log(), "") << "the task dir is empty";
+  for (const char* d : {"proc", "tmp", "task"})
+    EXPECT_FALSE(fs::exists(fs::path(lower) / d)) << d << " made in the read-only image";
 }
 
 TEST_F(RuncTest, TimeoutKillsTheContainer) {
