@@ -1,7 +1,9 @@
 // Percent-encoding of a URL path segment or query value (RFC 3986
-// unreserved characters pass through). Pure; thread-safe.
+// unreserved characters pass through), and the token rule of HTTP header
+// names. Pure; thread-safe.
 #pragma once
 
+#include <cctype>
 #include <string>
 #include <string_view>
 
@@ -23,6 +25,18 @@ inline std::string PercentEncode(std::string_view s) {
     }
   }
   return out;
+}
+
+// Whether `name` is a valid header name (an RFC 9110 token): no spaces,
+// tabs, colons or controls, so that "Transfer-Encoding " cannot pass for
+// another header than the one it names at a lenient receiver.
+inline bool IsHeaderToken(std::string_view name) {
+  if (name.empty()) return false;
+  for (unsigned char c : name)
+    if (!(std::isalnum(c) ||
+          std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos))
+      return false;
+  return true;
 }
 
 }  // namespace kiln

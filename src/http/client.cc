@@ -15,6 +15,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/url.h"
 #include "http/message.h"
 
 namespace kiln::http {
@@ -91,7 +92,10 @@ std::string RequestHead(const Url& u, const Client::Headers& headers, size_t bod
     AppendHeaderText(u.port, &out);
   }
   for (const auto& [k, v] : headers) {
-    if (IsFraming(k)) continue;  // ours alone: a subscriber's could smuggle a request
+    // Framing is ours alone: a subscriber's could smuggle a request. Names
+    // that are not tokens are refused when a queue is saved; any stored
+    // before that are not sent either.
+    if (IsFraming(k) || !IsHeaderToken(k)) continue;
     out += "\r\n";
     AppendHeaderText(k, &out);
     out += ": ";
@@ -164,7 +168,8 @@ struct Client::Impl {
     if (v.size() < options.max_idle_per_host) v.push_back(std::move(c));
   }
 
-  awaitable<std::unique_ptr<Conn>> Connect(const Url& u) {
+  awaitable<std::unique_ptr<Conn>> Connect(const Url& u,
+                                           std::chrono::steady_clock::time_point deadline) {
     tcp::resolver resolver(ioc);
     auto results = co_await resolver.async_resolve(u.host, u.port, use_awaitable);
     std::vector<tcp::endpoint> endpoints;
@@ -183,22 +188,37 @@ struct Client::Impl {
     } else {
       c->plain = std::make_unique<beast::tcp_stream>(ioc);
     }
-    c->lowest().expires_after(options.timeout);
+    c->lowest().expires_at(deadline);
     co_await c->lowest().async_connect(endpoints, use_awaitable);
     c->lowest().socket().set_option(tcp::no_delay(true));
     if (c->tls) co_await c->tls->async_handshake(ssl::stream_base::client, use_awaitable);
     co_return c;
   }
 
+  struct Answer {
+    int status = 0;
+    bool keep_alive = false;
+  };
+
+  // Sends the request and reads the final answer (1xx answers skipped).
+  // `*answered` turns true at the first byte of an answer: from then on the
+  // subscriber surely had the request.
   template <typename Stream>
-  awaitable<std::pair<int, bool>> Exchange(Stream& s, Conn& c, const std::string& head,
-                                           const std::string& body) {
+  awaitable<Answer> Exchange(Stream& s, Conn& c, const std::string& head, const std::string& body,
+                             bool* answered) {
     std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
     co_await asio::async_write(s, out, use_awaitable);
-    bhttp::response_parser<bhttp::string_body> parser;
-    parser.body_limit(1 << 20);
-    co_await bhttp::async_read(s, c.buffer, parser, use_awaitable);
-    co_return std::pair{static_cast<int>(parser.get().result_int()), parser.get().keep_alive()};
+    for (;;) {
+      bhttp::response_parser<bhttp::string_body> parser;
+      parser.body_limit(1 << 20);
+      boost::system::error_code ec;
+      co_await bhttp::async_read(s, c.buffer, parser, asio::redirect_error(use_awaitable, ec));
+      *answered = *answered || parser.got_some() || c.buffer.size() > 0;
+      if (ec) throw boost::system::system_error(ec);
+      int status = static_cast<int>(parser.get().result_int());
+      if (status >= 100 && status < 200 && status != 101) continue;  // 100 Continue, 103 ...
+      co_return Answer{status, parser.keep_alive()};
+    }
   }
 
   awaitable<void> Do(std::string url, Headers headers, std::string body, Done done) {
@@ -211,27 +231,35 @@ struct Client::Impl {
 
     std::unique_ptr<Conn> conn = TakeIdle(u.key());
     for (int attempt = 0; attempt < 2; ++attempt) {
-      bool reused = conn != nullptr;
+      bool reused = conn != nullptr, answered = false, timed_out = false;
       std::string error;
       try {
-        if (!conn) conn = co_await Connect(u);
-        conn->lowest().expires_after(options.timeout);
-        std::pair<int, bool> answer;
-        if (conn->tls) {
-          answer = co_await Exchange(*conn->tls, *conn, head, body);
+        // One deadline for the whole attempt: connect, handshake, request
+        // and answer. (Name resolution is not under it.)
+        if (!conn) {
+          auto deadline = std::chrono::steady_clock::now() + options.timeout;
+          conn = co_await Connect(u, deadline);
         } else {
-          answer = co_await Exchange(*conn->plain, *conn, head, body);
+          conn->lowest().expires_after(options.timeout);
         }
+        Answer a = conn->tls ? co_await Exchange(*conn->tls, *conn, head, body, &answered)
+                             : co_await Exchange(*conn->plain, *conn, head, body, &answered);
         conn->lowest().expires_never();
-        if (answer.second) GiveBack(std::move(conn));
-        done(answer.first, "");
+        if (a.keep_alive) GiveBack(std::move(conn));
+        done(a.status, "");
         co_return;
+      } catch (const boost::system::system_error& e) {
+        error = e.what();
+        timed_out = e.code() == beast::error::timeout;
       } catch (const std::exception& e) {
         error = e.what();
       }
       conn.reset();
-      // A pooled connection the server closed meanwhile: try once on a fresh one.
-      if (reused && attempt == 0) continue;
+      // A pooled connection the server closed meanwhile: try once on a
+      // fresh one. Not after a timeout or any byte of an answer: the
+      // subscriber may have the request already, and its retry is the
+      // queue's to schedule.
+      if (reused && attempt == 0 && !answered && !timed_out) continue;
       done(0, error);
       co_return;
     }

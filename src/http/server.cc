@@ -118,7 +118,10 @@ struct Server::Impl {
           co_await acceptor->async_accept(ctx, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
+        // Out of file descriptors, say: wait a little, not spin.
         spdlog::warn("accept: {}", ec.message());
+        asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(50));
+        co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
         continue;
       }
       sock.set_option(tcp::no_delay(true), ec);
@@ -224,7 +227,11 @@ struct Server::Impl {
                      std::string_view(breq.target()), res.status, us);
       }
       expires_after(options.read_timeout);
-      std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(res.body)};
+      // A HEAD answer has the head alone: its Content-Length is that of the
+      // body a GET would get, and a body would be read as the next answer.
+      bool head_only = breq.method() == bhttp::verb::head;
+      std::array<asio::const_buffer, 2> out{
+          asio::buffer(head), head_only ? asio::const_buffer() : asio::buffer(res.body)};
       co_await asio::async_write(stream, out, asio::redirect_error(use_awaitable, ec));
       me->busy = false;
       if (ec || !keep) break;

@@ -73,8 +73,7 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs) {
     if (HostKey(s.url).size() <= s.url.find("://") + 3 && s.url.rfind("ironmq://", 0) != 0)
       return Fail(Error::InvalidArgument("Subscriber url has no host: " + s.url));
     for (const auto& [k, v] : s.headers)
-      if (k.empty() || k.find_first_of(":\r\n") != std::string::npos ||
-          v.find_first_of("\r\n") != std::string::npos)
+      if (!IsHeaderToken(k) || v.find_first_of("\r\n") != std::string::npos)
         return Fail(Error::InvalidArgument("Invalid subscriber header: " + k));
   }
   return Ok();
@@ -89,8 +88,7 @@ Result<void> ValidatePushHeaders(const Headers& h) {
       if (IEquals(k, r)) return Fail(Error::InvalidArgument("Push header not allowed: " + k));
     if (v.empty() || v.size() > 1024)
       return Fail(Error::InvalidArgument("A push header value must be 1 to 1024 bytes: " + k));
-    if (k.find_first_of(":\r\n ") != std::string::npos ||
-        v.find_first_of("\r\n") != std::string::npos)
+    if (!IsHeaderToken(k) || v.find_first_of("\r\n") != std::string::npos)
       return Fail(Error::InvalidArgument("Invalid push header: " + k));
   }
   return Ok();

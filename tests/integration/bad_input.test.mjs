@@ -97,6 +97,13 @@ test('garbage, oversized headers and half-closed connections', async () => {
   assert.equal((await kiln.req('GET', '/healthz')).status, 200);
 });
 
+test('a HEAD answer has no body, so the next answer on the connection stays whole', async () => {
+  const got = await raw('HEAD /version HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  const heads = got.split('\r\n\r\n');
+  assert.match(heads[0], /^HTTP\/1\.1 405 .*\r\nContent-Length: [1-9]/s, got);
+  assert.match(heads[1], /^HTTP\/1\.1 200 /, `the second answer starts right after the first head: ${JSON.stringify(got)}`);
+});
+
 test('stale and malformed reservation ids are 403, unknown message ids 404', async () => {
   const m = kiln.q('reserved') + '/messages';
   const id = (await kiln.req('POST', m, { messages: [{ body: 'r' }] })).body.ids[0];

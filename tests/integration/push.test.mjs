@@ -1,6 +1,7 @@
 // Push queues against real HTTP subscriber servers: delivery, headers,
 // retries, the error queue, 202 acknowledgement, unicast failover, fan-out,
 // webhooks, validation, and deliveries that resume after kill -9.
+import http from 'node:http';
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { Kiln, eventually, sleep } from '../support/kiln.mjs';
@@ -208,9 +209,42 @@ test('subscribers: add or update, replace, remove; rules of push queues', async 
   await bad(kiln.q('plain') + '/subscribers', 'POST', { subscribers: [{ name: 'x', url: s1.url }] });
   await bad(kiln.q('subs') + '/messages', 'POST', { messages: [{ body: 'x', push_headers: { 'Content-Type': 'x' } }] });
   await bad(kiln.q('subs') + '/messages', 'POST', { messages: [{ body: 'x', push_headers: { a: '1', b: '1', c: '1', d: '1', e: '1', f: '1' } }] });
+  // Header names must be tokens: "Transfer-Encoding " would pass the
+  // framing filter and mean Transfer-Encoding to a lenient receiver.
+  for (const name of ['Transfer-Encoding ', 'Content-Length\t', 'X Y', ''])
+    await bad(kiln.q('hdr'), 'PUT', { queue: { push: { subscribers: [{ name: 'x', url: s1.url, headers: { [name]: '1' } }] } } });
+  await bad(kiln.q('subs') + '/messages', 'POST', { messages: [{ body: 'x', push_headers: { 'Transfer-Encoding\t': 'chunked' } }] });
   // push given without a type makes a multicast queue.
   const implicit = await put('implicit', { push: { subscribers: [{ name: 'x', url: s1.url }] } });
   assert.equal(implicit.body.queue.type, 'multicast');
+});
+
+test('1xx answers before the final one are skipped, on a kept-alive connection too', async () => {
+  let n = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeEarlyHints({ link: '</style.css>; rel=preload' });  // 103
+      res.writeHead(++n === 1 ? 200 : 500);
+      res.end('done');
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${server.address().port}/hook`;
+    await put('early', { type: 'multicast', push: { retries: 0, subscribers: [{ name: 's', url }] } });
+    const ok = (await post('early', [{ body: 'one' }])).body.ids[0];
+    const a = await finalStatus('early', ok);
+    assert.deepEqual([a.subscribers[0].status, a.subscribers[0].status_code], ['deleted', 200]);
+    // The second answer is a 500 after its own 103: read as 500, not as a
+    // leftover of the first exchange.
+    const bad = (await post('early', [{ body: 'two' }])).body.ids[0];
+    const b = await finalStatus('early', bad);
+    assert.deepEqual([b.subscribers[0].status, b.subscribers[0].status_code], ['error', 500]);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
 });
 
 test('webhook: any body and content type becomes a message; X-Subscribers-* become push headers', async () => {

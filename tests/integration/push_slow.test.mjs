@@ -92,6 +92,27 @@ describe('slow push cases', { concurrency: true }, () => {
     assert.equal(st[0].tries, 2);
   });
 
+  test('a timeout on a pooled connection is not retried at once: the subscriber may have the message', async () => {
+    // Four deliveries first, so that every client thread holds a kept-alive
+    // connection to the sink; the fifth request hangs on one of them.
+    const s = await sink((n) => (n === 5 ? 'hang' : 200));
+    await put(kiln, 'pooled', { type: 'multicast', push: { retries: 1, retries_delay: 3, subscribers: [{ name: 's', url: s.url }] } });
+    for (let i = 1; i <= 4; i++) {
+      await post(kiln, 'pooled', `warm-up ${i}`);
+      await s.received(i);
+    }
+    const id = (await post(kiln, 'pooled', 'fifth')).body.ids[0];
+    const [hung, again] = (await s.received(6, 30000)).slice(4);
+    assert.equal(again.body, 'fifth');
+    const gap = again.at - hung.at;
+    assert.ok(gap >= 12000, `tried again after ${gap} ms (10 s timeout + 3 s delay, no second try inside the timeout)`);
+    const st = await eventually(async () => {
+      const x = await subStatus(kiln, 'pooled', id);
+      return x[0].status === 'deleted' && x;
+    });
+    assert.equal(st[0].tries, 2);
+  });
+
   test('a 202 never acknowledged is redelivered after the message timeout', async () => {
     const s = await sink((n) => (n === 1 ? 202 : 200));
     await put(kiln, 'noack', { type: 'multicast', message_timeout: 30, push: { retries: 1, retries_delay: 3, subscribers: [{ name: 's', url: s.url }] } });

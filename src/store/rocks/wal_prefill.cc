@@ -119,9 +119,10 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
       zeroed_ = to;
       lock.unlock();
       // The new size and extents reach the journal here, not in a post's sync.
-      ::fdatasync(fd_);
+      bool synced = ::fdatasync(fd_) == 0;
       lock.lock();
-      if (to > filled_) filled_ = to;
+      // Not when a Truncate moved zeroed_ back meanwhile: those zeros are gone.
+      if (synced && to > filled_ && to <= zeroed_) filled_ = to;
     }
   }
 
