@@ -74,6 +74,25 @@ void ParseQuery(std::string_view q, Request* req) {
   }
 }
 
+// A request's method, target, path, query and headers (names lower-cased):
+// all but its body.
+template <typename Fields>
+Request HeadOf(const bhttp::request<bhttp::string_body, Fields>& breq) {
+  Request req;
+  req.method = std::string(breq.method_string());
+  req.target = std::string(breq.target());
+  size_t qpos = req.target.find('?');
+  req.path = req.target.substr(0, qpos);
+  if (qpos != std::string::npos) ParseQuery(std::string_view(req.target).substr(qpos + 1), &req);
+  req.headers.reserve(8);
+  for (auto& f : breq) {
+    std::string name(f.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    req.headers.emplace_back(std::move(name), std::string(f.value()));
+  }
+  return req;
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -165,7 +184,8 @@ struct Server::Impl {
       me = conns.emplace(conns.end(), &stream);
     }
     beast::flat_buffer buffer;
-    std::string head;  // of the response, reused
+    std::string head;     // of the response, reused
+    bool linger = false;  // answered before the whole request was read
     bool first = true;
     while (!stopping) {
       bhttp::request_parser<bhttp::string_body> parser;
@@ -181,7 +201,20 @@ struct Server::Impl {
       first = false;
       co_await bhttp::async_read_header(stream, buffer, parser,
                                         asio::redirect_error(use_awaitable, ec));
-      if (!ec && !parser.is_done() && !IsUpload(parser.get().target())) {
+      bool upload = !ec && !parser.is_done() && IsUpload(parser.get().target());
+      if (upload && options.check_upload) {
+        // Only a request allowed to upload (a good token) makes the server
+        // take a large body: the others are answered before it is read.
+        if (auto refused = options.check_upload(HeadOf(parser.get()))) {
+          WriteHead(*refused, parser.get().version(), false, &head);
+          std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(refused->body)};
+          expires_after(std::chrono::seconds(5));
+          co_await asio::async_write(stream, out, asio::redirect_error(use_awaitable, ec));
+          linger = true;
+          break;
+        }
+      }
+      if (!ec && !parser.is_done() && !upload) {
         if (auto len = parser.content_length(); len && *len > options.max_body_bytes)
           ec = bhttp::error::body_limit;
         else
@@ -208,6 +241,7 @@ struct Server::Impl {
           res.prepare_payload();
           expires_after(std::chrono::seconds(5));
           co_await bhttp::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
+          linger = true;
         }
         break;
       }
@@ -236,9 +270,21 @@ struct Server::Impl {
       me->busy = false;
       if (ec || !keep) break;
     }
+    stream.shutdown(tcp::socket::shutdown_send, ec);
+    if (linger) {
+      // An answer went out with the request's body unread. Closing now,
+      // with bytes still coming, would make the kernel send a reset that can
+      // destroy the answer before the client reads it: read and drop what
+      // the client still sends, for up to 2 s.
+      expires_after(std::chrono::seconds(2));
+      std::array<char, 16384> drop;
+      boost::system::error_code rec;
+      while (!rec)
+        co_await stream.async_read_some(asio::buffer(drop),
+                                        asio::redirect_error(use_awaitable, rec));
+    }
     watch->done = true;
     watch->timer.cancel();
-    stream.shutdown(tcp::socket::shutdown_send, ec);
     {
       std::lock_guard lock(conns_mu);
       conns.erase(me);
@@ -247,18 +293,7 @@ struct Server::Impl {
   }
 
   awaitable<Response> Handle(bhttp::request<bhttp::string_body>& breq, const std::string& remote) {
-    Request req;
-    req.method = std::string(breq.method_string());
-    req.target = std::string(breq.target());
-    size_t qpos = req.target.find('?');
-    req.path = req.target.substr(0, qpos);
-    if (qpos != std::string::npos) ParseQuery(std::string_view(req.target).substr(qpos + 1), &req);
-    req.headers.reserve(8);
-    for (auto& f : breq) {
-      std::string name(f.name_string());
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      req.headers.emplace_back(std::move(name), std::string(f.value()));
-    }
+    Request req = HeadOf(breq);
     req.body = std::move(breq.body());
     req.remote = remote;
     const Handler* handler = nullptr;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,10 @@ struct ServerOptions {
   // Requests whose path (without the query) this accepts may have bodies up
   // to max_upload_bytes (code uploads).
   std::function<bool(std::string_view path)> is_upload;
+  // Then asked, with the request's head (no body), whether it may send that
+  // much: an answer instead (say, a 401) is sent before any of the body is
+  // read, and the connection closed. Unset: any may.
+  std::function<std::optional<Response>(const Request& head)> check_upload;
   size_t max_upload_bytes = 64 << 20;
   std::chrono::seconds read_timeout{30};  // to receive one whole request
   std::chrono::seconds idle_timeout{75};  // between requests on a keep-alive connection

@@ -12,6 +12,8 @@
 
 #include "access/access.h"
 #include "api/api.h"
+#include "api/auth.h"
+#include "api/errors.h"
 #include "http/server.h"
 #include "mq/engine.h"
 #include "runner/image_store.h"
@@ -172,6 +174,16 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   so.max_body_bytes = config.max_request_bytes;
   so.is_upload = [](std::string_view path) {  // POST /2/projects/{pid}/codes (§1.6)
     return path.starts_with("/2/projects/") && path.ends_with("/codes");
+  };
+  so.check_upload =
+      [access = impl->access.get()](const http::Request& head) -> std::optional<http::Response> {
+    // /2/projects/{pid}/codes: only a token good for that project may send
+    // an upload's body.
+    std::string_view path = head.path, prefix = "/2/projects/";
+    if (path.starts_with(prefix)) path.remove_prefix(prefix.size());
+    auto ok = api::Authorize(*access, head, std::string(path.substr(0, path.find('/'))));
+    if (ok) return std::nullopt;
+    return api::ErrorResponse(ok.error());
   };
   so.max_upload_bytes = config.max_upload_bytes;
   so.access_log = config.access_log;

@@ -73,6 +73,34 @@ test('errors, timeouts and cancel', async (t) => {
   assert.equal((await finished(c.body.tasks[0].id)).status, 'cancelled');
 });
 
+test('an upload is refused before its body is read unless the token is good for the project', async () => {
+  // Over --max-request-bytes (1 MiB), under --max-upload-bytes (2 MiB).
+  const big = `--${B}\r\nContent-Disposition: form-data; name="junk"\r\n\r\n${'x'.repeat(1536 << 10)}\r\n--${B}--`;
+  const headers = { 'content-type': `multipart/form-data; boundary=${B}` };
+  for (const [token, status] of [['bad', 401], [undefined, 401]]) {
+    const r = await kiln.req('POST', w('/codes'), big, { token: token ?? '', headers });
+    assert.equal(r.status, status, r.text);
+    assert.equal(typeof r.body.msg, 'string');
+  }
+  // Answered at the head: the body need not even come.
+  const head = await new Promise((resolve) => {
+    let got = '';
+    const sock = net.connect(kiln.port, '127.0.0.1', () => sock.write(
+      `POST ${w('/codes')} HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth bad\r\nContent-Type: multipart/form-data; boundary=${B}\r\nContent-Length: ${2 << 20}\r\n\r\n`));
+    sock.on('data', (d) => { got += d; });
+    sock.on('close', () => resolve(got));
+    sock.on('error', () => resolve(got));
+    setTimeout(() => { sock.destroy(); resolve(got); }, 5000);
+  });
+  assert.match(head, /^HTTP\/1\.1 401 /, head);
+  const other = await kiln.req('POST', '/2/projects/ffffffffffffffffffffffff/codes', big, { headers });
+  assert.equal(other.status, 401, other.text);
+  // The right token: the body is read, and judged for what it holds.
+  const ok = await kiln.req('POST', w('/codes'), big, { headers });
+  assert.equal(ok.status, 400, ok.text);
+  assert.equal((await kiln.req('GET', '/healthz')).status, 200);
+});
+
 test('bad requests: unknown code, broken multipart, zip codes, bad task fields', async () => {
   assert.equal((await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'nope' }] })).status, 404);
   assert.equal((await kiln.req('POST', w('/tasks'), { tasks: [] })).status, 400);
