@@ -197,7 +197,12 @@ struct Server::Impl {
                             : options.max_body_bytes);
       // Idle until the first byte of the next request, then a read timeout
       // for the whole of it.
-      expires_after(first || buffer.size() > 0 ? options.read_timeout : options.idle_timeout);
+      if (!first && buffer.size() == 0) {
+        expires_after(options.idle_timeout);
+        co_await stream.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+        if (ec) break;
+      }
+      expires_after(options.read_timeout);
       first = false;
       co_await bhttp::async_read_header(stream, buffer, parser,
                                         asio::redirect_error(use_awaitable, ec));

@@ -104,6 +104,24 @@ test('a HEAD answer has no body, so the next answer on the connection stays whol
   assert.match(heads[1], /^HTTP\/1\.1 200 /, `the second answer starts right after the first head: ${JSON.stringify(got)}`);
 });
 
+test('on a kept-alive connection the next request, once begun, has the read timeout too', async () => {
+  const t0 = Date.now();
+  let sentPartAt = 0;
+  const got = await new Promise((resolve) => {
+    let buf = '';
+    const s = net.connect(kiln.port, '127.0.0.1', () => s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'));
+    s.on('data', (d) => {
+      buf += d;
+      if (!sentPartAt) { sentPartAt = Date.now(); s.write('GET /heal'); }  // and no more
+    });
+    s.on('close', () => resolve(buf));
+    setTimeout(() => { s.destroy(); resolve(buf); }, 5000);
+  });
+  assert.match(got, /^HTTP\/1\.1 200 /);
+  const waited = Date.now() - sentPartAt;
+  assert.ok(sentPartAt > t0 && waited >= 900 && waited < 2900, `closed ${waited} ms after the partial request (read timeout 1 s, idle 75 s)`);
+});
+
 test('stale and malformed reservation ids are 403, unknown message ids 404', async () => {
   const m = kiln.q('reserved') + '/messages';
   const id = (await kiln.req('POST', m, { messages: [{ body: 'r' }] })).body.ids[0];
