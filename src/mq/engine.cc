@@ -326,6 +326,8 @@ void Engine::Post(const std::string& project, const std::string& name,
       if (rec.push()) {
         plans.push_back(NewPlan(rec, std::move(m.push_headers), s.visible_at ? s.visible_at : now));
         batch.PutPlan(rec.qid, s.id, EncodePlan(plans.back()));
+        if (held_body_bytes_.load(std::memory_order_relaxed) + m.body.size() <= kHeldBodyBudget)
+          plans.back().body = HeldBody(m.body, &held_body_bytes_);
       }
       batch.Put(rec.qid, s, std::move(m.body));
       slot->queue.CountPosted();

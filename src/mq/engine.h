@@ -40,6 +40,8 @@ inline constexpr int64_t kMinTimeout = 30, kMaxTimeout = 86400;
 inline constexpr int64_t kMaxDelay = 604800;
 inline constexpr int64_t kMinExpiration = 60, kMaxExpiration = 2592000;
 inline constexpr int64_t kMaxReservationsLimit = 1000;
+// Push queues: bytes of fresh message bodies kept in memory for delivery.
+inline constexpr size_t kHeldBodyBudget = 64 << 20;
 inline constexpr int kMaxBatch = 100;
 inline constexpr int64_t kMaxWait = 30;
 
@@ -288,6 +290,9 @@ class Engine {
     bool operator>(const PushDue& o) const { return at > o.at; }
   };
   std::mutex push_mu_;  // leaf lock: the due heap and in-flight counts
+  // Bytes of push message bodies held in memory (PushPlan::body), at most
+  // kHeldBodyBudget: past it, deliveries read bodies from the store.
+  std::atomic<size_t> held_body_bytes_{0};
   std::priority_queue<PushDue, std::vector<PushDue>, std::greater<PushDue>> push_due_;
   struct HostState {
     int in_flight = 0;

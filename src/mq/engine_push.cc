@@ -126,6 +126,9 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
   std::vector<Send> sends;
   std::optional<std::pair<std::string, NewMessage>> error_post;
   std::string project;
+  std::optional<std::string> body;
+  bool need_body = false;
+  uint64_t qid = 0;
   {
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return;
@@ -134,6 +137,7 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
     PushPlan& plan = it->second;
     const auto& rec = slot->queue.record();
     project = rec.project_id;
+    qid = rec.qid;
     TimeMs now = clock_.NowMs();
     plan.held = false;  // taken off its host's list, if it was on one
     ExpireReservations(plan, rec, now);
@@ -143,7 +147,6 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
       auto due = plan.Due(now);
       bool deferred = false;  // by the global limit: try again shortly
       bool waiting = false;   // by the host's limit: its next answer restarts us
-      std::optional<std::string> body;
       for (size_t i : due) {
         auto& d = plan.deliveries[i];
         // Deliveries follow the queue's subscriber order unless it changed since.
@@ -169,9 +172,11 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
           ++in_flight_;
           ++h.in_flight;
         }
-        if (!body) {
-          auto b = store_.GetBody(rec.qid, id);
-          body = b ? std::move(*b) : std::string();
+        if (!body && !need_body) {
+          if (const std::string* held = plan.body.get())
+            body = *held;
+          else
+            need_body = true;  // read below, outside the queue's lock
         }
         d.in_flight = true;
         d.reservation = RandomU64() | 1;
@@ -179,7 +184,6 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
         PushRequest req;
         req.project_id = rec.project_id;
         req.url = sub->url;
-        req.body = *body;
         req.headers = {{"User-Agent", "IronMQ Pusherd"},
                        {"Content-Type", "text/plain; encoding=utf-8"}};
         for (const auto& [k, v] : sub->headers) SetHeader(req.headers, k, v);
@@ -199,6 +203,19 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
     }
   }
   if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
+  if (sends.empty()) return;
+  if (need_body) {
+    auto b = store_.GetBody(qid, id);
+    if (!b) {
+      // Counted as a failed try of each: the message is not sent without its body.
+      for (auto& s : sends)
+        OnPushAnswer(slot, id, s.index, s.host, 0, "could not read the message: " + b.error().message());
+      return;
+    }
+    body = std::move(*b);
+  }
+  for (size_t k = 0; k < sends.size(); ++k)
+    sends[k].request.body = k + 1 < sends.size() ? *body : std::move(*body);
   for (auto& s : sends) {
     transport_->Send(std::move(s.request),
                      [this, slot, id, i = s.index, host = s.host](int status, std::string error) {
@@ -240,6 +257,7 @@ void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::strin
     // A plain success need not be written: if it is lost in a crash, the
     // subscriber gets the message again (at least once), never less.
     bool delivered = status >= 200 && status < 300 && status != 202;
+    if (!delivered) it->second.body.Drop();  // a retry is a while off: read it again then
     error_post = SettlePlan(*slot, id, !delivered);
     it = slot->plans.find(id);
     if (it != slot->plans.end()) {
@@ -314,6 +332,7 @@ std::optional<std::pair<std::string, NewMessage>> Engine::SettlePlan(Slot& slot,
   }
   batch.Delete(rec.qid, id, true);
   store_.Append(std::move(batch));
+  it->second.body.Drop();
   slot.finished.emplace_back(id, std::move(it->second));
   if (slot.finished.size() > kFinishedKept) slot.finished.pop_front();
   slot.plans.erase(it);

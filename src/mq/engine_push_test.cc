@@ -117,6 +117,7 @@ TEST_F(EnginePushTest, RetriesOnTimeThenGivesUpToTheErrorQueue) {
   auto retry = transport_.Take();
   ASSERT_EQ(retry.size(), 1u);
   EXPECT_EQ(retry[0].request.url, "http://b/hook");
+  EXPECT_EQ(retry[0].request.body, "doomed");  // no longer held in memory: read from the store
   retry[0].done(0, "connection refused");
   engine_->Flush();
   auto errors = engine_->Peek(kProject, "errors", 10);
@@ -158,6 +159,7 @@ TEST_F(EnginePushTest, InFlightAndUnwrittenDeliveriesAreSentAgainAfterReopen) {
   auto resumed = transport_.Take();
   ASSERT_EQ(resumed.size(), 2u);  // at least once: "a" gets it again
   EXPECT_EQ(HeaderOf(resumed[0].request, "Iron-Message-Id"), std::to_string(id));
+  EXPECT_EQ(resumed[0].request.body, "again");
   for (auto& s : resumed) s.done(200, "");
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }

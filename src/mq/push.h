@@ -5,6 +5,7 @@
 // Persisted with the message; format version 1 (docs/storage-format.md).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -37,6 +38,50 @@ struct Delivery {
   }
 };
 
+// A message's body held in memory from its post until its deliveries no
+// longer need it, so that delivering a fresh message reads nothing from the
+// store. Its bytes count in a total shared by every held body (the engine
+// keeps that under a budget). A copy holds nothing (plans are copied only
+// to be shown); a move takes the body along.
+class HeldBody {
+ public:
+  HeldBody() = default;
+  HeldBody(std::string body, std::atomic<size_t>* total) : body_(std::move(body)), total_(total) {
+    total_->fetch_add(body_.size(), std::memory_order_relaxed);
+  }
+  HeldBody(const HeldBody&) {}
+  HeldBody& operator=(const HeldBody& o) {
+    if (this != &o) Drop();
+    return *this;
+  }
+  HeldBody(HeldBody&& o) noexcept : body_(std::move(o.body_)), total_(o.total_) {
+    o.total_ = nullptr;
+  }
+  HeldBody& operator=(HeldBody&& o) noexcept {
+    if (this != &o) {
+      Drop();
+      body_ = std::move(o.body_);
+      total_ = o.total_;
+      o.total_ = nullptr;
+    }
+    return *this;
+  }
+  ~HeldBody() { Drop(); }
+
+  // The body, or null when none is held.
+  const std::string* get() const { return total_ ? &body_ : nullptr; }
+  void Drop() {
+    if (!total_) return;
+    total_->fetch_sub(body_.size(), std::memory_order_relaxed);
+    total_ = nullptr;
+    std::string().swap(body_);
+  }
+
+ private:
+  std::string body_;
+  std::atomic<size_t>* total_ = nullptr;
+};
+
 struct PushPlan {
   bool unicast = false;
   std::vector<std::pair<std::string, std::string>> headers;  // the message's push_headers
@@ -45,6 +90,7 @@ struct PushPlan {
   size_t round_start = 0;            // unicast: where the current round began
   int64_t retries_remaining = 0;     // unicast: rounds left after this one
   bool held = false;                 // waiting on a host's list for a free slot; not persisted
+  HeldBody body;                     // the body, while held in memory; not persisted
 
   // Every subscriber is done with it (delivered or given up).
   bool Complete() const;

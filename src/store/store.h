@@ -64,10 +64,11 @@ class Store {
   // `batch` durable (fsync'd, group-committed with everything else waiting)
   // and then calls `done`: on the calling thread before Commit returns, or
   // later on another thread, so the caller must not hold a lock that `done`
-  // takes. Append returns at
-  // once: the batch rides the next group commit (or the next interval
-  // sync), so a crash may lose it. A failed write puts the store in a failed
-  // state that every later Commit reports.
+  // takes. Append returns at once, never writing on the caller's thread (so
+  // it may be called under the caller's locks): the batch rides the next
+  // group commit, or is written unsynced within a few milliseconds, so a
+  // crash may lose it. A failed write puts the store in a failed state that
+  // every later Commit reports.
   using Done = std::function<void(Result<void>)>;
   virtual void Commit(MessageBatch batch, Done done) = 0;
   virtual void Append(MessageBatch batch) = 0;

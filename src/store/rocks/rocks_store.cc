@@ -8,6 +8,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -21,6 +22,11 @@ namespace {
 
 constexpr const char* kFormatKey = "format_version";
 constexpr const char* kNextQidKey = "next_qid";
+
+// How long an Append may wait for a Commit to carry it to the log before
+// the committer writes it on its own: the most a kill -9 can lose of
+// reserves, deletes and delivery results (docs/storage-format.md).
+constexpr auto kAppendDelay = std::chrono::milliseconds(2);
 
 enum Cf {
   kDefault,
@@ -112,29 +118,37 @@ class RocksStore final : public Store {
   }
 
   void Commit(MessageBatch batch, Done done) override {
+    std::vector<Pending> group;
     std::string why;
     {
       std::lock_guard lock(mu_);
       if (!stopping_ && failed_.empty()) {
-        if (!TakeWriterTurn()) {
-          Enqueue({std::move(batch), std::move(done)});
-          return;
+        if (writing_) {
+          pending_.push_back({std::move(batch), std::move(done)});
+          ++commits_pending_;
+          return;  // the writer wakes the committer when it is done
         }
+        // Nobody writes: this thread takes the writer's turn and writes
+        // what waits (deferred Appends, in order) together with its batch.
+        writing_ = true;
+        TakePending(&group);
       } else {
         why = failed_.empty() ? "store is closing" : failed_;
       }
     }
     if (!why.empty()) return done(Fail(Error::Unavailable(why)));
-    done(WriteInline(batch, /*durable=*/true));
+    group.push_back({std::move(batch), std::move(done)});
+    WriteGroup(group, /*sync=*/true);
   }
 
   void Append(MessageBatch batch) override {
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      if (!TakeWriterTurn()) return Enqueue({std::move(batch), nullptr});
-    }
-    WriteInline(batch, /*durable=*/false);
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    if (pending_.empty()) oldest_append_ = std::chrono::steady_clock::now();
+    pending_.push_back({std::move(batch), nullptr});
+    // The committer writes it within kAppendDelay unless a Commit takes it
+    // first; a committer already waiting for a deadline needs no wake-up.
+    if (committer_idle_ && !committer_timed_ && !writing_) cv_.notify_one();
   }
 
   Result<std::string> GetBody(uint64_t qid, uint64_t id) override {
@@ -268,35 +282,26 @@ class RocksStore final : public Store {
     Done done;  // null for Append
   };
 
-  // Under mu_. Wakes the committer only when it sleeps and nobody writes:
-  // under load it finds the new work when the current write returns.
-  void Enqueue(Pending p) {
-    pending_.push_back(std::move(p));
-    if (committer_idle_ && !writing_) cv_.notify_one();
+  // Under mu_. Moves every queued batch into `group`.
+  void TakePending(std::vector<Pending>* group) {
+    group->swap(pending_);
+    commits_pending_ = 0;
   }
 
-  // Under mu_. One thread writes to RocksDB at a time, in the order the
-  // batches arrived. When nobody writes and nothing waits, the caller takes
-  // the turn and writes its batch itself: a lone client then pays no thread
-  // hand-off to the committer and back. Under load the turn is taken, the
-  // batch queues, and the committer writes it with everything else.
-  bool TakeWriterTurn() {
-    if (writing_ || !pending_.empty()) return false;
-    writing_ = true;
-    return true;
-  }
-
-  // Writes one batch on the calling thread, holding the writer's turn, then
-  // hands what queued meanwhile to the committer.
-  Result<void> WriteInline(const MessageBatch& batch, bool durable) {
+  // Writes `group` as one RocksDB write on the calling thread, which holds
+  // the writer's turn, releases the turn, then reports to the Commits in it.
+  void WriteGroup(std::vector<Pending>& group, bool sync) {
     rocksdb::WriteBatch wb;
-    AppendTo(batch, &wb);
-    auto s = Write(&wb, durable);
-    std::lock_guard lock(mu_);
-    if (!s.ok()) failed_ = "store write failed: " + s.ToString();
-    writing_ = false;
-    if (committer_idle_ && (!pending_.empty() || stopping_)) cv_.notify_one();
-    return Check(s);
+    for (auto& p : group) AppendTo(p.batch, &wb);
+    auto s = Write(&wb, sync);
+    {
+      std::lock_guard lock(mu_);
+      if (!s.ok()) failed_ = "store write failed: " + s.ToString();
+      writing_ = false;
+      if (committer_idle_ && (!pending_.empty() || stopping_)) cv_.notify_one();
+    }
+    for (auto& p : group)
+      if (p.done) p.done(Check(s));
   }
 
   static std::string_view Sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
@@ -341,34 +346,35 @@ class RocksStore final : public Store {
   }
 
   // Group commit: everything that queued up during one write goes into the
-  // next one, in order, as one RocksDB write. It is synced when someone
-  // waits for durability (and fsync is not on an interval).
+  // next one, in order, as one RocksDB write, synced when a Commit is in it
+  // (and fsync is not on an interval). Appends alone wait up to
+  // kAppendDelay for a Commit to carry them, then go on their own.
   void CommitLoop() {
     std::vector<Pending> group;
     for (;;) {
+      bool sync = false;
       {
         std::unique_lock lock(mu_);
         committer_idle_ = true;
-        cv_.wait(lock, [&] { return !writing_ && (stopping_ || !pending_.empty()); });
+        for (;;) {
+          if (!writing_ && (stopping_ || commits_pending_ > 0)) break;
+          if (!writing_ && !pending_.empty()) {
+            auto deadline = oldest_append_ + kAppendDelay;
+            if (std::chrono::steady_clock::now() >= deadline) break;
+            committer_timed_ = true;
+            cv_.wait_until(lock, deadline);
+            committer_timed_ = false;
+          } else {
+            cv_.wait(lock);
+          }
+        }
         committer_idle_ = false;
-        if (pending_.empty()) return;
-        group.swap(pending_);
+        if (pending_.empty()) return;  // stopping, and everything is written
+        sync = commits_pending_ > 0;
+        TakePending(&group);
         writing_ = true;
       }
-      rocksdb::WriteBatch wb;
-      bool sync = false;
-      for (auto& p : group) {
-        AppendTo(p.batch, &wb);
-        sync |= p.done != nullptr;
-      }
-      auto s = Write(&wb, sync);
-      {
-        std::lock_guard lock(mu_);
-        if (!s.ok()) failed_ = "store write failed: " + s.ToString();
-        writing_ = false;
-      }
-      for (auto& p : group)
-        if (p.done) p.done(Check(s));
+      WriteGroup(group, sync);
       group.clear();
     }
   }
@@ -399,10 +405,13 @@ class RocksStore final : public Store {
 
   std::mutex mu_;
   std::condition_variable cv_, cv_sync_;
-  std::vector<Pending> pending_;
+  std::vector<Pending> pending_;  // in arrival order
+  size_t commits_pending_ = 0;    // Commits in pending_
+  std::chrono::steady_clock::time_point oldest_append_;  // when pending_ last became non-empty
   bool stopping_ = false;
   bool committer_idle_ = false;
-  bool writing_ = false;  // a thread holds the writer's turn (TakeWriterTurn)
+  bool committer_timed_ = false;  // the committer waits for oldest_append_ + kAppendDelay
+  bool writing_ = false;          // a thread holds the writer's turn
   std::string failed_;    // set after a write failed
   std::thread committer_, syncer_;
 

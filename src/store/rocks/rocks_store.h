@@ -1,9 +1,11 @@
 // The embedded store: RocksDB in a data directory, one column family per
 // record kind (docs/storage-format.md). One thread writes at a time, in
-// arrival order: a caller that finds nobody writing writes its batch itself;
-// otherwise its batch queues and a committer thread writes everything that
-// queued during the previous write as one RocksDB write, synced when a
-// Commit waits (group commit). Write-ahead logs are prefilled with zeros so
+// arrival order: a Commit that finds nobody writing writes its batch itself,
+// with whatever Appends wait; otherwise its batch queues and a committer
+// thread writes everything that queued during the previous write as one
+// RocksDB write, synced when a Commit is in it (group commit). Appends only
+// queue: the next Commit carries them, or the committer writes them within
+// 2 ms. Write-ahead logs are prefilled with zeros so
 // a sync flushes only data (wal_prefill.h). Thread-safe.
 #pragma once
 

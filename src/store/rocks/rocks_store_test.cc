@@ -4,10 +4,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
+#include <thread>
 
 #include "tests/support/temp_dir.h"
 
@@ -90,6 +92,45 @@ TEST(RocksStoreTest, ACrashLosesNoCommittedMessageInAPrefilledLog) {
     ASSERT_TRUE(body) << body.error().message();
     EXPECT_EQ(*body, Body(id)) << "message " << id;
   }
+}
+
+// Appends are not written on the caller's thread: the next Commit carries
+// them, and without one the committer writes them within milliseconds. Both
+// reach the log before a kill -9 (no close) that comes a while later.
+TEST(RocksStoreTest, AppendsRideTheNextCommitOrGoOnTheirOwnSoon) {
+  testing::TempDir dir;
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto s = Open({dir.path()});
+    if (!s) _exit(2);
+    for (uint64_t id = 1; id <= 3; ++id) {
+      MessageBatch b;
+      b.Put(kQid, MessageState{.id = id}, Body(id));
+      if (!CommitAndWait(**s, std::move(b))) _exit(3);
+    }
+    MessageBatch d1;
+    d1.Delete(kQid, 1, false);
+    (*s)->Append(std::move(d1));
+    MessageBatch b4;  // carries the delete of 1
+    b4.Put(kQid, MessageState{.id = 4}, Body(4));
+    if (!CommitAndWait(**s, std::move(b4))) _exit(3);
+    MessageBatch d2;  // no Commit follows: the committer writes it
+    d2.Delete(kQid, 2, false);
+    (*s)->Append(std::move(d2));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    _exit(0);  // no close, no flush
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto s = Open({dir.path()});
+  ASSERT_TRUE(s) << s.error().message();
+  auto all = ReadAll(**s);
+  EXPECT_EQ(all.count(1), 0u);
+  EXPECT_EQ(all.count(2), 0u);
+  EXPECT_EQ(all.count(3), 1u);
+  EXPECT_EQ(all.count(4), 1u);
 }
 
 // A clean close trims the zeros: no log is left ending in a prefill chunk,
