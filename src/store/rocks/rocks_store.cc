@@ -123,13 +123,17 @@ class RocksStore final : public Store {
     {
       std::lock_guard lock(mu_);
       if (!stopping_ && failed_.empty()) {
-        if (writing_) {
+        // A synced write goes to the committer: the caller is an io thread,
+        // and one blocked in fdatasync would stall all its connections.
+        if (writing_ || options_.sync_interval_ms == 0) {
           pending_.push_back({std::move(batch), std::move(done)});
           ++commits_pending_;
-          return;  // the writer wakes the committer when it is done
+          if (!writing_ && committer_idle_) cv_.notify_one();
+          return;  // else the writer wakes the committer when it is done
         }
-        // Nobody writes: this thread takes the writer's turn and writes
-        // what waits (deferred Appends, in order) together with its batch.
+        // fsync on an interval and nobody writes: this thread takes the
+        // writer's turn and writes, without a sync, what waits (deferred
+        // Appends, in order) together with its batch.
         writing_ = true;
         TakePending(&group);
       } else {
@@ -138,7 +142,7 @@ class RocksStore final : public Store {
     }
     if (!why.empty()) return done(Fail(Error::Unavailable(why)));
     group.push_back({std::move(batch), std::move(done)});
-    WriteGroup(group, /*sync=*/true);
+    WriteGroup(group, /*sync=*/false);
   }
 
   void Append(MessageBatch batch) override {
