@@ -1,9 +1,9 @@
 // The embedded store: RocksDB in a data directory, one column family per
 // record kind (docs/storage-format.md). One thread writes at a time, in
-// arrival order: a Commit that finds nobody writing writes its batch itself,
-// with whatever Appends wait; otherwise its batch queues and a committer
-// thread writes everything that queued during the previous write as one
-// RocksDB write, synced when a Commit is in it (group commit). Appends only
+// arrival order. Commits queue, and a committer thread writes everything
+// that queued during the previous write as one RocksDB write, synced when a
+// Commit is in it (group commit); with fsync on an interval, a Commit that
+// finds nobody writing writes on its own thread instead. Appends only
 // queue: the next Commit carries them, or the committer writes them within
 // 2 ms. Write-ahead logs are prefilled with zeros so
 // a sync flushes only data (wal_prefill.h). Thread-safe.
