@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -97,6 +98,7 @@ void Runc::Sweep(const std::string& id, const std::string& work_dir) const {
   RuncCommand({"kill", id, "KILL"});
   RuncCommand({"delete", "--force", id});
   umount2((fs::path(work_dir) / "bundle" / "rootfs").c_str(), MNT_DETACH);
+  umount2(work_dir.c_str(), MNT_DETACH);  // its tmpfs, when it had one
   std::error_code ec;
   fs::remove_all(work_dir, ec);
 }
@@ -105,20 +107,36 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
   RunResult result;
   std::error_code ec;
   fs::path work = o.work_dir, bundle = work / "bundle", rootfs = bundle / "rootfs";
-  fs::create_directories(work / "upper", ec);
-  fs::create_directories(work / "overlay-work", ec);
-  fs::create_directories(rootfs, ec);
+  fs::create_directories(work, ec);
   if (ec) {
     result.error = "cannot create " + o.work_dir + ": " + ec.message();
     return result;
   }
+  // The run's own tmpfs holds the upper layer and the bundle: the dozen
+  // files and directories each run makes (and runc makes in its rootfs)
+  // then cost no disk filesystem work, and go at once with the unmount.
+  // What the task writes to its root filesystem is charged to its memory
+  // limit, as /tmp is; its task dir stays on disk. Without it (no tmpfs
+  // here), the work dir is used as it is.
+  std::string tmpfs_opts =
+      "mode=0700,size=" + std::to_string(std::max<int64_t>(spec_in.memory_bytes, 64 << 20));
+  bool own_tmpfs = mount("kiln-run", work.c_str(), "tmpfs", 0, tmpfs_opts.c_str()) == 0;
+  fs::create_directories(work / "upper", ec);
+  if (!ec) fs::create_directories(work / "overlay-work", ec);
+  if (!ec) fs::create_directories(rootfs, ec);
   auto cleanup = [&] {
     // `runc run` deletes its container when it exits; the state is left
     // only when runc itself died or never got that far.
     if (fs::exists(fs::path(state_root_) / o.id, ec)) RuncCommand({"delete", "--force", o.id});
     umount2(rootfs.c_str(), MNT_DETACH);
+    if (own_tmpfs) umount2(work.c_str(), MNT_DETACH);
     fs::remove_all(work, ec);
   };
+  if (ec) {
+    result.error = "cannot create " + o.work_dir + ": " + ec.message();
+    cleanup();
+    return result;
+  }
 
   // Mount points the image may lack go into the upper layer before the
   // mount: a plain mkdir there, not one through the overlay (which creates

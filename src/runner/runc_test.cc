@@ -173,6 +173,21 @@ TEST_F(RuncTest, ContainedNoNetworkNoMountsNoModules) {
   EXPECT_EQ(r.exit_code, 0) << log();
 }
 
+// The root filesystem's upper layer is the run's own tmpfs, sized by the
+// memory limit: writes there are bounded (and charged to the task), while
+// the task dir, its scratch space, is on disk.
+TEST_F(RuncTest, RootFilesystemWritesAreBoundedTheTaskDirIsNot) {
+  ContainerSpec spec;
+  spec.memory_bytes = 64 << 20;
+  auto root = Run({"sh", "-c", "dd if=/dev/zero of=/big bs=1M count=100 2>&1; exit 0"}, spec);
+  EXPECT_EQ(root.exit_code, 0) << log();
+  EXPECT_TRUE(log().find("No space left") != std::string::npos || root.oom) << log();
+  auto task = Run({"sh", "-c", "dd if=/dev/zero of=/task/big bs=1M count=100 2>/dev/null && echo wrote"},
+                  spec);
+  EXPECT_EQ(task.exit_code, 0) << log();
+  EXPECT_EQ(fs::file_size(task_dir() + "/big"), 100u << 20);
+}
+
 TEST_F(RuncTest, NothingIsLeftBehind) {
   auto r = Run({"sh", "-c", "echo hi > /tmp/x"});
   ASSERT_EQ(r.exit_code, 0);

@@ -139,10 +139,12 @@ TEST_F(ServiceTest, QueuedTasksSurviveARestartAndRunningOnesEndAsErrors) {
 
 TEST_F(ServiceTest, LeftoversOfAKilledServerAreSweptAtStart) {
   NeedContainers();
-  // What a run looks like when Kiln dies in the middle: an overlay mounted
-  // in the task's work dir.
+  // What a run looks like when Kiln dies in the middle: the run's tmpfs in
+  // the task's work dir, and an overlay mounted from it.
   namespace fs = std::filesystem;
   fs::path run = fs::path(dir_.path()) / "task-work" / "bbbbbbbbbbbbbbbbbbbbbbbb" / "run";
+  fs::create_directories(run);
+  ASSERT_EQ(mount("kiln-run", run.c_str(), "tmpfs", 0, "mode=0700"), 0);
   for (auto d : {"upper", "overlay-work", "bundle/rootfs"}) fs::create_directories(run / d);
   std::string opts = "lowerdir=" + images_.Busybox()->rootfs +
                      ",upperdir=" + (run / "upper").string() +
