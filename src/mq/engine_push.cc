@@ -209,7 +209,8 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
     if (!b) {
       // Counted as a failed try of each: the message is not sent without its body.
       for (auto& s : sends)
-        OnPushAnswer(slot, id, s.index, s.host, 0, "could not read the message: " + b.error().message());
+        OnPushAnswer(slot, id, s.index, s.host, 0,
+                     "could not read the message: " + b.error().message());
       return;
     }
     body = std::move(*b);

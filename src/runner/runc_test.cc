@@ -182,8 +182,8 @@ TEST_F(RuncTest, RootFilesystemWritesAreBoundedTheTaskDirIsNot) {
   auto root = Run({"sh", "-c", "dd if=/dev/zero of=/big bs=1M count=100 2>&1; exit 0"}, spec);
   EXPECT_EQ(root.exit_code, 0) << log();
   EXPECT_TRUE(log().find("No space left") != std::string::npos || root.oom) << log();
-  auto task = Run({"sh", "-c", "dd if=/dev/zero of=/task/big bs=1M count=100 2>/dev/null && echo wrote"},
-                  spec);
+  auto task = Run(
+      {"sh", "-c", "dd if=/dev/zero of=/task/big bs=1M count=100 2>/dev/null && echo wrote"}, spec);
   EXPECT_EQ(task.exit_code, 0) << log();
   EXPECT_EQ(fs::file_size(task_dir() + "/big"), 100u << 20);
 }

@@ -105,7 +105,6 @@ test('a HEAD answer has no body, so the next answer on the connection stays whol
 });
 
 test('on a kept-alive connection the next request, once begun, has the read timeout too', async () => {
-  const t0 = Date.now();
   let sentPartAt = 0;
   const got = await new Promise((resolve) => {
     let buf = '';
@@ -119,7 +118,7 @@ test('on a kept-alive connection the next request, once begun, has the read time
   });
   assert.match(got, /^HTTP\/1\.1 200 /);
   const waited = Date.now() - sentPartAt;
-  assert.ok(sentPartAt > t0 && waited >= 900 && waited < 7000, `closed ${waited} ms after the partial request (read timeout 1 s, idle 75 s)`);
+  assert.ok(sentPartAt > 0 && waited >= 900 && waited < 7000, `closed ${waited} ms after the partial request (read timeout 1 s, idle 75 s)`);
 });
 
 test('stale and malformed reservation ids are 403, unknown message ids 404', async () => {

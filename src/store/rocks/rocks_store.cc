@@ -409,14 +409,14 @@ class RocksStore final : public Store {
 
   std::mutex mu_;
   std::condition_variable cv_, cv_sync_;
-  std::vector<Pending> pending_;  // in arrival order
-  size_t commits_pending_ = 0;    // Commits in pending_
+  std::vector<Pending> pending_;                         // in arrival order
+  size_t commits_pending_ = 0;                           // Commits in pending_
   std::chrono::steady_clock::time_point oldest_append_;  // when pending_ last became non-empty
   bool stopping_ = false;
   bool committer_idle_ = false;
   bool committer_timed_ = false;  // the committer waits for oldest_append_ + kAppendDelay
   bool writing_ = false;          // a thread holds the writer's turn
-  std::string failed_;    // set after a write failed
+  std::string failed_;            // set after a write failed
   std::thread committer_, syncer_;
 
   std::mutex qid_mu_;
