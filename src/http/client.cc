@@ -11,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cctype>
+#include <cstdlib>
 #include <map>
 #include <thread>
 #include <utility>
@@ -168,14 +169,52 @@ struct Client::Impl {
     if (v.size() < options.max_idle_per_host) v.push_back(std::move(c));
   }
 
+  // The addresses of `u`, by the deadline. An IP address is taken as it is;
+  // a name goes to asio's resolver, whose single worker thread runs one
+  // getaddrinfo at a time: a lookup that hangs (a DNS server that does not
+  // answer) fails this attempt at its deadline instead of holding it.
+  awaitable<std::vector<tcp::endpoint>> Resolve(const Url& u,
+                                                std::chrono::steady_clock::time_point deadline) {
+    boost::system::error_code ec;
+    auto addr = asio::ip::make_address(u.host, ec);
+    if (!ec) {
+      auto port = static_cast<unsigned short>(std::strtoul(u.port.c_str(), nullptr, 10));
+      co_return std::vector<tcp::endpoint>{tcp::endpoint(addr, port)};
+    }
+    struct Lookup {
+      explicit Lookup(asio::io_context& ioc) : resolver(ioc), timer(ioc) {}
+      tcp::resolver resolver;
+      asio::steady_timer timer;
+      boost::system::error_code ec;
+      tcp::resolver::results_type results;
+      bool done = false;
+    };
+    auto lookup = std::make_shared<Lookup>(ioc);
+    lookup->timer.expires_at(deadline);
+    lookup->resolver.async_resolve(
+        u.host, u.port,
+        [lookup](const boost::system::error_code& e, tcp::resolver::results_type r) {
+          lookup->ec = e;
+          lookup->results = std::move(r);
+          lookup->done = true;
+          lookup->timer.cancel();
+        });
+    co_await lookup->timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (!lookup->done) {
+      lookup->resolver.cancel();
+      throw std::runtime_error("resolving " + u.host + " timed out");
+    }
+    if (lookup->ec) throw boost::system::system_error(lookup->ec);
+    std::vector<tcp::endpoint> out;
+    for (const auto& r : lookup->results) out.push_back(r.endpoint());
+    co_return out;
+  }
+
   awaitable<std::unique_ptr<Conn>> Connect(const Url& u,
                                            std::chrono::steady_clock::time_point deadline) {
-    tcp::resolver resolver(ioc);
-    auto results = co_await resolver.async_resolve(u.host, u.port, use_awaitable);
     std::vector<tcp::endpoint> endpoints;
-    for (const auto& r : results)
-      if (!options.forbid_private || !IsPrivate(r.endpoint().address()))
-        endpoints.push_back(r.endpoint());
+    for (const auto& e : co_await Resolve(u, deadline))
+      if (!options.forbid_private || !IsPrivate(e.address())) endpoints.push_back(e);
     if (endpoints.empty())
       throw std::runtime_error("address of " + u.host + " is not allowed (private or loopback)");
     auto c = std::make_unique<Conn>();
@@ -234,8 +273,8 @@ struct Client::Impl {
       bool reused = conn != nullptr, answered = false, timed_out = false;
       std::string error;
       try {
-        // One deadline for the whole attempt: connect, handshake, request
-        // and answer. (Name resolution is not under it.)
+        // One deadline for the whole attempt: name resolution, connect,
+        // handshake, request and answer.
         if (!conn) {
           auto deadline = std::chrono::steady_clock::now() + options.timeout;
           conn = co_await Connect(u, deadline);

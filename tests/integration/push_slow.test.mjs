@@ -1,11 +1,13 @@
 // Push cases that take real time: TLS with a test CA, the SSRF guard,
 // subscribers that never answer (10 s timeout), a 202 never acknowledged
 // (redelivered after the 30 s message timeout), and a slow subscriber that
-// must not hold back another queue. Tests run concurrently.
+// must not hold back another queue, and a subscriber whose name never
+// resolves (a DNS server that does not answer). Tests run concurrently.
 import test, { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import dgram from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kiln, eventually } from '../support/kiln.mjs';
@@ -35,6 +37,29 @@ const post = (k, q, body) => k.req('POST', k.q(q) + '/messages', { messages: [{ 
 const subStatus = (k, q, id) => eventually(async () => {
   const r = await k.req('GET', `${k.q(q)}/messages/${id}/subscribers`);
   return r.status === 200 && r.body.subscribers;
+});
+
+// A second Kiln, in a mount namespace of its own whose resolv.conf names a
+// DNS server that takes every query and answers none (and glibc told to
+// wait 30 s for it). Needs root (mount) and a free 127.0.0.2:53.
+const dnsDir = mkdtempSync(join(tmpdir(), 'kiln-dns-'));
+const resolv = join(dnsDir, 'resolv.conf');
+writeFileSync(resolv, 'nameserver 127.0.0.2\noptions timeout:30 attempts:1\n');
+const silent = dgram.createSocket('udp4');
+const k2 = new Kiln({ wrap: ['unshare', '-m', 'sh', '-c', `mount --bind ${resolv} /etc/resolv.conf && exec "$@"`, 'sh'] });
+let noDns = '';
+before(async () => {
+  if (process.getuid() !== 0) { noDns = 'needs root'; return; }
+  try {
+    await new Promise((resolve, reject) => { silent.once('error', reject); silent.bind(53, '127.0.0.2', resolve); });
+  } catch (e) { noDns = `cannot bind 127.0.0.2:53: ${e.message}`; return; }
+  await k2.start();
+});
+after(async () => {
+  await k2.stop();
+  k2.cleanup();
+  try { silent.close(); } catch {}
+  rmSync(dnsDir, { recursive: true, force: true });
 });
 
 describe('slow push cases', { concurrency: true }, () => {
@@ -134,5 +159,27 @@ describe('slow push cases', { concurrency: true }, () => {
     await fast.received(20, 5000);
     assert.ok(Date.now() - t0 < 5000);
     assert.ok(slow.requests.length <= 32, `at most 32 at once to one host, saw ${slow.requests.length}`);
+  });
+
+  test('fails its try at the 10 s deadline and holds back no other subscriber', async (t) => {
+    if (noDns) return t.skip(noDns);
+    const s = await sink();
+    // Two push threads take sends in turn: "hang" and "c" share one, so
+    // "c" would wait behind the hanging lookup if an address went through it.
+    const subscribers = [{ name: 'hang', url: 'http://never.resolves.example:8080/hook' },
+      { name: 'b', url: s.url }, { name: 'c', url: s.url.replace('/hook', '/c') }];
+    await put(k2, 'dns', { type: 'multicast', push: { retries: 0, subscribers } });
+    const t0 = Date.now();
+    const id = (await post(k2, 'dns', 'hello')).body.ids[0];
+    await s.received(2, 5000);
+    assert.ok(Date.now() - t0 < 5000, 'the other subscribers got it at once');
+    const st = await eventually(async () => {
+      const x = await subStatus(k2, 'dns', id);
+      return x.find((d) => d.name === 'hang').status === 'error' && x;
+    }, 25000);
+    const took = Date.now() - t0;
+    const hang = st.find((d) => d.name === 'hang');
+    assert.ok(took >= 9000 && took < 20000, `gave up after ${took} ms (10 s deadline; glibc would wait 30 s)`);
+    assert.match(hang.msg, /resolving never\.resolves\.example timed out/);
   });
 });

@@ -9,16 +9,21 @@ import { join } from 'node:path';
 export const KILN_BIN = process.env.KILN_BIN || new URL('../../build/kiln', import.meta.url).pathname;
 
 export class Kiln {
-  constructor({ dir, args = [] } = {}) {
+  // `wrap`: a command that runs the binary, given as its last arguments
+  // (e.g. to start it in a mount namespace of its own).
+  constructor({ dir, args = [], wrap = [] } = {}) {
     this.dir = dir || mkdtempSync(join(tmpdir(), 'kiln-it-'));
     this.args = args;
+    this.wrap = wrap;
     this.output = '';
   }
 
   async start() {
     this.output = '';
-    this.proc = spawn(KILN_BIN, ['serve', '--listen', '127.0.0.1:0', '--data', join(this.dir, 'data'),
-      '--no-access-log', ...this.args], { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = [KILN_BIN, 'serve', '--listen', '127.0.0.1:0', '--data', join(this.dir, 'data'),
+      '--no-access-log', ...this.args];
+    const [cmd, ...rest] = [...this.wrap, ...argv];
+    this.proc = spawn(cmd, rest, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
     this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => resolve({ code, signal })));
     const onData = (d) => { this.output += d.toString(); };
     this.proc.stdout.on('data', onData);
