@@ -25,7 +25,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -226,9 +225,7 @@ class KilnDriver : public Driver {
     head_end += 4;
     std::string_view head(in_.data(), head_end);
     int status = head.size() > 12 ? std::atoi(in_.c_str() + 9) : 0;
-    size_t len = 0;
-    if (auto at = FindNoCase(head, "\r\ncontent-length:"); at != std::string_view::npos)
-      len = std::strtoul(in_.c_str() + at + 17, nullptr, 10);
+    size_t len = ContentLength(head);
     while (in_.size() < head_end + len) ReadSome();
     std::string res = in_.substr(head_end, len);
     in_.erase(0, head_end + len);
@@ -242,15 +239,17 @@ class KilnDriver : public Driver {
     size_t n = sock_.read_some(asio::buffer(chunk));
     in_.append(chunk, n);
   }
-  static size_t FindNoCase(std::string_view hay, std::string_view lower_needle) {
-    for (size_t i = 0; i + lower_needle.size() <= hay.size(); ++i) {
-      size_t k = 0;
-      while (k < lower_needle.size() &&
-             std::tolower(static_cast<unsigned char>(hay[i + k])) == lower_needle[k])
-        ++k;
-      if (k == lower_needle.size()) return i;
+  // The Content-Length of an answer's head (0 without one).
+  static size_t ContentLength(std::string_view head) {
+    for (size_t at = head.find("\r\n"); at != std::string_view::npos;
+         at = head.find("\r\n", at + 2)) {
+      std::string_view line = head.substr(at + 2, head.find("\r\n", at + 2) - at - 2);
+      size_t colon = line.find(':');
+      if (colon != std::string_view::npos &&
+          beast::iequals(line.substr(0, colon), "content-length"))
+        return std::strtoul(std::string(line.substr(colon + 1)).c_str(), nullptr, 10);
     }
-    return std::string_view::npos;
+    return 0;
   }
 
   const Options& o_;
