@@ -44,6 +44,8 @@ using PostResult = Result<std::vector<uint64_t>>;
 struct PostRequest {
   std::string project, queue;
   std::vector<mq::NewMessage> msgs;
+  // An io thread serving one connection writes the post itself.
+  store::Store::Writer writer = store::Store::Writer::kCommitter;
 };
 
 struct PostInitiation {
@@ -54,11 +56,18 @@ struct PostInitiation {
   void operator()(Handler handler) const {
     auto ex = asio::get_associated_executor(handler);
     auto h = std::make_shared<Handler>(std::move(handler));
-    engine->Post(req->project, req->queue, std::move(req->msgs), [h, ex](PostResult r) {
-      asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
-    });
+    engine->Post(
+        req->project, req->queue, std::move(req->msgs),
+        [h, ex](PostResult r) {
+          asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+        },
+        req->writer);
   }
 };
+
+store::Store::Writer WriterFor(const Request& req) {
+  return req.sole_connection ? store::Store::Writer::kCaller : store::Store::Writer::kCommitter;
+}
 
 awaitable<PostResult> AsyncPost(mq::Engine* engine, PostRequest* req) {
   return asio::async_initiate<decltype(asio::use_awaitable), void(PostResult)>(
@@ -390,7 +399,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       KILN_TRY(headers, ParseHeaderObject(m, "push_headers"));
       msgs.push_back({std::move(**body), delay->value_or(0), std::move(*headers)});
     }
-    PostRequest post{project, std::string(req.Param("queue")), std::move(msgs)};
+    PostRequest post{project, std::string(req.Param("queue")), std::move(msgs), WriterFor(req)};
     PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
     if (!ids) co_return ErrorResponse(ids.error());
     co_return Ok(Json([&](JsonWriter& w) {
@@ -420,7 +429,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     }
     std::vector<mq::NewMessage> msgs;
     msgs.push_back({std::move(req.body), 0, std::move(push_headers)});
-    PostRequest post{project, std::string(req.Param("queue")), std::move(msgs)};
+    PostRequest post{project, std::string(req.Param("queue")), std::move(msgs), WriterFor(req)};
     PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
     if (!ids) co_return ErrorResponse(ids.error());
     co_return Ok(Json([&](JsonWriter& w) {

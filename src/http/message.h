@@ -19,6 +19,10 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
   std::string body;
   std::string remote;  // peer address
+  // No other connection is open on the io thread serving this one, so a
+  // handler may block that thread in a disk write (a synced commit)
+  // without holding back anyone else's requests.
+  bool sole_connection = false;
 
   // The first header named `name` (lower case), or "".
   std::string_view Header(std::string_view name) const {

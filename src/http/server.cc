@@ -95,6 +95,9 @@ Request HeadOf(const bhttp::request<bhttp::string_body, Fields>& breq) {
 
 }  // namespace
 
+// Connections open on this io thread (each io_context has one thread).
+thread_local size_t tl_connections = 0;
+
 struct Server::Impl {
   ServerOptions options;
   const Router& router;
@@ -168,6 +171,7 @@ struct Server::Impl {
 
   awaitable<void> Session(tcp::socket sock, std::atomic<bool>& stopping) {
     ++live;
+    ++tl_connections;
     std::string remote;
     boost::system::error_code ec;
     auto ep = sock.remote_endpoint(ec);
@@ -294,6 +298,7 @@ struct Server::Impl {
       std::lock_guard lock(conns_mu);
       conns.erase(me);
     }
+    --tl_connections;
     --live;
   }
 
@@ -301,6 +306,7 @@ struct Server::Impl {
     Request req = HeadOf(breq);
     req.body = std::move(breq.body());
     req.remote = remote;
+    req.sole_connection = tl_connections == 1;
     const Handler* handler = nullptr;
     switch (router.Find(req, &handler)) {
       case Router::Match::kFound:

@@ -288,12 +288,15 @@ Result<void> Engine::DeleteQueue(const std::string& project, const std::string& 
 Result<void> Engine::CommitAndWait(store::MessageBatch batch) {
   std::promise<Result<void>> done;
   auto future = done.get_future();
-  store_.Commit(std::move(batch), [&done](Result<void> r) { done.set_value(std::move(r)); });
+  // This thread waits for the write anyway: it may as well write it.
+  store_.Commit(
+      std::move(batch), [&done](Result<void> r) { done.set_value(std::move(r)); },
+      store::Store::Writer::kCaller);
   return future.get();
 }
 
 void Engine::Post(const std::string& project, const std::string& name,
-                  std::vector<NewMessage> messages, PostDone done) {
+                  std::vector<NewMessage> messages, PostDone done, store::Store::Writer writer) {
   if (messages.empty()) return done(Fail(Error::InvalidArgument("No messages to post")));
   if (messages.size() > kMaxBatch)
     return done(Fail(Error::InvalidArgument("At most 100 messages can be posted at once")));
@@ -334,35 +337,38 @@ void Engine::Post(const std::string& project, const std::string& name,
     }
     slot->total_dirty = true;
   }
-  store_.Commit(std::move(batch), [this, slot, states = std::move(states), plans = std::move(plans),
-                                   done = std::move(done)](Result<void> r) mutable {
-    if (!r) return done(Fail(r.error()));
-    std::vector<uint64_t> ids;
-    ids.reserve(states.size());
-    Notices notices;
-    std::string project;
-    {
-      std::lock_guard lock(slot->mu);
-      TimeMs now = clock_.NowMs();
-      project = slot->queue.record().project_id;
-      if (!slot->deleted) {
-        if (plans.empty()) {
-          for (const auto& s : states) slot->queue.Add(s, now);
-          slot->queue.WakeWaiters();
-          notices = CheckAlerts(*slot, now);
-        } else {
-          for (size_t i = 0; i < states.size(); ++i)
-            slot->plans.emplace(states[i].id, std::move(plans[i]));
+  store_.Commit(
+      std::move(batch),
+      [this, slot, states = std::move(states), plans = std::move(plans),
+       done = std::move(done)](Result<void> r) mutable {
+        if (!r) return done(Fail(r.error()));
+        std::vector<uint64_t> ids;
+        ids.reserve(states.size());
+        Notices notices;
+        std::string project;
+        {
+          std::lock_guard lock(slot->mu);
+          TimeMs now = clock_.NowMs();
+          project = slot->queue.record().project_id;
+          if (!slot->deleted) {
+            if (plans.empty()) {
+              for (const auto& s : states) slot->queue.Add(s, now);
+              slot->queue.WakeWaiters();
+              notices = CheckAlerts(*slot, now);
+            } else {
+              for (size_t i = 0; i < states.size(); ++i)
+                slot->plans.emplace(states[i].id, std::move(plans[i]));
+            }
+          }
         }
-      }
-    }
-    for (const auto& s : states) ids.push_back(s.id);
-    bool push = !plans.empty();
-    done(ids);
-    if (!notices.empty()) PostNotices(project, std::move(notices));
-    if (push)
-      for (auto id : ids) StartPush(slot, id);
-  });
+        for (const auto& s : states) ids.push_back(s.id);
+        bool push = !plans.empty();
+        done(ids);
+        if (!notices.empty()) PostNotices(project, std::move(notices));
+        if (push)
+          for (auto id : ids) StartPush(slot, id);
+      },
+      writer);
 }
 
 Result<std::vector<Message>> Engine::Reserve(const std::string& project, const std::string& name,
@@ -459,19 +465,22 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
   }
   // Indexed once written, so that a reserve never looks for a body that is
   // not in the store yet.
-  store_.Commit(std::move(batch), [this, project, slot = *slot, moved](Result<void> r) {
-    if (!r) return;
-    Notices notices;
-    {
-      std::lock_guard lock(slot->mu);
-      if (slot->deleted) return;
-      TimeMs at = clock_.NowMs();
-      for (const auto& s : moved) slot->queue.Add(s, at);
-      slot->queue.WakeWaiters();
-      notices = CheckAlerts(*slot, at);
-    }
-    PostNotices(project, std::move(notices));
-  });
+  store_.Commit(
+      std::move(batch),
+      [this, project, slot = *slot, moved](Result<void> r) {
+        if (!r) return;
+        Notices notices;
+        {
+          std::lock_guard lock(slot->mu);
+          if (slot->deleted) return;
+          TimeMs at = clock_.NowMs();
+          for (const auto& s : moved) slot->queue.Add(s, at);
+          slot->queue.WakeWaiters();
+          notices = CheckAlerts(*slot, at);
+        }
+        PostNotices(project, std::move(notices));
+      },
+      store::Store::Writer::kCommitter);
 }
 
 void Engine::CancelWait(const std::string& project, const std::string& name, const Waiter* waiter) {

@@ -146,11 +146,13 @@ class Engine {
   Result<void> DeleteQueue(const std::string& project, const std::string& name);
 
   // Posts messages (creating a missing queue) and calls `done` with their
-  // ids once they are durable, possibly on another thread. Errors:
-  // InvalidArgument (delay, count), TooLarge (body), Unavailable/Internal (store).
+  // ids once they are durable, possibly on another thread. `writer`:
+  // who writes them when no write is under way (store::Store::Commit).
+  // Errors: InvalidArgument (delay, count), TooLarge (body),
+  // Unavailable/Internal (store).
   using PostDone = std::function<void(Result<std::vector<uint64_t>>)>;
   void Post(const std::string& project, const std::string& name, std::vector<NewMessage> messages,
-            PostDone done);
+            PostDone done, store::Store::Writer writer = store::Store::Writer::kCommitter);
 
   // Reserves up to `n` ready messages. When none is ready and `waiter` is
   // given, parks it on the queue (its wake is called when messages may be

@@ -210,7 +210,8 @@ TEST_F(EngineTest, TheTickWritesTheTotalMessageCount) {
   // Waits for what was appended so far (the log keeps its order).
   auto synced = [&] {
     std::promise<Result<void>> p;
-    store_->Commit({}, [&](Result<void> r) { p.set_value(std::move(r)); });
+    store_->Commit(
+        {}, [&](Result<void> r) { p.set_value(std::move(r)); }, store::Store::Writer::kCommitter);
     return p.get_future().get();
   };
   ASSERT_TRUE(synced());

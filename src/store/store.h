@@ -69,8 +69,17 @@ class Store {
   // group commit, or is written unsynced within a few milliseconds, so a
   // crash may lose it. A failed write puts the store in a failed state that
   // every later Commit reports.
+  //
+  // `writer` says who writes a Commit that finds no write under way:
+  // kCommitter, the store's own thread (Commit returns at once, `done`
+  // comes on that thread); kCaller, the calling thread, which then blocks
+  // in the write and its fdatasync and gets `done` before Commit returns:
+  // two thread hand-offs fewer, for a caller with nothing else to do
+  // meanwhile. A Commit that finds a write under way joins the next group
+  // either way.
   using Done = std::function<void(Result<void>)>;
-  virtual void Commit(MessageBatch batch, Done done) = 0;
+  enum class Writer { kCommitter, kCaller };
+  virtual void Commit(MessageBatch batch, Done done, Writer writer) = 0;
   virtual void Append(MessageBatch batch) = 0;
   virtual Result<std::string> GetBody(uint64_t qid, uint64_t id) = 0;
 
