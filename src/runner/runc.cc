@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,8 +24,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// posix_spawn of argv with stdout and stderr going to `out_fd` (or /dev/null).
-pid_t Spawn(const std::vector<std::string>& argv, int out_fd, std::string* error) {
+// posix_spawn of `exe` (searched in PATH when it has no '/') with argv,
+// stdout and stderr going to `out_fd` (or /dev/null).
+pid_t Spawn(const std::string& exe, const std::vector<std::string>& argv, int out_fd,
+            std::string* error) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -38,7 +42,7 @@ pid_t Spawn(const std::vector<std::string>& argv, int out_fd, std::string* error
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
   }
   pid_t pid = -1;
-  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
+  int rc = posix_spawnp(&pid, exe.c_str(), &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
     *error = "cannot start " + argv[0] + ": " + std::strerror(rc);
@@ -67,14 +71,66 @@ bool OomKilled(const std::string& id) {
   return false;
 }
 
+// `name` itself when it has a '/', else the first executable of that name
+// in PATH ("" when there is none).
+std::string FindExecutable(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (size_t at = 0; at <= dirs.size();) {
+    size_t end = dirs.find(':', at);
+    if (end == std::string::npos) end = dirs.size();
+    std::string candidate = dirs.substr(at, end - at) + "/" + name;
+    if (end > at && access(candidate.c_str(), X_OK) == 0) return candidate;
+    at = end + 1;
+  }
+  return "";
+}
+
 }  // namespace
+
+int SealedExecutableCopy(const std::string& name) {
+  std::string path = FindExecutable(name);
+  if (path.empty()) return -1;
+  int in = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return -1;
+  struct stat st {};
+  // The name is the one runc gives its own copies.
+  int fd = fstat(in, &st) == 0 && S_ISREG(st.st_mode)
+               ? memfd_create("runc_cloned:/proc/self/exe", MFD_CLOEXEC | MFD_ALLOW_SEALING)
+               : -1;
+  off_t sent = 0;
+  while (fd >= 0 && sent < st.st_size) {
+    ssize_t n = sendfile(fd, in, nullptr, static_cast<size_t>(st.st_size - sent));
+    if (n <= 0) break;
+    sent += n;
+  }
+  close(in);
+  if (fd >= 0 &&
+      (sent != st.st_size ||
+       fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0)) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+Runc::Runc(std::string runc, std::string state_root)
+    : runc_(std::move(runc)), state_root_(std::move(state_root)) {
+  sealed_fd_ = SealedExecutableCopy(runc_);
+  exe_ = sealed_fd_ >= 0 ? "/proc/self/fd/" + std::to_string(sealed_fd_) : runc_;
+}
+
+Runc::~Runc() {
+  if (sealed_fd_ >= 0) close(sealed_fd_);
+}
 
 std::string Runc::Unavailable() const {
   if (available_) return "";
   if (geteuid() != 0)
     return "containers need root (Kiln runs as uid " + std::to_string(geteuid()) + ")";
   std::string error;
-  pid_t pid = Spawn({runc_, "--version"}, -1, &error);
+  pid_t pid = Spawn(exe_, {runc_, "--version"}, -1, &error);
   if (pid < 0) return "runc is not installed: " + error;
   int status = 0;
   waitpid(pid, &status, 0);
@@ -87,7 +143,7 @@ int Runc::RuncCommand(std::initializer_list<std::string> args) const {
   std::vector<std::string> argv{runc_, "--root", state_root_};
   argv.insert(argv.end(), args);
   std::string error;
-  pid_t pid = Spawn(argv, -1, &error);
+  pid_t pid = Spawn(exe_, argv, -1, &error);
   if (pid < 0) return -1;
   int status = 0;
   waitpid(pid, &status, 0);
@@ -181,7 +237,7 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     return result;
   }
   std::string error;
-  pid_t pid = Spawn({runc_, "--root", state_root_, "run", "--bundle", bundle.string(), o.id},
+  pid_t pid = Spawn(exe_, {runc_, "--root", state_root_, "run", "--bundle", bundle.string(), o.id},
                     pipefd[1], &error);
   close(pipefd[1]);
   fcntl(pipefd[0], F_SETFL, O_NONBLOCK);  // the last drain must not wait on a stray writer

@@ -3,7 +3,8 @@
 // generated config.json, output captured to a log file with a size cap, a
 // wall-clock timeout and cancellation, and everything removed afterwards:
 // container, cgroup, mounts, work dir. Needs root and runc.
-// Run blocks; call it from a runner thread. Thread-safe (no shared state).
+// Run blocks; call it from a runner thread. Thread-safe (what it shares is
+// set up by the constructor).
 #pragma once
 
 #include <atomic>
@@ -39,10 +40,23 @@ struct RunResult {
   std::string error;  // set when the container could not be run at all
 };
 
+// A copy of the executable `path` (searched in PATH when it has no '/') in
+// a memfd sealed against any change, as runc's own CVE-2019-5736 defence
+// makes of itself (F_SEAL_SEAL|SHRINK|GROW|WRITE); -1 when it cannot be
+// made. Close-on-exec; executable as /proc/self/fd/N. Used by Runc.
+int SealedExecutableCopy(const std::string& path);
+
 class Runc {
  public:
-  explicit Runc(std::string runc = "runc", std::string state_root = "/run/kiln-runc")
-      : runc_(std::move(runc)), state_root_(std::move(state_root)) {}
+  // Runs `runc` from a sealed copy of it made here (SealedExecutableCopy):
+  // runc then skips re-executing every `runc init` from a read-only copy
+  // of itself (a bind mount, a remount, an unmount and an execve per
+  // container; libcontainer/nsenter/cloned_binary.c). Without the copy,
+  // runs `runc` by name. Replacing runc on disk takes a restart of Kiln.
+  explicit Runc(std::string runc = "runc", std::string state_root = "/run/kiln-runc");
+  ~Runc();
+  Runc(const Runc&) = delete;
+  Runc& operator=(const Runc&) = delete;
 
   // Why containers cannot run here ("" when they can): not root, no runc.
   // Once it said "", it says so without asking runc again.
@@ -57,6 +71,8 @@ class Runc {
  private:
   int RuncCommand(std::initializer_list<std::string> args) const;
   std::string runc_, state_root_;
+  int sealed_fd_ = -1;  // SealedExecutableCopy of runc_
+  std::string exe_;     // what is executed: /proc/self/fd/<sealed_fd_>, or runc_
   mutable std::atomic<bool> available_{false};
 };
 

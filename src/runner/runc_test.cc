@@ -2,7 +2,10 @@
 // with the reason, where containers cannot run (not root, no runc, no busybox).
 #include "runner/runc.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -22,6 +25,32 @@ std::string ReadFile(const fs::path& p) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// The copy runc is run from is the binary itself, sealed exactly as runc
+// seals its own copies (so that `runc init` does not copy itself again),
+// and it executes.
+TEST(SealedExecutableCopyTest, IsTheBinarySealedAsRuncSealsItsCopies) {
+  int fd = SealedExecutableCopy("true");
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(fcntl(fd, F_GET_SEALS), F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+  EXPECT_LT(write(fd, "x", 1), 0);  // sealed against writes
+  std::string copy = ReadFile("/proc/self/fd/" + std::to_string(fd));
+  std::string original = ReadFile("/usr/bin/true");
+  EXPECT_FALSE(copy.empty());
+  EXPECT_EQ(copy, original);
+  std::string cmd = "/proc/self/fd/" + std::to_string(fd);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl(cmd.c_str(), "true", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  close(fd);
+  EXPECT_EQ(SealedExecutableCopy("no-such-binary-anywhere"), -1);
 }
 
 class RuncTest : public ::testing::Test {
