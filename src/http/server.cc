@@ -121,6 +121,7 @@ struct Server::Impl {
     bool done = false;
   };
   static constexpr std::chrono::milliseconds kWatchEvery{250};
+  static constexpr size_t kFirstRead = 16 * 1024;  // bytes asked for by an idle connection's read
   std::mutex conns_mu;
   std::list<Conn> conns;
   std::atomic<size_t> live{0};
@@ -155,6 +156,51 @@ struct Server::Impl {
     return options.is_upload && options.is_upload(target.substr(0, target.find('?')));
   }
 
+  // Every co_await of an asio operation costs a round through the io
+  // context's queue, and each round an epoll_wait, even when the operation
+  // completed at once. A request is mostly there in one read, and an answer
+  // mostly fits the socket's buffer: these two do what they can without
+  // awaiting, and await only for the rest.
+
+  // Feeds the parser what `buffer` holds: the header, or (`whole`) the
+  // whole message. True when that part is parsed or `*ec` says why not;
+  // false when more bytes must be read (then `*ec` is clear and the
+  // parser has taken nothing it cannot take again).
+  static bool ParseBuffered(bhttp::request_parser<bhttp::string_body>& parser,
+                            beast::flat_buffer& buffer, bool whole, boost::system::error_code* ec) {
+    parser.eager(whole);
+    while (whole ? !parser.is_done() : !parser.is_header_done()) {
+      if (buffer.size() == 0) return false;
+      size_t used = parser.put(buffer.data(), *ec);
+      buffer.consume(used);
+      if (*ec == bhttp::error::need_more || (!*ec && used == 0)) {
+        *ec = {};
+        return false;
+      }
+      if (*ec) return true;
+    }
+    return true;
+  }
+
+  // Writes `out` directly while the socket takes it (it is non-blocking),
+  // and awaits only for what is left.
+  static awaitable<void> WriteAll(tcp::socket& s, std::array<asio::const_buffer, 2> out,
+                                  boost::system::error_code* ec) {
+    size_t total = asio::buffer_size(out);
+    size_t n = s.write_some(out, *ec);
+    if (*ec == asio::error::would_block || *ec == asio::error::try_again) {
+      *ec = {};
+      n = 0;
+    }
+    if (*ec || n == total) co_return;
+    for (auto& b : out) {  // drop what went out
+      size_t drop = std::min(n, b.size());
+      b += drop;
+      n -= drop;
+    }
+    co_await asio::async_write(s, out, asio::redirect_error(use_awaitable, *ec));
+  }
+
   // Cancels the connection's pending read or write once its deadline passed.
   static awaitable<void> Watchdog(std::shared_ptr<Watch> w, tcp::socket* sock) {
     for (;;) {
@@ -177,6 +223,7 @@ struct Server::Impl {
     auto ep = sock.remote_endpoint(ec);
     if (!ec) remote = ep.address().to_string();
     tcp::socket stream(std::move(sock));
+    stream.non_blocking(true, ec);  // for WriteAll's direct write
     auto watch = std::make_shared<Watch>(stream.get_executor());
     asio::co_spawn(stream.get_executor(), Watchdog(watch, &stream), asio::detached);
     auto expires_after = [&](std::chrono::seconds d) {
@@ -199,17 +246,22 @@ struct Server::Impl {
       parser.body_limit(options.is_upload
                             ? std::max(options.max_body_bytes, options.max_upload_bytes)
                             : options.max_body_bytes);
-      // Idle until the first byte of the next request, then a read timeout
-      // for the whole of it.
+      // Idle until the first bytes of the next request, then a read timeout
+      // for the whole of it. A read, not a wait for readability: asio tries
+      // a read at once and takes bytes already there without a round
+      // through epoll (a wait re-arms the socket with epoll_ctl every time).
       if (!first && buffer.size() == 0) {
         expires_after(options.idle_timeout);
-        co_await stream.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+        size_t n = co_await stream.async_read_some(buffer.prepare(kFirstRead),
+                                                   asio::redirect_error(use_awaitable, ec));
         if (ec) break;
+        buffer.commit(n);
       }
       expires_after(options.read_timeout);
       first = false;
-      co_await bhttp::async_read_header(stream, buffer, parser,
-                                        asio::redirect_error(use_awaitable, ec));
+      if (!ParseBuffered(parser, buffer, /*whole=*/false, &ec))
+        co_await bhttp::async_read_header(stream, buffer, parser,
+                                          asio::redirect_error(use_awaitable, ec));
       bool upload = !ec && !parser.is_done() && IsUpload(parser.get().target());
       if (upload && options.check_upload) {
         // Only a request allowed to upload (a good token) makes the server
@@ -229,7 +281,7 @@ struct Server::Impl {
         else
           parser.body_limit(options.max_body_bytes);  // chunked bodies count down from here
       }
-      if (!ec && !parser.is_done())
+      if (!ec && !parser.is_done() && !ParseBuffered(parser, buffer, /*whole=*/true, &ec))
         co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         int status = 0;
@@ -275,7 +327,7 @@ struct Server::Impl {
       bool head_only = breq.method() == bhttp::verb::head;
       std::array<asio::const_buffer, 2> out{
           asio::buffer(head), head_only ? asio::const_buffer() : asio::buffer(res.body)};
-      co_await asio::async_write(stream, out, asio::redirect_error(use_awaitable, ec));
+      co_await WriteAll(stream, out, &ec);
       me->busy = false;
       if (ec || !keep) break;
     }
