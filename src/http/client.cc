@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <map>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #include "base/url.h"
@@ -120,6 +121,27 @@ bool IsPrivate(const asio::ip::address& a) {
   return b[0] == 10 || b[0] == 0 || (b[0] == 172 && (b[1] & 0xf0) == 16) ||
          (b[0] == 192 && b[1] == 168) || (b[0] == 169 && b[1] == 254) ||
          (b[0] == 100 && (b[1] & 0xc0) == 64);  // carrier-grade NAT
+}
+
+constexpr size_t kAnswerRead = 16 * 1024;  // bytes asked for by an answer's first read
+
+// Feeds the parser the whole answer `buffer` holds. True when it is parsed
+// or `*ec` says why not; false when more bytes must be read (then `*ec` is
+// clear and the parser has taken nothing it cannot take again).
+bool ParseBuffered(bhttp::response_parser<bhttp::string_body>& parser, beast::flat_buffer& buffer,
+                   boost::system::error_code* ec) {
+  parser.eager(true);
+  while (!parser.is_done()) {
+    if (buffer.size() == 0) return false;
+    size_t used = parser.put(buffer.data(), *ec);
+    buffer.consume(used);
+    if (*ec == bhttp::error::need_more || (!*ec && used == 0)) {
+      *ec = {};
+      return false;
+    }
+    if (*ec) return true;
+  }
+  return true;
 }
 
 struct Conn {
@@ -230,6 +252,7 @@ struct Client::Impl {
     c->lowest().expires_at(deadline);
     co_await c->lowest().async_connect(endpoints, use_awaitable);
     c->lowest().socket().set_option(tcp::no_delay(true));
+    c->lowest().socket().non_blocking(true);  // for Exchange's direct write
     if (c->tls) co_await c->tls->async_handshake(ssl::stream_base::client, use_awaitable);
     co_return c;
   }
@@ -242,16 +265,43 @@ struct Client::Impl {
   // Sends the request and reads the final answer (1xx answers skipped).
   // `*answered` turns true at the first byte of an answer: from then on the
   // subscriber surely had the request.
+  //
+  // On a plain connection, as in the server (http/server.cc), the request
+  // is written directly while the socket takes it, and an answer that one
+  // read brings whole is parsed from the buffer: each awaited asio
+  // operation costs a round through the io context, and an epoll_wait.
   template <typename Stream>
   awaitable<Answer> Exchange(Stream& s, Conn& c, const std::string& head, const std::string& body,
                              bool* answered) {
     std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
-    co_await asio::async_write(s, out, use_awaitable);
+    constexpr bool kPlain = std::is_same_v<Stream, beast::tcp_stream>;
+    if constexpr (kPlain) {
+      boost::system::error_code ec;
+      size_t n = s.socket().write_some(out, ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {}, n = 0;
+      if (ec) throw boost::system::system_error(ec);
+      for (auto& b : out) {  // drop what went out
+        size_t drop = std::min(n, b.size());
+        b += drop;
+        n -= drop;
+      }
+    }
+    if (asio::buffer_size(out) > 0) co_await asio::async_write(s, out, use_awaitable);
     for (;;) {
       bhttp::response_parser<bhttp::string_body> parser;
       parser.body_limit(1 << 20);
       boost::system::error_code ec;
-      co_await bhttp::async_read(s, c.buffer, parser, asio::redirect_error(use_awaitable, ec));
+      bool parsed = false;
+      if constexpr (kPlain) {
+        if (c.buffer.size() == 0) {
+          size_t n = co_await s.async_read_some(c.buffer.prepare(kAnswerRead),
+                                                asio::redirect_error(use_awaitable, ec));
+          c.buffer.commit(n);
+        }
+        if (!ec) parsed = ParseBuffered(parser, c.buffer, &ec);
+      }
+      if (!ec && !parsed)
+        co_await bhttp::async_read(s, c.buffer, parser, asio::redirect_error(use_awaitable, ec));
       *answered = *answered || parser.got_some() || c.buffer.size() > 0;
       if (ec) throw boost::system::system_error(ec);
       int status = static_cast<int>(parser.get().result_int());
