@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
@@ -358,7 +357,6 @@ struct Client::Impl {
 struct Client::Pool {
   ssl::context tls{ssl::context::tls_client};
   std::vector<std::unique_ptr<Impl>> threads;
-  std::atomic<size_t> next{0};
 };
 
 Client::Client(ClientOptions options) : pool_(std::make_unique<Pool>()) {
@@ -381,8 +379,9 @@ Client::~Client() {
   for (auto& t : pool_->threads) t->thread.join();
 }
 
-void Client::Post(std::string url, Headers headers, std::string body, Done done) {
-  auto& impl = *pool_->threads[pool_->next++ % pool_->threads.size()];
+void Client::Post(std::string url, Headers headers, std::string body, Done done,
+                  uint64_t affinity) {
+  auto& impl = *pool_->threads[affinity % pool_->threads.size()];
   asio::co_spawn(impl.ioc,
                  impl.Do(std::move(url), std::move(headers), std::move(body), std::move(done)),
                  asio::detached);

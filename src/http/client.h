@@ -31,7 +31,10 @@ class Client {
   // `done(status, "")` with the answer's status, or `done(0, why)` when no
   // answer came (bad URL, refused, timeout, TLS failure, forbidden address).
   using Done = std::function<void(int status, std::string error)>;
-  void Post(std::string url, Headers headers, std::string body, Done done);
+  // Requests with the same `affinity` run on the same thread, so that
+  // their answers are handled one at a time, not contending for the
+  // caller's locks from several threads.
+  void Post(std::string url, Headers headers, std::string body, Done done, uint64_t affinity);
 
  private:
   struct Impl;

@@ -89,6 +89,7 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs);
 // `done` exactly once, on any thread: an HTTP status, or 0 and an error text.
 struct PushRequest {
   std::string project_id;  // of the queue the message is on
+  uint64_t qid = 0;        // of that queue: its deliveries share one client thread
   std::string url;
   Headers headers;
   std::string body;

@@ -183,6 +183,7 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
         std::string rid = FormatReservationId(id, d.reservation);
         PushRequest req;
         req.project_id = rec.project_id;
+        req.qid = rec.qid;
         req.url = sub->url;
         req.headers = {{"User-Agent", "IronMQ Pusherd"},
                        {"Content-Type", "text/plain; encoding=utf-8"}};

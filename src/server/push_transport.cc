@@ -39,7 +39,7 @@ PushTransport::PushTransport(mq::Engine& engine, access::Access& access,
 void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::string)> done) {
   if (request.url.rfind("ironmq://", 0) != 0) {
     client_.Post(std::move(request.url), std::move(request.headers), std::move(request.body),
-                 std::move(done));
+                 std::move(done), request.qid);
     return;
   }
   IronMqUrl u;
@@ -72,7 +72,7 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
   });
   client_.Post("http://" + u.host + "/3/projects/" + project + "/queues/" + u.queue + "/messages",
                {{"Authorization", "OAuth " + u.token}, {"Content-Type", "application/json"}},
-               std::move(body), std::move(done));
+               std::move(body), std::move(done), request.qid);
 }
 
 }  // namespace kiln::server
