@@ -17,12 +17,27 @@
 
 namespace kiln::api {
 
-using JsonValue = rapidjson::Value;
-using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
+// A RapidJSON output stream that appends to a std::string.
+class StringOut {
+ public:
+  using Ch = char;
+  explicit StringOut(std::string* out) : out_(out) {}
+  void Put(char c) { out_->push_back(c); }
+  void Flush() {}
 
-// A parsed request body, read through its root object. Its nodes come from
-// a small pool inside it, one allocation for a usual request, where a plain
-// rapidjson::Document takes a 64 KiB chunk from malloc for every parse.
+ private:
+  std::string* out_;
+};
+
+using JsonValue = rapidjson::Value;
+// Its nesting stack comes from a pool on the stack of Json() below.
+using JsonWriter = rapidjson::Writer<StringOut, rapidjson::UTF8<>, rapidjson::UTF8<>,
+                                     rapidjson::MemoryPoolAllocator<>>;
+
+// A parsed request body, read through its root object. Its nodes and the
+// parser's stack come from small pools inside it, one allocation for a
+// usual request, where a plain rapidjson::Document takes a 64 KiB chunk
+// from malloc for every parse and grows its stack with malloc.
 class JsonBody {
  public:
   const JsonValue& root() const { return state_->doc; }
@@ -30,10 +45,13 @@ class JsonBody {
 
  private:
   friend Result<JsonBody> ParseObject(const std::string& body);
+  using Pool = rapidjson::MemoryPoolAllocator<>;
   struct State {
     char buffer[2048];
-    rapidjson::MemoryPoolAllocator<> pool{buffer, sizeof buffer};
-    rapidjson::Document doc{&pool};
+    char stack_buffer[1536];
+    Pool pool{buffer, sizeof buffer};
+    Pool stack_pool{stack_buffer, sizeof stack_buffer, 16 << 10};  // then 16 KiB chunks
+    rapidjson::GenericDocument<rapidjson::UTF8<>, Pool, Pool> doc{&pool, 512, &stack_pool};
   };
   std::unique_ptr<State> state_ = std::make_unique<State>();
 };
@@ -59,10 +77,14 @@ inline void WriteString(JsonWriter& w, std::string_view s) {
 // Builds a JSON text: Json([](JsonWriter& w) { w.StartObject(); ... }).
 template <typename F>
 std::string Json(F&& f) {
-  rapidjson::StringBuffer sb;
-  JsonWriter w(sb);
+  std::string out;
+  out.reserve(256);
+  StringOut os(&out);
+  char stack[1024];  // the writer's nesting stack (512 bytes) and the pool's header
+  rapidjson::MemoryPoolAllocator<> pool(stack, sizeof stack, 4 << 10);
+  JsonWriter w(os, &pool);
   f(w);
-  return std::string(sb.GetString(), sb.GetSize());
+  return out;
 }
 
 // {"msg": text}

@@ -152,8 +152,11 @@ Result<QueueInfo> Engine::GetQueue(const std::string& project, const std::string
 
 QueueInfo Engine::InfoOf(const Slot& slot) {
   const auto& q = slot.queue;
-  return QueueInfo{q.record(), q.record().push() ? slot.plans.size() : q.size(),
-                   q.total_messages()};
+  return QueueInfo{q.record(), SizeOf(slot), q.total_messages()};
+}
+
+uint64_t Engine::SizeOf(const Slot& slot) {
+  return slot.queue.record().push() ? slot.plans.size() : slot.queue.size();
 }
 
 Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s,
@@ -698,7 +701,7 @@ void Engine::Tick() {
 Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now) {
   Notices out;
   uint64_t before = slot.alert_size;
-  uint64_t after = InfoOf(slot).size;
+  uint64_t after = SizeOf(slot);
   slot.alert_size = after;
   for (const auto& a : slot.queue.record().alerts) {
     if (!Crosses(a, before, after)) continue;

@@ -268,6 +268,7 @@ class Engine {
   Result<SlotPtr> FindOrCreate(const std::string& project, const std::string& name);
   Result<void> ApplySettings(store::QueueRecord& r, const QueueSettings& s, bool creating) const;
   static QueueInfo InfoOf(const Slot& slot);
+  static uint64_t SizeOf(const Slot& slot);  // messages in it (push: plans)
   uint64_t NextMessageId();
   // Blocks until `batch` is durable. For rare operations only (queue delete).
   Result<void> CommitAndWait(store::MessageBatch batch);

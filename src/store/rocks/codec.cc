@@ -10,7 +10,8 @@ namespace kiln::store::rocks {
 namespace {
 
 constexpr uint8_t kStateVersion = 1;
-constexpr size_t kStateSize = 1 + 8 + 8 + 4 + 8;
+static_assert(kStateBytes == 1 + 8 + 8 + 4 + 8);
+constexpr size_t kStateSize = kStateBytes;
 
 void PutFixed64(char* p, uint64_t v) {
   for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<char>(v & 0xff);
@@ -74,14 +75,19 @@ std::string EncodeU64(uint64_t v) {
 uint64_t DecodeU64(std::string_view b) { return b.size() >= 8 ? GetFixed64(b.data()) : 0; }
 
 std::string MessageKey(uint64_t qid, uint64_t id) {
-  std::string s(16, '\0');
-  PutFixed64(s.data(), qid);
-  PutFixed64(s.data() + 8, id);
-  return s;
+  auto k = MessageKeyBytes(qid, id);
+  return std::string(k.data(), k.size());
 }
 
-std::string EncodeState(const MessageState& s) {
-  std::string b(kStateSize, '\0');
+std::array<char, 16> MessageKeyBytes(uint64_t qid, uint64_t id) {
+  std::array<char, 16> k;
+  PutFixed64(k.data(), qid);
+  PutFixed64(k.data() + 8, id);
+  return k;
+}
+
+std::array<char, kStateBytes> EncodeStateBytes(const MessageState& s) {
+  std::array<char, kStateBytes> b{};
   b[0] = static_cast<char>(kStateVersion);
   PutFixed64(&b[1], static_cast<uint64_t>(s.visible_at));
   PutFixed64(&b[9], static_cast<uint64_t>(s.expires_at));
@@ -89,6 +95,11 @@ std::string EncodeState(const MessageState& s) {
   for (int i = 3; i >= 0; --i, rc >>= 8) b[17 + i] = static_cast<char>(rc & 0xff);
   PutFixed64(&b[21], s.reservation);
   return b;
+}
+
+std::string EncodeState(const MessageState& s) {
+  auto b = EncodeStateBytes(s);
+  return std::string(b.data(), b.size());
 }
 
 Result<MessageState> DecodeState(uint64_t id, std::string_view b) {

@@ -162,7 +162,8 @@ class RocksStore final : public Store {
 
   Result<std::string> GetBody(uint64_t qid, uint64_t id) override {
     std::string v;
-    auto s = db_->Get({}, cf_[kBodies], MessageKey(qid, id), &v);
+    auto key = MessageKeyBytes(qid, id);
+    auto s = db_->Get({}, cf_[kBodies], rocksdb::Slice(key.data(), key.size()), &v);
     if (!s.ok()) return Fail(FromStatus(s));
     return v;
   }
@@ -321,20 +322,24 @@ class RocksStore final : public Store {
 
   void AppendTo(const MessageBatch& batch, rocksdb::WriteBatch* wb) {
     for (const auto& op : batch.ops()) {
+      auto key_bytes = MessageKeyBytes(op.qid, op.state.id);
+      rocksdb::Slice key(key_bytes.data(), key_bytes.size());
       switch (op.kind) {
         case MessageBatch::Kind::kPut:
-          wb->Put(cf_[kBodies], MessageKey(op.qid, op.state.id), op.body);
+          wb->Put(cf_[kBodies], key, op.body);
           [[fallthrough]];
-        case MessageBatch::Kind::kPutState:
-          wb->Put(cf_[kStates], MessageKey(op.qid, op.state.id), EncodeState(op.state));
+        case MessageBatch::Kind::kPutState: {
+          auto state = EncodeStateBytes(op.state);
+          wb->Put(cf_[kStates], key, rocksdb::Slice(state.data(), state.size()));
           break;
+        }
         case MessageBatch::Kind::kDelete:
-          wb->Delete(cf_[kStates], MessageKey(op.qid, op.state.id));
-          wb->Delete(cf_[kBodies], MessageKey(op.qid, op.state.id));
-          if (op.plan) wb->Delete(cf_[kPlans], MessageKey(op.qid, op.state.id));
+          wb->Delete(cf_[kStates], key);
+          wb->Delete(cf_[kBodies], key);
+          if (op.plan) wb->Delete(cf_[kPlans], key);
           break;
         case MessageBatch::Kind::kPutPlan:
-          wb->Put(cf_[kPlans], MessageKey(op.qid, op.state.id), op.body);
+          wb->Put(cf_[kPlans], key, op.body);
           break;
         case MessageBatch::Kind::kSetTotal:
           wb->Put(cf_[kCounters], EncodeU64(op.qid), EncodeU64(op.total));
