@@ -93,10 +93,10 @@ Request HeadOf(const bhttp::request<bhttp::string_body, Fields>& breq) {
   return req;
 }
 
-}  // namespace
-
 // Connections open on this io thread (each io_context has one thread).
 thread_local size_t tl_connections = 0;
+
+}  // namespace
 
 struct Server::Impl {
   ServerOptions options;
