@@ -291,10 +291,13 @@ Result<void> Engine::DeleteQueue(const std::string& project, const std::string& 
 Result<void> Engine::CommitAndWait(store::MessageBatch batch) {
   std::promise<Result<void>> done;
   auto future = done.get_future();
-  // This thread waits for the write anyway: it may as well write it.
+  // Through the committer, although this thread waits anyway: the
+  // committer runs each group's completions before it writes the next, so
+  // this returns only after every earlier Commit's completion has run
+  // (Flush is a barrier for the posts before it).
   store_.Commit(
       std::move(batch), [&done](Result<void> r) { done.set_value(std::move(r)); },
-      store::Store::Writer::kCaller);
+      store::Store::Writer::kCommitter);
   return future.get();
 }
 
