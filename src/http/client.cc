@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "base/url.h"
+#include "http/direct_io.h"
 #include "http/message.h"
 
 namespace kiln::http {
@@ -123,25 +124,6 @@ bool IsPrivate(const asio::ip::address& a) {
 }
 
 constexpr size_t kAnswerRead = 16 * 1024;  // bytes asked for by an answer's first read
-
-// Feeds the parser the whole answer `buffer` holds. True when it is parsed
-// or `*ec` says why not; false when more bytes must be read (then `*ec` is
-// clear and the parser has taken nothing it cannot take again).
-bool ParseBuffered(bhttp::response_parser<bhttp::string_body>& parser, beast::flat_buffer& buffer,
-                   boost::system::error_code* ec) {
-  parser.eager(true);
-  while (!parser.is_done()) {
-    if (buffer.size() == 0) return false;
-    size_t used = parser.put(buffer.data(), *ec);
-    buffer.consume(used);
-    if (*ec == bhttp::error::need_more || (!*ec && used == 0)) {
-      *ec = {};
-      return false;
-    }
-    if (*ec) return true;
-  }
-  return true;
-}
 
 struct Conn {
   std::string key;
@@ -265,10 +247,9 @@ struct Client::Impl {
   // `*answered` turns true at the first byte of an answer: from then on the
   // subscriber surely had the request.
   //
-  // On a plain connection, as in the server (http/server.cc), the request
-  // is written directly while the socket takes it, and an answer that one
-  // read brings whole is parsed from the buffer: each awaited asio
-  // operation costs a round through the io context, and an epoll_wait.
+  // On a plain connection the request is written directly while the
+  // socket takes it, and an answer that one read brings whole is parsed
+  // from the buffer (direct_io.h).
   template <typename Stream>
   awaitable<Answer> Exchange(Stream& s, Conn& c, const std::string& head, const std::string& body,
                              bool* answered) {
@@ -276,14 +257,8 @@ struct Client::Impl {
     constexpr bool kPlain = std::is_same_v<Stream, beast::tcp_stream>;
     if constexpr (kPlain) {
       boost::system::error_code ec;
-      size_t n = s.socket().write_some(out, ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {}, n = 0;
+      WriteNow(s.socket(), out, &ec);
       if (ec) throw boost::system::system_error(ec);
-      for (auto& b : out) {  // drop what went out
-        size_t drop = std::min(n, b.size());
-        b += drop;
-        n -= drop;
-      }
     }
     if (asio::buffer_size(out) > 0) co_await asio::async_write(s, out, use_awaitable);
     for (;;) {
@@ -297,7 +272,7 @@ struct Client::Impl {
                                                 asio::redirect_error(use_awaitable, ec));
           c.buffer.commit(n);
         }
-        if (!ec) parsed = ParseBuffered(parser, c.buffer, &ec);
+        if (!ec) parsed = ParseBuffered(parser, c.buffer, /*whole=*/true, &ec);
       }
       if (!ec && !parsed)
         co_await bhttp::async_read(s, c.buffer, parser, asio::redirect_error(use_awaitable, ec));

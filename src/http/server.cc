@@ -15,6 +15,8 @@
 #include <mutex>
 #include <thread>
 
+#include "http/direct_io.h"
+
 namespace kiln::http {
 
 namespace asio = boost::asio;
@@ -156,48 +158,12 @@ struct Server::Impl {
     return options.is_upload && options.is_upload(target.substr(0, target.find('?')));
   }
 
-  // Every co_await of an asio operation costs a round through the io
-  // context's queue, and each round an epoll_wait, even when the operation
-  // completed at once. A request is mostly there in one read, and an answer
-  // mostly fits the socket's buffer: these two do what they can without
-  // awaiting, and await only for the rest.
-
-  // Feeds the parser what `buffer` holds: the header, or (`whole`) the
-  // whole message. True when that part is parsed or `*ec` says why not;
-  // false when more bytes must be read (then `*ec` is clear and the
-  // parser has taken nothing it cannot take again).
-  static bool ParseBuffered(bhttp::request_parser<bhttp::string_body>& parser,
-                            beast::flat_buffer& buffer, bool whole, boost::system::error_code* ec) {
-    parser.eager(whole);
-    while (whole ? !parser.is_done() : !parser.is_header_done()) {
-      if (buffer.size() == 0) return false;
-      size_t used = parser.put(buffer.data(), *ec);
-      buffer.consume(used);
-      if (*ec == bhttp::error::need_more || (!*ec && used == 0)) {
-        *ec = {};
-        return false;
-      }
-      if (*ec) return true;
-    }
-    return true;
-  }
-
-  // Writes `out` directly while the socket takes it (it is non-blocking),
-  // and awaits only for what is left.
+  // Writes `out` directly while the socket takes it (it is non-blocking,
+  // direct_io.h), and awaits only for what is left.
   static awaitable<void> WriteAll(tcp::socket& s, std::array<asio::const_buffer, 2> out,
                                   boost::system::error_code* ec) {
-    size_t total = asio::buffer_size(out);
-    size_t n = s.write_some(out, *ec);
-    if (*ec == asio::error::would_block || *ec == asio::error::try_again) {
-      *ec = {};
-      n = 0;
-    }
-    if (*ec || n == total) co_return;
-    for (auto& b : out) {  // drop what went out
-      size_t drop = std::min(n, b.size());
-      b += drop;
-      n -= drop;
-    }
+    WriteNow(s, out, ec);
+    if (*ec || asio::buffer_size(out) == 0) co_return;
     co_await asio::async_write(s, out, asio::redirect_error(use_awaitable, *ec));
   }
 
