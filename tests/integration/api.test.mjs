@@ -304,6 +304,34 @@ test('requests cut at any byte, pipelined posts, and an answer larger than the s
   assert.ok(messages.every((m) => m.body === big));
 });
 
+test('a chunked request body, sent whole or in pieces across the chunk framing', async () => {
+  const head = `POST ${kiln.q('chunked')}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\n` +
+    'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n';
+  const framed = (text) => {  // two chunks, cut inside the second one's data
+    const body = JSON.stringify({ messages: [{ body: text }] });
+    return [head + '5\r\n' + body.slice(0, 5) + '\r\n', (body.length - 5).toString(16) + '\r\n' + body.slice(5, 12),
+      body.slice(12) + '\r\n', '0\r\n\r\n'];
+  };
+  const whole = [framed('all at once').join('')], pieces = framed('in pieces');
+  for (const parts of [whole, pieces]) {
+    const text = await new Promise((resolve, reject) => {
+      const s = net.connect(kiln.port, '127.0.0.1', async () => {
+        for (const p of parts) { s.write(p); await sleep(30); }
+      });
+      let buf = '';
+      s.on('data', (d) => {
+        buf += d;
+        if (/\r\n\r\n\{.*\}$/s.test(buf)) { s.end(); resolve(buf); }
+      });
+      s.on('error', reject);
+      setTimeout(() => reject(new Error('timeout: ' + buf)), 5000);
+    });
+    assert.match(text, /^HTTP\/1\.1 201/);
+  }
+  const peeked = await kiln.req('GET', kiln.q('chunked') + '/messages?n=5');
+  assert.deepEqual(peeked.body.messages.map((m) => m.body), ['all at once', 'in pieces']);
+});
+
 test('concurrent consumers never get the same message twice while it is reserved', async () => {
   const total = 1000;
   for (let i = 0; i < total; i += 100) {
