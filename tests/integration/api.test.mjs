@@ -232,19 +232,26 @@ test('tokens: missing, wrong, query form, other project, admin', async () => {
   assert.equal(after.status, 401);
 });
 
+// Writes `parts` on a raw connection, 30 ms apart, and resolves with what
+// came back once `done(text)` says it is all there.
+const exchange = (parts, done) => new Promise((resolve, reject) => {
+  const s = net.connect(kiln.port, '127.0.0.1', async () => {
+    for (const p of parts) { s.write(p); await sleep(30); }
+  });
+  let buf = '';
+  s.on('data', (d) => {
+    buf += d;
+    if (done(buf)) { s.end(); resolve(buf); }
+  });
+  s.on('error', reject);
+  setTimeout(() => reject(new Error('timeout: ' + buf)), 5000);
+});
+const count = (text, re) => (text.match(re) || []).length;
+
 test('keep-alive with pipelined requests on one connection', async () => {
   const reqs = [1, 2, 3].map(() => `GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
-  const text = await new Promise((resolve, reject) => {
-    const s = net.connect(kiln.port, '127.0.0.1', () => s.write(reqs));
-    let buf = '';
-    s.on('data', (d) => {
-      buf += d;
-      if ((buf.match(/HTTP\/1\.1 200/g) || []).length === 3) { s.end(); resolve(buf); }
-    });
-    s.on('error', reject);
-    setTimeout(() => reject(new Error('timeout: ' + buf)), 5000);
-  });
-  assert.equal((text.match(/\{"msg":"ok"\}/g) || []).length, 3);
+  const text = await exchange([reqs], (buf) => count(buf, /HTTP\/1\.1 200/g) === 3);
+  assert.equal(count(text, /\{"msg":"ok"\}/g), 3);
 });
 
 // The server parses what one read brought and writes what the socket
@@ -260,19 +267,8 @@ test('requests cut at any byte, pipelined posts, and an answer larger than the s
   const first = one('first'), head = first.indexOf('\r\n\r\n');
   const pieces = [first.slice(0, 7), first.slice(7, head - 3), first.slice(head - 3, head + 10),
     first.slice(head + 10) + one('second') + one('third')];
-  const text = await new Promise((resolve, reject) => {
-    const s = net.connect(kiln.port, '127.0.0.1', async () => {
-      for (const p of pieces) { s.write(p); await sleep(30); }
-    });
-    let buf = '';
-    s.on('data', (d) => {
-      buf += d;
-      if ((buf.match(/HTTP\/1\.1 201/g) || []).length === 3) { s.end(); resolve(buf); }
-    });
-    s.on('error', reject);
-    setTimeout(() => reject(new Error('timeout: ' + buf)), 5000);
-  });
-  assert.equal((text.match(/"ids":\["\d+"\]/g) || []).length, 3);
+  const text = await exchange(pieces, (buf) => count(buf, /HTTP\/1\.1 201/g) === 3);
+  assert.equal(count(text, /"ids":\["\d+"\]/g), 3);
   const peeked = await kiln.req('GET', kiln.q('pieces') + '/messages?n=3');
   assert.deepEqual(peeked.body.messages.map((m) => m.body), ['first', 'second', 'third']);
 
@@ -314,18 +310,7 @@ test('a chunked request body, sent whole or in pieces across the chunk framing',
   };
   const whole = [framed('all at once').join('')], pieces = framed('in pieces');
   for (const parts of [whole, pieces]) {
-    const text = await new Promise((resolve, reject) => {
-      const s = net.connect(kiln.port, '127.0.0.1', async () => {
-        for (const p of parts) { s.write(p); await sleep(30); }
-      });
-      let buf = '';
-      s.on('data', (d) => {
-        buf += d;
-        if (/\r\n\r\n\{.*\}$/s.test(buf)) { s.end(); resolve(buf); }
-      });
-      s.on('error', reject);
-      setTimeout(() => reject(new Error('timeout: ' + buf)), 5000);
-    });
+    const text = await exchange(parts, (buf) => /\r\n\r\n\{.*\}$/s.test(buf));
     assert.match(text, /^HTTP\/1\.1 201/);
   }
   const peeked = await kiln.req('GET', kiln.q('chunked') + '/messages?n=5');

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <map>
 #include <thread>
@@ -26,6 +27,35 @@ Result<void> CommitAndWait(Store& s, MessageBatch b) {
   s.Commit(
       std::move(b), [&](Result<void> r) { p.set_value(std::move(r)); }, Store::Writer::kCommitter);
   return p.get_future().get();
+}
+
+// Commits a put of message `id` (with Body(id)) and waits for it.
+Result<void> PutAndWait(Store& s, uint64_t id, TimeMs expires_at = 0) {
+  MessageBatch b;
+  b.Put(kQid, MessageState{.id = id, .expires_at = expires_at}, Body(id));
+  return CommitAndWait(s, std::move(b));
+}
+
+// Appends an unsynced delete of message `id`.
+void AppendDelete(Store& s, uint64_t id) {
+  MessageBatch d;
+  d.Delete(kQid, id, false);
+  s.Append(std::move(d));
+}
+
+// Runs `work` on a store over `dir` in a child process that then ends
+// with _exit, without closing the store or flushing anything: to the
+// store, a kill -9. `work` returns the child's exit code; expects 0.
+void InAChildThatDies(const std::string& dir, const std::function<int(Store&)>& work) {
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto s = Open({dir});
+    _exit(s ? work(**s) : 2);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 std::map<uint64_t, MessageState> ReadAll(Store& s) {
@@ -52,26 +82,13 @@ bool EndsInZeros(const std::filesystem::path& p) {
 TEST(RocksStoreTest, ACrashLosesNoCommittedMessageInAPrefilledLog) {
   testing::TempDir dir;
   constexpr uint64_t kMessages = 300;  // ~9 MB: the log crosses several prefill chunks
-  pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto s = Open({dir.path()});
-    if (!s) _exit(2);
+  InAChildThatDies(dir.path(), [](Store& s) {
     for (uint64_t id = 1; id <= kMessages; ++id) {
-      MessageBatch b;
-      b.Put(kQid, MessageState{.id = id, .expires_at = static_cast<TimeMs>(1000 + id)}, Body(id));
-      if (!CommitAndWait(**s, std::move(b))) _exit(3);
-      if (id % 10 == 0) {  // an unsynced delete that a later commit carries to disk
-        MessageBatch d;
-        d.Delete(kQid, id - 5, false);
-        (*s)->Append(std::move(d));
-      }
+      if (!PutAndWait(s, id, static_cast<TimeMs>(1000 + id))) return 3;
+      if (id % 10 == 0) AppendDelete(s, id - 5);  // a later commit carries it to disk
     }
-    _exit(0);  // no close, no flush
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    return 0;
+  });
 
   bool prefilled = false;
   for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
@@ -100,31 +117,15 @@ TEST(RocksStoreTest, ACrashLosesNoCommittedMessageInAPrefilledLog) {
 // reach the log before a kill -9 (no close) that comes a while later.
 TEST(RocksStoreTest, AppendsRideTheNextCommitOrGoOnTheirOwnSoon) {
   testing::TempDir dir;
-  pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto s = Open({dir.path()});
-    if (!s) _exit(2);
-    for (uint64_t id = 1; id <= 3; ++id) {
-      MessageBatch b;
-      b.Put(kQid, MessageState{.id = id}, Body(id));
-      if (!CommitAndWait(**s, std::move(b))) _exit(3);
-    }
-    MessageBatch d1;
-    d1.Delete(kQid, 1, false);
-    (*s)->Append(std::move(d1));
-    MessageBatch b4;  // carries the delete of 1
-    b4.Put(kQid, MessageState{.id = 4}, Body(4));
-    if (!CommitAndWait(**s, std::move(b4))) _exit(3);
-    MessageBatch d2;  // no Commit follows: the committer writes it
-    d2.Delete(kQid, 2, false);
-    (*s)->Append(std::move(d2));
+  InAChildThatDies(dir.path(), [](Store& s) {
+    for (uint64_t id = 1; id <= 3; ++id)
+      if (!PutAndWait(s, id)) return 3;
+    AppendDelete(s, 1);
+    if (!PutAndWait(s, 4)) return 3;  // carries the delete of 1
+    AppendDelete(s, 2);               // no Commit follows: the committer writes it
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    _exit(0);  // no close, no flush
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    return 0;
+  });
   auto s = Open({dir.path()});
   ASSERT_TRUE(s) << s.error().message();
   auto all = ReadAll(**s);
@@ -139,37 +140,25 @@ TEST(RocksStoreTest, AppendsRideTheNextCommitOrGoOnTheirOwnSoon) {
 // after loses none of it.
 TEST(RocksStoreTest, ACommitTheCallerWritesIsDurableWhenCommitReturns) {
   testing::TempDir dir;
-  pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto s = Open({dir.path()});
-    if (!s) _exit(2);
-    for (uint64_t id = 1; id <= 2; ++id) {
-      MessageBatch b;
-      b.Put(kQid, MessageState{.id = id}, Body(id));
-      if (!CommitAndWait(**s, std::move(b))) _exit(3);
-    }
-    MessageBatch d1;
-    d1.Delete(kQid, 1, false);
-    (*s)->Append(std::move(d1));
+  InAChildThatDies(dir.path(), [](Store& s) {
+    for (uint64_t id = 1; id <= 2; ++id)
+      if (!PutAndWait(s, id)) return 3;
+    AppendDelete(s, 1);
     MessageBatch b3;
     b3.Put(kQid, MessageState{.id = 3}, Body(3));
     bool written = false;
     std::thread::id on;
-    (*s)->Commit(
+    s.Commit(
         std::move(b3),
         [&](Result<void> r) {
           written = static_cast<bool>(r);
           on = std::this_thread::get_id();
         },
         Store::Writer::kCaller);
-    if (!written) _exit(4);
-    if (on != std::this_thread::get_id()) _exit(5);
-    _exit(0);  // no close, no flush
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    if (!written) return 4;
+    if (on != std::this_thread::get_id()) return 5;
+    return 0;
+  });
   auto s = Open({dir.path()});
   ASSERT_TRUE(s) << s.error().message();
   auto all = ReadAll(**s);
@@ -185,11 +174,7 @@ TEST(RocksStoreTest, ACleanCloseLeavesNoZerosBehind) {
   {
     auto s = Open({dir.path()});
     ASSERT_TRUE(s) << s.error().message();
-    for (uint64_t id = 1; id <= 200; ++id) {
-      MessageBatch b;
-      b.Put(kQid, MessageState{.id = id}, Body(id));
-      ASSERT_TRUE(CommitAndWait(**s, std::move(b)));
-    }
+    for (uint64_t id = 1; id <= 200; ++id) ASSERT_TRUE(PutAndWait(**s, id));
   }
   for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
     if (e.path().extension() == ".log" && e.file_size() > 4096) {
