@@ -116,9 +116,14 @@ int SealedExecutableCopy(const std::string& name) {
 }
 
 Runc::Runc(std::string runc, std::string state_root)
-    : runc_(std::move(runc)), state_root_(std::move(state_root)) {
-  sealed_fd_ = SealedExecutableCopy(runc_);
-  exe_ = sealed_fd_ >= 0 ? "/proc/self/fd/" + std::to_string(sealed_fd_) : runc_;
+    : runc_(std::move(runc)), state_root_(std::move(state_root)) {}
+
+const std::string& Runc::Exe() const {
+  std::call_once(sealed_once_, [this] {
+    sealed_fd_ = SealedExecutableCopy(runc_);
+    exe_ = sealed_fd_ >= 0 ? "/proc/self/fd/" + std::to_string(sealed_fd_) : runc_;
+  });
+  return exe_;
 }
 
 Runc::~Runc() {
@@ -130,7 +135,7 @@ std::string Runc::Unavailable() const {
   if (geteuid() != 0)
     return "containers need root (Kiln runs as uid " + std::to_string(geteuid()) + ")";
   std::string error;
-  pid_t pid = Spawn(exe_, {runc_, "--version"}, -1, &error);
+  pid_t pid = Spawn(Exe(), {runc_, "--version"}, -1, &error);
   if (pid < 0) return "runc is not installed: " + error;
   int status = 0;
   waitpid(pid, &status, 0);
@@ -143,7 +148,7 @@ int Runc::RuncCommand(std::initializer_list<std::string> args) const {
   std::vector<std::string> argv{runc_, "--root", state_root_};
   argv.insert(argv.end(), args);
   std::string error;
-  pid_t pid = Spawn(exe_, argv, -1, &error);
+  pid_t pid = Spawn(Exe(), argv, -1, &error);
   if (pid < 0) return -1;
   int status = 0;
   waitpid(pid, &status, 0);
@@ -237,7 +242,7 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     return result;
   }
   std::string error;
-  pid_t pid = Spawn(exe_, {runc_, "--root", state_root_, "run", "--bundle", bundle.string(), o.id},
+  pid_t pid = Spawn(Exe(), {runc_, "--root", state_root_, "run", "--bundle", bundle.string(), o.id},
                     pipefd[1], &error);
   close(pipefd[1]);
   fcntl(pipefd[0], F_SETFL, O_NONBLOCK);  // the last drain must not wait on a stray writer

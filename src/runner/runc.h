@@ -4,12 +4,13 @@
 // wall-clock timeout and cancellation, and everything removed afterwards:
 // container, cgroup, mounts, work dir. Needs root and runc.
 // Run blocks; call it from a runner thread. Thread-safe (what it shares is
-// set up by the constructor).
+// set up once, under std::call_once).
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <mutex>
 #include <string>
 
 #include "runner/container_spec.h"
@@ -48,7 +49,8 @@ int SealedExecutableCopy(const std::string& path);
 
 class Runc {
  public:
-  // Runs `runc` from a sealed copy of it made here (SealedExecutableCopy):
+  // Runs `runc` from a sealed copy of it (SealedExecutableCopy), made when
+  // runc is first needed, so a server that runs no tasks holds none:
   // runc then skips re-executing every `runc init` from a read-only copy
   // of itself (a bind mount, a remount, an unmount and an execve per
   // container; libcontainer/nsenter/cloned_binary.c). Without the copy,
@@ -70,9 +72,12 @@ class Runc {
 
  private:
   int RuncCommand(std::initializer_list<std::string> args) const;
+  // What is executed: /proc/self/fd/<sealed_fd_>, or runc_ without a copy.
+  const std::string& Exe() const;
   std::string runc_, state_root_;
-  int sealed_fd_ = -1;  // SealedExecutableCopy of runc_
-  std::string exe_;     // what is executed: /proc/self/fd/<sealed_fd_>, or runc_
+  mutable std::once_flag sealed_once_;
+  mutable int sealed_fd_ = -1;  // SealedExecutableCopy of runc_
+  mutable std::string exe_;
   mutable std::atomic<bool> available_{false};
 };
 
