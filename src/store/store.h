@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/error.h"
@@ -96,8 +97,13 @@ class Store {
       const std::function<void(uint64_t qid, uint64_t id, std::string_view plan)>& fn) = 0;
 
   // Records of the task service (codes, tasks), as opaque bytes under a key
-  // such as "task/<id>". Durable on return.
-  virtual Result<void> PutWorkerRecord(const std::string& key, const std::string& value) = 0;
+  // such as "task/<id>". PutWorkerRecords writes them all in one write (one
+  // fdatasync, all or none). Durable on return.
+  using WorkerRecords = std::vector<std::pair<std::string, std::string>>;  // key, value
+  virtual Result<void> PutWorkerRecords(const WorkerRecords& records) = 0;
+  Result<void> PutWorkerRecord(std::string key, std::string value) {
+    return PutWorkerRecords({{std::move(key), std::move(value)}});
+  }
   // Removes the records in one write. Durable on return.
   virtual Result<void> DeleteWorkerRecords(const std::vector<std::string>& keys) = 0;
   virtual Result<void> ForEachWorkerRecord(

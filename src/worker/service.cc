@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <rapidjson/document.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -115,18 +116,30 @@ std::string Service::TaskDir(const std::string& id) const {
   return options_.data_dir + "/task-work/" + id + "/task";
 }
 
-void Service::Save(const Task& t) { store_.PutWorkerRecord("task/" + t.id, EncodeTask(t)); }
+Result<void> Service::SaveAll(const std::vector<const Task*>& tasks) {
+  store::Store::WorkerRecords records;
+  records.reserve(tasks.size());
+  for (const Task* t : tasks) records.emplace_back("task/" + t->id, EncodeTask(*t));
+  return store_.PutWorkerRecords(records);
+}
+
+Result<void> Service::Save(const Task& t) { return SaveAll({&t}); }
+
+void Service::SaveOrLog(const Task& t) {
+  if (auto r = Save(t); !r)
+    spdlog::error("task {}: cannot record it as {}: {}", t.id, StateName(t.state),
+                  r.error().message());
+}
 
 void Service::EndQueuedLocked(Task& t, const std::string& msg) {
   t.state = TaskState::kCancelled;
   t.msg = msg;
   t.end_time = t.updated_at = clock_.NowMs();
-  Save(t);
   WakeWatchersLocked(t.id);
 }
 
-int64_t Service::CancelQueuedLocked(const std::string& code_id, const std::string& msg) {
-  int64_t n = 0;
+Result<int64_t> Service::CancelQueuedLocked(const std::string& code_id, const std::string& msg) {
+  std::vector<const Task*> ended;
   for (auto it = queued_.begin(); it != queued_.end();) {
     Task& t = tasks_.at(std::get<2>(*it));
     if (t.code_id != code_id) {
@@ -135,9 +148,12 @@ int64_t Service::CancelQueuedLocked(const std::string& code_id, const std::strin
     }
     it = queued_.erase(it);
     EndQueuedLocked(t, msg);
-    ++n;
+    ended.push_back(&t);
   }
-  return n;
+  // One write for all of them. Should it fail, they stay cancelled here
+  // (none runs) and the caller hears why; a restart would queue them again.
+  if (auto r = SaveAll(ended); !r) return Fail(r.error());
+  return static_cast<int64_t>(ended.size());
 }
 
 void Service::WakeWatchersLocked(const std::string& id) {
@@ -185,7 +201,7 @@ Result<void> Service::Recover() {
       t->state = TaskState::kError;
       t->msg = "Kiln stopped while the task ran";
       t->end_time = t->updated_at = now;
-      Save(*t);
+      SaveOrLog(*t);
     }
     if (t->state == TaskState::kQueued) queued_.insert({-t->priority, t->seq, t->id});
     tasks_[t->id] = std::move(*t);
@@ -328,7 +344,7 @@ Result<void> Service::DeleteCode(const std::string& project, const std::string& 
   fs::remove_all(fs::path(options_.data_dir) / "codes" / code.id, ec);
   code_by_name_.erase({project, code.name});
   codes_.erase(code.id);
-  CancelQueuedLocked(code.id, "Code deleted");
+  if (auto r = CancelQueuedLocked(code.id, "Code deleted"); !r) return Fail(r.error());
   return Ok();
 }
 
@@ -436,12 +452,20 @@ Result<Task> Service::MakeTaskLocked(const std::string& project, const NewTask& 
   return t;
 }
 
-void Service::EnqueueLocked(Task t) {
-  t.seq = next_seq_++;
-  Save(t);
-  queued_.insert({-t.priority, t.seq, t.id});
-  tasks_[t.id] = std::move(t);
+Result<void> Service::EnqueueLocked(std::vector<Task> tasks) {
+  std::vector<const Task*> all;
+  for (Task& t : tasks) {
+    t.seq = next_seq_++;
+    all.push_back(&t);
+  }
+  if (auto r = SaveAll(all); !r) return r;  // nothing queued
+  for (Task& t : tasks) {
+    queued_.insert({-t.priority, t.seq, t.id});
+    std::string id = t.id;
+    tasks_[id] = std::move(t);
+  }
   cv_.notify_all();
+  return Ok();
 }
 
 Result<std::vector<std::string>> Service::QueueTasks(const std::string& project,
@@ -455,10 +479,8 @@ Result<std::vector<std::string>> Service::QueueTasks(const std::string& project,
     made.push_back(std::move(*t));
   }
   std::vector<std::string> ids;
-  for (auto& t : made) {
-    ids.push_back(t.id);
-    EnqueueLocked(std::move(t));
-  }
+  for (const auto& t : made) ids.push_back(t.id);
+  if (auto r = EnqueueLocked(std::move(made)); !r) return Fail(r.error());
   return ids;
 }
 
@@ -546,7 +568,7 @@ Result<void> Service::Cancel(const std::string& project, const std::string& id) 
   if (t.state == TaskState::kQueued) {
     queued_.erase({-t.priority, t.seq, t.id});
     EndQueuedLocked(t, "Cancelled");
-    return Ok();
+    return Save(t);
   }
   if (auto c = cancels_.find(id); c != cancels_.end()) *c->second = true;  // the slot finishes it
   return Ok();
@@ -580,7 +602,7 @@ Result<std::string> Service::Retry(const std::string& project, const std::string
   t.created_at = t.updated_at = now;
   t.run_after = now + delay * 1000;
   std::string new_id = t.id;
-  EnqueueLocked(std::move(t));
+  if (auto r = EnqueueLocked({std::move(t)}); !r) return Fail(r.error());
   return new_id;
 }
 
@@ -595,8 +617,7 @@ Result<void> Service::SetProgress(const std::string& project, const std::string&
   it->second.percent = percent;
   it->second.msg = msg;
   it->second.updated_at = clock_.NowMs();
-  Save(it->second);
-  return Ok();
+  return Save(it->second);
 }
 
 Result<std::string> Service::Log(const std::string& project, const std::string& id) const {
@@ -740,7 +761,10 @@ void Service::RunDueSchedules() {
     auto t = MakeTaskLocked(s.project_id, n, now);
     if (t) {
       t->schedule_id = s.id;
-      EnqueueLocked(std::move(*t));
+      if (auto r = EnqueueLocked({std::move(*t)}); !r) {
+        ++s.error_count;
+        s.msg = r.error().message();
+      }
     } else {
       ++s.error_count;
       s.msg = t.error().message();
@@ -845,7 +869,7 @@ void Service::FinishLocked(Task& t, TaskState state, std::string msg, int exit_c
   std::error_code ec;
   auto size = fs::file_size(LogPath(t.id), ec);
   t.log_size = ec ? 0 : static_cast<int64_t>(size);
-  Save(t);
+  SaveOrLog(t);
   --running_by_code_[t.code_id];
   cancels_.erase(t.id);
   WakeWatchersLocked(t.id);
@@ -865,7 +889,9 @@ void Service::FinishLocked(Task& t, TaskState state, std::string msg, int exit_c
   r.start_time = r.end_time = 0;
   r.created_at = r.updated_at = now;
   r.run_after = now + c->second.retries_delay * 1000;
-  EnqueueLocked(std::move(r));
+  std::string failed = t.id;
+  if (auto q = EnqueueLocked({std::move(r)}); !q)
+    spdlog::error("task {}: cannot queue its retry: {}", failed, q.error().message());
 }
 
 void Service::RunTask(const std::string& id) {
@@ -936,7 +962,7 @@ void Service::RunTask(const std::string& id) {
     Task& live = tasks_.at(id);
     live.state = TaskState::kRunning;
     live.start_time = live.updated_at = clock_.NowMs();
-    Save(live);
+    SaveOrLog(live);
   }
   // The task's end is recorded as soon as the container exits; the overlay
   // and work dirs go after that, before the slot takes the next task.

@@ -135,14 +135,20 @@ class Service {
   // Under mu_: the task as it ends; queues its retry when the code allows.
   void FinishLocked(Task& t, TaskState state, std::string msg, int exit_code);
   Result<Task> MakeTaskLocked(const std::string& project, const NewTask& n, TimeMs now);
-  void EnqueueLocked(Task t);
+  // Records the tasks in one write, then queues them; on a failed write
+  // none is queued.
+  Result<void> EnqueueLocked(std::vector<Task> tasks);
   Result<Schedule> CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now);
-  void Save(const Task& t);  // under mu_
+  // Under mu_ (so that two writes of a task reach the store in order).
+  Result<void> SaveAll(const std::vector<const Task*>& tasks);
+  Result<void> Save(const Task& t);
+  void SaveOrLog(const Task& t);  // for transitions nobody waits on
   void WakeWatchersLocked(const std::string& id);
-  // A queued task (already out of queued_) ends cancelled with `msg`.
+  // A queued task (already out of queued_) ends cancelled with `msg`; the
+  // caller saves it.
   void EndQueuedLocked(Task& t, const std::string& msg);
-  // Ends every queued task of the code; returns how many.
-  int64_t CancelQueuedLocked(const std::string& code_id, const std::string& msg);
+  // Ends every queued task of the code, saved in one write; returns how many.
+  Result<int64_t> CancelQueuedLocked(const std::string& code_id, const std::string& msg);
   void ReadProgressLocked(Task& t) const;
   Result<const Code*> FindCodeLocked(const std::string& project, const std::string& id) const;
   std::string LogPath(const std::string& id) const;

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -174,6 +175,108 @@ TEST_F(ServiceTest, BadRequestsQueueNothing) {
   worker::Code noimage;
   noimage.name = "x";
   EXPECT_FALSE(service_->PutCode(kProject, noimage));
+}
+
+// A real store whose worker writes fail while `fail` is set, as a full or
+// broken disk makes them fail.
+class FailingWorkerWrites : public store::Store {
+ public:
+  explicit FailingWorkerWrites(store::Store& real) : real_(real) {}
+  bool fail = false;
+
+  Result<void> PutWorkerRecords(const WorkerRecords& records) override {
+    if (fail) return Fail(Error::Internal("store: IO error: No space left on device"));
+    return real_.PutWorkerRecords(records);
+  }
+  Result<void> DeleteWorkerRecords(const std::vector<std::string>& keys) override {
+    if (fail) return Fail(Error::Internal("store: IO error: No space left on device"));
+    return real_.DeleteWorkerRecords(keys);
+  }
+  void Commit(store::MessageBatch b, Done d, Writer w) override {
+    real_.Commit(std::move(b), std::move(d), w);
+  }
+  void Append(store::MessageBatch b) override { real_.Append(std::move(b)); }
+  Result<std::string> GetBody(uint64_t q, uint64_t id) override { return real_.GetBody(q, id); }
+  Result<void> PutQueue(const store::QueueRecord& q) override { return real_.PutQueue(q); }
+  uint64_t NextQueueId() override { return real_.NextQueueId(); }
+  Result<void> ForEachQueue(
+      const std::function<void(const store::QueueRecord&, uint64_t)>& fn) override {
+    return real_.ForEachQueue(fn);
+  }
+  Result<void> ForEachMessage(
+      const std::function<void(uint64_t, const store::MessageState&)>& fn) override {
+    return real_.ForEachMessage(fn);
+  }
+  Result<void> ForEachPlan(
+      const std::function<void(uint64_t, uint64_t, std::string_view)>& fn) override {
+    return real_.ForEachPlan(fn);
+  }
+  Result<void> ForEachWorkerRecord(
+      const std::string& prefix,
+      const std::function<void(std::string_view, std::string_view)>& fn) override {
+    return real_.ForEachWorkerRecord(prefix, fn);
+  }
+  Result<void> PutProject(const store::ProjectRecord& p) override { return real_.PutProject(p); }
+  Result<std::vector<store::ProjectRecord>> ListProjects() override { return real_.ListProjects(); }
+  Result<void> PutToken(const store::TokenRecord& t) override { return real_.PutToken(t); }
+  Result<store::TokenRecord> GetTokenByHash(const std::string& h) override {
+    return real_.GetTokenByHash(h);
+  }
+  Result<std::vector<store::TokenRecord>> ListTokens() override { return real_.ListTokens(); }
+  Result<void> DeleteToken(const std::string& id) override { return real_.DeleteToken(id); }
+
+ private:
+  store::Store& real_;
+};
+
+// A task is acknowledged only once it is recorded: a batch goes in one
+// write, and a failed write queues none of it and says why.
+TEST(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto real = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FailingWorkerWrites store(*real);
+  ServiceOptions o{dir.path(), 1};
+  o.run_schedules = false;
+  auto svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  worker::Code c;
+  c.name = "held";
+  c.image = "busybox";
+  c.command = "true";
+  ASSERT_TRUE(svc->PutCode(kProject, c));
+  ASSERT_TRUE(svc->SetPaused(kProject, "held", true));  // nothing starts meanwhile
+  NewTask n;
+  n.code_name = "held";
+
+  store.fail = true;
+  auto failed = svc->QueueTasks(kProject, {n, n, n});
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message().find("No space left"), std::string::npos);
+  EXPECT_TRUE(svc->ListTasks(kProject, {}).empty());
+
+  store.fail = false;
+  auto ids = svc->QueueTasks(kProject, {n, n, n});
+  ASSERT_TRUE(ids);
+  ASSERT_EQ(ids->size(), 3u);
+  store.fail = true;
+  EXPECT_FALSE(svc->CancelAll(kProject, "held"));  // cancelled here, but not recorded: said so
+  EXPECT_FALSE(svc->QueueTasks(kProject, {n}));
+
+  // After a restart: exactly the three that were acknowledged, still queued
+  // (their cancel never reached the store).
+  store.fail = false;
+  svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  auto all = svc->ListTasks(kProject, {});
+  ASSERT_EQ(all.size(), 3u);
+  std::set<std::string> got, want(ids->begin(), ids->end());
+  for (const auto& t : all) {
+    got.insert(t.id);
+    EXPECT_EQ(t.state, TaskState::kQueued);
+  }
+  EXPECT_EQ(got, want);
 }
 
 // Schedules queue tasks when they are due, by the clock: a fake one here.

@@ -218,8 +218,11 @@ class RocksStore final : public Store {
     return Check(it->status());
   }
 
-  Result<void> PutWorkerRecord(const std::string& key, const std::string& value) override {
-    return Check(db_->Put(sync_, cf_[kWorker], key, value));
+  Result<void> PutWorkerRecords(const WorkerRecords& records) override {
+    if (records.empty()) return Ok();
+    rocksdb::WriteBatch wb;
+    for (const auto& [key, value] : records) wb.Put(cf_[kWorker], key, value);
+    return Check(db_->Write(sync_, &wb));
   }
 
   Result<void> DeleteWorkerRecords(const std::vector<std::string>& keys) override {
