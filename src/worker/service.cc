@@ -773,7 +773,8 @@ void Service::RunDueSchedules() {
     s.last_run_time = now;
     s.next_start = NextRun(s, s.next_start, now);
     s.updated_at = now;
-    store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s));
+    if (auto r = store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s)); !r)
+      spdlog::error("schedule {}: cannot record its run: {}", s.id, r.error().message());
   }
 }
 
