@@ -63,6 +63,9 @@ if (row('tasks-latency')) {
   out.push(`| POST → complete, one at a time (${kl.runs} tasks), p50 | ${ms(kl.p50_ms)} | ${ms(rl.p50_ms)} | ${(kl.p50_ms / rl.p50_ms).toFixed(2)}x |`);
   out.push(`| same, p99 | ${ms(kl.p99_ms)} | ${ms(rl.p99_ms)} | ${(kl.p99_ms / rl.p99_ms).toFixed(2)}x |`);
   out.push(`| ${fmt(kt.tasks)} tasks at once (runc: a 4-way parallel loop), tasks/s | ${kt.tasks_per_sec.toFixed(1)} | ${rt.tasks_per_sec.toFixed(1)} | ${(kt.tasks_per_sec / rt.tasks_per_sec).toFixed(2)}x |`, '');
+  out.push('Kiln and bare runc take turns: latency task by task, throughput in rounds of ' +
+           `${fmt(kt.tasks / (kt.round_ratios?.length || 1))} (K R R K ...)` +
+           (kt.round_ratios ? `; Kiln / runc by round: ${kt.round_ratios.map((r) => r.toFixed(2) + 'x').join(', ')}.` : '.'), '');
 }
 
 const fill = rows.find((r) => r.label === 'fill');

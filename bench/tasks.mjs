@@ -1,6 +1,7 @@
 // Task benchmarks (issue #4): POST /tasks → complete for a busybox `true`
 // task, one at a time, and 1,000 tiny tasks at once; beside a bare
-// `runc run` of the same image, one at a time and in a 4-way parallel loop.
+// `runc run` of the same image, one at a time and in a 4-way parallel loop,
+// the two taking turns.
 // Usage: node bench/tasks.mjs BASE_URL PROJECT TOKEN WORK_DIR [LATENCY_N] [THROUGHPUT_N]
 // Prints one JSON line per run.
 import { spawn } from 'node:child_process';
@@ -36,40 +37,17 @@ async function waitFinal(id) {
   }
 }
 
-// Kiln, one at a time.
-const lat = [];
-for (let i = 0; i < Number(latN); i++) {
-  const t0 = nowMs();
+// Bare runc with a bundle of the same image: the root filesystem read-only,
+// no overlay, no cgroup limits, no log capture. The image is unpacked by
+// the first Kiln task, which (with one bare run) also warms both up.
+async function kilnTask() {
   const id = (await api('POST', '/tasks', { tasks: [{ code_name: 'bench-true' }] })).tasks[0].id;
   const t = await waitFinal(id);
   if (t.status !== 'complete') throw new Error(`task ${id}: ${t.status} ${t.msg}`);
-  lat.push(nowMs() - t0);
 }
-console.log(JSON.stringify({ label: 'tasks-latency', runs: lat.length, p50_ms: pct(lat, 0.5), p99_ms: pct(lat, 0.99) }));
-
-// Kiln, N at once (batches of 100), until every one is complete.
-{
-  const t0 = nowMs();
-  let last;
-  for (let i = 0; i < Number(thrN); i += 100)
-    last = (await api('POST', '/tasks', { tasks: Array.from({ length: Math.min(100, Number(thrN) - i) }, () => ({ code_name: 'bench-true' })) })).tasks.at(-1).id;
-  // The last one queued starts last: wait for it without polling, then for
-  // the few still running beside it.
-  await waitFinal(last);
-  for (;;) {
-    const st = await api('GET', `/codes/${code.id}/stats`);
-    if (st.queued + st.preparing + st.running === 0) {
-      if (st.complete < Number(thrN) + Number(latN)) throw new Error(`not all complete: ${JSON.stringify(st)}`);
-      break;
-    }
-    await sleep(20);
-  }
-  const secs = (nowMs() - t0) / 1000;
-  console.log(JSON.stringify({ label: 'tasks-throughput', tasks: Number(thrN), seconds: secs, tasks_per_sec: Number(thrN) / secs }));
-}
-
-// Bare runc with a bundle of the same image: the root filesystem read-only,
-// no overlay, no cgroup limits, no log capture.
+let completed = 0;
+await kilnTask();
+completed++;
 const images = join(work, 'kiln', 'data', 'images', 'images');
 const rootfs = readdirSync(images).map((d) => join(images, d, 'rootfs')).find((p) => existsSync(join(p, 'bin', 'busybox')));
 const bundle = join(work, 'runc-bundle');
@@ -86,17 +64,54 @@ const runc = () => new Promise((res, rej) => {
   spawn('runc', ['--root', join(work, 'runc-state'), 'run', '--bundle', bundle, id], { stdio: 'ignore' })
     .on('exit', (c) => (c === 0 ? res() : rej(new Error(`runc run exit ${c}`))));
 });
-const rl = [];
+await runc();
+
+// Kiln and bare runc take turns, so that both see the same moments of this
+// shared machine (whose speed drifts by 10-20% within minutes): latency
+// alternates task by task, which one goes first swapping each time; the
+// throughput runs go in rounds, K R R K K R R K.
+const timed = async (fn) => { const t0 = nowMs(); await fn(); return nowMs() - t0; };
+const lat = [], rl = [];
 for (let i = 0; i < Number(latN); i++) {
-  const t0 = nowMs();
-  await runc();
-  rl.push(nowMs() - t0);
+  if (i % 2 === 0) { lat.push(await timed(kilnTask)); rl.push(await timed(runc)); }
+  else { rl.push(await timed(runc)); lat.push(await timed(kilnTask)); }
 }
+completed += lat.length;
+console.log(JSON.stringify({ label: 'tasks-latency', runs: lat.length, p50_ms: pct(lat, 0.5), p99_ms: pct(lat, 0.99) }));
 console.log(JSON.stringify({ label: 'runc-latency', runs: rl.length, p50_ms: pct(rl, 0.5), p99_ms: pct(rl, 0.99) }));
-{
-  const t0 = nowMs();
-  let left = Number(thrN);
-  await Promise.all(Array.from({ length: 4 }, async () => { while (left-- > 0) await runc(); }));
-  const secs = (nowMs() - t0) / 1000;
-  console.log(JSON.stringify({ label: 'runc-throughput', tasks: Number(thrN), seconds: secs, tasks_per_sec: Number(thrN) / secs }));
+
+// Kiln: the round's tasks at once (batches of 100), until every one is
+// complete. The last one queued starts last: wait for it without polling,
+// then for the few still running beside it.
+async function kilnRound(count) {
+  let last;
+  for (let i = 0; i < count; i += 100)
+    last = (await api('POST', '/tasks', { tasks: Array.from({ length: Math.min(100, count - i) }, () => ({ code_name: 'bench-true' })) })).tasks.at(-1).id;
+  await waitFinal(last);
+  completed += count;
+  for (;;) {
+    const st = await api('GET', `/codes/${code.id}/stats`);
+    if (st.queued + st.preparing + st.running === 0) {
+      if (st.complete < completed) throw new Error(`not all complete: ${JSON.stringify(st)}`);
+      return;
+    }
+    await sleep(20);
+  }
 }
+// Bare runc: a 4-way parallel loop over the round's runs.
+async function runcRound(count) {
+  let left = count;
+  await Promise.all(Array.from({ length: 4 }, async () => { while (left-- > 0) await runc(); }));
+}
+const rounds = 4, per = Math.ceil(Number(thrN) / rounds);
+const secs = { kiln: 0, runc: 0 }, ratios = [];
+for (let r = 0; r < rounds; r++) {
+  const order = r % 2 === 0 ? ['kiln', 'runc'] : ['runc', 'kiln'];
+  const took = {};
+  for (const who of order) took[who] = await timed(() => (who === 'kiln' ? kilnRound(per) : runcRound(per))) / 1000;
+  secs.kiln += took.kiln;
+  secs.runc += took.runc;
+  ratios.push(Number((took.runc / took.kiln).toFixed(3)));
+}
+console.log(JSON.stringify({ label: 'tasks-throughput', tasks: per * rounds, seconds: secs.kiln, tasks_per_sec: (per * rounds) / secs.kiln, round_ratios: ratios }));
+console.log(JSON.stringify({ label: 'runc-throughput', tasks: per * rounds, seconds: secs.runc, tasks_per_sec: (per * rounds) / secs.runc }));
