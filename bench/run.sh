@@ -103,16 +103,23 @@ push_run() { # label, then kiln-bench args; a fresh server for each run
   bench "$1" $(kiln_args) --mode push --sink-port $SINK_PORT "${@:2}"
   stop_kiln
 }
-push_run push-max-1 --queue p1 --subscribers 1 --clients 2 --batch 10 --stop-after 100000 --seconds 60
+sink_ceiling() { # label: the sink's own ceiling, by wrk
+  "$BIN/kiln-bench" --mode sink --sink-port $SINK_PORT --seconds $((SECS + 5)) > /dev/null &
+  SINK_PID=$!; PIDS+=($SINK_PID)
+  wait_port $SINK_PORT
+  WRK_RPS=$(wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$SINK_PORT/" | awk '/Requests\/sec/ {print $2}')
+  printf '{"label":"%s","requests_per_sec":%s}\n' "$1" "${WRK_RPS:-0}" >> "$RESULTS"
+  kill $SINK_PID 2>/dev/null || true
+  wait $SINK_PID 2>/dev/null || true
+}
+# The ceiling before and after the push runs: the report uses their mean.
+sink_ceiling sink-wrk-before
+push_run push-max-1 --queue p1 --subscribers 1 --clients 2 --batch 100 --stop-after 100000 --seconds 60
+push_run push-max-1-b10 --queue p1 --subscribers 1 --clients 2 --batch 10 --stop-after 100000 --seconds 60
 push_run push-max-16 --queue p16 --subscribers 16 --clients 1 --batch 10 --stop-after 10000 --seconds 60
 push_run push-paced-1 --queue p1 --subscribers 1 --clients 1 --batch 10 --rate 700
 push_run push-paced-16 --queue p16 --subscribers 16 --clients 1 --batch 1 --rate 375
-"$BIN/kiln-bench" --mode sink --sink-port $SINK_PORT --seconds $((SECS + 5)) > /dev/null &
-SINK_PID=$!; PIDS+=($SINK_PID)
-wait_port $SINK_PORT
-WRK_RPS=$(wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$SINK_PORT/" | awk '/Requests\/sec/ {print $2}')
-printf '{"label":"sink-wrk","requests_per_sec":%s}\n' "${WRK_RPS:-0}" >> "$RESULTS"
-kill $SINK_PID 2>/dev/null || true
+sink_ceiling sink-wrk-after
 rm -rf "$WORK/kiln"
 
 if [[ $(id -u) -eq 0 ]] && command -v runc >/dev/null; then
