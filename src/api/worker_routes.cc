@@ -13,6 +13,7 @@
 
 #include "api/api.h"
 #include "api/auth.h"
+#include "api/blocking.h"
 #include "api/errors.h"
 #include "api/handler.h"
 #include "api/json.h"
@@ -353,6 +354,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
   worker::Service* svc = s.worker;
   access::Access* acc = s.access;
   const std::string base = "/2/projects/:project";
+  // Code packages are written and read here, off the io threads.
+  auto disk = std::make_shared<boost::asio::thread_pool>(1);
 
   // Any valid token: the names are the server's, not a project's.
   router.Add("GET", "/2/stacks", [svc, acc](Request& req) -> awaitable<Response> {
@@ -368,16 +371,21 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
   // ---- Codes ----
 
   // C1: a new code or revision: multipart with "data" and an optional zip "file".
-  router.Add("POST", base + "/codes", [svc, acc](Request& req) -> awaitable<Response> {
+  // The package (up to 64 MB) is parsed, written and fsync'd off the io thread.
+  router.Add("POST", base + "/codes", [svc, acc, disk](Request& req) -> awaitable<Response> {
     KILN_AUTH(*acc, req, project);
-    KILN_TRY(parts, ParseMultipart(req.Header("content-type"), req.body));
-    auto data = parts->find("data");
-    if (data == parts->end())
-      co_return ErrorResponse(Error::InvalidArgument("the data part is required"));
-    KILN_TRY(spec, CodeFromData(data->second));
-    auto file = parts->find("file");
-    KILN_TRY(code, svc->PutCode(project, std::move(*spec),
-                                file == parts->end() ? std::string() : file->second));
+    KILN_TRY(code, co_await OffIoThread(*disk, [&]() -> Result<worker::Code> {
+               auto parts = ParseMultipart(req.Header("content-type"), req.body);
+               if (!parts) return Fail(parts.error());
+               auto data = parts->find("data");
+               if (data == parts->end())
+                 return Fail(Error::InvalidArgument("the data part is required"));
+               auto spec = CodeFromData(data->second);
+               if (!spec) return Fail(spec.error());
+               auto file = parts->find("file");
+               return svc->PutCode(project, std::move(*spec),
+                                   file == parts->end() ? std::string() : file->second);
+             }));
     co_return Response{200, Json([&](JsonWriter& w) {
                          w.StartObject();
                          Str(w, "id", code->id);
@@ -415,20 +423,22 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         co_return Response{200, ListJson("revisions", *revs, WriteRevision)};
       });
 
-  router.Add("GET", base + "/codes/:code/download",
-             [svc, acc](Request& req) -> awaitable<Response> {
-               KILN_AUTH(*acc, req, project);
-               int64_t rev = 0;
-               if (auto v = req.Query("revision"); v && !v->empty()) {
-                 KILN_TRY(n, ParseIntParam("revision", *v));
-                 rev = *n;
-               }
-               KILN_TRY(zip, svc->Download(project, std::string(req.Param("code")), rev));
-               Response r{200, std::move(zip->second)};
-               r.content_type = "application/zip";
-               r.headers.emplace_back("Content-Disposition", "attachment; filename=" + zip->first);
-               co_return r;
-             });
+  router.Add(
+      "GET", base + "/codes/:code/download", [svc, acc, disk](Request& req) -> awaitable<Response> {
+        KILN_AUTH(*acc, req, project);
+        int64_t rev = 0;
+        if (auto v = req.Query("revision"); v && !v->empty()) {
+          KILN_TRY(n, ParseIntParam("revision", *v));
+          rev = *n;
+        }
+        std::string code(req.Param("code"));
+        KILN_TRY(zip,
+                 co_await OffIoThread(*disk, [&] { return svc->Download(project, code, rev); }));
+        Response r{200, std::move(zip->second)};
+        r.content_type = "application/zip";
+        r.headers.emplace_back("Content-Disposition", "attachment; filename=" + zip->first);
+        co_return r;
+      });
 
   router.Add("GET", base + "/codes/:code/stats", [svc, acc](Request& req) -> awaitable<Response> {
     KILN_AUTH(*acc, req, project);

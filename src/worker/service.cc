@@ -303,9 +303,11 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
     }
   }
   std::string record = EncodeCode(spec);
-  if (auto r = store_.PutWorkerRecord(RevKey(spec.id, spec.rev), record); !r)
+  // The revision and the code's latest record in one write: both or neither.
+  if (auto r = store_.PutWorkerRecords(
+          {{RevKey(spec.id, spec.rev), record}, {"code/" + spec.id, record}});
+      !r)
     return Fail(r.error());
-  if (auto r = store_.PutWorkerRecord("code/" + spec.id, record); !r) return Fail(r.error());
   code_by_name_[{project, spec.name}] = spec.id;
   codes_[spec.id] = spec;
   revisions_[{spec.id, spec.rev}] = spec;
