@@ -20,6 +20,15 @@ namespace {
 
 constexpr char kProject[] = "0123456789abcdef01234567";
 
+// A code that runs `command` in the busybox image.
+worker::Code BusyboxCode(const std::string& name, const std::string& command) {
+  worker::Code c;
+  c.name = name;
+  c.image = "busybox";
+  c.command = command;
+  return c;
+}
+
 class ServiceTest : public ::testing::Test {
  protected:
   void SetUp() override { Open(); }
@@ -36,10 +45,7 @@ class ServiceTest : public ::testing::Test {
     if (auto img = images_.Busybox(); !img) GTEST_SKIP() << img.error().message();
   }
   void Code(const std::string& name, const std::string& command, int64_t max_concurrency = 0) {
-    worker::Code c;
-    c.name = name;
-    c.image = "busybox";
-    c.command = command;
+    worker::Code c = BusyboxCode(name, command);
     c.max_concurrency = max_concurrency;
     ASSERT_TRUE(service_->PutCode(kProject, c));
   }
@@ -241,11 +247,7 @@ TEST(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
   o.run_schedules = false;
   auto svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
   ASSERT_TRUE(svc->Recover());
-  worker::Code c;
-  c.name = "held";
-  c.image = "busybox";
-  c.command = "true";
-  ASSERT_TRUE(svc->PutCode(kProject, c));
+  ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode("held", "true")));
   ASSERT_TRUE(svc->SetPaused(kProject, "held", true));  // nothing starts meanwhile
   NewTask n;
   n.code_name = "held";
@@ -290,11 +292,7 @@ TEST(ServiceScheduleTest, DueSchedulesQueueTasksThatRecordTheSchedule) {
   o.run_schedules = false;
   Service svc(*store, clock, images, runc, o);
   ASSERT_TRUE(svc.Recover());
-  worker::Code c;
-  c.name = "tick";
-  c.image = "busybox";
-  c.command = "true";
-  ASSERT_TRUE(svc.PutCode(kProject, c));
+  ASSERT_TRUE(svc.PutCode(kProject, BusyboxCode("tick", "true")));
   Schedule s;
   s.code_name = "tick";
   s.payload = "{\"a\":1}";
@@ -359,11 +357,7 @@ TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
   o.task_retention = std::chrono::hours(24);
   auto svc = std::make_unique<Service>(*store, clock, images, runc, o);
   ASSERT_TRUE(svc->Recover());
-  worker::Code c;
-  c.name = "c";
-  c.image = "busybox";
-  c.command = "true";
-  ASSERT_TRUE(svc->PutCode(kProject, c));
+  ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode("c", "true")));
   NewTask n;
   n.code_name = "c";
   auto ids = *svc->QueueTasks(kProject, {n, n});
