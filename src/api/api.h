@@ -13,6 +13,10 @@
 #include "mq/engine.h"
 #include "worker/service.h"
 
+namespace boost::asio {
+class thread_pool;
+}
+
 namespace kiln::api {
 
 struct Services {
@@ -20,6 +24,10 @@ struct Services {
   access::Access* access = nullptr;
   const std::atomic<bool>* stopping = nullptr;  // set when the server shuts down
   worker::Service* worker = nullptr;            // null: no /2 endpoints
+  // With `worker`: the thread(s) for code packages' slow disk I/O
+  // (api/blocking.h). Its owner joins it after the server has stopped and
+  // before the server and the worker service are destroyed.
+  boost::asio::thread_pool* disk = nullptr;
 };
 
 void AddSystemRoutes(http::Router& r, const Services& s);

@@ -18,6 +18,7 @@
 #include "api/handler.h"
 #include "api/json.h"
 #include "api/multipart.h"
+#include "base/check.h"
 #include "base/time_format.h"
 
 namespace kiln::api {
@@ -354,8 +355,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
   worker::Service* svc = s.worker;
   access::Access* acc = s.access;
   const std::string base = "/2/projects/:project";
-  // Code packages are written and read here, off the io threads.
-  auto disk = std::make_shared<boost::asio::thread_pool>(1);
+  KILN_CHECK(s.disk, "worker routes need a thread for code packages");
+  boost::asio::thread_pool* disk = s.disk;  // code packages are written and read there
 
   // Any valid token: the names are the server's, not a project's.
   router.Add("GET", "/2/stacks", [svc, acc](Request& req) -> awaitable<Response> {

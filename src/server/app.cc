@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <boost/asio/thread_pool.hpp>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -37,6 +38,7 @@ struct App::Impl {
   std::unique_ptr<runner::ImageStore> images;
   std::unique_ptr<runner::Runc> runc;
   std::unique_ptr<worker::Service> worker;
+  std::unique_ptr<boost::asio::thread_pool> disk;  // code packages' I/O (api/blocking.h)
   std::atomic<bool> stopping{false};
 
   std::thread ticker;
@@ -50,6 +52,10 @@ struct App::Impl {
     }
     tick_cv.notify_all();
     if (ticker.joinable()) ticker.join();
+    // A code upload still on the disk thread finishes first: it uses the
+    // worker service, and hands its request back to an io context (stopped
+    // by now, still there).
+    if (disk) disk->join();
     server.reset();
     if (worker) worker->Stop();  // kills running tasks; they end as errors
     worker.reset();
@@ -165,8 +171,9 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   }
   impl->worker->Start();  // with no slots, schedules still queue tasks
 
-  api::AddAllRoutes(impl->router,
-                    {impl->engine.get(), impl->access.get(), &impl->stopping, impl->worker.get()});
+  impl->disk = std::make_unique<boost::asio::thread_pool>(1);
+  api::AddAllRoutes(impl->router, {impl->engine.get(), impl->access.get(), &impl->stopping,
+                                   impl->worker.get(), impl->disk.get()});
   http::ServerOptions so;
   so.host = config.host;
   so.port = config.port;
