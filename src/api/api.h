@@ -2,7 +2,8 @@
 // IronMQ v3 endpoints, worker_routes.cc the IronWorker v2 ones served so
 // far, admin_routes.cc Kiln's project and token management,
 // system_routes.cc /healthz and /version. Handlers run on the server's io
-// threads; everything they touch (Engine, Access) is thread-safe.
+// threads (code packages' disk I/O on `Services::disk`); everything they
+// touch (Engine, Access, worker::Service) is thread-safe.
 #pragma once
 
 #include <atomic>
