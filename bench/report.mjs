@@ -42,10 +42,11 @@ const pushRows = rows.filter((r) => r.label?.startsWith('push-'));
 if (pushRows.length) {
   // The sink's ceiling, measured before and after the push runs (older
   // results: once, after them).
-  const walls = ['sink-wrk-before', 'sink-wrk-after', 'sink-wrk'].map(row).filter(Boolean).map((r) => r.requests_per_sec);
-  const ceiling = walls.length ? walls.reduce((a, b) => a + b, 0) / walls.length : 0;
+  const [before, after, once] = ['sink-wrk-before', 'sink-wrk-after', 'sink-wrk'].map((l) => row(l)?.requests_per_sec);
+  const ceiling = before && after ? (before + after) / 2 : (once ?? 0);
+  const measured = before && after ? ` (${fmt(before)} before, ${fmt(after)} after the push runs; their mean)` : '';
   out.push('### Push delivery to a local HTTP sink (keep-alive)', '');
-  out.push(`The sink's own ceiling, measured by \`wrk -t1 -c32\` in the same run (${walls.map(fmt).join(' before, ')}${walls.length > 1 ? ' after' : ''}): ${fmt(ceiling)} requests/s.`, '');
+  out.push(`The sink's own ceiling, measured by \`wrk -t1 -c32\` in the same run${measured}: ${fmt(ceiling)} requests/s.`, '');
   out.push('| run | subscribers | messages per post | deliveries/s | post → delivery p50 | p99 | share of the sink ceiling |', '|---|---|---|---|---|---|---|');
   const runs = { 'push-max-1': ['as fast as it goes', 1, 100], 'push-max-1-b10': ['as fast as it goes', 1, 10],
     'push-max-16': ['as fast as it goes', 16, 10], 'push-paced-1': ['paced (7,000 msgs/s)', 1, 10],
@@ -55,7 +56,7 @@ if (pushRows.length) {
     const share = r.label.includes('paced') || !ceiling ? '–' : (r.msgs_per_sec / ceiling * 100).toFixed(0) + '%';
     out.push(`| ${name} | ${subs} | ${batch} | ${fmt(r.msgs_per_sec)} | ${fmt(r.p50_us)} µs | ${fmt(r.p99_us)} µs | ${share} |`);
   }
-out.push('', 'Runs "as fast as it goes" post faster than Kiln delivers, so their latency is mostly the backlog; the paced runs post at a steady rate well below that and show the latency of a delivery. Kiln\'s work per delivery includes accepting the post that carries it, so with one subscriber the size of the posts shows: each post request costs an fdatasync and a round trip, shared by its messages.', '');
+  out.push('', 'Runs "as fast as it goes" post faster than Kiln delivers, so their latency is mostly the backlog; the paced runs post at a steady rate well below that and show the latency of a delivery. Kiln\'s work per delivery includes accepting the post that carries it, so with one subscriber the size of the posts shows: each post request costs an fdatasync and a round trip, shared by its messages.', '');
 }
 
 if (row('tasks-latency')) {

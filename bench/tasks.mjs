@@ -37,14 +37,15 @@ async function waitFinal(id) {
   }
 }
 
-// Bare runc with a bundle of the same image: the root filesystem read-only,
-// no overlay, no cgroup limits, no log capture. The image is unpacked by
-// the first Kiln task, which (with one bare run) also warms both up.
+// One Kiln task, POST to complete.
 async function kilnTask() {
   const id = (await api('POST', '/tasks', { tasks: [{ code_name: 'bench-true' }] })).tasks[0].id;
   const t = await waitFinal(id);
   if (t.status !== 'complete') throw new Error(`task ${id}: ${t.status} ${t.msg}`);
 }
+// Bare runc with a bundle of the same image: the root filesystem read-only,
+// no overlay, no cgroup limits, no log capture. The image is unpacked by
+// the first Kiln task, which (with one bare run) also warms both up.
 let completed = 0;
 await kilnTask();
 completed++;
