@@ -2,11 +2,36 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 
 namespace kiln::api {
 namespace {
 Error WrongType(const char* key, const char* want) {
   return Error::InvalidArgument(std::string(key) + " must be " + want);
+}
+
+// Whether arrays and objects in `text` nest at most `max` deep (brackets
+// inside strings do not count). The parser runs iteratively, but writing a
+// value back out (a payload given as an object) recurses, one frame a level.
+bool NestsWithin(std::string_view text, int max) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
 }
 }  // namespace
 
@@ -18,7 +43,10 @@ Result<JsonBody> ParseObject(const std::string& body) {
     d.SetObject();
     return out;
   }
-  d.Parse(body.data(), body.size());
+  if (!NestsWithin(body, kMaxJsonDepth))
+    return Fail(Error::InvalidArgument("JSON nests deeper than " + std::to_string(kMaxJsonDepth) +
+                                       " levels"));
+  d.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
   if (d.HasParseError()) return Fail(Error::InvalidArgument("Invalid JSON"));
   if (!d.IsObject()) return Fail(Error::InvalidArgument("Request body must be a JSON object"));
   return out;
@@ -35,6 +63,12 @@ Result<std::optional<int64_t>> GetInt(const JsonValue& obj, const char* key) {
       return static_cast<int64_t>(d);
   }
   return Fail(WrongType(key, "an integer"));
+}
+
+Result<int> NarrowInt(const char* key, int64_t v) {
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+    return Fail(Error::InvalidArgument(std::string(key) + " is out of range"));
+  return static_cast<int>(v);
 }
 
 Result<std::optional<std::string>> GetString(const JsonValue& obj, const char* key) {

@@ -56,13 +56,18 @@ class JsonBody {
   std::unique_ptr<State> state_ = std::make_unique<State>();
 };
 
-// Parses a request body; an empty body counts as {}. The root must be an object.
+// Parses a request body; an empty body counts as {}. The root must be an
+// object, nesting at most kMaxJsonDepth arrays and objects deep.
+inline constexpr int kMaxJsonDepth = 64;
 Result<JsonBody> ParseObject(const std::string& body);
 
 // Optional members: absent or null gives nullopt; a wrong type is an error.
 Result<std::optional<int64_t>> GetInt(const JsonValue& obj, const char* key);
 Result<std::optional<std::string>> GetString(const JsonValue& obj, const char* key);
 Result<std::optional<bool>> GetBool(const JsonValue& obj, const char* key);
+// `v` as an int, or InvalidArgument naming `key` when it does not fit one
+// (so that a range check after the narrowing cannot be passed by wrapping).
+Result<int> NarrowInt(const char* key, int64_t v);
 // Object or array member; nullptr when absent or null.
 Result<const JsonValue*> GetObject(const JsonValue& obj, const char* key);
 Result<const JsonValue*> GetArray(const JsonValue& obj, const char* key);

@@ -294,7 +294,8 @@ Result<mq::QueueSettings> ParseSettings(const std::string& body) {
                             std::pair{"message_expiration", &s.message_expiration}}) {
     auto v = GetInt(o, key);
     if (!v) return Fail(v.error());
-    *field = *v;
+    // Go's QueueInfo sends its zero values (no omitempty): 0 is "not given".
+    if (*v != 0) *field = *v;
   }
   auto dl = GetObject(o, "dead_letter");
   if (!dl) return Fail(dl.error());
@@ -455,7 +456,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     KILN_TRY(del, GetBool(*doc, "delete"));
     mq::ReserveOptions o;
     o.n = static_cast<int>(std::clamp<int64_t>(n->value_or(1), -1, 1000));
-    o.timeout = *timeout;
+    if (*timeout != 0) o.timeout = *timeout;  // Go's Pop sends 0: the queue's default
     o.delete_messages = del->value_or(false);
     int64_t wait_s = wait->value_or(0);
     if (wait_s < 0 || wait_s > mq::kMaxWait)
@@ -554,10 +555,16 @@ void AddMqRoutes(http::Router& router, const Services& services) {
   router.Add("DELETE", m, [ctx](Request& req) -> awaitable<Response> {
     std::string project(req.Param("project"));
     auto auth = Authorize(*ctx->s.access, req, project);
-    KILN_TRY(id, MessageId(req));
-    KILN_TRY(doc, ParseObject(req.body));
-    KILN_TRY(rid, GetString(*doc, "reservation_id"));
-    KILN_TRY(sub, GetString(*doc, "subscriber_name"));
+    // Without a token, a failure says no more than that the token is missing.
+    auto fail = [&](const Error& e) { return ErrorResponse(auth ? e : auth.error()); };
+    auto id = MessageId(req);
+    if (!id) co_return fail(id.error());
+    auto doc = ParseObject(req.body);
+    if (!doc) co_return fail(doc.error());
+    auto rid = GetString(*doc, "reservation_id");
+    if (!rid) co_return fail(rid.error());
+    auto sub = GetString(*doc, "subscriber_name");
+    if (!sub) co_return fail(sub.error());
     std::string reservation = rid->value_or("");
     std::string subscriber = sub->value_or("");
     if (auto v = req.Query("reservation_id"); v && reservation.empty()) reservation = *v;
@@ -565,8 +572,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     std::string queue(req.Param("queue"));
     if (!auth && (subscriber.empty() || reservation.empty())) co_return ErrorResponse(auth.error());
     auto r = ctx->s.engine->DeleteMessage(project, queue, {*id, reservation, subscriber});
-    // Without a token, a failure says no more than that the token is missing.
-    if (!r) co_return ErrorResponse(auth ? r.error() : auth.error());
+    if (!r) co_return fail(r.error());
     co_return Msg("Deleted");
   });
 
@@ -674,6 +680,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(rid, GetString(*doc, "reservation_id"));
     KILN_TRY(timeout, GetInt(*doc, "timeout"));
+    if (*timeout == 0) *timeout = std::nullopt;  // Go sends 0: the queue's default
     KILN_TRY(fresh, ctx->s.engine->Touch(project, std::string(req.Param("queue")), *id,
                                          rid->value_or(""), *timeout));
     co_return Ok(Json([&](JsonWriter& w) {

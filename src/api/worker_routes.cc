@@ -208,6 +208,9 @@ Result<Paging> GetPaging(const Request& req) {
   return p;
 }
 
+// Times as unix seconds end before the year 10000.
+constexpr int64_t kMaxUnixSeconds = 253402300800;
+
 // A time given as RFC 3339 text or unix seconds; 0 when absent.
 Result<TimeMs> GetTime(const JsonValue& o, const char* key) {
   auto it = o.FindMember(key);
@@ -217,7 +220,12 @@ Result<TimeMs> GetTime(const JsonValue& o, const char* key) {
     if (!t) return Fail(Error::InvalidArgument(std::string(key) + " must be an RFC 3339 time"));
     return *t;
   }
-  if (it->value.IsNumber()) return static_cast<TimeMs>(it->value.GetDouble() * 1000);
+  if (it->value.IsNumber()) {
+    double s = it->value.GetDouble();
+    if (!(s >= 0 && s < kMaxUnixSeconds))
+      return Fail(Error::InvalidArgument(std::string(key) + " is out of range"));
+    return static_cast<TimeMs>(s * 1000);
+  }
   return Fail(Error::InvalidArgument(std::string(key) + " must be an RFC 3339 time"));
 }
 
@@ -255,7 +263,9 @@ Result<worker::Code> CodeFromData(const std::string& data) {
   }
   auto prio = GetInt(*doc, "default_priority");
   if (!prio) return Fail(prio.error());
-  c.default_priority = static_cast<int>(prio->value_or(0));
+  auto default_priority = NarrowInt("default_priority", prio->value_or(0));
+  if (!default_priority) return Fail(default_priority.error());
+  c.default_priority = *default_priority;
   if (c.max_concurrency < 0) c.max_concurrency = 0;  // Go sends -1 for "no limit"
   auto net = GetString(*doc, "network");
   if (!net) return Fail(net.error());
@@ -298,7 +308,11 @@ Result<worker::NewTask> TaskFromJson(const JsonValue& o) {
   if (!sync) return Fail(sync.error());
   // Go and ironcli send -3 for "the code's default" (§3.3); the range is
   // checked by the service.
-  if (*priority && **priority != -3) n.priority = static_cast<int>(**priority);
+  if (*priority && **priority != -3) {
+    auto p = NarrowInt("priority", **priority);
+    if (!p) return Fail(p.error());
+    n.priority = *p;
+  }
   int64_t t = timeout->value_or(3600);
   n.timeout = t == 0 ? 3600 : t;  // Go and ironcli send 0 for the maximum
   n.delay = delay->value_or(0);
@@ -337,7 +351,11 @@ Result<worker::Schedule> ScheduleFromJson(const JsonValue& o, worker::Schedule s
   if (s.timeout == 0) s.timeout = 3600;
   auto prio = GetInt(o, "priority");
   if (!prio) return Fail(prio.error());
-  if (*prio) s.priority = static_cast<int>(**prio);
+  if (*prio) {
+    auto p = NarrowInt("priority", **prio);
+    if (!p) return Fail(p.error());
+    s.priority = *p;
+  }
   for (auto [key, field] : {std::pair{"start_at", &worker::Schedule::start_at},
                             std::pair{"end_at", &worker::Schedule::end_at}}) {
     if (!o.HasMember(key)) continue;
@@ -447,6 +465,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     for (auto [key, field] : {std::pair{"start_date", &from}, std::pair{"end_date", &to}}) {
       if (auto v = req.Query(key); v && !v->empty()) {
         KILN_TRY(n, ParseIntParam(key, *v));
+        if (*n < 0 || *n >= kMaxUnixSeconds)
+          co_return ErrorResponse(Error::InvalidArgument(std::string(key) + " is out of range"));
         *field = *n * 1000;
       }
     }
@@ -521,7 +541,10 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     }
     if (auto v = req.Query("priority"); v && !v->empty()) {
       KILN_TRY(x, ParseIntParam("priority", *v));
-      n.priority = static_cast<int>(*x);
+      if (*x != -3) {  // -3: the code's default, as in POST /tasks
+        KILN_TRY(p, NarrowInt("priority", *x));
+        n.priority = *p;
+      }
     }
     KILN_TRY(ids, svc->QueueTasks(project, {n}));
     co_return Response{200, Json([&](JsonWriter& w) {
@@ -549,6 +572,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     for (auto [key, field] : {std::pair{"from_time", &f.from}, std::pair{"to_time", &f.to}}) {
       if (auto v = req.Query(key); v && !v->empty()) {
         KILN_TRY(n, ParseIntParam(key, *v));
+        if (*n < 0 || *n >= kMaxUnixSeconds)
+          co_return ErrorResponse(Error::InvalidArgument(std::string(key) + " is out of range"));
         *field = *n * 1000;
       }
     }
@@ -625,8 +650,9 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         KILN_TRY(doc, ParseObject(req.body));
         KILN_TRY(percent, GetInt(*doc, "percent"));
         KILN_TRY(msg, GetString(*doc, "msg"));
-        KILN_TRY(r, svc->SetProgress(project, std::string(req.Param("task")),
-                                     static_cast<int>(percent->value_or(0)), msg->value_or("")));
+        KILN_TRY(p, NarrowInt("percent", percent->value_or(0)));
+        KILN_TRY(r,
+                 svc->SetProgress(project, std::string(req.Param("task")), *p, msg->value_or("")));
         co_return Response{200, MsgJson("Progress set")};
       });
 

@@ -233,7 +233,7 @@ std::string EncodePlan(const PushPlan& plan) {
 
 std::optional<PushPlan> DecodePlan(std::string_view b) {
   rapidjson::Document doc;
-  doc.Parse(b.data(), b.size());
+  doc.Parse<rapidjson::kParseIterativeFlag>(b.data(), b.size());
   if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("v") || !doc["v"].IsInt() ||
       doc["v"].GetInt() != 1)
     return std::nullopt;

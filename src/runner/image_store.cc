@@ -173,7 +173,7 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
   rapidjson::Document d;
   if (fs::exists(tmp / "archive" / "manifest.json")) {  // docker save
     std::string m = ReadFile(tmp / "archive" / "manifest.json");
-    d.Parse(m.c_str());
+    d.Parse<rapidjson::kParseIterativeFlag>(m.c_str());
     if (d.HasParseError() || !d.IsArray() || d.Empty() || !d[0].IsObject() ||
         !d[0].HasMember("Layers") || !d[0]["Layers"].IsArray())
       return Fail(Error::InvalidArgument("manifest.json is not a docker save manifest"));
@@ -191,7 +191,7 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
       return tmp / "archive" / "blobs" / digest.substr(0, colon) /
              CleanPath(digest.substr(colon + 1));
     };
-    d.Parse(ReadFile(tmp / "archive" / "index.json").c_str());
+    d.Parse<rapidjson::kParseIterativeFlag>(ReadFile(tmp / "archive" / "index.json").c_str());
     if (d.HasParseError() || !d.IsObject() || !d.HasMember("manifests") ||
         !d["manifests"].IsArray() || d["manifests"].Empty())
       return Fail(Error::InvalidArgument("index.json has no manifests"));
@@ -200,7 +200,7 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
         desc["annotations"].HasMember("org.opencontainers.image.ref.name"))
       tags.push_back(desc["annotations"]["org.opencontainers.image.ref.name"].GetString());
     rapidjson::Document m;
-    m.Parse(ReadFile(blob(desc["digest"].GetString())).c_str());
+    m.Parse<rapidjson::kParseIterativeFlag>(ReadFile(blob(desc["digest"].GetString())).c_str());
     if (m.HasParseError() || !m.IsObject() || !m.HasMember("layers") || !m["layers"].IsArray())
       return Fail(Error::InvalidArgument("OCI manifest without layers"));
     for (const auto& l : m["layers"].GetArray())

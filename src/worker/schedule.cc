@@ -25,8 +25,9 @@ TimeMs Bounded(Schedule& s, TimeMs next) {
 }  // namespace
 
 Result<void> CheckTiming(const Schedule& s) {
-  if (s.run_every != 0 && s.run_every < 60)
-    return Fail(Error::InvalidArgument("run_every must be at least 60 seconds"));
+  if (s.run_every != 0 && (s.run_every < 60 || s.run_every > kMaxRunEvery))
+    return Fail(Error::InvalidArgument("run_every must be between 60 and " +
+                                       std::to_string(kMaxRunEvery) + " seconds"));
   if (s.run_every != 0 && !s.cron.empty())
     return Fail(Error::InvalidArgument("give run_every or cron, not both"));
   if (s.run_times < 0) return Fail(Error::InvalidArgument("run_times must not be negative"));

@@ -259,12 +259,15 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
     return Fail(Error::InvalidArgument("max_concurrency must be 0 or more"));
   if (spec.retries < 0 || spec.retries > 10)
     return Fail(Error::InvalidArgument("retries must be between 0 and 10"));
-  if (spec.retries_delay < 0)
-    return Fail(Error::InvalidArgument("retries_delay must not be negative"));
+  if (spec.retries_delay < 0 || spec.retries_delay > kMaxRetriesDelay)
+    return Fail(Error::InvalidArgument("retries_delay must be between 0 and " +
+                                       std::to_string(kMaxRetriesDelay) + " seconds"));
   if (spec.default_priority < 0 || spec.default_priority > 2)
     return Fail(Error::InvalidArgument("default_priority must be 0, 1 or 2"));
   if (spec.config.size() > kMaxPayload) return Fail(Error::TooLarge("config exceeds 64 KB"));
-  if (spec.memory_mb < 8) return Fail(Error::InvalidArgument("memory must be at least 8 MB"));
+  if (spec.memory_mb < 8 || spec.memory_mb > kMaxMemoryMb)
+    return Fail(Error::InvalidArgument("memory must be between 8 and " +
+                                       std::to_string(kMaxMemoryMb) + " MB"));
 
   // The package goes to disk, synced, before the lock; it is renamed into
   // place under the lock once its revision number is known.
@@ -491,7 +494,7 @@ void Service::ReadProgressLocked(Task& t) const {
   std::string text = ReadAll(TaskDir(t.id) + "/" + kProgressFile);
   if (text.empty()) return;
   rapidjson::Document d;
-  d.Parse(text.data(), text.size());
+  d.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
   if (d.HasParseError() || !d.IsObject()) return;
   if (d.HasMember("percent") && d["percent"].IsNumber())
     t.percent = std::clamp(static_cast<int>(d["percent"].GetDouble()), 0, 100);

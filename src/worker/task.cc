@@ -28,7 +28,7 @@ int64_t GI(const rapidjson::Value& o, const char* k, int64_t def = 0) {
   return it != o.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : def;
 }
 bool Parse(rapidjson::Document& d, std::string_view b) {
-  d.Parse(b.data(), b.size());
+  d.Parse<rapidjson::kParseIterativeFlag>(b.data(), b.size());
   return !d.HasParseError() && d.IsObject() && GI(d, "v") == 1;
 }
 

@@ -14,6 +14,12 @@
 
 namespace kiln::worker {
 
+// Upper bounds of settings whose unit is multiplied out later (a larger
+// value would overflow): 30 days, 1 TiB, 10 years.
+inline constexpr int64_t kMaxRetriesDelay = 30 * 86400;
+inline constexpr int64_t kMaxMemoryMb = int64_t{1} << 20;
+inline constexpr int64_t kMaxRunEvery = 10 * 365 * int64_t{86400};
+
 enum class TaskState { kQueued, kPreparing, kRunning, kComplete, kError, kCancelled, kTimeout };
 const char* StateName(TaskState s);
 std::optional<TaskState> StateFromName(std::string_view name);

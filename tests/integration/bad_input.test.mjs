@@ -58,6 +58,34 @@ test('wrong types and missing fields are 400', async () => {
   expectError(await kiln.req('GET', m + '?n=abc'), 400);
 });
 
+test('deeply nested JSON is 400 and the server keeps serving', async () => {
+  const m = kiln.q('safe') + '/messages';
+  const deep = '['.repeat(200000);
+  expectError(await kiln.req('POST', m, deep), 400);
+  expectError(await kiln.req('POST', m, `{"messages":[{"body":"x","push_headers":${'{"a":'.repeat(100)}1${'}'.repeat(100)}}]}`), 400);
+  // Without a token too (a push acknowledgement takes none).
+  expectError(await kiln.req('DELETE', `${m}/${kept}`, deep, { token: null }), 401);
+  // 64 levels are still JSON it reads; brackets inside strings do not count.
+  const r = await kiln.req('POST', m, { messages: [{ body: '['.repeat(1000) }] });
+  assert.equal(r.status, 201, r.text);
+});
+
+test("Go's zero values mean the defaults: queue settings, reserve and touch timeouts", async () => {
+  // iron_go3 sends QueueInfo's zeros (no omitempty) on create, and Pop sends timeout 0.
+  const q = kiln.q('go-zeros');
+  const made = await kiln.req('PUT', q, { queue: { name: 'go-zeros', size: 0, total_messages: 0, message_timeout: 0, message_expiration: 0 } });
+  assert.equal(made.status, 200, made.text);
+  assert.equal(made.body.queue.message_timeout, 60);
+  assert.equal(made.body.queue.message_expiration, 604800);
+  await kiln.req('POST', q + '/messages', { messages: [{ body: 'go' }] });
+  const got = await kiln.req('POST', q + '/reservations', { n: 1, timeout: 0, wait: 0, delete: false });
+  assert.equal(got.status, 200, got.text);
+  const [msg] = got.body.messages;
+  assert.equal(msg.body, 'go');
+  const touched = await kiln.req('POST', `${q}/messages/${msg.id}/touch`, { reservation_id: msg.reservation_id, timeout: 0 });
+  assert.equal(touched.status, 200, touched.text);
+});
+
 test('an oversized message is 413; an oversized request body is 413', async () => {
   const m = kiln.q('safe') + '/messages';
   expectError(await kiln.req('POST', m, { messages: [{ body: 'x'.repeat(64 * 1024 + 1) }] }), 413);

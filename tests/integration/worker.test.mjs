@@ -118,7 +118,9 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
   await upload({ name: 'valid', image: 'busybox', command: 'true' });
   const bad = async (task) => (await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'valid', ...task }] }));
   for (const task of [{ priority: 5 }, { timeout: 7200 }, { timeout: -1 }, { delay: -1 }, { delay: 604801 },
-    { priority: 'high' }, { timeout: '60' }, { code_name: 7 }, { label: {} }]) {
+    { priority: 'high' }, { timeout: '60' }, { code_name: 7 }, { label: {} },
+    // past the range of an int: not wrapped round into 0-2
+    { priority: 4294967298 }, { priority: -4294967295 }]) {
     const r = await bad(task);
     assert.equal(r.status, 400, JSON.stringify(task));
     assert.equal(typeof r.body.msg, 'string');
@@ -134,6 +136,9 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
   assert.equal((await upload({ name: 'evil', file_name: 'run.sh', runtime: 'sh' }, makeZip({ '../evil.sh': 'x' }))).status, 400);
   assert.equal((await upload({ name: 'evil', file_name: '/etc/passwd', runtime: 'sh' }, makeZip({ 'run.sh': 'x' }))).status, 400);
   assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', retries: 11 })).status, 400);
+  // Settings multiplied out later are bounded, not left to overflow.
+  for (const s of [{ retries_delay: 2 ** 62 }, { memory: 2 ** 50 }, { default_priority: 4294967296 }])
+    assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', ...s })).status, 400, JSON.stringify(s));
   assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', env_vars: { A: 1 } })).status, 400);
   assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', network: 'bridge' })).status, 400);
   assert.equal((await kiln.req('GET', w('/codes/evil'))).status, 404);
@@ -260,6 +265,7 @@ test('progress from the API and from inside the task; webhook payloads; outlog',
   assert.equal(after.percent, 100);
   assert.equal(after.msg, 'done');
   assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 101 })).status, 400);
+  assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 4294967346 })).status, 400);
   assert.equal((await kiln.req('POST', w('/tasks/webhook'), 'x')).status, 400);
   assert.equal((await kiln.req('POST', w('/tasks/webhook?code_name=nope'), 'x')).status, 404);
 });
@@ -348,6 +354,10 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal(await bad({ cron: '61 * * * *' }), 400);
   assert.equal(await bad({ cron: '* * * * *', time_zone: 'Mars/Olympus' }), 400);
   assert.equal(await bad({ start_at: 'yesterday' }), 400);
+  assert.equal(await bad({ run_every: 2 ** 62 }), 400);
+  assert.equal(await bad({ start_at: 1e300 }), 400);
+  assert.equal(await bad({ priority: 4294967296 }), 400);
+  assert.equal((await kiln.req('GET', w(`/tasks?from_time=${2 ** 62}`))).status, 400);
   assert.equal(await bad({ code_name: 'nope' }), 404);
   assert.equal((await kiln.req('GET', w('/schedules/ffffffffffffffffffffffff'))).status, 404);
 });

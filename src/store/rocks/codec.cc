@@ -47,7 +47,7 @@ void Int(Writer& w, const char* k, int64_t v) {
 
 Result<rapidjson::Document> ParseRecord(std::string_view b, const char* what) {
   rapidjson::Document d;
-  d.Parse(b.data(), b.size());
+  d.Parse<rapidjson::kParseIterativeFlag>(b.data(), b.size());
   if (d.HasParseError() || !d.IsObject() || !d.HasMember("v") || !d["v"].IsInt())
     return Fail(Error::Internal(std::string("corrupt ") + what + " record"));
   if (d["v"].GetInt() != kFormatVersion)
