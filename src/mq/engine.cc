@@ -250,6 +250,8 @@ Result<QueueInfo> Engine::PutQueue(const std::string& project, const std::string
   if (auto v = ApplySettings(rec, s, !exists); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   (*slot)->queue.record() = rec;
+  if (s.subscribers)
+    for (auto& [id, plan] : (*slot)->plans) ForgetRemovedSubscribers(plan, rec);
   return InfoOf(**slot);
 }
 
@@ -263,6 +265,10 @@ Result<QueueInfo> Engine::UpdateQueue(const std::string& project, const std::str
   if (auto v = ApplySettings(rec, s, false); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   slot->queue.record() = rec;
+  // As through the subscriber endpoints: messages on their way forget the
+  // subscribers that are gone.
+  if (s.subscribers)
+    for (auto& [id, plan] : slot->plans) ForgetRemovedSubscribers(plan, rec);
   return InfoOf(*slot);
 }
 

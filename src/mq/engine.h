@@ -249,8 +249,9 @@ class Engine {
 
   // Push delivery (engine_push.cc).
   void StartPush(const SlotPtr& slot, uint64_t id);
-  void OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::string host, int status,
-                    std::string error);
+  // The answer to the try of `subscriber` that carried `reservation`.
+  void OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,
+                    uint64_t reservation, std::string host, int status, std::string error);
   // Under the slot's lock: persists the plan, or ends it (removes the message,
   // and returns the error-queue message to post when it failed).
   std::optional<std::pair<std::string, NewMessage>> SettlePlan(Slot& slot, uint64_t id,

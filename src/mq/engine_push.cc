@@ -119,7 +119,8 @@ void Engine::TickPush(TimeMs now) {
 void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
   if (!transport_) return;
   struct Send {
-    size_t index;
+    std::string subscriber;
+    uint64_t reservation;
     std::string host;
     PushRequest request;
   };
@@ -196,7 +197,7 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
                   public_url_ + "/3/projects/" + rec.project_id + "/queues/" +
                       PercentEncode(rec.name) + "/messages/" + std::to_string(id) +
                       "?subscriber_name=" + PercentEncode(d.subscriber) + "&reservation_id=" + rid);
-        sends.push_back({i, std::move(host), std::move(req)});
+        sends.push_back({d.subscriber, d.reservation, std::move(host), std::move(req)});
       }
       auto next = plan.NextDue();
       if (deferred) next = std::min(next.value_or(now + kDeferMs), now + kDeferMs);
@@ -210,7 +211,7 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
     if (!b) {
       // Counted as a failed try of each: the message is not sent without its body.
       for (auto& s : sends)
-        OnPushAnswer(slot, id, s.index, s.host, 0,
+        OnPushAnswer(slot, id, s.subscriber, s.reservation, s.host, 0,
                      "could not read the message: " + b.error().message());
       return;
     }
@@ -219,15 +220,15 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
   for (size_t k = 0; k < sends.size(); ++k)
     sends[k].request.body = k + 1 < sends.size() ? *body : std::move(*body);
   for (auto& s : sends) {
-    transport_->Send(std::move(s.request),
-                     [this, slot, id, i = s.index, host = s.host](int status, std::string error) {
-                       OnPushAnswer(slot, id, i, host, status, std::move(error));
-                     });
+    transport_->Send(std::move(s.request), [this, slot, id, sub = s.subscriber, rsv = s.reservation,
+                                            host = s.host](int status, std::string error) {
+      OnPushAnswer(slot, id, sub, rsv, host, status, std::move(error));
+    });
   }
 }
 
-void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::string host, int status,
-                          std::string error) {
+void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,
+                          uint64_t reservation, std::string host, int status, std::string error) {
   std::optional<std::pair<SlotPtr, uint64_t>> next_waiting;
   {
     std::lock_guard lock(push_mu_);
@@ -255,11 +256,21 @@ void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, size_t i, std::strin
     const auto& rec = slot->queue.record();
     project = rec.project_id;
     TimeMs now = clock_.NowMs();
-    OnAnswer(it->second, i, status, error, rec, now);
+    // The try is found by its subscriber and reservation, not by position:
+    // subscribers removed while it was on its way shift the deliveries, and
+    // an answer for a removed one has nothing left to update.
+    auto& ds = it->second.deliveries;
+    auto d = std::find_if(ds.begin(), ds.end(), [&](const Delivery& x) {
+      return x.in_flight && x.subscriber == subscriber && x.reservation == reservation;
+    });
     // A plain success need not be written: if it is lost in a crash, the
     // subscriber gets the message again (at least once), never less.
-    bool delivered = status >= 200 && status < 300 && status != 202;
-    if (!delivered) it->second.body.Drop();  // a retry is a while off: read it again then
+    bool delivered = false;
+    if (d != ds.end()) {
+      OnAnswer(it->second, static_cast<size_t>(d - ds.begin()), status, error, rec, now);
+      delivered = status >= 200 && status < 300 && status != 202;
+      if (!delivered) it->second.body.Drop();  // a retry is a while off: read it again then
+    }
     error_post = SettlePlan(*slot, id, !delivered);
     it = slot->plans.find(id);
     if (it != slot->plans.end()) {

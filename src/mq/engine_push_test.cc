@@ -182,5 +182,47 @@ TEST_F(EnginePushTest, RecordedRetriesResumeOnTimeAfterReopen) {
   resumed[0].done(200, "");
 }
 
+TEST_F(EnginePushTest, AnAnswerFromARemovedSubscriberIsNotTakenForAnothers) {
+  MakeQueue("multicast", 1);
+  auto id = Post("pq", "both");
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  ASSERT_TRUE(engine_->RemoveSubscribers(kProject, "pq", {"a"}));
+  sent[0].done(200, "");  // a's answer, after a is gone
+  auto st = engine_->PushStatus(kProject, "pq", id);
+  ASSERT_TRUE(st);
+  ASSERT_EQ(st->size(), 1u);
+  EXPECT_EQ((*st)[0].name, "b");
+  EXPECT_NE((*st)[0].status, "deleted");  // b has not answered yet
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 1u);
+  sent[1].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+}
+
+TEST_F(EnginePushTest, SubscribersReplacedByAQueueUpdateAreForgottenByMessagesOnTheirWay) {
+  MakeQueue("unicast", 1);
+  auto id = Post("pq", "one");
+  auto first = transport_.Take();
+  ASSERT_EQ(first.size(), 1u);
+  first[0].done(500, "");  // a failed; b is tried at once
+  auto second = transport_.Take();
+  ASSERT_EQ(second.size(), 1u);
+  second[0].done(500, "");  // every subscriber failed: retry after 10 s
+  QueueSettings s;
+  s.subscribers = std::vector<store::Subscriber>{{"b", "http://b/hook", {}}};
+  ASSERT_TRUE(engine_->UpdateQueue(kProject, "pq", s));
+  auto st = engine_->PushStatus(kProject, "pq", id);
+  ASSERT_TRUE(st);
+  ASSERT_EQ(st->size(), 1u);
+  EXPECT_EQ((*st)[0].name, "b");
+  clock_.Advance(10'000);
+  engine_->Tick();
+  auto retry = transport_.Take();
+  ASSERT_EQ(retry.size(), 1u);
+  EXPECT_EQ(retry[0].request.url, "http://b/hook");
+  retry[0].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+}
+
 }  // namespace
 }  // namespace kiln::mq
