@@ -916,6 +916,23 @@ void Service::RunTask(const std::string& id) {
     FinishLocked(tasks_.at(id), state, std::move(msg), exit_code);
     cv_.notify_all();
   };
+  // A cancel (or Kiln's stop) that comes while the task is prepared ends it
+  // before its container starts, and wins over a failure to prepare it: a
+  // cancelled task is not retried.
+  auto cancelled_before_start = [&] {
+    if (!cancel->load()) return false;
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stopping_;
+    }
+    if (stopping)
+      finish(TaskState::kError, "Kiln stopped before the task ran", -1);
+    else
+      finish(TaskState::kCancelled, "Cancelled", -1);
+    return true;
+  };
+  if (cancelled_before_start()) return;
   if (code.id.empty()) return finish(TaskState::kError, "Code revision not found", -1);
 
   if (auto why = runc_.Unavailable(); !why.empty()) return finish(TaskState::kError, why, -1);
@@ -926,6 +943,7 @@ void Service::RunTask(const std::string& id) {
     image = image_name == "busybox" ? images_.Busybox() : images_.Find(image_name);
   }
   if (!image) {
+    if (cancelled_before_start()) return;
     std::string msg = image.error().message();
     if (code.zip() && code.stack.empty() && code.image.empty())
       msg = "No stack for runtime " + code.runtime + ": build one with `kiln stack build " +
@@ -942,6 +960,7 @@ void Service::RunTask(const std::string& id) {
   if (code.zip()) {
     if (auto r = runner::ExtractZip(PackagePath(code.id, code.rev), task_dir.string()); !r) {
       fs::remove_all(work, ec);
+      if (cancelled_before_start()) return;
       return finish(TaskState::kError, "Cannot unpack the code package: " + r.error().message(),
                     -1);
     }
@@ -963,6 +982,10 @@ void Service::RunTask(const std::string& id) {
   if (!t.schedule_id.empty()) spec.env.emplace_back("SCHEDULE_ID", t.schedule_id);
   for (const auto& e : code.env_vars) spec.env.push_back(e);
 
+  if (cancelled_before_start()) {
+    fs::remove_all(work, ec);
+    return;
+  }
   {
     std::lock_guard lock(mu_);
     Task& live = tasks_.at(id);

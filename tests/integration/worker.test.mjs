@@ -214,6 +214,26 @@ test('a zip code on the busybox stack gets the contract arguments; revisions and
   assert.equal(task.log_size, Buffer.byteLength(log));
 });
 
+test('a task cancelled while it is prepared never starts its container and is not retried', async (t) => {
+  // 15,000 small files take the slot a while to unpack: the cancel lands then.
+  const files = { 'run.sh': 'echo started' };
+  for (let i = 0; i < 15000; i++) files[`many/${i}`] = 'x';
+  const up = await upload({ name: 'unpacks', file_name: 'run.sh', runtime: 'sh', retries: 1, retries_delay: 0 }, makeZip(files));
+  assert.equal(up.status, 200, up.text);
+  const id = (await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'unpacks' }] })).body.tasks[0].id;
+  let seen;
+  while ((seen = (await kiln.req('GET', w(`/tasks/${id}`))).body).status === 'queued') await sleep(2);
+  if (seen.status !== 'preparing') return t.skip(`the task was ${seen.status} before it could be cancelled while prepared`);
+  assert.equal((await kiln.req('POST', w(`/tasks/${id}/cancel`))).status, 200);
+  const done = await finished(id);
+  if (skipIfNoContainers(t, done)) return;
+  assert.equal(done.status, 'cancelled', JSON.stringify(done));
+  assert.equal(done.start_time, undefined, 'its container never started');
+  await sleep(300);
+  const tasks = (await kiln.req('GET', w('/tasks?code_name=unpacks'))).body.tasks;
+  assert.deepEqual(tasks.map((x) => x.id), [id], 'no retry of a cancelled task');
+});
+
 test('task lists filter and page; a failed task is retried as new tasks; manual retry', async (t) => {
   await upload({ name: 'flaky', image: 'busybox', command: 'echo try; exit 3', retries: 2, retries_delay: 0 });
   const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'flaky', label: 'L1' }] });
