@@ -304,7 +304,8 @@ Result<mq::QueueSettings> ParseSettings(const std::string& body) {
     if (!name) return Fail(name.error());
     auto max = GetInt(**dl, "max_reservations");
     if (!max) return Fail(max.error());
-    s.dead_letter_queue = name->value_or("");
+    // Without queue_name only max_reservations changes; "" removes it.
+    s.dead_letter_queue = *name;
     s.max_reservations = *max;
   }
   auto alerts = GetArray(o, "alerts");
@@ -508,6 +509,9 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     KILN_TRY(doc, ParseObject(req.body));
     KILN_TRY(ids, GetArray(*doc, "ids"));
     std::string queue(req.Param("queue"));
+    // Only a body without "ids" clears: a null one is a mistake, not "all".
+    if (!*ids && doc->root().HasMember("ids"))
+      co_return ErrorResponse(Error::InvalidArgument("ids must be an array"));
     if (!*ids) {
       KILN_TRY(r, ctx->s.engine->Clear(project, queue));
       co_return Msg("Cleared");
