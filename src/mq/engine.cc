@@ -401,6 +401,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
   uint64_t qid;
   bool push;
   store::MessageBatch batch;
+  std::optional<Error> failed;  // a body could not be read
   {
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return Fail(QueueNotFound());
@@ -427,9 +428,12 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
       }
       auto body = store_.GetBody(qid, s->id);
       if (!body) {
-        // The index and the store disagree; put the message back rather than lose it.
+        // The index and the store disagree; put the message back rather than
+        // lose it, and stop here: what was taken so far is still recorded
+        // and returned (expired ones removed, dead ones moved).
         q.Release(s->id, now, now);
-        return Fail(body.error());
+        failed = body.error();
+        break;
       }
       Message m{s->id, std::move(*body), s->reserved_count + 1, {}};
       if (o.delete_messages) {
@@ -442,12 +446,13 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
       }
       out.push_back(std::move(m));
     }
-    if (out.empty() && waiter) q.AddWaiter(std::move(waiter));
+    if (out.empty() && waiter && !failed) q.AddWaiter(std::move(waiter));
     notices = CheckAlerts(*slot, now);
   }
   if (!notices.empty()) PostNotices(project, std::move(notices));
   if (!batch.empty()) store_.Append(std::move(batch));
   if (!dead.empty()) MoveToDeadLetter(project, dlq, qid, push, std::move(dead));
+  if (out.empty() && failed) return Fail(*failed);
   return out;
 }
 

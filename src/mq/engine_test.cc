@@ -5,6 +5,7 @@
 #include <future>
 
 #include "store/rocks/rocks_store.h"
+#include "tests/support/forwarding_store.h"
 #include "tests/support/temp_dir.h"
 
 namespace kiln::mq {
@@ -295,6 +296,50 @@ TEST_F(EngineTest, PostWakesParkedWaiter) {
   ASSERT_TRUE(r && r->empty());
   PostOne("q", "x");
   EXPECT_EQ(woken, 1);
+}
+
+// A real store that cannot read one message's body.
+class UnreadableBody : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  uint64_t unreadable = 0;
+  Result<std::string> GetBody(uint64_t q, uint64_t id) override {
+    if (id == unreadable)
+      return Fail(Error::Internal("store: Corruption: block checksum mismatch"));
+    return real_.GetBody(q, id);
+  }
+};
+
+// A reserve that meets a body it cannot read returns what it took before
+// it, and loses nothing: expired ones are removed, the unreadable one stays.
+TEST(EngineBodyFailureTest, AReserveStopsAtAnUnreadableBodyAndKeepsWhatItTook) {
+  testing::TempDir dir;
+  FakeClock clock;
+  auto real = std::move(*store::rocks::Open({dir.path()}));
+  UnreadableBody store(*real);
+  Engine engine(store, clock);
+  ASSERT_TRUE(engine.Recover());
+  auto post = [&](std::vector<NewMessage> msgs) {
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine.Post(kProject, "q", std::move(msgs), [&](auto r) { p.set_value(std::move(r)); });
+    return *p.get_future().get();
+  };
+  auto ids = post({{"a", 0}, {"b", 0}, {"c", 0}});
+  store.unreadable = ids[1];
+  auto got = engine.Reserve(kProject, "q", {3, {}, false});
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ((*got)[0].body, "a");
+  // "a" stays reserved: a second reserve meets "b" first and fails, saying why.
+  auto again = engine.Reserve(kProject, "q", {3, {}, false});
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find("checksum"), std::string::npos);
+  store.unreadable = 0;
+  auto rest = engine.Reserve(kProject, "q", {3, {}, false});
+  ASSERT_TRUE(rest);
+  ASSERT_EQ(rest->size(), 2u);
+  EXPECT_EQ((*rest)[0].body, "b");
+  EXPECT_EQ((*rest)[1].body, "c");
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "store/rocks/rocks_store.h"
+#include "tests/support/forwarding_store.h"
 #include "tests/support/temp_dir.h"
 
 namespace kiln::worker {
@@ -185,9 +186,9 @@ TEST_F(ServiceTest, BadRequestsQueueNothing) {
 
 // A real store whose worker writes fail while `fail` is set, as a full or
 // broken disk makes them fail.
-class FailingWorkerWrites : public store::Store {
+class FailingWorkerWrites : public testing::ForwardingStore {
  public:
-  explicit FailingWorkerWrites(store::Store& real) : real_(real) {}
+  using ForwardingStore::ForwardingStore;
   bool fail = false;
 
   Result<void> PutWorkerRecords(const WorkerRecords& records) override {
@@ -198,41 +199,6 @@ class FailingWorkerWrites : public store::Store {
     if (fail) return Fail(Error::Internal("store: IO error: No space left on device"));
     return real_.DeleteWorkerRecords(keys);
   }
-  void Commit(store::MessageBatch b, Done d, Writer w) override {
-    real_.Commit(std::move(b), std::move(d), w);
-  }
-  void Append(store::MessageBatch b) override { real_.Append(std::move(b)); }
-  Result<std::string> GetBody(uint64_t q, uint64_t id) override { return real_.GetBody(q, id); }
-  Result<void> PutQueue(const store::QueueRecord& q) override { return real_.PutQueue(q); }
-  uint64_t NextQueueId() override { return real_.NextQueueId(); }
-  Result<void> ForEachQueue(
-      const std::function<void(const store::QueueRecord&, uint64_t)>& fn) override {
-    return real_.ForEachQueue(fn);
-  }
-  Result<void> ForEachMessage(
-      const std::function<void(uint64_t, const store::MessageState&)>& fn) override {
-    return real_.ForEachMessage(fn);
-  }
-  Result<void> ForEachPlan(
-      const std::function<void(uint64_t, uint64_t, std::string_view)>& fn) override {
-    return real_.ForEachPlan(fn);
-  }
-  Result<void> ForEachWorkerRecord(
-      const std::string& prefix,
-      const std::function<void(std::string_view, std::string_view)>& fn) override {
-    return real_.ForEachWorkerRecord(prefix, fn);
-  }
-  Result<void> PutProject(const store::ProjectRecord& p) override { return real_.PutProject(p); }
-  Result<std::vector<store::ProjectRecord>> ListProjects() override { return real_.ListProjects(); }
-  Result<void> PutToken(const store::TokenRecord& t) override { return real_.PutToken(t); }
-  Result<store::TokenRecord> GetTokenByHash(const std::string& h) override {
-    return real_.GetTokenByHash(h);
-  }
-  Result<std::vector<store::TokenRecord>> ListTokens() override { return real_.ListTokens(); }
-  Result<void> DeleteToken(const std::string& id) override { return real_.DeleteToken(id); }
-
- private:
-  store::Store& real_;
 };
 
 // A task is acknowledged only once it is recorded: a batch goes in one
