@@ -249,7 +249,8 @@ Result<std::vector<store::Alert>> ParseAlerts(const JsonValue* arr) {
     if (!*type) return Fail(Error::InvalidArgument("alert type is required"));
     if (!*trigger) return Fail(Error::InvalidArgument("alert trigger is required"));
     a.type = **type;
-    a.direction = direction->value_or("asc");
+    a.direction = direction->value_or("");
+    if (a.direction.empty()) a.direction = "asc";  // Go's Alert sends "" when unset
     a.queue = queue->value_or("");
     a.trigger = **trigger;
     a.snooze = snooze->value_or(0);

@@ -47,6 +47,7 @@ TimeMs FirstRun(const Schedule& s) {
   auto c = CronSchedule::Parse(s.cron, s.time_zone);
   if (!c) return 0;
   TimeMs t = CronAtOrAfter(*c, s.start_at);
+  if (s.end_at > 0 && t > s.end_at) return 0;  // its first match is past end_at
   return t < 0 ? 0 : t;
 }
 

@@ -17,7 +17,8 @@ namespace kiln::worker {
 Result<void> CheckTiming(const Schedule& s);
 
 // The first run of a new (or updated) schedule: start_at, or for cron the
-// first match at or after start_at. 0 when it would never run.
+// first match at or after start_at. 0 when it would never run (no match,
+// or none before end_at).
 TimeMs FirstRun(const Schedule& s);
 
 // The run after one that was due at `due`, skipping runs missed before

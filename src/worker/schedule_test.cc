@@ -65,6 +65,9 @@ TEST(ScheduleTest, CronInATimeZone) {
   EXPECT_EQ(first, 1'893'987'000'000);  // Monday 2030-01-07 04:30 CET = 03:30Z
   s.run_count = 1;
   EXPECT_EQ(NextRun(s, first, first + 1000), first + 7 * 24 * 3600'000LL);
+  s.run_count = 0;
+  s.end_at = first - 1;  // the first match is past end_at: no run at all
+  EXPECT_EQ(FirstRun(s), 0);
 }
 
 TEST(ScheduleTest, BadTimingIsRefused) {

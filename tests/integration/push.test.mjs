@@ -301,7 +301,7 @@ test('alerts: a growing queue posts notices; snooze, desc, replace and remove', 
   const made = await kiln.req('PATCH', kiln.q('watched'), {}).then(async (r) => (r.status === 404 ? put('watched', {}) : r));
   assert.equal(made.status, 200);
   const add = await kiln.req('PATCH', kiln.q('watched'), { queue: { alerts: [
-    { type: 'fixed', direction: 'asc', trigger: 3, queue: 'watched-alerts' },
+    { type: 'fixed', direction: '', trigger: 3, queue: 'watched-alerts' }, // Go's unset direction: asc
     { type: 'progressive', direction: 'asc', trigger: 2, queue: 'watched-progress', snooze: 0 },
     { type: 'fixed', direction: 'desc', trigger: 1, queue: 'watched-drained' }] } });
   assert.equal(add.status, 200, add.text);
