@@ -3,6 +3,8 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 namespace kiln::api {
 namespace {
@@ -10,29 +12,6 @@ Error WrongType(const char* key, const char* want) {
   return Error::InvalidArgument(std::string(key) + " must be " + want);
 }
 
-// Whether arrays and objects in `text` nest at most `max` deep (brackets
-// inside strings do not count). The parser runs iteratively, but writing a
-// value back out (a payload given as an object) recurses, one frame a level.
-bool NestsWithin(std::string_view text, int max) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
-}
 }  // namespace
 
 Result<JsonBody> ParseObject(const std::string& body) {
@@ -43,9 +22,6 @@ Result<JsonBody> ParseObject(const std::string& body) {
     d.SetObject();
     return out;
   }
-  if (!NestsWithin(body, kMaxJsonDepth))
-    return Fail(Error::InvalidArgument("JSON nests deeper than " + std::to_string(kMaxJsonDepth) +
-                                       " levels"));
   d.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
   if (d.HasParseError()) return Fail(Error::InvalidArgument("Invalid JSON"));
   if (!d.IsObject()) return Fail(Error::InvalidArgument("Request body must be a JSON object"));
@@ -63,6 +39,21 @@ Result<std::optional<int64_t>> GetInt(const JsonValue& obj, const char* key) {
       return static_cast<int64_t>(d);
   }
   return Fail(WrongType(key, "an integer"));
+}
+
+bool NestsWithin(const JsonValue& v, int max_depth) {
+  std::vector<std::pair<const JsonValue*, int>> todo{{&v, 1}};
+  while (!todo.empty()) {
+    auto [x, depth] = todo.back();
+    todo.pop_back();
+    if (!x->IsObject() && !x->IsArray()) continue;
+    if (depth > max_depth) return false;
+    if (x->IsObject())
+      for (const auto& m : x->GetObject()) todo.emplace_back(&m.value, depth + 1);
+    else
+      for (const auto& e : x->GetArray()) todo.emplace_back(&e, depth + 1);
+  }
+  return true;
 }
 
 Result<int> NarrowInt(const char* key, int64_t v) {

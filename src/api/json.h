@@ -57,9 +57,14 @@ class JsonBody {
 };
 
 // Parses a request body; an empty body counts as {}. The root must be an
-// object, nesting at most kMaxJsonDepth arrays and objects deep.
-inline constexpr int kMaxJsonDepth = 64;
+// object. The parser does not recurse, so any nesting is safe to read.
 Result<JsonBody> ParseObject(const std::string& body);
+
+// Whether arrays and objects in `v` nest at most `max_depth` deep. Writing
+// a value back out (JsonWriter, Accept) recurses one frame a level: check
+// a request's value with this before it is written.
+inline constexpr int kMaxJsonDepth = 64;
+bool NestsWithin(const JsonValue& v, int max_depth);
 
 // Optional members: absent or null gives nullopt; a wrong type is an error.
 Result<std::optional<int64_t>> GetInt(const JsonValue& obj, const char* key);

@@ -234,8 +234,12 @@ Result<std::string> GetPayload(const JsonValue& o) {
   auto it = o.FindMember("payload");
   if (it == o.MemberEnd() || it->value.IsNull()) return std::string();
   if (it->value.IsString()) return std::string(it->value.GetString(), it->value.GetStringLength());
-  if (it->value.IsObject() || it->value.IsArray())
+  if (it->value.IsObject() || it->value.IsArray()) {
+    if (!NestsWithin(it->value, kMaxJsonDepth))
+      return Fail(Error::InvalidArgument("payload nests deeper than " +
+                                         std::to_string(kMaxJsonDepth) + " levels"));
     return Json([&](JsonWriter& w) { it->value.Accept(w); });
+  }
   return Fail(Error::InvalidArgument("payload must be a string"));
 }
 

@@ -125,6 +125,10 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
     assert.equal(r.status, 400, JSON.stringify(task));
     assert.equal(typeof r.body.msg, 'string');
   }
+  // A payload object is written back out as text: nested too deep for that, it is refused.
+  const deep = await kiln.req('POST', w('/tasks'), `{"tasks":[{"code_name":"valid","payload":${'['.repeat(100000)}${']'.repeat(100000)}}]}`);
+  assert.equal(deep.status, 400, deep.text);
+  assert.match(deep.body.msg, /nests deeper/);
   const many = await kiln.req('POST', w('/tasks'), { tasks: Array.from({ length: 101 }, () => ({ code_name: 'valid' })) });
   assert.equal(many.status, 400);
   assert.equal((await kiln.req('POST', w('/tasks'), { tasks: 'valid' })).status, 400);
