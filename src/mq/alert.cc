@@ -52,7 +52,9 @@ Result<void> ValidateAlert(const store::Alert& a, const std::string& queue_name)
   if (a.direction != "asc" && a.direction != "desc")
     return Fail(Error::InvalidArgument("alert direction must be asc or desc"));
   if (a.trigger < 1) return Fail(Error::InvalidArgument("alert trigger must be 1 or more"));
-  if (a.snooze < 0) return Fail(Error::InvalidArgument("alert snooze must be 0 or more"));
+  if (a.snooze < 0 || a.snooze > kMaxSnooze)
+    return Fail(Error::InvalidArgument("alert snooze must be between 0 and " +
+                                       std::to_string(kMaxSnooze) + " seconds"));
   if (a.queue.empty()) return Fail(Error::InvalidArgument("alert queue is required"));
   if (a.queue == queue_name)
     return Fail(Error::InvalidArgument("An alert cannot post to its own queue"));

@@ -13,6 +13,7 @@
 namespace kiln::mq {
 
 inline constexpr size_t kMaxAlerts = 5;
+inline constexpr int64_t kMaxSnooze = 30 * 86400;  // seconds; multiplied out to ms later
 
 // Whether `a` fires when the size goes from `before` to `after`: fixed asc
 // when it rises to the trigger or past it, fixed desc when it falls to it or

@@ -47,6 +47,9 @@ TEST(AlertTest, AddRejectsDuplicatesAndMoreThanFive) {
   EXPECT_FALSE(AddAlerts(none, {A("weird", "asc", 1)}, "q"));
   EXPECT_FALSE(AddAlerts(none, {A("fixed", "up", 1)}, "q"));
   EXPECT_FALSE(AddAlerts(none, {A("fixed", "asc", 0)}, "q"));
+  auto sleepy = A("fixed", "asc", 1);
+  sleepy.snooze = int64_t{1} << 62;  // would overflow as milliseconds
+  EXPECT_FALSE(AddAlerts(none, {sleepy}, "q"));
   auto self = A("fixed", "asc", 1);
   self.queue = "q";
   EXPECT_FALSE(AddAlerts(none, {self}, "q"));

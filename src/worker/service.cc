@@ -670,7 +670,7 @@ Result<std::vector<std::string>> Service::CreateSchedules(const std::string& pro
   for (const auto& [id, s] : schedules_)
     if (s.project_id == project && s.status == "scheduled") ++active;
   if (active + specs.size() > 100)
-    return Fail(Error::InvalidArgument("a project has at most 100 active schedules"));
+    return Fail(Error::PermissionDenied("a project has at most 100 active schedules"));  // §1.4
   std::vector<Schedule> made;
   for (auto& spec : specs) {
     spec.id = NewObjectId(now);

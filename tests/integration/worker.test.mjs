@@ -379,6 +379,9 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal(await bad({ cron: '* * * * *', time_zone: 'Mars/Olympus' }), 400);
   assert.equal(await bad({ start_at: 'yesterday' }), 400);
   assert.equal(await bad({ run_every: 2 ** 62 }), 400);
+  // Past the limit of 100 active schedules a project: 403, as for any limit (§1.4), and none made.
+  const over = await kiln.req('POST', w('/schedules'), { schedules: Array.from({ length: 101 }, () => ({ code_name: 'tick', payload: '{}', start_at: '2100-01-01T00:00:00Z' })) });
+  assert.equal(over.status, 403, over.text);
   assert.equal(await bad({ start_at: 1e300 }), 400);
   assert.equal(await bad({ priority: 4294967296 }), 400);
   assert.equal((await kiln.req('GET', w(`/tasks?from_time=${2 ** 62}`))).status, 400);
