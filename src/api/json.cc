@@ -11,7 +11,6 @@ namespace {
 Error WrongType(const char* key, const char* want) {
   return Error::InvalidArgument(std::string(key) + " must be " + want);
 }
-
 }  // namespace
 
 Result<JsonBody> ParseObject(const std::string& body) {

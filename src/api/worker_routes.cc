@@ -208,8 +208,14 @@ Result<Paging> GetPaging(const Request& req) {
   return p;
 }
 
-// Times as unix seconds end before the year 10000.
-constexpr int64_t kMaxUnixSeconds = 253402300800;
+// Unix seconds as Kiln's milliseconds; out of range before 1970 or from
+// the year 10000 (where the milliseconds would soon overflow).
+Result<TimeMs> UnixSecondsToMs(const char* key, double s) {
+  constexpr double kMaxUnixSeconds = 253402300800;
+  if (!(s >= 0 && s < kMaxUnixSeconds))
+    return Fail(Error::InvalidArgument(std::string(key) + " is out of range"));
+  return static_cast<TimeMs>(s * 1000);
+}
 
 // A time given as RFC 3339 text or unix seconds; 0 when absent.
 Result<TimeMs> GetTime(const JsonValue& o, const char* key) {
@@ -220,12 +226,7 @@ Result<TimeMs> GetTime(const JsonValue& o, const char* key) {
     if (!t) return Fail(Error::InvalidArgument(std::string(key) + " must be an RFC 3339 time"));
     return *t;
   }
-  if (it->value.IsNumber()) {
-    double s = it->value.GetDouble();
-    if (!(s >= 0 && s < kMaxUnixSeconds))
-      return Fail(Error::InvalidArgument(std::string(key) + " is out of range"));
-    return static_cast<TimeMs>(s * 1000);
-  }
+  if (it->value.IsNumber()) return UnixSecondsToMs(key, it->value.GetDouble());
   return Fail(Error::InvalidArgument(std::string(key) + " must be an RFC 3339 time"));
 }
 
@@ -469,9 +470,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     for (auto [key, field] : {std::pair{"start_date", &from}, std::pair{"end_date", &to}}) {
       if (auto v = req.Query(key); v && !v->empty()) {
         KILN_TRY(n, ParseIntParam(key, *v));
-        if (*n < 0 || *n >= kMaxUnixSeconds)
-          co_return ErrorResponse(Error::InvalidArgument(std::string(key) + " is out of range"));
-        *field = *n * 1000;
+        KILN_TRY(ms, UnixSecondsToMs(key, static_cast<double>(*n)));
+        *field = *ms;
       }
     }
     KILN_TRY(st, svc->Stats(project, std::string(req.Param("code")), from, to));
@@ -576,9 +576,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     for (auto [key, field] : {std::pair{"from_time", &f.from}, std::pair{"to_time", &f.to}}) {
       if (auto v = req.Query(key); v && !v->empty()) {
         KILN_TRY(n, ParseIntParam(key, *v));
-        if (*n < 0 || *n >= kMaxUnixSeconds)
-          co_return ErrorResponse(Error::InvalidArgument(std::string(key) + " is out of range"));
-        *field = *n * 1000;
+        KILN_TRY(ms, UnixSecondsToMs(key, static_cast<double>(*n)));
+        *field = *ms;
       }
     }
     co_return Response{200, ListJson("tasks", svc->ListTasks(project, f), WriteTask)};
