@@ -250,6 +250,7 @@ class Engine {
   // Push delivery (engine_push.cc).
   void StartPush(const SlotPtr& slot, uint64_t id);
   // The answer to the try of `subscriber` that carried `reservation`.
+  void RestartWaiting(const std::string& host);
   void OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,
                     uint64_t reservation, std::string host, int status, std::string error);
   // Under the slot's lock: persists the plan, or ends it (removes the message,

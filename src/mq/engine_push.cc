@@ -227,24 +227,38 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
   }
 }
 
+// Starts messages held back by the host's limit until its free slots are
+// taken. An entry may be stale (message deleted or delivered since, queue
+// cleared, its subscriber on this host removed) and start nothing, so one
+// freed slot can take several entries; stopping at the first would leave the
+// rest waiting for answers that never come.
+void Engine::RestartWaiting(const std::string& host) {
+  for (;;) {
+    std::pair<SlotPtr, uint64_t> next;
+    {
+      std::lock_guard lock(push_mu_);
+      auto h = hosts_.find(host);
+      if (h == hosts_.end()) return;
+      if (h->second.waiting.empty()) {
+        if (h->second.in_flight <= 0) hosts_.erase(h);
+        return;
+      }
+      if (h->second.in_flight >= kMaxInFlightPerHost) return;
+      next = std::move(h->second.waiting.front());
+      h->second.waiting.pop_front();
+    }
+    StartPush(next.first, next.second);
+  }
+}
+
 void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,
                           uint64_t reservation, std::string host, int status, std::string error) {
-  std::optional<std::pair<SlotPtr, uint64_t>> next_waiting;
   {
     std::lock_guard lock(push_mu_);
     --in_flight_;
-    auto h = hosts_.find(host);
-    if (h != hosts_.end()) {
-      --h->second.in_flight;
-      if (!h->second.waiting.empty()) {
-        next_waiting = std::move(h->second.waiting.front());
-        h->second.waiting.pop_front();
-      } else if (h->second.in_flight <= 0) {
-        hosts_.erase(h);
-      }
-    }
+    if (auto h = hosts_.find(host); h != hosts_.end()) --h->second.in_flight;
   }
-  if (next_waiting) StartPush(next_waiting->first, next_waiting->second);
+  RestartWaiting(host);
   std::optional<std::pair<std::string, NewMessage>> error_post;
   std::string project;
   bool again = false;

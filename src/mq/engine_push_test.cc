@@ -224,5 +224,30 @@ TEST_F(EnginePushTest, SubscribersReplacedByAQueueUpdateAreForgottenByMessagesOn
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }
 
+TEST_F(EnginePushTest, AMessageHeldByItsHostsLimitIsSentWhenStaleEntriesAheadOfItStartNothing) {
+  QueueSettings s;
+  s.type = "unicast";
+  s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
+  ASSERT_TRUE(engine_->PutQueue(kProject, "pq", s));
+  // 32 in flight to host a (its limit), 33 more held on its list.
+  std::vector<NewMessage> backlog(65, NewMessage{"x", 0, {}});
+  engine_->Post(kProject, "pq", std::move(backlog), [](auto r) { ASSERT_TRUE(r); });
+  engine_->Flush();
+  auto in_flight = transport_.Take();
+  ASSERT_EQ(in_flight.size(), 32u);
+  // The backlog is cleared: every held entry is stale now. A new message
+  // waits behind them.
+  ASSERT_TRUE(engine_->Clear(kProject, "pq"));
+  auto id = Post("pq", "after the clear");
+  EXPECT_TRUE(transport_.Take().empty());
+  for (auto& d : in_flight) d.done(200, "");
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].request.body, "after the clear");
+  EXPECT_EQ(HeaderOf(sent[0].request, "Iron-Message-Id"), std::to_string(id));
+  sent[0].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+}
+
 }  // namespace
 }  // namespace kiln::mq
