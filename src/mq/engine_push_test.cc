@@ -249,5 +249,25 @@ TEST_F(EnginePushTest, AMessageHeldByItsHostsLimitIsSentWhenStaleEntriesAheadOfI
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }
 
+TEST_F(EnginePushTest, AnAcknowledgementThatArrivesBeforeIts202IsRead) {
+  MakeQueue("multicast", 1);
+  auto id = Post("pq", "quick");
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  std::string rid = HeaderOf(sent[0].request, "Iron-Reservation-Id");
+  EXPECT_FALSE(engine_->AcknowledgePush(kProject, "pq", id, FormatReservationId(id, 2), "a"));
+  ASSERT_TRUE(engine_->AcknowledgePush(kProject, "pq", id, rid, "a"));
+  sent[0].done(202, "");  // read after the acknowledgement: a stays delivered
+  auto st = engine_->PushStatus(kProject, "pq", id);
+  ASSERT_TRUE(st);
+  ASSERT_EQ(st->size(), 2u);
+  EXPECT_EQ((*st)[0].status, "deleted");
+  sent[1].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+  clock_.Advance(120'000);  // past the message timeout: nothing is sent again
+  engine_->Tick();
+  EXPECT_TRUE(transport_.Take().empty());
+}
+
 }  // namespace
 }  // namespace kiln::mq

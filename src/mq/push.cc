@@ -134,7 +134,10 @@ void OnAnswer(PushPlan& plan, size_t i, int status, const std::string& error,
   d.last_try_at = now;
   d.status_code = status;
   d.msg = error;
-  if (status == 202) {
+  if (d.status == DeliveryStatus::kDeleted) {
+    // Acknowledged while its request was still on its way: the subscriber
+    // has the message, whatever the answer says.
+  } else if (status == 202) {
     d.status = DeliveryStatus::kReserved;
     d.next_try_at = now + Seconds(q.message_timeout);
   } else if (status >= 200 && status < 300) {
@@ -157,8 +160,10 @@ void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now)
 
 bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reservation) {
   for (auto& d : plan.deliveries) {
-    if (d.subscriber == subscriber && d.status == DeliveryStatus::kReserved &&
-        d.reservation == reservation) {
+    // In flight too: a subscriber may acknowledge before its 202 is read.
+    bool open = d.status == DeliveryStatus::kReserved ||
+                (d.in_flight && d.status != DeliveryStatus::kDeleted);
+    if (d.subscriber == subscriber && open && d.reservation == reservation) {
       d.status = DeliveryStatus::kDeleted;
       return true;
     }

@@ -114,7 +114,9 @@ void OnAnswer(PushPlan& plan, size_t i, int status, const std::string& error,
 // A 202 that was not acknowledged by its deadline counts as a failed try.
 void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
 
-// Acknowledges a 202. False when `subscriber` has no pending 202 with `reservation`.
+// Acknowledges a 202, or a request still in flight (the subscriber may
+// acknowledge before its 202 is read). False when `subscriber` has neither
+// with `reservation`.
 bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reservation);
 
 // Drops deliveries to subscribers the queue no longer has; adds none.
