@@ -277,8 +277,12 @@ struct Client::Impl {
       if (!ec && !parsed)
         co_await bhttp::async_read(s, c.buffer, parser, asio::redirect_error(use_awaitable, ec));
       *answered = *answered || parser.got_some() || c.buffer.size() > 0;
-      if (ec) throw boost::system::system_error(ec);
+      // Only the status matters: an answer with a body too big to keep
+      // still counts, on a connection that is closed rather than drained.
+      bool too_big = ec == bhttp::error::body_limit && parser.is_header_done();
+      if (ec && !too_big) throw boost::system::system_error(ec);
       int status = static_cast<int>(parser.get().result_int());
+      if (too_big) co_return Answer{status, false};
       if (status >= 100 && status < 200 && status != 101) continue;  // 100 Continue, 103 ...
       co_return Answer{status, parser.keep_alive()};
     }
@@ -296,6 +300,7 @@ struct Client::Impl {
     for (int attempt = 0; attempt < 2; ++attempt) {
       bool reused = conn != nullptr, answered = false, timed_out = false;
       std::string error;
+      int status = 0;
       try {
         // One deadline for the whole attempt: name resolution, connect,
         // handshake, request and answer.
@@ -309,13 +314,16 @@ struct Client::Impl {
                              : co_await Exchange(*conn->plain, *conn, head, body, &answered);
         conn->lowest().expires_never();
         if (a.keep_alive) GiveBack(std::move(conn));
-        done(a.status, "");
-        co_return;
+        status = a.status;
       } catch (const boost::system::system_error& e) {
         error = e.what();
         timed_out = e.code() == beast::error::timeout;
       } catch (const std::exception& e) {
         error = e.what();
+      }
+      if (status != 0) {  // outside the try: `done` runs once, whatever it throws
+        done(status, "");
+        co_return;
       }
       conn.reset();
       // A pooled connection the server closed meanwhile: try once on a

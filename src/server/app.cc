@@ -219,7 +219,13 @@ Result<uint16_t> App::Listen() {
     while (!impl->stopping) {
       impl->tick_cv.wait_for(lock, std::chrono::milliseconds(100));
       lock.unlock();
-      impl->engine->Tick();
+      // One failed pass (out of memory, say) must not end the timers of
+      // every queue: the next pass tries again.
+      try {
+        impl->engine->Tick();
+      } catch (const std::exception& e) {
+        spdlog::error("queue timers: {}", e.what());
+      }
       lock.lock();
     }
   });

@@ -247,6 +247,31 @@ test('1xx answers before the final one are skipped, on a kept-alive connection t
   }
 });
 
+test('an answer whose body is too big to keep still counts by its status', async () => {
+  const big = Buffer.alloc(3 << 20, 'z');  // past the 1 MiB the client keeps of an answer
+  let n = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => { res.writeHead(++n === 1 ? 200 : 503); res.end(big); });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${server.address().port}/hook`;
+    await put('bigans', { type: 'multicast', push: { retries: 0, subscribers: [{ name: 's', url }] } });
+    const ok = (await post('bigans', [{ body: 'one' }])).body.ids[0];
+    const a = await finalStatus('bigans', ok);
+    assert.deepEqual([a.subscribers[0].status, a.subscribers[0].status_code, a.subscribers[0].tries], ['deleted', 200, 1]);
+    // The next one goes on a fresh connection and reads its own answer.
+    const bad = (await post('bigans', [{ body: 'two' }])).body.ids[0];
+    const b = await finalStatus('bigans', bad);
+    assert.deepEqual([b.subscribers[0].status, b.subscribers[0].status_code], ['error', 503]);
+    assert.equal(n, 2);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test('webhook: any body and content type becomes a message; X-Subscribers-* become push headers', async () => {
   const s = await sink();
   await put('hooked', { type: 'multicast', push: { subscribers: [{ name: 'x', url: s.url }] } });
