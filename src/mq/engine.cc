@@ -463,39 +463,52 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
   TimeMs now = clock_.NowMs();
   store::MessageBatch batch;
   std::vector<store::MessageState> moved;
+  std::vector<PushPlan> plans;  // a push queue as the DLQ delivers what it gets
   {
     std::lock_guard lock((*slot)->mu);
     Queue& q = (*slot)->queue;
+    const auto& rec = q.record();
     for (auto s : states) {
       auto body = store_.GetBody(from_qid, s.id);
       if (!body) continue;
       s.visible_at = 0;
       s.reservation = 0;
-      s.expires_at = now + Seconds(q.record().message_expiration);
+      s.expires_at = now + Seconds(rec.message_expiration);
       // Delete and put ride in one batch: the message is in exactly one queue.
       batch.Delete(from_qid, s.id, from_push);
-      batch.Put(q.record().qid, s, std::move(*body));
+      if (rec.push()) {
+        plans.push_back(NewPlan(rec, {}, now));
+        batch.PutPlan(rec.qid, s.id, EncodePlan(plans.back()));
+      }
+      batch.Put(rec.qid, s, std::move(*body));
       moved.push_back(s);
       q.CountPosted();
     }
-    batch.SetTotal(q.record().qid, q.total_messages());
+    batch.SetTotal(rec.qid, q.total_messages());
   }
   // Indexed once written, so that a reserve never looks for a body that is
   // not in the store yet.
   store_.Commit(
       std::move(batch),
-      [this, project, slot = *slot, moved](Result<void> r) {
+      [this, project, slot = *slot, moved, plans = std::move(plans)](Result<void> r) mutable {
         if (!r) return;
         Notices notices;
         {
           std::lock_guard lock(slot->mu);
           if (slot->deleted) return;
           TimeMs at = clock_.NowMs();
-          for (const auto& s : moved) slot->queue.Add(s, at);
-          slot->queue.WakeWaiters();
-          notices = CheckAlerts(*slot, at);
+          if (plans.empty()) {
+            for (const auto& s : moved) slot->queue.Add(s, at);
+            slot->queue.WakeWaiters();
+            notices = CheckAlerts(*slot, at);
+          } else {
+            for (size_t i = 0; i < moved.size(); ++i)
+              slot->plans.emplace(moved[i].id, std::move(plans[i]));
+          }
         }
         PostNotices(project, std::move(notices));
+        if (!plans.empty())
+          for (const auto& s : moved) StartPush(slot, s.id);
       },
       store::Store::Writer::kCommitter);
 }

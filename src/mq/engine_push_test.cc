@@ -269,5 +269,35 @@ TEST_F(EnginePushTest, AnAcknowledgementThatArrivesBeforeIts202IsRead) {
   EXPECT_TRUE(transport_.Take().empty());
 }
 
+TEST_F(EnginePushTest, APushQueueAsDeadLetterQueueDeliversWhatItGets) {
+  QueueSettings dlq;
+  dlq.type = "multicast";
+  dlq.subscribers = std::vector<store::Subscriber>{{"pager", "http://pager/hook", {}}};
+  ASSERT_TRUE(engine_->PutQueue(kProject, "dead", dlq));
+  QueueSettings src;
+  src.dead_letter_queue = "dead";
+  src.max_reservations = 1;
+  ASSERT_TRUE(engine_->PutQueue(kProject, "work", src));
+  auto id = Post("work", "poison");
+  ReserveOptions o;
+  o.timeout = 30;
+  ASSERT_EQ(engine_->Reserve(kProject, "work", o, nullptr)->size(), 1u);
+  clock_.Advance(30'000);
+  EXPECT_TRUE(engine_->Reserve(kProject, "work", o, nullptr)->empty());  // moves it
+  engine_->Flush();
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].request.url, "http://pager/hook");
+  EXPECT_EQ(sent[0].request.body, "poison");
+  EXPECT_EQ(HeaderOf(sent[0].request, "Iron-Message-Id"), std::to_string(id));
+  EXPECT_EQ(engine_->GetQueue(kProject, "dead")->size, 1u);
+  sent[0].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "dead")->size, 0u);
+  EXPECT_EQ(engine_->GetQueue(kProject, "work")->size, 0u);
+  Open();  // delivered: nothing comes back after a restart
+  EXPECT_EQ(engine_->GetQueue(kProject, "dead")->size, 0u);
+  EXPECT_TRUE(transport_.Take().empty());
+}
+
 }  // namespace
 }  // namespace kiln::mq
