@@ -145,7 +145,7 @@ void WriteSchedule(JsonWriter& w, const worker::Schedule& s) {
   if (!s.cron.empty()) Str(w, "cron", s.cron);
   if (!s.time_zone.empty()) Str(w, "time_zone", s.time_zone);
   Int(w, "run_count", s.run_count);
-  Int(w, "priority", s.priority);
+  if (s.priority) Int(w, "priority", *s.priority);  // none: the code's default_priority
   Int(w, "timeout", s.timeout);
   Int(w, "task_delay", s.task_delay);
   Str(w, "cluster", s.cluster);
@@ -356,7 +356,9 @@ Result<worker::Schedule> ScheduleFromJson(const JsonValue& o, worker::Schedule s
   if (s.timeout == 0) s.timeout = 3600;
   auto prio = GetInt(o, "priority");
   if (!prio) return Fail(prio.error());
-  if (*prio) {
+  if (*prio && **prio == -3) {
+    s.priority.reset();  // as for tasks (§3.3): the code's default_priority
+  } else if (*prio) {
     auto p = NarrowInt("priority", **prio);
     if (!p) return Fail(p.error());
     s.priority = *p;

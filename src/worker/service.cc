@@ -25,6 +25,11 @@ namespace {
 constexpr size_t kMaxPayload = 64 * 1024;
 constexpr int64_t kMaxUnpacked = 1LL << 30;  // what a zip may unpack to
 constexpr char kProgressFile[] = ".progress.json";
+constexpr size_t kMaxActiveSchedules = 100;  // per project
+
+Error TooManySchedules() {  // a limit: 403 (§1.4)
+  return Error::PermissionDenied("a project has at most 100 active schedules");
+}
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -642,7 +647,7 @@ Result<Schedule> Service::CheckScheduleLocked(const std::string& project, Schedu
   if (s.payload.size() > kMaxPayload) return Fail(Error::TooLarge("payload exceeds 64 KB"));
   if (!code_by_name_.count({project, s.code_name}))
     return Fail(Error::NotFound("Code not found: " + s.code_name));
-  if (s.priority < 0 || s.priority > 2)
+  if (s.priority && (*s.priority < 0 || *s.priority > 2))
     return Fail(Error::InvalidArgument("priority must be 0, 1 or 2"));
   if (s.timeout < 1 || s.timeout > 3600)
     return Fail(Error::InvalidArgument("timeout must be between 1 and 3600"));
@@ -662,15 +667,19 @@ Result<Schedule> Service::CheckScheduleLocked(const std::string& project, Schedu
   return s;
 }
 
+size_t Service::ActiveSchedulesLocked(const std::string& project) const {
+  size_t n = 0;
+  for (const auto& [id, s] : schedules_)
+    if (s.project_id == project && s.status == "scheduled") ++n;
+  return n;
+}
+
 Result<std::vector<std::string>> Service::CreateSchedules(const std::string& project,
                                                           std::vector<Schedule> specs) {
   std::lock_guard lock(mu_);
   TimeMs now = clock_.NowMs();
-  size_t active = 0;
-  for (const auto& [id, s] : schedules_)
-    if (s.project_id == project && s.status == "scheduled") ++active;
-  if (active + specs.size() > 100)
-    return Fail(Error::PermissionDenied("a project has at most 100 active schedules"));  // §1.4
+  if (ActiveSchedulesLocked(project) + specs.size() > kMaxActiveSchedules)
+    return Fail(TooManySchedules());
   std::vector<Schedule> made;
   for (auto& spec : specs) {
     spec.id = NewObjectId(now);
@@ -681,10 +690,11 @@ Result<std::vector<std::string>> Service::CreateSchedules(const std::string& pro
     if (!s) return Fail(s.error());
     made.push_back(std::move(*s));
   }
+  store::Store::WorkerRecords records;  // all or none
+  for (const auto& s : made) records.push_back({"schedule/" + s.id, EncodeSchedule(s)});
+  if (auto r = store_.PutWorkerRecords(records); !r) return Fail(r.error());
   std::vector<std::string> ids;
   for (auto& s : made) {
-    if (auto r = store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s)); !r)
-      return Fail(r.error());
     ids.push_back(s.id);
     schedules_[s.id] = std::move(s);
   }
@@ -732,6 +742,9 @@ Result<Schedule> Service::UpdateSchedule(const std::string& project, Schedule s)
   const Schedule& old = it->second;
   if (old.status == "cancelled")
     return Fail(Error::InvalidArgument("a cancelled schedule cannot be changed"));
+  // A completed one that runs again counts against the limit again.
+  if (old.status != "scheduled" && ActiveSchedulesLocked(project) >= kMaxActiveSchedules)
+    return Fail(TooManySchedules());
   // What the schedule did so far stays; a completed one may run again.
   s.run_count = old.run_count;
   s.error_count = old.error_count;

@@ -220,7 +220,7 @@ std::string EncodeSchedule(const Schedule& s) {
   I(w, "run_times", s.run_times);
   S(w, "cron", s.cron);
   S(w, "time_zone", s.time_zone);
-  I(w, "priority", s.priority);
+  if (s.priority) I(w, "priority", *s.priority);
   I(w, "timeout", s.timeout);
   I(w, "task_delay", s.task_delay);
   S(w, "cluster", s.cluster);
@@ -253,7 +253,7 @@ std::optional<Schedule> DecodeSchedule(std::string_view b) {
   s.run_times = GI(d, "run_times");
   s.cron = GS(d, "cron");
   s.time_zone = GS(d, "time_zone");
-  s.priority = static_cast<int>(GI(d, "priority"));
+  if (d.HasMember("priority")) s.priority = static_cast<int>(GI(d, "priority"));
   s.timeout = GI(d, "timeout", 3600);
   s.task_delay = GI(d, "task_delay");
   s.cluster = GS(d, "cluster");

@@ -90,12 +90,12 @@ struct Schedule {
   std::string name;
   std::string payload;
   TimeMs start_at = 0;
-  TimeMs end_at = 0;      // 0: none
-  int64_t run_every = 0;  // seconds, >= 60; 0: once (unless cron)
-  int64_t run_times = 0;  // 0: no limit
-  std::string cron;       // Kiln extension: 5-field cron expression
-  std::string time_zone;  // for cron; "" is UTC
-  int priority = 0;
+  TimeMs end_at = 0;            // 0: none
+  int64_t run_every = 0;        // seconds, >= 60; 0: once (unless cron)
+  int64_t run_times = 0;        // 0: no limit
+  std::string cron;             // Kiln extension: 5-field cron expression
+  std::string time_zone;        // for cron; "" is UTC
+  std::optional<int> priority;  // none: the code's default_priority when a task is queued
   int64_t timeout = 3600;
   int64_t task_delay = 0;
   std::string cluster = "default";

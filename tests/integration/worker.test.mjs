@@ -389,6 +389,40 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal((await kiln.req('GET', w('/schedules/ffffffffffffffffffffffff'))).status, 404);
 });
 
+test("a schedule without a priority, or with Go's -3, queues tasks at the code's default_priority", async () => {
+  await upload({ name: 'urgent', image: 'busybox', command: 'true', default_priority: 2 });
+  const c = await kiln.req('POST', w('/schedules'), { schedules: [
+    { code_name: 'urgent', payload: '{}', run_times: 1, label: 'none' },
+    { code_name: 'urgent', payload: '{}', run_times: 1, label: 'go', priority: -3 },
+    { code_name: 'urgent', payload: '{}', run_times: 1, label: 'set', priority: 0 }] });
+  assert.equal(c.status, 200, c.text);
+  const tasks = await eventually(async () => {
+    const r = (await kiln.req('GET', w('/tasks?code_name=urgent'))).body.tasks;
+    return r.length === 3 && r;
+  }, 10000);
+  const byLabel = Object.fromEntries(tasks.map((t) => [t.label, t.priority]));
+  assert.deepEqual(byLabel, { none: 2, go: 2, set: 0 });
+  const got = (await kiln.req('GET', w(`/schedules/${c.body.schedules[2].id}`))).body;
+  assert.equal(got.priority, 0);
+});
+
+test('a completed schedule that is updated to run again counts against the limit of 100', async () => {
+  await upload({ name: 'once', image: 'busybox', command: 'true' });
+  const done = (await kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'once', payload: '{}', run_times: 1 }] })).body.schedules[0].id;
+  await eventually(async () => (await kiln.req('GET', w(`/schedules/${done}`))).body.status === 'complete', 10000);
+  let active = 0;
+  for (let page = 0, got; !got || got.length === 100; page++) {
+    got = (await kiln.req('GET', w(`/schedules?per_page=100&page=${page}`))).body.schedules;
+    active += got.filter((s) => s.status === 'scheduled').length;
+  }
+  const fill = await kiln.req('POST', w('/schedules'), { schedules: Array.from({ length: 100 - active }, () => ({ code_name: 'once', payload: '{}', start_at: '2100-01-01T00:00:00Z' })) });
+  assert.equal(fill.status, 200, fill.text);
+  const again = await kiln.req('PUT', w(`/schedules/${done}`), { code_name: 'once', payload: '{}', start_at: '2100-01-01T00:00:00Z' });
+  assert.equal(again.status, 403, again.text);
+  assert.equal((await kiln.req('GET', w(`/schedules/${done}`))).body.status, 'complete');
+  for (const s of fill.body.schedules) await kiln.req('POST', w(`/schedules/${s.id}/cancel`), {});
+});
+
 test('GET a task with ?wait answers when it ends, or when the wait runs out', async (t) => {
   await upload({ name: 'short', image: 'busybox', command: 'sleep 1; echo done' });
   await upload({ name: 'long', image: 'busybox', command: 'sleep 30' });
