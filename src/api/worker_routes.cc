@@ -60,8 +60,7 @@ void WriteCode(JsonWriter& w, const worker::Code& c) {
   Int(w, "retries_delay", c.retries_delay);
   Int(w, "default_priority", c.default_priority);
   Int(w, "memory", c.memory_mb);
-  w.Key("network");
-  w.Bool(c.network);
+  Str(w, "network", c.network ? "host" : "none");  // as uploaded
   Str(w, "config", c.config);
   w.Key("env_vars");
   w.StartObject();

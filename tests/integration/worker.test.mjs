@@ -145,6 +145,11 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
     assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', ...s })).status, 400, JSON.stringify(s));
   assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', env_vars: { A: 1 } })).status, 400);
   assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', network: 'bridge' })).status, 400);
+  // network reads back as it is uploaded.
+  assert.equal((await upload({ name: 'netted', image: 'busybox', command: 'true', network: 'host' })).status, 200);
+  assert.equal((await kiln.req('GET', w('/codes/netted'))).body.network, 'host');
+  assert.equal((await upload({ name: 'unnetted', image: 'busybox', command: 'true' })).status, 200);
+  assert.equal((await kiln.req('GET', w('/codes/unnetted'))).body.network, 'none');
   assert.equal((await kiln.req('GET', w('/codes/evil'))).status, 404);
   // Code uploads may exceed the 1 MiB request limit, up to --max-upload-bytes (2 MiB here).
   const big = await upload({ name: 'big', file_name: 'run.sh', runtime: 'sh' },
