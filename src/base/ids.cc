@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <stdexcept>
@@ -26,10 +27,24 @@ void Random(unsigned char* p, size_t n) {
 }  // namespace
 
 std::string NewObjectId(int64_t now_ms) {
+  struct Process {
+    unsigned char tag[5];
+    std::atomic<uint32_t> counter;
+    Process() {
+      Random(tag, sizeof tag);
+      unsigned char c[3];
+      Random(c, sizeof c);
+      counter =
+          (uint32_t{c[0]} << 16 | uint32_t{c[1]} << 8 | c[2]) & 0x7fffff;  // far from wrapping
+    }
+  };
+  static Process process;
   unsigned char b[12];
   uint32_t secs = static_cast<uint32_t>(now_ms / 1000);
+  uint32_t n = process.counter.fetch_add(1, std::memory_order_relaxed);
   b[0] = secs >> 24, b[1] = secs >> 16, b[2] = secs >> 8, b[3] = secs;
-  Random(b + 4, 8);
+  std::memcpy(b + 4, process.tag, sizeof process.tag);
+  b[9] = n >> 16, b[10] = n >> 8, b[11] = n;
   return ToHex(b, 12);
 }
 

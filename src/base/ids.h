@@ -9,7 +9,11 @@
 
 namespace kiln {
 
-// A fresh 24-hex-character id: 4 bytes of seconds, 8 random bytes.
+// A fresh 24-hex-character id laid out as MongoDB's ObjectId: 4 bytes of
+// seconds, 5 random bytes for this process, a 3-byte counter. Ids made by
+// one process sort in the order they were made, so lists ordered by id
+// (codes, tasks, schedules) are in creation order within a second too.
+// Not secret: access is checked by token.
 std::string NewObjectId(int64_t now_ms);
 bool IsObjectId(std::string_view s);
 

@@ -411,6 +411,16 @@ test("a schedule without a priority, or with Go's -3, queues tasks at the code's
   assert.equal(got.priority, 0);
 });
 
+test('schedules made in one request list newest first, in the order they were made', async () => {
+  await upload({ name: 'ordered', image: 'busybox', command: 'true' });
+  const names = Array.from({ length: 20 }, (_, i) => `s${i}`);
+  const c = await kiln.req('POST', w('/schedules'), { schedules: names.map((name) => ({ code_name: 'ordered', name, payload: '{}', start_at: '2100-01-01T00:00:00Z' })) });
+  assert.equal(c.status, 200, c.text);
+  const listed = (await kiln.req('GET', w('/schedules?per_page=100'))).body.schedules.filter((s) => s.code_name === 'ordered');
+  assert.deepEqual(listed.map((s) => s.name), [...names].reverse());
+  for (const s of c.body.schedules) await kiln.req('POST', w(`/schedules/${s.id}/cancel`), {});
+});
+
 test('a completed schedule that is updated to run again counts against the limit of 100', async () => {
   await upload({ name: 'once', image: 'busybox', command: 'true' });
   const done = (await kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'once', payload: '{}', run_times: 1 }] })).body.schedules[0].id;
