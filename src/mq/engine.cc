@@ -90,7 +90,7 @@ Result<void> Engine::Recover() {
     if (it == by_qid.end()) return;
     auto plan = DecodePlan(blob);
     if (!plan) return;
-    ForgetRemovedSubscribers(*plan, it->second->queue.record());
+    FollowSubscribers(*plan, it->second->queue.record(), now);
     auto next = plan->NextDue();
     it->second->plans.emplace(id, std::move(*plan));
     SchedulePush(it->second, id, next.value_or(now));
@@ -250,8 +250,7 @@ Result<QueueInfo> Engine::PutQueue(const std::string& project, const std::string
   if (auto v = ApplySettings(rec, s, !exists); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   (*slot)->queue.record() = rec;
-  if (s.subscribers)
-    for (auto& [id, plan] : (*slot)->plans) ForgetRemovedSubscribers(plan, rec);
+  if (s.subscribers) FollowSubscribersLocked(*slot);
   return InfoOf(**slot);
 }
 
@@ -265,10 +264,8 @@ Result<QueueInfo> Engine::UpdateQueue(const std::string& project, const std::str
   if (auto v = ApplySettings(rec, s, false); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   slot->queue.record() = rec;
-  // As through the subscriber endpoints: messages on their way forget the
-  // subscribers that are gone.
-  if (s.subscribers)
-    for (auto& [id, plan] : slot->plans) ForgetRemovedSubscribers(plan, rec);
+  // As through the subscriber endpoints.
+  if (s.subscribers) FollowSubscribersLocked(slot);
   return InfoOf(*slot);
 }
 

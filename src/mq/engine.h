@@ -259,6 +259,7 @@ class Engine {
                                                                bool persist = true);
   void SchedulePush(const SlotPtr& slot, uint64_t id, TimeMs at);
   void TickPush(TimeMs now);
+  void FollowSubscribersLocked(const SlotPtr& slot);  // slot->mu held
   Result<QueueInfo> EditSubscribers(
       const std::string& project, const std::string& name,
       const std::function<Result<void>(std::vector<store::Subscriber>&)>& edit);

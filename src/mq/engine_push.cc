@@ -417,6 +417,13 @@ Result<void> Engine::AcknowledgePush(const std::string& project, const std::stri
   return Ok();
 }
 
+// Messages on their way follow the queue's new subscribers (push.h).
+void Engine::FollowSubscribersLocked(const SlotPtr& slot) {
+  TimeMs now = clock_.NowMs();
+  for (auto& [id, plan] : slot->plans)
+    if (FollowSubscribers(plan, slot->queue.record(), now)) SchedulePush(slot, id, now);
+}
+
 Result<QueueInfo> Engine::EditSubscribers(
     const std::string& project, const std::string& name,
     const std::function<Result<void>(std::vector<store::Subscriber>&)>& edit) {
@@ -432,9 +439,7 @@ Result<QueueInfo> Engine::EditSubscribers(
   if (auto v = ValidateSubscribers(rec.subscribers); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   slot->queue.record() = rec;
-  // Messages on their way forget subscribers that are gone; new ones get
-  // only messages posted from now on.
-  for (auto& [id, plan] : slot->plans) ForgetRemovedSubscribers(plan, rec);
+  FollowSubscribersLocked(slot);
   return QueueInfo{rec, slot->plans.size(), slot->queue.total_messages()};
 }
 

@@ -299,5 +299,28 @@ TEST_F(EnginePushTest, APushQueueAsDeadLetterQueueDeliversWhatItGets) {
   EXPECT_TRUE(transport_.Take().empty());
 }
 
+TEST_F(EnginePushTest, MessagesOnTheirWayGoToTheSubscribersThatReplaceTheirOwn) {
+  QueueSettings s;
+  s.type = "multicast";
+  s.retries = 3;
+  s.retries_delay = 60;
+  s.subscribers = std::vector<store::Subscriber>{{"old", "http://old/hook", {}}};
+  ASSERT_TRUE(engine_->PutQueue(kProject, "pq", s));
+  auto id = Post("pq", "keep me");
+  auto first = transport_.Take();
+  ASSERT_EQ(first.size(), 1u);
+  first[0].done(0, "connection refused");  // the old endpoint is down: a retry in 60 s
+  ASSERT_TRUE(engine_->ReplaceSubscribers(kProject, "pq", {{"new", "http://new/hook", {}}}));
+  engine_->Tick();  // sent now, not after the old one's retry delay, nor dropped
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].request.url, "http://new/hook");
+  EXPECT_EQ(sent[0].request.body, "keep me");
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 1u);
+  EXPECT_EQ(HeaderOf(sent[0].request, "Iron-Message-Id"), std::to_string(id));
+  sent[0].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+}
+
 }  // namespace
 }  // namespace kiln::mq

@@ -171,14 +171,37 @@ bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reserva
   return false;
 }
 
-void ForgetRemovedSubscribers(PushPlan& plan, const store::QueueRecord& q) {
+bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now) {
+  if (plan.Complete()) return false;
   auto gone = [&](const Delivery& d) {
     return std::none_of(q.subscribers.begin(), q.subscribers.end(),
                         [&](const store::Subscriber& s) { return s.name == d.subscriber; });
   };
-  if (std::none_of(plan.deliveries.begin(), plan.deliveries.end(), gone)) return;
+  bool removed = std::any_of(plan.deliveries.begin(), plan.deliveries.end(), gone);
+  bool reached_one = std::any_of(plan.deliveries.begin(), plan.deliveries.end(), [](const auto& d) {
+    return d.status == DeliveryStatus::kDeleted;
+  });
   std::erase_if(plan.deliveries, gone);
-  plan.cursor = plan.round_start = 0;
+  // Unicast: the message is for one of the queue's subscribers, whichever
+  // they are now. Multicast: for the ones it was posted to, unless none of
+  // them is left and none had it, when it goes to the present ones rather
+  // than nowhere.
+  bool add = plan.unicast || (plan.deliveries.empty() && !reached_one);
+  bool added = false;
+  for (const auto& s : q.subscribers) {
+    if (!add) break;
+    bool have = std::any_of(plan.deliveries.begin(), plan.deliveries.end(),
+                            [&](const Delivery& d) { return d.subscriber == s.name; });
+    if (have) continue;
+    Delivery d;
+    d.subscriber = s.name;
+    d.retries_remaining = plan.unicast ? plan.retries_remaining : q.retries;
+    d.next_try_at = now;
+    plan.deliveries.push_back(std::move(d));
+    added = true;
+  }
+  if (removed || added) plan.cursor = plan.round_start = 0;
+  return added;
 }
 
 std::string EncodePlan(const PushPlan& plan) {

@@ -119,8 +119,14 @@ void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now)
 // with `reservation`.
 bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reservation);
 
-// Drops deliveries to subscribers the queue no longer has; adds none.
-void ForgetRemovedSubscribers(PushPlan& plan, const store::QueueRecord& q);
+// Brings an unfinished plan in line with the queue's subscribers after
+// they changed: deliveries to removed ones are dropped. A unicast plan gains
+// the added ones (due at `now`): its message is for any one of them. A
+// multicast plan keeps its own recipients, but one left with none (all
+// replaced, none reached) goes to the queue's subscribers now, rather than
+// being settled as delivered. True when deliveries were added: the caller
+// schedules the plan.
+bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
 
 std::string EncodePlan(const PushPlan& plan);
 std::optional<PushPlan> DecodePlan(std::string_view b);

@@ -98,9 +98,43 @@ TEST(PushPlanTest, RemovedSubscribersAreForgotten) {
   auto q = Queue("multicast", 2);
   auto plan = NewPlan(q, {}, kNow);
   q.subscribers.erase(q.subscribers.begin());
-  ForgetRemovedSubscribers(plan, q);
+  EXPECT_FALSE(FollowSubscribers(plan, q, kNow));
   ASSERT_EQ(plan.deliveries.size(), 1u);
   EXPECT_EQ(plan.deliveries[0].subscriber, "s1");
+}
+
+TEST(PushPlanTest, AMulticastMessageWhoseSubscribersWereAllReplacedGoesToTheNewOnes) {
+  auto q = Queue("multicast", 1);
+  auto plan = NewPlan(q, {}, kNow);
+  q.subscribers = {{"new", "http://h/new", {}}};
+  EXPECT_TRUE(FollowSubscribers(plan, q, kNow + 5));
+  EXPECT_FALSE(plan.Complete());
+  ASSERT_EQ(plan.deliveries.size(), 1u);
+  EXPECT_EQ(plan.deliveries[0].subscriber, "new");
+  EXPECT_EQ(plan.deliveries[0].retries_remaining, 2);
+  EXPECT_EQ(plan.Due(kNow + 5), (std::vector<size_t>{0}));
+  // One that reached a subscriber already is done when that one goes.
+  auto two = Queue("multicast", 2);
+  auto reached = NewPlan(two, {}, kNow);
+  OnAnswer(reached, 0, 200, "", two, kNow);
+  two.subscribers = {{"new", "http://h/new", {}}};
+  EXPECT_FALSE(FollowSubscribers(reached, two, kNow));
+  EXPECT_TRUE(reached.Complete());
+}
+
+TEST(PushPlanTest, AUnicastMessageTakesAddedSubscribersIntoItsFailover) {
+  auto q = Queue("unicast", 1);
+  auto plan = NewPlan(q, {}, kNow);
+  OnAnswer(plan, 0, 500, "", q, kNow);  // the only one failed: a retry in 10 s
+  EXPECT_TRUE(plan.Due(kNow).empty());
+  q.subscribers.push_back({"spare", "http://h/spare", {}});
+  EXPECT_TRUE(FollowSubscribers(plan, q, kNow));
+  ASSERT_EQ(plan.deliveries.size(), 2u);
+  EXPECT_EQ(plan.deliveries[1].subscriber, "spare");
+  q.subscribers.erase(q.subscribers.begin());  // and replaced outright
+  FollowSubscribers(plan, q, kNow);
+  ASSERT_EQ(plan.deliveries.size(), 1u);
+  EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{0}));
 }
 
 TEST(PushPlanTest, RoundTripsThroughItsEncoding) {
