@@ -316,12 +316,17 @@ void Engine::Post(const std::string& project, const std::string& name,
       return done(Fail(Error::TooLarge("Message body exceeds " +
                                        std::to_string(options_.max_message_bytes) + " bytes")));
   }
+  PostChecked(project, name, std::move(messages), std::move(done), writer, {});
+}
+
+void Engine::PostChecked(const std::string& project, const std::string& name,
+                         std::vector<NewMessage> messages, PostDone done,
+                         store::Store::Writer writer, store::MessageBatch batch) {
   auto found = FindOrCreate(project, name);
   if (!found) return done(Fail(found.error()));
   SlotPtr slot = *found;
 
   TimeMs now = clock_.NowMs();
-  store::MessageBatch batch;
   std::vector<store::MessageState> states;
   std::vector<PushPlan> plans;  // push queues: one per message
   states.reserve(messages.size());

@@ -253,10 +253,19 @@ class Engine {
   void RestartWaiting(const std::string& host);
   void OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,
                     uint64_t reservation, std::string host, int status, std::string error);
-  // Under the slot's lock: persists the plan, or ends it (removes the message,
-  // and returns the error-queue message to post when it failed).
-  std::optional<std::pair<std::string, NewMessage>> SettlePlan(Slot& slot, uint64_t id,
-                                                               bool persist = true);
+  // A failed push message's report for the queue's error_queue. It is
+  // posted in the same write that removes the message, so a crash keeps
+  // either the message (reported again after a restart) or the report.
+  struct ErrorNotice {
+    std::string queue;
+    NewMessage message;
+    uint64_t source_qid = 0, source_id = 0;
+  };
+  // Under the slot's lock: persists the plan, or ends it: removes the
+  // message, or when it failed and the queue has an error queue returns the
+  // notice whose post removes it (PostErrorNotice, outside the lock).
+  std::optional<ErrorNotice> SettlePlan(Slot& slot, uint64_t id, bool persist = true);
+  void PostErrorNotice(const std::string& project, std::optional<ErrorNotice> notice);
   void SchedulePush(const SlotPtr& slot, uint64_t id, TimeMs at);
   void TickPush(TimeMs now);
   void FollowSubscribersLocked(const SlotPtr& slot);  // slot->mu held
@@ -267,6 +276,11 @@ class Engine {
   static std::string Key(const std::string& project, const std::string& name) {
     return project + name;  // project ids are fixed-length
   }
+  // Post past its checks (those of users' posts): the messages, and the
+  // operations already in `batch`, in one write.
+  void PostChecked(const std::string& project, const std::string& name,
+                   std::vector<NewMessage> messages, PostDone done, store::Store::Writer writer,
+                   store::MessageBatch batch);
   SlotPtr Find(const std::string& project, const std::string& name) const;
   Result<SlotPtr> FindOrCreate(const std::string& project, const std::string& name);
   Result<void> ApplySettings(store::QueueRecord& r, const QueueSettings& s, bool creating) const;

@@ -4,6 +4,7 @@
 
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
@@ -125,7 +126,7 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
     PushRequest request;
   };
   std::vector<Send> sends;
-  std::optional<std::pair<std::string, NewMessage>> error_post;
+  std::optional<ErrorNotice> error_post;
   std::string project;
   std::optional<std::string> body;
   bool need_body = false;
@@ -204,7 +205,7 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
       if (next && (!waiting || deferred)) SchedulePush(slot, id, *next);
     }
   }
-  if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
+  PostErrorNotice(project, std::move(error_post));
   if (sends.empty()) return;
   if (need_body) {
     auto b = store_.GetBody(qid, id);
@@ -259,7 +260,7 @@ void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& s
     if (auto h = hosts_.find(host); h != hosts_.end()) --h->second.in_flight;
   }
   RestartWaiting(host);
-  std::optional<std::pair<std::string, NewMessage>> error_post;
+  std::optional<ErrorNotice> error_post;
   std::string project;
   bool again = false;
   {
@@ -297,12 +298,11 @@ void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& s
       }
     }
   }
-  if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
+  PostErrorNotice(project, std::move(error_post));
   if (again) StartPush(slot, id);
 }
 
-std::optional<std::pair<std::string, NewMessage>> Engine::SettlePlan(Slot& slot, uint64_t id,
-                                                                     bool persist) {
+std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, bool persist) {
   auto it = slot.plans.find(id);
   if (it == slot.plans.end()) return std::nullopt;
   const PushPlan& plan = it->second;
@@ -315,7 +315,7 @@ std::optional<std::pair<std::string, NewMessage>> Engine::SettlePlan(Slot& slot,
     }
     return std::nullopt;
   }
-  std::optional<std::pair<std::string, NewMessage>> out;
+  std::optional<ErrorNotice> out;
   if (plan.Failed() && !rec.error_queue.empty()) {
     auto body = store_.GetBody(rec.qid, id);
     rapidjson::StringBuffer sb;
@@ -355,10 +355,12 @@ std::optional<std::pair<std::string, NewMessage>> Engine::SettlePlan(Slot& slot,
     }
     w.EndArray();
     w.EndObject();
-    out.emplace(rec.error_queue, NewMessage{std::string(sb.GetString(), sb.GetSize()), 0, {}});
+    out = ErrorNotice{rec.error_queue, NewMessage{std::string(sb.GetString(), sb.GetSize()), 0, {}},
+                      rec.qid, id};
+  } else {
+    batch.Delete(rec.qid, id, true);
+    store_.Append(std::move(batch));
   }
-  batch.Delete(rec.qid, id, true);
-  store_.Append(std::move(batch));
   it->second.body.Drop();
   slot.finished.emplace_back(id, std::move(it->second));
   if (slot.finished.size() > kFinishedKept) slot.finished.pop_front();
@@ -396,12 +398,29 @@ Result<std::vector<SubscriberStatus>> Engine::PushStatus(const std::string& proj
   return out;
 }
 
+void Engine::PostErrorNotice(const std::string& project, std::optional<ErrorNotice> notice) {
+  if (!notice) return;
+  store::MessageBatch batch;
+  batch.Delete(notice->source_qid, notice->source_id, true);
+  std::vector<NewMessage> messages;
+  messages.push_back(std::move(notice->message));
+  PostChecked(
+      project, notice->queue, std::move(messages),
+      [queue = notice->queue, id = notice->source_id](auto r) {
+        // The message stays in the store: a restart reports it again.
+        if (!r)
+          spdlog::error("push message {}: cannot post its error report to {}: {}", id, queue,
+                        r.error().message());
+      },
+      store::Store::Writer::kCommitter, std::move(batch));
+}
+
 Result<void> Engine::AcknowledgePush(const std::string& project, const std::string& name,
                                      uint64_t id, const std::string& reservation_id,
                                      const std::string& subscriber) {
   auto slot = Find(project, name);
   if (!slot) return Fail(Error::NotFound("Queue not found"));
-  std::optional<std::pair<std::string, NewMessage>> error_post;
+  std::optional<ErrorNotice> error_post;
   {
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return Fail(Error::NotFound("Queue not found"));
@@ -413,7 +432,7 @@ Result<void> Engine::AcknowledgePush(const std::string& project, const std::stri
       return Fail(Error::PermissionDenied("Reservation timed out"));
     error_post = SettlePlan(*slot, id);
   }
-  if (error_post) Post(project, error_post->first, {std::move(error_post->second)}, [](auto) {});
+  PostErrorNotice(project, std::move(error_post));
   return Ok();
 }
 

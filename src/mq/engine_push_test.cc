@@ -322,5 +322,28 @@ TEST_F(EnginePushTest, MessagesOnTheirWayGoToTheSubscribersThatReplaceTheirOwn) 
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }
 
+TEST_F(EnginePushTest, TheErrorReportOfAMessageAtTheSizeLimitIsPostedAndRemovesIt) {
+  MakeQueue("multicast", 0);
+  // JSON escapes each control byte as six: the report is far past 64 KB.
+  std::string body(64 * 1024, '\x01');
+  auto id = Post("pq", body);
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  sent[0].done(200, "");
+  sent[1].done(500, "");
+  engine_->Flush();
+  auto errors = engine_->Peek(kProject, "errors", 10);
+  ASSERT_TRUE(errors);
+  ASSERT_EQ(errors->size(), 1u);
+  EXPECT_GT((*errors)[0].body.size(), 6 * body.size());
+  EXPECT_NE((*errors)[0].body.find("\"source_msg_id\":\"" + std::to_string(id) + "\""),
+            std::string::npos);
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+  Open();  // reported and removed in one write: neither comes back
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+  EXPECT_EQ(engine_->GetQueue(kProject, "errors")->size, 1u);
+  EXPECT_TRUE(transport_.Take().empty());
+}
+
 }  // namespace
 }  // namespace kiln::mq
