@@ -71,8 +71,12 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs) {
           Error::InvalidArgument("Subscriber url must start with http://, https:// or "
                                  "ironmq://: " +
                                  s.url));
-    if (HostKey(s.url).size() <= s.url.find("://") + 3 && s.url.rfind("ironmq://", 0) != 0)
+    bool ironmq = s.url.rfind("ironmq://", 0) == 0;
+    if (HostKey(s.url).size() <= s.url.find("://") + 3 && !ironmq)
       return Fail(Error::InvalidArgument("Subscriber url has no host: " + s.url));
+    if (ironmq && !ParseIronMqUrl(s.url))
+      return Fail(Error::InvalidArgument(
+          "Subscriber url must be ironmq://[project_id:token@][host[:port]]/queue: " + s.url));
     for (const auto& [k, v] : s.headers)
       if (!IsHeaderToken(k) || v.find_first_of("\r\n") != std::string::npos)
         return Fail(Error::InvalidArgument("Invalid subscriber header: " + k));

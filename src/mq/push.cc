@@ -5,6 +5,10 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cctype>
+
+#include "base/ids.h"
+#include "mq/engine.h"  // ValidateQueueName
 
 namespace kiln::mq {
 namespace {
@@ -202,6 +206,32 @@ bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now) 
   }
   if (removed || added) plan.cursor = plan.round_start = 0;
   return added;
+}
+
+std::optional<IronMqUrl> ParseIronMqUrl(std::string_view url) {
+  constexpr std::string_view kScheme = "ironmq://";
+  if (url.substr(0, kScheme.size()) != kScheme) return std::nullopt;
+  std::string_view rest = url.substr(kScheme.size());
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  std::string_view authority = rest.substr(0, slash);
+  IronMqUrl u;
+  u.queue = std::string(rest.substr(slash + 1));
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    std::string_view cred = authority.substr(0, at);
+    size_t colon = cred.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    u.project_id = std::string(cred.substr(0, colon));
+    u.token = std::string(cred.substr(colon + 1));
+    if (!IsObjectId(u.project_id) || u.token.empty()) return std::nullopt;
+    authority = authority.substr(at + 1);
+  }
+  for (unsigned char c : authority)
+    if (!(std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']'))
+      return std::nullopt;
+  u.host = std::string(authority);
+  if (!ValidateQueueName(u.queue)) return std::nullopt;
+  return u;
 }
 
 std::string EncodePlan(const PushPlan& plan) {

@@ -128,6 +128,15 @@ bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reserva
 // schedules the plan.
 bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
 
+// ironmq://[project_id:token@][host[:port]]/queue, a subscriber that posts
+// into another queue. Checked when the subscriber is set: a project id is
+// 24 hex, a token is given with it, the host has no path or spaces, and the
+// queue name is one a queue may have.
+struct IronMqUrl {
+  std::string project_id, token, host, queue;
+};
+std::optional<IronMqUrl> ParseIronMqUrl(std::string_view url);
+
 std::string EncodePlan(const PushPlan& plan);
 std::optional<PushPlan> DecodePlan(std::string_view b);
 

@@ -137,6 +137,24 @@ TEST(PushPlanTest, AUnicastMessageTakesAddedSubscribersIntoItsFailover) {
   EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{0}));
 }
 
+TEST(IronMqUrlTest, ParsesAndRefusesWhatCannotNameAQueue) {
+  auto same = ParseIronMqUrl("ironmq:///orders");
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->queue, "orders");
+  EXPECT_EQ(same->host, "");
+  auto other = ParseIronMqUrl("ironmq://0123456789abcdef01234567:tok@mq.example:8080/a b");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->project_id, "0123456789abcdef01234567");
+  EXPECT_EQ(other->token, "tok");
+  EXPECT_EQ(other->host, "mq.example:8080");
+  EXPECT_EQ(other->queue, "a b");
+  for (const char* bad :
+       {"ironmq://", "ironmq://host", "ironmq:///", "ironmq:///a/b", "ironmq://notaproject:tok@h/q",
+        "ironmq://0123456789abcdef01234567:@h/q", "ironmq://0123456789abcdef01234567@h/q",
+        "ironmq://h st/q", "ironmq://h/q?x=1", "http://h/q"})
+    EXPECT_FALSE(ParseIronMqUrl(bad)) << bad;
+}
+
 TEST(PushPlanTest, RoundTripsThroughItsEncoding) {
   auto q = Queue("unicast", 2);
   auto plan = NewPlan(q, {{"X-A", "1"}}, kNow);

@@ -2,35 +2,9 @@
 
 #include "api/errors.h"
 #include "api/json.h"
+#include "base/url.h"
 
 namespace kiln::server {
-namespace {
-
-// ironmq://[project_id:token@][host[:port]]/queue
-struct IronMqUrl {
-  std::string project_id, token, host, queue;
-};
-
-bool ParseIronMq(const std::string& url, IronMqUrl* out) {
-  std::string rest = url.substr(9);  // after "ironmq://"
-  size_t slash = rest.find('/');
-  if (slash == std::string::npos) return false;
-  std::string authority = rest.substr(0, slash);
-  out->queue = rest.substr(slash + 1);
-  size_t at = authority.rfind('@');
-  if (at != std::string::npos) {
-    std::string cred = authority.substr(0, at);
-    size_t colon = cred.find(':');
-    if (colon == std::string::npos) return false;
-    out->project_id = cred.substr(0, colon);
-    out->token = cred.substr(colon + 1);
-    authority = authority.substr(at + 1);
-  }
-  out->host = authority;
-  return !out->queue.empty();
-}
-
-}  // namespace
 
 PushTransport::PushTransport(mq::Engine& engine, access::Access& access,
                              http::ClientOptions options, std::string self)
@@ -42,8 +16,9 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
                  std::move(done), request.qid);
     return;
   }
-  IronMqUrl u;
-  if (!ParseIronMq(request.url, &u)) return done(0, "malformed ironmq url: " + request.url);
+  auto parsed = mq::ParseIronMqUrl(request.url);  // checked when the subscriber was set
+  if (!parsed) return done(0, "malformed ironmq url: " + request.url);
+  mq::IronMqUrl& u = *parsed;
   std::string project = u.project_id.empty() ? request.project_id : u.project_id;
   if (u.host.empty() || u.host == self_) {
     // This server: post in-process, with the same checks as over HTTP.
@@ -70,7 +45,8 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
     w.EndArray();
     w.EndObject();
   });
-  client_.Post("http://" + u.host + "/3/projects/" + project + "/queues/" + u.queue + "/messages",
+  client_.Post("http://" + u.host + "/3/projects/" + project + "/queues/" + PercentEncode(u.queue) +
+                   "/messages",
                {{"Authorization", "OAuth " + u.token}, {"Content-Type", "application/json"}},
                std::move(body), std::move(done), request.qid);
 }

@@ -198,6 +198,8 @@ test('subscribers: add or update, replace, remove; rules of push queues', async 
     assert.ok(r.body.msg);
   };
   await bad(kiln.q('nosubs'), 'PUT', { queue: { type: 'multicast' } });
+  for (const url of ['ironmq://', 'ironmq:///a/b', 'ironmq://nope:tok@127.0.0.1/q', 'ironmq://h st/q'])
+    await bad(kiln.q('badfan'), 'PUT', { queue: { type: 'multicast', push: { subscribers: [{ name: 'x', url }] } } });
   await bad(kiln.q('subs'), 'PATCH', { queue: { type: 'pull' } });
   await bad(kiln.q('subs'), 'PATCH', { queue: { dead_letter: { queue_name: 'x' } } });
   await bad(kiln.q('pullq'), 'PUT', { queue: { push: { retries: 2 }, type: 'pull' } });
