@@ -108,22 +108,27 @@ Engine::SlotPtr Engine::Find(const std::string& project, const std::string& name
   return it == queues_.end() ? nullptr : it->second;
 }
 
-Result<Engine::SlotPtr> Engine::FindOrCreate(const std::string& project, const std::string& name) {
+Result<Engine::SlotPtr> Engine::FindOrCreate(const std::string& project, const std::string& name,
+                                             const QueueSettings* settings, bool* created) {
+  if (created) *created = false;
   if (auto s = Find(project, name)) return s;
   if (auto v = ValidateQueueName(name); !v) return Fail(v.error());
   std::unique_lock lock(map_mu_);
-  auto& slot = queues_[Key(project, name)];
-  if (slot) return slot;
+  if (auto it = queues_.find(Key(project, name)); it != queues_.end()) return it->second;
   store::QueueRecord rec;
-  rec.qid = store_.NextQueueId();
   rec.project_id = project;
   rec.name = name;
   rec.created_at = clock_.NowMs();
-  if (auto w = store_.PutQueue(rec); !w) {
-    queues_.erase(Key(project, name));
-    return Fail(w.error());
+  // Settled before anyone can see it: a post racing the create finds the
+  // queue with its type, never a pull queue that then turns push.
+  if (settings) {
+    if (auto v = ApplySettings(rec, *settings, true); !v) return Fail(v.error());
   }
-  slot = std::make_shared<Slot>(std::move(rec));
+  rec.qid = store_.NextQueueId();
+  if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
+  auto slot = std::make_shared<Slot>(std::move(rec));
+  queues_.emplace(Key(project, name), slot);
+  if (created) *created = true;
   return slot;
 }
 
@@ -234,20 +239,14 @@ Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s
 
 Result<QueueInfo> Engine::PutQueue(const std::string& project, const std::string& name,
                                    const QueueSettings& s) {
-  if (auto v = ValidateQueueName(name); !v) return Fail(v.error());
-  // Validate before creating so that a bad request leaves nothing behind.
-  store::QueueRecord probe;
-  probe.name = name;
-  bool exists = Find(project, name) != nullptr;
-  if (!exists) {
-    if (auto v = ApplySettings(probe, s, true); !v) return Fail(v.error());
-  }
-  auto slot = FindOrCreate(project, name);
+  bool created = false;
+  auto slot = FindOrCreate(project, name, &s, &created);  // a bad request leaves nothing behind
   if (!slot) return Fail(slot.error());
   std::lock_guard lock((*slot)->mu);
   if ((*slot)->deleted) return Fail(QueueNotFound());
+  if (created) return InfoOf(**slot);
   auto rec = (*slot)->queue.record();
-  if (auto v = ApplySettings(rec, s, !exists); !v) return Fail(v.error());
+  if (auto v = ApplySettings(rec, s, false); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   (*slot)->queue.record() = rec;
   if (s.subscribers) FollowSubscribersLocked(*slot);

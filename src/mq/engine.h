@@ -282,7 +282,10 @@ class Engine {
                    std::vector<NewMessage> messages, PostDone done, store::Store::Writer writer,
                    store::MessageBatch batch);
   SlotPtr Find(const std::string& project, const std::string& name) const;
-  Result<SlotPtr> FindOrCreate(const std::string& project, const std::string& name);
+  // The queue, created when missing: with `settings` applied when given
+  // (nothing is created when they are invalid), `*created` telling which.
+  Result<SlotPtr> FindOrCreate(const std::string& project, const std::string& name,
+                               const QueueSettings* settings = nullptr, bool* created = nullptr);
   Result<void> ApplySettings(store::QueueRecord& r, const QueueSettings& s, bool creating) const;
   static QueueInfo InfoOf(const Slot& slot);
   static uint64_t SizeOf(const Slot& slot);  // messages in it (push: plans)
