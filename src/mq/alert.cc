@@ -5,6 +5,7 @@
 
 #include "base/ids.h"
 #include "base/time_format.h"
+#include "mq/engine.h"  // ValidateQueueName
 
 namespace kiln::mq {
 
@@ -56,6 +57,8 @@ Result<void> ValidateAlert(const store::Alert& a, const std::string& queue_name)
     return Fail(Error::InvalidArgument("alert snooze must be between 0 and " +
                                        std::to_string(kMaxSnooze) + " seconds"));
   if (a.queue.empty()) return Fail(Error::InvalidArgument("alert queue is required"));
+  if (auto v = ValidateQueueName(a.queue); !v)
+    return Fail(Error::InvalidArgument("alert queue: " + v.error().message()));
   if (a.queue == queue_name)
     return Fail(Error::InvalidArgument("An alert cannot post to its own queue"));
   return Ok();

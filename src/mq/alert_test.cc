@@ -53,6 +53,9 @@ TEST(AlertTest, AddRejectsDuplicatesAndMoreThanFive) {
   auto self = A("fixed", "asc", 1);
   self.queue = "q";
   EXPECT_FALSE(AddAlerts(none, {self}, "q"));
+  auto nowhere = A("fixed", "asc", 1);
+  nowhere.queue = "a/b";  // no queue can have this name: its notices could never be posted
+  EXPECT_FALSE(AddAlerts(none, {nowhere}, "q"));
 }
 
 }  // namespace

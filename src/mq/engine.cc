@@ -739,6 +739,12 @@ Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now) {
     out.emplace_back(a.queue,
                      NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}});
   }
+  const auto& alerts = slot.queue.record().alerts;
+  if (slot.alert_fired.size() > alerts.size())  // alerts replaced or removed since they fired
+    std::erase_if(slot.alert_fired, [&](const auto& f) {
+      return std::none_of(alerts.begin(), alerts.end(),
+                          [&](const store::Alert& a) { return a.id == f.first; });
+    });
   return out;
 }
 
