@@ -329,26 +329,38 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
   std::vector<store::MessageState> states;
   std::vector<PushPlan> plans;  // push queues: one per message
   states.reserve(messages.size());
+  uint64_t qid = 0;
+  std::optional<PushPlan> fresh;  // push queues: the plan every new message starts with
   {
+    // Only what needs the queue is done under its lock: deliveries under
+    // way need it for their answers.
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return done(Fail(QueueNotFound()));
     const auto& rec = slot->queue.record();
+    qid = rec.qid;
+    if (rec.push()) fresh = NewPlan(rec, {}, now);
     for (auto& m : messages) {
       store::MessageState s;
       s.id = NextMessageId();
       s.visible_at = m.delay > 0 ? now + Seconds(m.delay) : 0;
       s.expires_at = now + Seconds(rec.message_expiration);
       states.push_back(s);
-      if (rec.push()) {
-        plans.push_back(NewPlan(rec, std::move(m.push_headers), s.visible_at ? s.visible_at : now));
-        batch.PutPlan(rec.qid, s.id, EncodePlan(plans.back()));
-        if (held_body_bytes_.load(std::memory_order_relaxed) + m.body.size() <= kHeldBodyBudget)
-          plans.back().body = HeldBody(m.body, &held_body_bytes_);
-      }
-      batch.Put(rec.qid, s, std::move(m.body));
       slot->queue.CountPosted();
     }
     slot->total_dirty = true;
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    auto& m = messages[i];
+    const auto& s = states[i];
+    if (fresh) {
+      PushPlan& plan = plans.emplace_back(*fresh);
+      plan.headers = std::move(m.push_headers);
+      for (auto& d : plan.deliveries) d.next_try_at = s.visible_at ? s.visible_at : now;
+      batch.PutPlan(qid, s.id, EncodePlan(plan));
+      if (held_body_bytes_.load(std::memory_order_relaxed) + m.body.size() <= kHeldBodyBudget)
+        plan.body = HeldBody(m.body, &held_body_bytes_);
+    }
+    batch.Put(qid, s, std::move(m.body));
   }
   store_.Commit(
       std::move(batch),
@@ -378,8 +390,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
         bool push = !plans.empty();
         done(ids);
         if (!notices.empty()) PostNotices(project, std::move(notices));
-        if (push)
-          for (auto id : ids) StartPush(slot, id);
+        if (push) StartPushes(slot, ids);
       },
       writer);
 }
@@ -508,8 +519,11 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
           }
         }
         PostNotices(project, std::move(notices));
-        if (!plans.empty())
-          for (const auto& s : moved) StartPush(slot, s.id);
+        if (!plans.empty()) {
+          std::vector<uint64_t> ids;
+          for (const auto& s : moved) ids.push_back(s.id);
+          StartPushes(slot, ids);
+        }
       },
       store::Store::Writer::kCommitter);
 }

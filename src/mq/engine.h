@@ -19,6 +19,7 @@
 #include <optional>
 #include <queue>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -249,6 +250,7 @@ class Engine {
 
   // Push delivery (engine_push.cc).
   void StartPush(const SlotPtr& slot, uint64_t id);
+  void StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids);
   // The answer to the try of `subscriber` that carried `reservation`.
   void RestartWaiting(const std::string& host);
   void OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,

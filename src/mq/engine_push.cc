@@ -19,8 +19,7 @@ namespace {
 constexpr int kMaxInFlight = 1024;       // deliveries at once, all hosts
 constexpr int kMaxInFlightPerHost = 32;  // so that one slow host cannot take them all
 constexpr TimeMs kDeferMs = 20;          // when all hosts together are at kMaxInFlight
-constexpr size_t kMaxWaitingPerHost = 100000;
-constexpr size_t kFinishedKept = 1000;  // per queue
+constexpr size_t kFinishedKept = 1000;   // per queue
 
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -121,35 +120,41 @@ void Engine::TickPush(TimeMs now) {
   for (auto& d : due) StartPush(d.slot, d.id);
 }
 
-void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
+void Engine::StartPush(const SlotPtr& slot, uint64_t id) { StartPushes(slot, {&id, 1}); }
+
+// One lock of the queue for all of `ids` (a post's batch): the answers of
+// deliveries under way need the same lock.
+void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids) {
   if (!transport_) return;
   struct Send {
+    uint64_t id;
     std::string subscriber;
     uint64_t reservation;
     std::string host;
     PushRequest request;
+    bool need_body;  // not held in memory: read from the store, outside the lock
   };
   std::vector<Send> sends;
-  std::optional<ErrorNotice> error_post;
+  std::vector<std::optional<ErrorNotice>> notices;
   std::string project;
-  std::optional<std::string> body;
-  bool need_body = false;
   uint64_t qid = 0;
   {
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return;
-    auto it = slot->plans.find(id);
-    if (it == slot->plans.end()) return;
-    PushPlan& plan = it->second;
     const auto& rec = slot->queue.record();
     project = rec.project_id;
     qid = rec.qid;
     TimeMs now = clock_.NowMs();
-    plan.held = false;  // taken off its host's list, if it was on one
-    ExpireReservations(plan, rec, now);
-    if (plan.Complete()) {
-      error_post = SettlePlan(*slot, id);
-    } else {
+    for (uint64_t id : ids) {
+      auto it = slot->plans.find(id);
+      if (it == slot->plans.end()) continue;
+      PushPlan& plan = it->second;
+      plan.held = false;  // taken off its host's list, if it was on one
+      ExpireReservations(plan, rec, now);
+      if (plan.Complete()) {
+        notices.push_back(SettlePlan(*slot, id));
+        continue;
+      }
       auto due = plan.Due(now);
       bool deferred = false;  // by the global limit: try again shortly
       bool waiting = false;   // by the host's limit: its next answer restarts us
@@ -166,31 +171,30 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
         {
           std::lock_guard plock(push_mu_);
           HostState& h = hosts_[host];
-          if (h.in_flight >= kMaxInFlightPerHost && h.waiting.size() < kMaxWaitingPerHost) {
+          if (h.in_flight >= kMaxInFlightPerHost) {
             if (!plan.held) h.waiting.emplace_back(slot, id);
             plan.held = waiting = true;
             continue;
           }
-          if (in_flight_ >= kMaxInFlight || h.in_flight >= kMaxInFlightPerHost) {
+          if (in_flight_ >= kMaxInFlight) {
             deferred = true;
             continue;
           }
           ++in_flight_;
           ++h.in_flight;
         }
-        if (!body && !need_body) {
-          if (const std::string* held = plan.body.get())
-            body = *held;
-          else
-            need_body = true;  // read below, outside the queue's lock
-        }
         d.in_flight = true;
         d.reservation = RandomU64() | 1;
         std::string rid = FormatReservationId(id, d.reservation);
-        PushRequest req;
+        Send send{id, d.subscriber, d.reservation, std::move(host), {}, false};
+        PushRequest& req = send.request;
         req.project_id = rec.project_id;
         req.qid = rec.qid;
         req.url = sub->url;
+        if (const std::string* held = plan.body.get())
+          req.body = *held;
+        else
+          send.need_body = true;
         req.headers = {{"User-Agent", "IronMQ Pusherd"},
                        {"Content-Type", "text/plain; encoding=utf-8"}};
         for (const auto& [k, v] : sub->headers) SetHeader(req.headers, k, v);
@@ -202,33 +206,38 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) {
                   public_url_ + "/3/projects/" + rec.project_id + "/queues/" +
                       PercentEncode(rec.name) + "/messages/" + std::to_string(id) +
                       "?subscriber_name=" + PercentEncode(d.subscriber) + "&reservation_id=" + rid);
-        sends.push_back({d.subscriber, d.reservation, std::move(host), std::move(req)});
+        sends.push_back(std::move(send));
       }
       auto next = plan.NextDue();
       if (deferred) next = std::min(next.value_or(now + kDeferMs), now + kDeferMs);
       if (next && (!waiting || deferred)) SchedulePush(slot, id, *next);
     }
   }
-  PostErrorNotice(project, std::move(error_post));
-  if (sends.empty()) return;
-  if (need_body) {
-    auto b = store_.GetBody(qid, id);
-    if (!b) {
-      // Counted as a failed try of each: the message is not sent without its body.
-      for (auto& s : sends)
-        OnPushAnswer(slot, id, s.subscriber, s.reservation, s.host, 0,
+  for (auto& n : notices) PostErrorNotice(project, std::move(n));
+  for (size_t k = 0; k < sends.size(); ++k) {
+    Send& s = sends[k];
+    if (s.need_body) {
+      // Multicast: the previous send may be the same message's.
+      if (k > 0 && sends[k - 1].id == s.id && !sends[k - 1].need_body) {
+        s.request.body = sends[k - 1].request.body;
+      } else if (auto b = store_.GetBody(qid, s.id)) {
+        s.request.body = std::move(*b);
+      } else {
+        // Counted as a failed try: the message is not sent without its body.
+        OnPushAnswer(slot, s.id, s.subscriber, s.reservation, s.host, 0,
                      "could not read the message: " + b.error().message());
-      return;
+        continue;
+      }
+      s.need_body = false;
     }
-    body = std::move(*b);
   }
-  for (size_t k = 0; k < sends.size(); ++k)
-    sends[k].request.body = k + 1 < sends.size() ? *body : std::move(*body);
   for (auto& s : sends) {
-    transport_->Send(std::move(s.request), [this, slot, id, sub = s.subscriber, rsv = s.reservation,
-                                            host = s.host](int status, std::string error) {
-      OnPushAnswer(slot, id, sub, rsv, host, status, std::move(error));
-    });
+    if (s.need_body) continue;  // its body could not be read
+    transport_->Send(std::move(s.request),
+                     [this, slot, id = s.id, sub = s.subscriber, rsv = s.reservation,
+                      host = s.host](int status, std::string error) {
+                       OnPushAnswer(slot, id, sub, rsv, host, status, std::move(error));
+                     });
   }
 }
 
