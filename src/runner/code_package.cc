@@ -113,7 +113,9 @@ Result<void> ExtractZip(const std::string& zip_path, const std::string& dir) {
   if (archive_read_open_filename(a.get(), zip_path.c_str(), 1 << 16) != ARCHIVE_OK)
     return Fail(Error::Internal("cannot open code package " + zip_path));
   std::unique_ptr<archive, int (*)(archive*)> disk(archive_write_disk_new(), archive_write_free);
-  archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
+  // Modes without ARCHIVE_EXTRACT_PERM: as given less the umask, and never
+  // setuid or setgid (Kiln unpacks as root).
+  archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_TIME |
                                                  ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                                  ARCHIVE_EXTRACT_SECURE_SYMLINKS);
   // Members get absolute paths under `dir` (names were checked: relative,

@@ -5,6 +5,8 @@
 #include <rapidjson/document.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -149,10 +151,27 @@ Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
 
 }  // namespace
 
+bool IsImageName(std::string_view name) {
+  if (name.empty() || name.size() > 255 || name[0] == '.' || name[0] == '/') return false;
+  if (name.find("..") != std::string_view::npos) return false;
+  for (unsigned char c : name)
+    if (!std::isalnum(c) &&
+        std::string_view("._-:/@").find(static_cast<char>(c)) == std::string_view::npos)
+      return false;
+  return true;
+}
+
+namespace {
+bool IsImageId(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+}  // namespace
+
 Result<void> ImageStore::Name(const std::string& name, const std::string& id) {
   if (name.empty()) return Ok();
-  if (name.find('/') != std::string::npos && name.find("..") != std::string::npos)
-    return Fail(Error::InvalidArgument("bad image name: " + name));
+  if (!IsImageName(name)) return Fail(Error::InvalidArgument("bad image name: " + name));
   fs::create_directories(fs::path(dir_) / "names");
   std::string file = name;
   for (auto& c : file)
@@ -265,17 +284,18 @@ Result<ImageInfo> ImageStore::Busybox() {
 }
 
 Result<ImageInfo> ImageStore::Find(const std::string& name_or_id) const {
+  auto missing = [&] { return Fail(Error::NotFound("Image not found: " + name_or_id)); };
+  if (!IsImageName(name_or_id)) return missing();
   std::string id = name_or_id;
   std::string file = name_or_id;
   for (auto& c : file)
     if (c == '/') c = '%';
-  fs::path named = fs::path(dir_) / "names" / file;
-  if (name_or_id.find("..") == std::string::npos && fs::exists(named)) id = ReadFile(named);
-  fs::path image = fs::path(dir_) / "images" / id;
-  if (id.size() != 64 || !fs::exists(image / "rootfs"))
-    return Fail(Error::NotFound("Image not found: " + name_or_id));
-  ImageInfo info{id, {}, (image / "rootfs").string()};
   std::error_code ec;
+  fs::path named = fs::path(dir_) / "names" / file;
+  if (fs::is_regular_file(named, ec)) id = ReadFile(named);
+  fs::path image = fs::path(dir_) / "images" / id;
+  if (!IsImageId(id) || !fs::is_directory(image / "rootfs", ec)) return missing();
+  ImageInfo info{id, {}, (image / "rootfs").string()};
   for (auto& n : fs::directory_iterator(fs::path(dir_) / "names", ec)) {
     if (ReadFile(n.path()) != id) continue;
     std::string name = n.path().filename().string();

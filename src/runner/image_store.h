@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/error.h"
@@ -20,6 +21,12 @@ struct ImageInfo {
   std::vector<std::string> names;  // repo:tag
   std::string rootfs;              // absolute path
 };
+
+// Whether `name` may name an image (repo:tag, a stack, or an image id):
+// 1-255 bytes of letters, digits and . _ - : / @, not starting with . or /,
+// no "..". Names come from users (a code's image or stack), and name files
+// and directories of the store.
+bool IsImageName(std::string_view name);
 
 class ImageStore {
  public:

@@ -1,7 +1,9 @@
 #include "server/app.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/thread_pool.hpp>
@@ -70,12 +72,18 @@ struct App::Impl {
 
 namespace {
 
+// Readable by its owner only from the start: created 0600 (and made so if
+// it existed), before the secret is written.
 Result<void> WriteSecretFile(const fs::path& path, const std::string& content) {
-  std::ofstream out(path, std::ios::trunc);
-  if (!out) return Fail(Error::Internal("cannot write " + path.string()));
-  out << content << "\n";
-  out.close();
-  ::chmod(path.c_str(), 0600);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    if (fd >= 0) ::close(fd);
+    return Fail(Error::Internal("cannot write " + path.string()));
+  }
+  std::string text = content + "\n";
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  if (!ok) return Fail(Error::Internal("cannot write " + path.string()));
   return Ok();
 }
 
@@ -141,6 +149,9 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   std::error_code ec;
   fs::create_directories(config.data_dir, ec);
   if (ec) return Fail(Error::Unavailable("cannot create " + config.data_dir + ": " + ec.message()));
+  // Tokens, messages and task directories: no one else's to read or enter
+  // (a task can leave setuid files in its directory).
+  fs::permissions(config.data_dir, fs::perms::owner_all, ec);
 
   auto started = std::chrono::steady_clock::now();
   auto store = store::rocks::Open({config.data_dir, config.fsync_interval_ms});

@@ -51,6 +51,14 @@ TimeMs FirstRun(const Schedule& s) {
   return t < 0 ? 0 : t;
 }
 
+bool EndedBeforeRun(Schedule& s, TimeMs now) {
+  if (s.end_at <= 0 || now <= s.end_at) return false;
+  s.status = "complete";
+  s.msg = "Reached end_at.";
+  s.next_start = 0;
+  return true;
+}
+
 TimeMs NextRun(Schedule& s, TimeMs due, TimeMs now) {
   if (s.run_times > 0 && s.run_count >= s.run_times) {
     s.status = "complete";

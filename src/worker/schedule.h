@@ -26,4 +26,8 @@ TimeMs FirstRun(const Schedule& s);
 // left (run_times reached, past end_at, a one-off schedule).
 TimeMs NextRun(Schedule& s, TimeMs due, TimeMs now);
 
+// Whether a due run comes too late to happen: `now` is past end_at (Kiln
+// was down across it). Then the schedule is complete, with no next run.
+bool EndedBeforeRun(Schedule& s, TimeMs now);
+
 }  // namespace kiln::worker

@@ -34,6 +34,18 @@ TEST(ScheduleTest, RunsMissedWhileDownAreSkippedNotReplayed) {
   EXPECT_EQ(NextRun(s, kStart, now), kStart + 11 * kMin);
 }
 
+TEST(ScheduleTest, ARunDuePastEndAtDoesNotHappen) {
+  Schedule s = Every(60);
+  s.end_at = kStart + 90'000;
+  s.next_start = kStart + kMin;  // due before end_at, but Kiln was down until after it
+  EXPECT_FALSE(EndedBeforeRun(s, kStart + kMin));
+  EXPECT_TRUE(EndedBeforeRun(s, kStart + 2 * kMin));
+  EXPECT_EQ(s.status, "complete");
+  EXPECT_EQ(s.next_start, 0);
+  Schedule open = Every(60);  // no end_at
+  EXPECT_FALSE(EndedBeforeRun(open, kStart + 1000 * kMin));
+}
+
 TEST(ScheduleTest, RunTimesAndEndAtFinishASchedule) {
   Schedule s = Every(60);
   s.run_times = 2;

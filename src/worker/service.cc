@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <rapidjson/document.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@ namespace {
 constexpr size_t kMaxPayload = 64 * 1024;
 constexpr int64_t kMaxUnpacked = 1LL << 30;  // what a zip may unpack to
 constexpr char kProgressFile[] = ".progress.json";
+constexpr size_t kMaxProgressFile = 4096;    // what is read of it
 constexpr size_t kMaxActiveSchedules = 100;  // per project
 
 Error TooManySchedules() {  // a limit: 403 (§1.4)
@@ -36,6 +38,42 @@ std::string ReadAll(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Files in a task's directory, which the task (and its code package) may
+// have filled with symlinks, FIFOs or devices: never followed or blocked on.
+// Reads at most `max` bytes of a regular file; "" otherwise.
+std::string ReadTaskFile(const std::string& path, size_t max) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return "";
+  struct stat st;
+  std::string out;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    out.resize(max);
+    ssize_t n = ::read(fd, out.data(), max);
+    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  ::close(fd);
+  return out;
+}
+
+// Replaces whatever is at `path` (a symlink from the package, say: removed,
+// not followed) with a new file holding `bytes`.
+Result<void> WriteTaskFile(const std::string& path, const std::string& bytes) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) return Fail(Error::Internal("cannot write " + path + ": " + std::strerror(errno)));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (done != bytes.size()) return Fail(Error::Internal("cannot write " + path));
+  return Ok();
 }
 
 // Writes `bytes` to a new file at `path` and fsyncs it.
@@ -260,6 +298,10 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
     return Fail(Error::InvalidArgument(
         "a code needs image and command, or a zip package (the file part) with file_name"));
   }
+  for (const auto* name : {&spec.image, &spec.stack, &spec.runtime})
+    if (!name->empty() && !runner::IsImageName(*name))
+      return Fail(Error::InvalidArgument(
+          "image, stack and runtime are names of 1-255 letters, digits and . _ - : / @: " + *name));
   if (spec.max_concurrency < 0)
     return Fail(Error::InvalidArgument("max_concurrency must be 0 or more"));
   if (spec.retries < 0 || spec.retries > 10)
@@ -496,7 +538,7 @@ Result<std::vector<std::string>> Service::QueueTasks(const std::string& project,
 
 void Service::ReadProgressLocked(Task& t) const {
   if (t.state != TaskState::kRunning) return;
-  std::string text = ReadAll(TaskDir(t.id) + "/" + kProgressFile);
+  std::string text = ReadTaskFile(TaskDir(t.id) + "/" + kProgressFile, kMaxProgressFile);
   if (text.empty()) return;
   rapidjson::Document d;
   d.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
@@ -768,6 +810,12 @@ void Service::RunDueSchedules() {
     // A paused code holds its schedules too: the run waits, it is not lost.
     auto byname = code_by_name_.find({s.project_id, s.code_name});
     if (byname != code_by_name_.end() && codes_.at(byname->second).paused) continue;
+    if (EndedBeforeRun(s, now)) {
+      s.updated_at = now;
+      if (auto r = store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s)); !r)
+        spdlog::error("schedule {}: cannot record its end: {}", s.id, r.error().message());
+      continue;
+    }
     NewTask n;
     n.code_name = s.code_name;
     n.payload = s.payload;
@@ -978,8 +1026,14 @@ void Service::RunTask(const std::string& id) {
                     -1);
     }
   }
-  std::ofstream(task_dir / "payload.json") << t.payload;
-  std::ofstream(task_dir / "config.json") << code.config;
+  for (auto [file, bytes] :
+       {std::pair{"payload.json", &t.payload}, std::pair{"config.json", &code.config}}) {
+    if (auto w = WriteTaskFile((task_dir / file).string(), *bytes); !w) {
+      fs::remove_all(work, ec);
+      if (cancelled_before_start()) return;
+      return finish(TaskState::kError, w.error().message(), -1);
+    }
+  }
   runner::ContainerSpec spec;
   spec.args = {"/bin/sh", "-c",
                code.zip() && code.command.empty() ? RuntimeCommand(code) : code.command};

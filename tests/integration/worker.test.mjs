@@ -438,6 +438,53 @@ test('a completed schedule that is updated to run again counts against the limit
   for (const s of fill.body.schedules) await kiln.req('POST', w(`/schedules/${s.id}/cancel`), {});
 });
 
+test('a package or a task cannot make Kiln write, read or block on host files', async (t) => {
+  const fs = await import('node:fs');
+  const host = fs.mkdtempSync('/tmp/kiln-escape-');
+  fs.writeFileSync(`${host}/progress.json`, '{"percent":77,"msg":"a host secret"}');
+  // payload.json and config.json in the package are symlinks to host paths:
+  // Kiln replaces them, it does not write through them.
+  await upload({ name: 'escape', file_name: 'run.sh', runtime: 'sh', config: 'the config' },
+    makeZip({ 'run.sh': 'cat "$PAYLOAD_FILE"; echo; cat "$CONFIG_FILE"\n',
+      'payload.json': `${host}/payload-written`, 'config.json': `${host}/config-written` },
+    { symlinks: ['payload.json', 'config.json'] }));
+  const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'escape', payload: 'the payload' }] });
+  const task = await finished(q.body.tasks[0].id);
+  if (skipIfNoContainers(t, task)) return;
+  assert.equal(task.status, 'complete', task.msg);
+  assert.equal((await kiln.req('GET', w(`/tasks/${task.id}/log`))).text, 'the payload\nthe config');
+  assert.deepEqual(fs.readdirSync(host), ['progress.json']);
+  // The progress file as a symlink to a host file is not read; as a FIFO it
+  // does not block the service (reads of tasks go on while the task runs).
+  await upload({ name: 'sneaky', image: 'busybox',
+    command: `ln -s ${host}/progress.json $PROGRESS_FILE; sleep 1; rm $PROGRESS_FILE; mkfifo $PROGRESS_FILE; sleep 2` });
+  const s = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'sneaky', payload: '{}' }] });
+  const id = s.body.tasks[0].id;
+  const seen = [];
+  for (let i = 0; i < 8; i++) {
+    const r = await kiln.req('GET', w(`/tasks/${id}`));
+    assert.equal(r.status, 200);
+    seen.push(r.body.msg ?? '');
+    assert.equal((await kiln.req('GET', w('/tasks?code_name=sneaky'))).status, 200);
+    await sleep(400);
+  }
+  const done = await finished(id);
+  assert.equal(done.status, 'complete', done.msg);
+  assert.ok(!seen.includes('a host secret') && done.msg !== 'a host secret', JSON.stringify(seen));
+  assert.notEqual(done.percent, 77);
+  fs.rmSync(host, { recursive: true });
+});
+
+test('image, stack and runtime names cannot leave the image store', async () => {
+  for (const data of [{ image: '../../task-work/x/task', command: 'true' }, { image: '/etc', command: 'true' },
+    { image: 'a'.repeat(300), command: 'true' }, { stack: 'x/../../y', file_name: 'run.sh', runtime: 'sh' },
+    { runtime: '../../etc', file_name: 'run.sh' }]) {
+    const r = await upload({ name: 'badimage', ...data }, data.file_name ? makeZip({ 'run.sh': 'true' }) : undefined);
+    assert.equal(r.status, 400, `${JSON.stringify(data)} -> ${r.text}`);
+  }
+  assert.equal((await kiln.req('GET', w('/codes/badimage'))).status, 404);
+});
+
 test('GET a task with ?wait answers when it ends, or when the wait runs out', async (t) => {
   await upload({ name: 'short', image: 'busybox', command: 'sleep 1; echo done' });
   await upload({ name: 'long', image: 'busybox', command: 'sleep 30' });

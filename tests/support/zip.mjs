@@ -12,8 +12,9 @@ function crc32(buf) {
 }
 
 // files: { 'name': string | Buffer, ... } (mode 0755 for names ending in .sh
-// or given in `executable`). Returns a Buffer.
-export function makeZip(files, { executable = [] } = {}) {
+// or given in `executable`; a symlink to its content for names in
+// `symlinks`). Returns a Buffer.
+export function makeZip(files, { executable = [], symlinks = [] } = {}) {
   const locals = [], centrals = [];
   let offset = 0;
   for (const [name, content] of Object.entries(files)) {
@@ -27,7 +28,8 @@ export function makeZip(files, { executable = [] } = {}) {
     local.writeUInt32LE(data.length, 18);
     local.writeUInt32LE(data.length, 22);
     local.writeUInt16LE(nameBuf.length, 26);
-    const mode = name.endsWith('.sh') || executable.includes(name) ? 0o100755 : 0o100644;
+    const mode = symlinks.includes(name) ? 0o120777
+      : name.endsWith('.sh') || executable.includes(name) ? 0o100755 : 0o100644;
     const central = Buffer.alloc(46);
     central.writeUInt32LE(0x02014b50, 0);
     central.writeUInt16LE((3 << 8) | 20, 4);  // made by unix: external attrs hold the mode
