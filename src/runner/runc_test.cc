@@ -202,6 +202,14 @@ TEST_F(RuncTest, ContainedNoNetworkNoMountsNoModules) {
   EXPECT_EQ(r.exit_code, 0) << log();
 }
 
+// The seccomp profile: no namespaces by clone either, clone3 answered
+// ENOSYS (libc then uses clone), no io_uring; fork still works.
+TEST_F(RuncTest, NoNamespacesByCloneNoClone3NoIoUring) {
+  fs::copy_file(NS_PROBE, task_dir() + "/ns_probe");
+  auto r = Run({"/task/ns_probe"});
+  EXPECT_EQ(r.exit_code, 0) << log();
+}
+
 // The root filesystem's upper layer is the run's own tmpfs, sized by the
 // memory limit: writes there are bounded (and charged to the task), while
 // the task dir, its scratch space, is on disk.
