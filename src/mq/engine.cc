@@ -329,7 +329,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
   std::vector<store::MessageState> states;
   std::vector<PushPlan> plans;  // push queues: one per message
   states.reserve(messages.size());
-  uint64_t qid = 0;
+  uint64_t qid = 0, clears = 0;
   std::optional<PushPlan> fresh;  // push queues: the plan every new message starts with
   {
     // Only what needs the queue is done under its lock: deliveries under
@@ -338,6 +338,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
     if (slot->deleted) return done(Fail(QueueNotFound()));
     const auto& rec = slot->queue.record();
     qid = rec.qid;
+    clears = slot->clears;
     if (rec.push()) fresh = NewPlan(rec, {}, now);
     for (auto& m : messages) {
       store::MessageState s;
@@ -364,7 +365,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
   }
   store_.Commit(
       std::move(batch),
-      [this, slot, states = std::move(states), plans = std::move(plans),
+      [this, slot, qid, clears, states = std::move(states), plans = std::move(plans),
        done = std::move(done)](Result<void> r) mutable {
         if (!r) return done(Fail(r.error()));
         std::vector<uint64_t> ids;
@@ -375,7 +376,14 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
           std::lock_guard lock(slot->mu);
           TimeMs now = clock_.NowMs();
           project = slot->queue.record().project_id;
-          if (!slot->deleted) {
+          if (slot->deleted || slot->clears != clears) {
+            // Cleared (or deleted) while this post was written: the post
+            // came first, and the clear took its messages.
+            store::MessageBatch gone;
+            for (const auto& s : states) gone.Delete(qid, s.id, !plans.empty());
+            store_.Append(std::move(gone));
+            plans.clear();
+          } else {
             if (plans.empty()) {
               for (const auto& s : states) slot->queue.Add(s, now);
               slot->queue.WakeWaiters();
@@ -439,6 +447,13 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
         continue;
       }
       auto body = store_.GetBody(qid, s->id);
+      if (!body && body.error().code() == ErrorCode::kNotFound) {
+        // Not in the store (removed by a write the index missed): nothing
+        // to return, and nothing to keep in the index either.
+        q.Remove(s->id);
+        batch.Delete(qid, s->id, push);
+        continue;
+      }
       if (!body) {
         // The index and the store disagree; put the message back rather than
         // lose it, and stop here: what was taken so far is still recorded
@@ -644,6 +659,7 @@ Result<void> Engine::Clear(const std::string& project, const std::string& name) 
     slot->queue.Clear();
     slot->plans.clear();
     slot->finished.clear();
+    ++slot->clears;
     store::MessageBatch batch;
     batch.Clear(slot->queue.record().qid);
     store_.Append(std::move(batch));

@@ -236,6 +236,10 @@ class Engine {
     // The count of messages ever posted changed since it was last written:
     // Tick and Flush write it, not every post (a crash may undercount it).
     bool total_dirty = false;
+    // Clears so far. A post whose write overlaps a clear (or the queue's
+    // deletion) does not index its messages, and removes them from the
+    // store, whichever of the two writes landed first.
+    uint64_t clears = 0;
     explicit Slot(store::QueueRecord r) : queue(std::move(r)) {}
   };
   using SlotPtr = std::shared_ptr<Slot>;

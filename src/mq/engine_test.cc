@@ -342,5 +342,58 @@ TEST(EngineBodyFailureTest, AReserveStopsAtAnUnreadableBodyAndKeepsWhatItTook) {
   EXPECT_EQ((*rest)[1].body, "c");
 }
 
+// Holds back the completions of posts (their writes are done) until told.
+class LateCompletions : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  bool hold = false;
+  std::vector<std::function<void()>> held;
+  void Commit(store::MessageBatch b, Done d, Writer w) override {
+    if (!hold) return real_.Commit(std::move(b), std::move(d), w);
+    std::promise<Result<void>> written;
+    real_.Commit(
+        std::move(b), [&](Result<void> r) { written.set_value(std::move(r)); }, w);
+    auto r = written.get_future().get();
+    held.push_back([d = std::move(d), r]() mutable { d(std::move(r)); });
+  }
+};
+
+// A clear that comes while a post is being written takes the post's
+// messages: the queue is empty and works, in memory and after a restart.
+TEST(EngineClearRaceTest, AClearDuringAPostsWriteLeavesAWorkingEmptyQueue) {
+  testing::TempDir dir;
+  FakeClock clock;
+  {
+    auto real = std::move(*store::rocks::Open({dir.path()}));
+    LateCompletions store(*real);
+    Engine engine(store, clock);
+    ASSERT_TRUE(engine.Recover());
+    ASSERT_TRUE(engine.PutQueue(kProject, "q", {}));
+    store.hold = true;
+    engine.Post(kProject, "q", {{"posted before the clear", 0}}, [](auto r) { ASSERT_TRUE(r); });
+    ASSERT_EQ(store.held.size(), 1u);
+    store.hold = false;
+    ASSERT_TRUE(engine.Clear(kProject, "q"));
+    engine.Flush();  // the clear's delete is written after the post
+    for (auto& f : store.held) f();
+    auto got = engine.Reserve(kProject, "q", {1, {}, false});
+    ASSERT_TRUE(got) << got.error().message();
+    EXPECT_TRUE(got->empty());
+    EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 0u);
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine.Post(kProject, "q", {{"after", 0}}, [&](auto r) { p.set_value(std::move(r)); });
+    ASSERT_TRUE(p.get_future().get());
+    auto after = engine.Reserve(kProject, "q", {1, {}, true});
+    ASSERT_TRUE(after);
+    ASSERT_EQ(after->size(), 1u);
+    EXPECT_EQ((*after)[0].body, "after");
+    engine.Flush();
+  }
+  auto store = std::move(*store::rocks::Open({dir.path()}));
+  Engine engine(*store, clock);
+  ASSERT_TRUE(engine.Recover());
+  EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 0u);
+}
+
 }  // namespace
 }  // namespace kiln::mq
