@@ -28,6 +28,32 @@ using asio::use_awaitable;
 
 namespace {
 
+// A request target for the access log: the values of query parameters that
+// carry secrets (`oauth`, the token of webhooks; `reservation_id`, the secret
+// of push acknowledgements) are replaced by "***".
+std::string RedactedTarget(std::string_view target) {
+  size_t q = target.find('?');
+  if (q == std::string_view::npos) return std::string(target);
+  std::string out(target.substr(0, q + 1));
+  std::string_view rest = target.substr(q + 1);
+  bool first = true;
+  while (!rest.empty() || first) {
+    size_t amp = rest.find('&');
+    std::string_view param = rest.substr(0, amp);
+    if (!first) out += '&';
+    first = false;
+    size_t eq = param.find('=');
+    std::string_view key = param.substr(0, eq);
+    if (eq != std::string_view::npos && (key == "oauth" || key == "reservation_id"))
+      out.append(key).append("=***");
+    else
+      out.append(param);
+    if (amp == std::string_view::npos) break;
+    rest = rest.substr(amp + 1);
+  }
+  return out;
+}
+
 std::string ErrorBody(std::string_view msg) {
   std::string out = "{\"msg\":\"";
   out += msg;  // callers pass fixed ASCII text
@@ -285,7 +311,7 @@ struct Server::Impl {
                       std::chrono::steady_clock::now() - started)
                       .count();
         spdlog::info("{} {} {} {} {}us", remote, std::string_view(breq.method_string()),
-                     std::string_view(breq.target()), res.status, us);
+                     RedactedTarget(breq.target()), res.status, us);
       }
       expires_after(options.read_timeout);
       // A HEAD answer has the head alone: its Content-Length is that of the

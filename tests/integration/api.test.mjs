@@ -355,3 +355,22 @@ test('queue names with spaces and unicode travel percent-encoded', async () => {
   assert.deepEqual(list.body.queues.map((q) => q.name), [ok]);
   assert.equal((await kiln.req('GET', kiln.q(ok))).body.queue.name, ok);
 });
+
+test('the access log names each request without the secrets in its query', async () => {
+  const logged = await new Kiln({ accessLog: true }).start();
+  try {
+    const r = await fetch(`${logged.base}${logged.q('hooked')}/webhook?oauth=${logged.token}&x=1`, { method: 'POST', body: 'hi' });
+    assert.equal(r.status, 201);
+    await fetch(`${logged.base}${logged.q('hooked')}/messages/1?subscriber_name=s&reservation_id=00ff00ff00ff00ff00ff00ff00ff00ff`, { method: 'DELETE' });
+    await eventually(async () => logged.output.includes('/webhook?oauth=***&x=1 201'));
+    await eventually(async () => logged.output.includes('subscriber_name=s&reservation_id=*** 401'));
+    // (The first start prints the token once, to connect with: not a request line.)
+    const lines = logged.output.split('\n').filter((l) => l.includes(' /3/'));
+    assert.equal(lines.length, 2, lines.join('\n'));
+    assert.ok(!lines.some((l) => l.includes(logged.token)), 'the token is in the log');
+    assert.ok(!lines.some((l) => l.includes('00ff00ff00ff00ff')), 'the reservation id is in the log');
+  } finally {
+    await logged.stop();
+    logged.cleanup();
+  }
+});

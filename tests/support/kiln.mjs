@@ -11,9 +11,9 @@ export const KILN_BIN = process.env.KILN_BIN || new URL('../../build/kiln', impo
 export class Kiln {
   // `wrap`: a command that runs the binary, given as its last arguments
   // (e.g. to start it in a mount namespace of its own).
-  constructor({ dir, args = [], wrap = [] } = {}) {
+  constructor({ dir, args = [], wrap = [], accessLog = false } = {}) {
     this.dir = dir || mkdtempSync(join(tmpdir(), 'kiln-it-'));
-    this.args = args;
+    this.args = accessLog ? args : ['--no-access-log', ...args];
     this.wrap = wrap;
     this.output = '';
   }
@@ -21,7 +21,7 @@ export class Kiln {
   async start() {
     this.output = '';
     const argv = [KILN_BIN, 'serve', '--listen', '127.0.0.1:0', '--data', join(this.dir, 'data'),
-      '--no-access-log', ...this.args];
+      ...this.args];
     const [cmd, ...rest] = [...this.wrap, ...argv];
     this.proc = spawn(cmd, rest, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
     this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => resolve({ code, signal })));
