@@ -6,10 +6,12 @@ namespace kiln::access {
 
 Result<Principal> Access::Authenticate(const std::string& secret) {
   if (secret.empty()) return Fail(Error::Unauthenticated("Missing token"));
+  uint64_t revokes = 0;
   {
     std::shared_lock lock(mu_);
     auto it = verified_.find(secret);
     if (it != verified_.end()) return it->second;
+    revokes = revokes_;
   }
   auto rec = store_.GetTokenByHash(Sha256Hex(secret));
   if (!rec) {
@@ -19,6 +21,9 @@ Result<Principal> Access::Authenticate(const std::string& secret) {
   }
   Principal p{rec->project_id, rec->admin};
   std::unique_lock lock(mu_);
+  // A revoke since the lookup may have deleted this very token: answer
+  // this request, but do not remember it.
+  if (revokes_ != revokes) return p;
   if (verified_.size() > 100000) verified_.clear();
   verified_[secret] = p;
   return p;
@@ -76,6 +81,7 @@ Result<void> Access::RevokeToken(const std::string& token_id) {
   if (auto r = store_.DeleteToken(token_id); !r) return r;
   std::unique_lock lock(mu_);
   verified_.clear();  // cheap and rare: forget every cached secret
+  ++revokes_;
   return Ok();
 }
 
