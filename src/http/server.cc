@@ -153,6 +153,7 @@ struct Server::Impl {
   std::mutex conns_mu;
   std::list<Conn> conns;
   std::atomic<size_t> live{0};
+  std::atomic<bool> warned_full{false};
 
   // Run returns only after Stop has finished touching the contexts.
   std::mutex stop_mu;
@@ -175,6 +176,14 @@ struct Server::Impl {
         co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
         continue;
       }
+      if (live.load() >= options.max_connections) {
+        if (!warned_full.exchange(true))
+          spdlog::warn("{} connections open (--max-connections): closing new ones",
+                       options.max_connections);
+        sock.close(ec);
+        continue;
+      }
+      warned_full = false;
       sock.set_option(tcp::no_delay(true), ec);
       asio::co_spawn(ctx, Session(std::move(sock), stopping), asio::detached);
     }

@@ -39,6 +39,9 @@ struct ServerOptions {
   std::chrono::seconds read_timeout{30};  // to receive one whole request
   std::chrono::seconds idle_timeout{75};  // between requests on a keep-alive connection
   bool access_log = true;
+  // Open connections at most: past it a new one is closed at once (each may
+  // hold a request of up to max_body_bytes before its token is checked).
+  size_t max_connections = 10000;
 };
 
 class Server {

@@ -24,6 +24,7 @@ struct Config {
   size_t max_request_bytes = 1 << 20;
   size_t max_upload_bytes = 64 << 20;  // code packages
   int read_timeout_s = 30;             // to receive one whole request
+  size_t max_connections = 10000;      // open at once
   int idle_timeout_s = 75;             // between requests on a keep-alive connection
   bool access_log = true;
   bool write_iron_json = true;  // on first start, into the working directory

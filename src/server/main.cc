@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
       ->envname("KILN_MAX_REQUEST_BYTES");
   serve->add_option("--max-upload-bytes", config.max_upload_bytes, "Largest code package upload")
       ->envname("KILN_MAX_UPLOAD_BYTES");
+  serve->add_option("--max-connections", config.max_connections, "Open connections at most")
+      ->envname("KILN_MAX_CONNECTIONS")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   serve->add_option("--read-timeout", config.read_timeout_s, "Seconds to receive a whole request")
       ->envname("KILN_READ_TIMEOUT")
       ->check(CLI::Range(1, 3600));

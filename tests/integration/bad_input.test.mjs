@@ -177,3 +177,36 @@ test('a slow client is cut off after the read timeout; others are served meanwhi
   assert.equal(got, '');
   assert.ok(waited >= 900 && waited < 7000, `closed after ${waited} ms`);
 });
+
+test('past --max-connections a new connection is closed at once; the open ones still work', async () => {
+  const small = await new Kiln({ args: ['--max-connections', '3'] }).start();
+  const open = () => new Promise((resolve, reject) => {
+    const s = net.connect(small.port, '127.0.0.1', () => resolve(s));
+    s.on('error', reject);
+  });
+  const closedWithoutAnswer = (s) => new Promise((resolve) => {
+    let got = '';
+    s.on('data', (d) => { got += d; });
+    s.on('close', () => resolve(got));
+    s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  });
+  try {
+    const held = [await open(), await open(), await open()];
+    await new Promise((r) => setTimeout(r, 200));  // all three accepted
+    assert.equal(await closedWithoutAnswer(await open()), '');
+    // One of the three still gets its answer; once it goes, a new one works.
+    const answer = await new Promise((resolve) => {
+      held[0].once('data', (d) => resolve(d.toString()));
+      held[0].write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    });
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    held[0].destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    const res = await fetch(`http://127.0.0.1:${small.port}/healthz`);
+    assert.equal(res.status, 200);
+    held.slice(1).forEach((s) => s.destroy());
+  } finally {
+    await small.stop();
+    small.cleanup();
+  }
+});
