@@ -236,7 +236,8 @@ Result<void> Service::Recover() {
     runc_.Sweep("kiln-" + id, (d.path() / "run").string());
     fs::remove_all(d.path(), ec);
   }
-  return store_.ForEachWorkerRecord("task/", [&](std::string_view, std::string_view v) {
+  std::vector<std::string> cut_off;  // running when Kiln died
+  r = store_.ForEachWorkerRecord("task/", [&](std::string_view, std::string_view v) {
     auto t = DecodeTask(v);
     if (!t) return;
     next_seq_ = std::max(next_seq_, t->seq + 1);
@@ -245,10 +246,15 @@ Result<void> Service::Recover() {
       t->msg = "Kiln stopped while the task ran";
       t->end_time = t->updated_at = now;
       SaveOrLog(*t);
+      cut_off.push_back(t->id);
     }
     if (t->state == TaskState::kQueued) queued_.insert({-t->priority, t->seq, t->id});
     tasks_[t->id] = std::move(*t);
   });
+  if (!r) return r;
+  // They failed as any error does: retried while the code allows.
+  for (const auto& id : cut_off) RetryLocked(tasks_.at(id), now);
+  return Ok();
 }
 
 void Service::Start() {
@@ -940,8 +946,11 @@ void Service::FinishLocked(Task& t, TaskState state, std::string msg, int exit_c
   --running_by_code_[t.code_id];
   cancels_.erase(t.id);
   WakeWatchersLocked(t.id);
-  // A failed task runs again, as a new task, while the code allows it.
-  if (state != TaskState::kError && state != TaskState::kTimeout) return;
+  if (state == TaskState::kError || state == TaskState::kTimeout) RetryLocked(t, now);
+}
+
+// A failed task runs again, as a new task, while the code allows it.
+void Service::RetryLocked(const Task& t, TimeMs now) {
   auto c = codes_.find(t.code_id);
   if (c == codes_.end() || t.retry_count >= c->second.retries || stopping_) return;
   Task r = t;

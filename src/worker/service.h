@@ -140,6 +140,7 @@ class Service {
   Result<void> EnqueueLocked(std::vector<Task> tasks);
   Result<Schedule> CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now);
   size_t ActiveSchedulesLocked(const std::string& project) const;
+  void RetryLocked(const Task& t, TimeMs now);
   // Under mu_ (so that two writes of a task reach the store in order).
   Result<void> SaveAll(const std::vector<const Task*>& tasks);
   Result<void> Save(const Task& t);

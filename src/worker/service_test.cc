@@ -143,6 +143,25 @@ TEST_F(ServiceTest, QueuedTasksSurviveARestartAndRunningOnesEndAsErrors) {
   auto ended = service_->GetTask(kProject, running.id);
   EXPECT_EQ(ended->state, TaskState::kError);
   EXPECT_EQ(ended->msg, "Kiln stopped while the task ran");
+  // Not retried: the code has no retries.
+  EXPECT_EQ(service_->ListTasks(kProject, {}).size(), 2u);
+}
+
+TEST_F(ServiceTest, ATaskCutOffByACrashIsRetriedWhenItsCodeHasRetries) {
+  worker::Code c = BusyboxCode("flaky", "true");
+  c.retries = 1;
+  ASSERT_TRUE(service_->PutCode(kProject, c));
+  Task running = *service_->GetTask(kProject, Queue("flaky"));
+  running.id = "bbbbbbbbbbbbbbbbbbbbbbbb";
+  running.state = TaskState::kRunning;
+  ASSERT_TRUE(store_->PutWorkerRecord("task/" + running.id, EncodeTask(running)));
+  Open();
+  std::vector<Task> retries;
+  for (const auto& t : service_->ListTasks(kProject, {}))
+    if (t.original_task_id == running.id) retries.push_back(t);
+  ASSERT_EQ(retries.size(), 1u);
+  EXPECT_EQ(retries[0].state, TaskState::kQueued);
+  EXPECT_EQ(retries[0].retry_count, 1);
 }
 
 TEST_F(ServiceTest, LeftoversOfAKilledServerAreSweptAtStart) {
