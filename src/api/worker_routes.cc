@@ -544,6 +544,7 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         *field = *x;
       }
     }
+    if (n.timeout == 0) n.timeout = 3600;  // as in POST /tasks: 0 means the maximum
     if (auto v = req.Query("priority"); v && !v->empty()) {
       KILN_TRY(x, ParseIntParam("priority", *v));
       if (*x != -3) {  // -3: the code's default, as in POST /tasks
