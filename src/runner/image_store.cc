@@ -214,17 +214,31 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
     if (d.HasParseError() || !d.IsObject() || !d.HasMember("manifests") ||
         !d["manifests"].IsArray() || d["manifests"].Empty())
       return Fail(Error::InvalidArgument("index.json has no manifests"));
+    // A descriptor's digest, or "" when it has none (a malformed archive).
+    auto digest = [](const rapidjson::Value& v) -> std::string {
+      if (!v.IsObject()) return "";
+      auto it = v.FindMember("digest");
+      return it != v.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+    };
     const auto& desc = d["manifests"][0];
-    if (desc.HasMember("annotations") && desc["annotations"].IsObject() &&
-        desc["annotations"].HasMember("org.opencontainers.image.ref.name"))
+    if (desc.IsObject() && desc.HasMember("annotations") && desc["annotations"].IsObject() &&
+        desc["annotations"].HasMember("org.opencontainers.image.ref.name") &&
+        desc["annotations"]["org.opencontainers.image.ref.name"].IsString())
       tags.push_back(desc["annotations"]["org.opencontainers.image.ref.name"].GetString());
+    if (digest(desc).empty())
+      return Fail(Error::InvalidArgument("index.json: a manifest without digest"));
     rapidjson::Document m;
-    m.Parse<rapidjson::kParseIterativeFlag>(ReadFile(blob(desc["digest"].GetString())).c_str());
+    m.Parse<rapidjson::kParseIterativeFlag>(ReadFile(blob(digest(desc))).c_str());
     if (m.HasParseError() || !m.IsObject() || !m.HasMember("layers") || !m["layers"].IsArray())
       return Fail(Error::InvalidArgument("OCI manifest without layers"));
-    for (const auto& l : m["layers"].GetArray())
-      layers.push_back(blob(l["digest"].GetString()).string());
-    config = m.HasMember("config") ? ReadFile(blob(m["config"]["digest"].GetString())) : "";
+    for (const auto& l : m["layers"].GetArray()) {
+      if (digest(l).empty())
+        return Fail(Error::InvalidArgument("OCI manifest: a layer without digest"));
+      layers.push_back(blob(digest(l)).string());
+    }
+    config = m.HasMember("config") && !digest(m["config"]).empty()
+                 ? ReadFile(blob(digest(m["config"])))
+                 : "";
     for (auto& l : layers) l = fs::relative(l, tmp / "archive").string();
   } else {
     return Fail(Error::InvalidArgument("neither a docker save tarball nor an OCI image archive"));
