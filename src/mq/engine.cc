@@ -124,7 +124,9 @@ Result<Engine::SlotPtr> Engine::FindOrCreate(const std::string& project, const s
   if (settings) {
     if (auto v = ApplySettings(rec, *settings, true); !v) return Fail(v.error());
   }
-  rec.qid = store_.NextQueueId();
+  auto qid = store_.NextQueueId();
+  if (!qid) return Fail(qid.error());
+  rec.qid = *qid;
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   auto slot = std::make_shared<Slot>(std::move(rec));
   queues_.emplace(Key(project, name), slot);
@@ -491,10 +493,13 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
   store::MessageBatch batch;
   std::vector<store::MessageState> moved;
   std::vector<PushPlan> plans;  // a push queue as the DLQ delivers what it gets
+  uint64_t dlq_qid = 0, clears = 0;
   {
     std::lock_guard lock((*slot)->mu);
     Queue& q = (*slot)->queue;
     const auto& rec = q.record();
+    dlq_qid = rec.qid;
+    clears = (*slot)->clears;
     for (auto s : states) {
       auto body = store_.GetBody(from_qid, s.id);
       if (!body) continue;
@@ -517,12 +522,18 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
   // not in the store yet.
   store_.Commit(
       std::move(batch),
-      [this, project, slot = *slot, moved, plans = std::move(plans)](Result<void> r) mutable {
+      [this, project, slot = *slot, moved, dlq_qid, clears,
+       plans = std::move(plans)](Result<void> r) mutable {
         if (!r) return;
         Notices notices;
         {
           std::lock_guard lock(slot->mu);
-          if (slot->deleted) return;
+          if (slot->deleted || slot->clears != clears) {  // as for a post (Slot::clears)
+            store::MessageBatch gone;
+            for (const auto& s : moved) gone.Delete(dlq_qid, s.id, !plans.empty());
+            store_.Append(std::move(gone));
+            return;
+          }
           TimeMs at = clock_.NowMs();
           if (plans.empty()) {
             for (const auto& s : moved) slot->queue.Add(s, at);

@@ -86,7 +86,9 @@ class Store {
 
   // Queue records. PutQueue is durable on return.
   virtual Result<void> PutQueue(const QueueRecord& q) = 0;
-  virtual uint64_t NextQueueId() = 0;
+  // A queue id never handed out before, durable on return (a failed write
+  // is an error: after a restart the id could be handed out again).
+  virtual Result<uint64_t> NextQueueId() = 0;
 
   // Recovery, called once before serving.
   virtual Result<void> ForEachQueue(

@@ -22,7 +22,7 @@ class ForwardingStore : public store::Store {
   void Append(store::MessageBatch b) override { real_.Append(std::move(b)); }
   Result<std::string> GetBody(uint64_t q, uint64_t id) override { return real_.GetBody(q, id); }
   Result<void> PutQueue(const store::QueueRecord& q) override { return real_.PutQueue(q); }
-  uint64_t NextQueueId() override { return real_.NextQueueId(); }
+  Result<uint64_t> NextQueueId() override { return real_.NextQueueId(); }
   Result<void> ForEachQueue(
       const std::function<void(const store::QueueRecord&, uint64_t)>& fn) override {
     return real_.ForEachQueue(fn);

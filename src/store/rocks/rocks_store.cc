@@ -172,11 +172,11 @@ class RocksStore final : public Store {
     return Check(db_->Put(sync_, cf_[kQueues], EncodeU64(q.qid), EncodeQueue(q)));
   }
 
-  uint64_t NextQueueId() override {
+  Result<uint64_t> NextQueueId() override {
     std::lock_guard lock(qid_mu_);
-    uint64_t id = next_qid_++;
-    db_->Put(sync_, cf_[kDefault], kNextQidKey, EncodeU64(next_qid_));
-    return id;
+    if (auto r = Check(db_->Put(sync_, cf_[kDefault], kNextQidKey, EncodeU64(next_qid_ + 1))); !r)
+      return Fail(r.error());
+    return next_qid_++;
   }
 
   Result<void> ForEachQueue(const std::function<void(const QueueRecord&, uint64_t)>& fn) override {
