@@ -251,13 +251,16 @@ struct Server::Impl {
       // for the whole of it. A read, not a wait for readability: asio tries
       // a read at once and takes bytes already there without a round
       // through epoll (a wait re-arms the socket with epoll_ctl every time).
-      if (!first && buffer.size() == 0) {
-        expires_after(options.idle_timeout);
+      if (buffer.size() == 0) {
+        expires_after(first ? options.read_timeout : options.idle_timeout);
         size_t n = co_await stream.async_read_some(buffer.prepare(kFirstRead),
                                                    asio::redirect_error(use_awaitable, ec));
         if (ec) break;
         buffer.commit(n);
       }
+      // A request has begun: a stop from now on lets it finish and be
+      // answered (and only then closes), rather than resetting it.
+      me->busy = true;
       expires_after(options.read_timeout);
       first = false;
       if (!ParseBuffered(parser, buffer, /*whole=*/false, &ec))

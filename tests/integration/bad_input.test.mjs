@@ -4,7 +4,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { Kiln } from '../support/kiln.mjs';
+import { Kiln, sleep } from '../support/kiln.mjs';
 
 const kiln = new Kiln({ args: ['--max-request-bytes', '262144', '--read-timeout', '1'] });
 let kept;
@@ -208,5 +208,35 @@ test('past --max-connections a new connection is closed at once; the open ones s
   } finally {
     await small.stop();
     small.cleanup();
+  }
+});
+
+test('a request under way when SIGTERM comes is answered, then the server exits 0', async () => {
+  const k = await new Kiln().start();
+  try {
+    const s = net.connect(k.port, '127.0.0.1');
+    await new Promise((r) => s.on('connect', r));
+    let got = '';
+    s.on('data', (d) => { got += d; });
+    const closed = new Promise((r) => s.on('close', r));
+    const body = JSON.stringify({ messages: [{ body: 'in flight at shutdown' }] });
+    // The head goes now; the body after the signal.
+    s.write(`POST ${k.q('late')}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${k.token}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`);
+    await sleep(200);
+    const exited = k.stop();
+    await sleep(200);
+    s.write(body);
+    await closed;
+    assert.match(got, /^HTTP\/1\.1 201/, got);
+    assert.match(got, /Connection: close/i);
+    assert.equal((await exited).code, 0);
+    // And the message it acknowledged is there after a restart.
+    await k.start();
+    const m = await k.req('GET', k.q('late') + '/messages');
+    assert.equal(m.body.messages[0].body, 'in flight at shutdown');
+  } finally {
+    await k.stop();
+    k.cleanup();
   }
 });
