@@ -265,7 +265,16 @@ Result<mq::QueueSettings> ParseSettings(const std::string& body) {
   mq::QueueSettings s;
   auto q = GetObject(*doc, "queue");
   if (!q) return Fail(q.error());
-  if (!*q) return s;  // {} or no "queue": all defaults
+  if (!*q) {
+    // {} (or other members only): all defaults. Queue fields at the top
+    // level are a client's mistake, not something to ignore silently.
+    for (const char* k : {"type", "message_timeout", "message_expiration", "push", "dead_letter",
+                          "alerts", "subscribers", "retries", "retries_delay", "error_queue"})
+      if (doc->root().HasMember(k))
+        return Fail(Error::InvalidArgument(
+            std::string("queue settings go inside {\"queue\": {...}}: ") + k));
+    return s;
+  }
   const auto& o = **q;
   auto type = GetString(o, "type");
   if (!type) return Fail(type.error());

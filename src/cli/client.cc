@@ -25,8 +25,10 @@ std::string Env(const char* name) {
   return v ? v : "";
 }
 
-// Reads a key from iron.json: top level, or under "iron_mq" / "mq" / "iron".
-std::string FromFile(const std::string& path, const char* key) {
+// Reads a key from an iron.json-style file. The first value found wins:
+// under "iron_<p>", "iron" -> "<p>", "<p>", "iron", then at the top level
+// (iron_core's order; <p> is mq or worker).
+std::string FromFile(const std::string& path, const char* key, const std::string& p) {
   std::ifstream in(path);
   if (!in) return {};
   std::stringstream ss;
@@ -34,41 +36,55 @@ std::string FromFile(const std::string& path, const char* key) {
   rapidjson::Document d;
   d.Parse(ss.str().c_str());
   if (d.HasParseError() || !d.IsObject()) return {};
-  auto get = [&](const rapidjson::Value& o) -> std::string {
-    auto it = o.FindMember(key);
-    if (it == o.MemberEnd()) return {};
+  auto object = [](const rapidjson::Value& o, const std::string& name) -> const rapidjson::Value* {
+    if (!o.IsObject()) return nullptr;
+    auto it = o.FindMember(name.c_str());
+    return it != o.MemberEnd() && it->value.IsObject() ? &it->value : nullptr;
+  };
+  auto get = [&](const rapidjson::Value* o) -> std::string {
+    if (!o) return {};
+    auto it = o->FindMember(key);
+    if (it == o->MemberEnd()) return {};
     if (it->value.IsString()) return it->value.GetString();
-    if (it->value.IsInt()) return std::to_string(it->value.GetInt());
+    if (it->value.IsInt64()) return std::to_string(it->value.GetInt64());
     return {};
   };
-  if (auto v = get(d); !v.empty()) return v;
-  for (const char* sub : {"iron_mq", "mq", "iron"}) {
-    auto it = d.FindMember(sub);
-    if (it != d.MemberEnd() && it->value.IsObject())
-      if (auto v = get(it->value); !v.empty()) return v;
-  }
+  const rapidjson::Value* iron = object(d, "iron");
+  for (const rapidjson::Value* o : {object(d, "iron_" + p), iron ? object(*iron, p) : nullptr,
+                                    object(d, p), iron, static_cast<const rapidjson::Value*>(&d)})
+    if (auto v = get(o); !v.empty()) return v;
   return {};
 }
 
-void Fill(std::string& field, const char* key, const char* env_mq, const char* env) {
+void Fill(std::string& field, const char* key, const std::string& opt, const std::string& p) {
   if (!field.empty()) return;
-  if (field = Env(env_mq); !field.empty()) return;
-  if (field = Env(env); !field.empty()) return;
+  std::string up = p == "mq" ? "MQ" : "WORKER";
+  // A file named by the environment, then the environment itself, then the
+  // usual files in the working directory and in ~.
+  for (const std::string& var : {"IRON_" + up + "_CONFIG", std::string("IRON_CONFIG")})
+    if (auto path = Env(var.c_str()); !path.empty())
+      if (field = FromFile(path, key, p); !field.empty()) return;
+  if (field = Env(("IRON_" + up + "_" + opt).c_str()); !field.empty()) return;
+  if (field = Env(("IRON_" + opt).c_str()); !field.empty()) return;
   for (std::string dir : {std::string("."), Env("HOME")}) {
     if (dir.empty()) continue;
-    for (const char* name : {"/iron.json", "/.iron.json"})
-      if (field = FromFile(dir + name, key); !field.empty()) return;
+    for (const std::string& base :
+         {"iron-" + p + ".json", "iron_" + p + ".json", std::string("iron.json")})
+      for (const char* dot : {"", "."})
+        if (field = FromFile(dir + "/" + dot + base, key, p); !field.empty()) return;
   }
 }
 
 }  // namespace
 
-Connection Resolve(Connection c) {
-  Fill(c.scheme, "scheme", "IRON_MQ_SCHEME", "IRON_SCHEME");
-  Fill(c.host, "host", "IRON_MQ_HOST", "IRON_HOST");
-  Fill(c.port, "port", "IRON_MQ_PORT", "IRON_PORT");
-  Fill(c.project_id, "project_id", "IRON_MQ_PROJECT_ID", "IRON_PROJECT_ID");
-  Fill(c.token, "token", "IRON_MQ_TOKEN", "IRON_TOKEN");
+Connection Resolve(Connection c, Product product) {
+  std::string p = product == Product::kWorker ? "worker" : "mq";
+  Fill(c.scheme, "scheme", "SCHEME", p);
+  Fill(c.host, "host", "HOST", p);
+  Fill(c.port, "port", "PORT", p);
+  Fill(c.project_id, "project_id", "PROJECT_ID", p);
+  Fill(c.token, "token", "TOKEN", p);
+  if (c.scheme.empty()) c.scheme = "http";
   if (c.host.empty()) c.host = "127.0.0.1";
   if (c.port.empty()) c.port = "8080";
   return c;

@@ -11,16 +11,20 @@
 namespace kiln::cli {
 
 struct Connection {
-  std::string scheme = "http";
+  std::string scheme;  // "" until resolved: then from the settings, else http
   std::string host;
   std::string port;
   std::string project_id;
   std::string token;
 };
 
-// Fills the fields `c` leaves empty from the environment and iron.json;
-// defaults to 127.0.0.1:8080.
-Connection Resolve(Connection c);
+// Fills the fields `c` leaves empty the way iron_core does for that
+// product (contract §4: $IRON_<P>_CONFIG / $IRON_CONFIG files, IRON_<P>_*
+// then IRON_* variables, iron-<p>.json, iron_<p>.json, iron.json with or
+// without a dot in the working directory and in ~); defaults to
+// http://127.0.0.1:8080.
+enum class Product { kMq, kWorker };
+Connection Resolve(Connection c, Product product = Product::kMq);
 
 struct Reply {
   int status = 0;

@@ -58,11 +58,35 @@ void AddMqCommands(CLI::App& app) {
   list->add_option("--prefix", *prefix, "Only names starting with this");
   list->callback([=] {
     auto c = conn();
-    std::string target = QueuePath(c, "") + "?per_page=100";
-    if (!prefix->empty()) target += "&prefix=" + Escape(*prefix);
-    std::exit(Print(Call(c, "GET", target), f->json, [](const rapidjson::Document& d) {
-      for (const auto& q : d["queues"].GetArray()) std::printf("%s\n", q["name"].GetString());
-    }));
+    // Page by page (100 names each, after the last one seen) until a short page.
+    std::vector<std::string> names;
+    for (;;) {
+      std::string target = QueuePath(c, "") + "?per_page=100";
+      if (!prefix->empty()) target += "&prefix=" + Escape(*prefix);
+      if (!names.empty()) target += "&previous=" + Escape(names.back());
+      auto reply = Call(c, "GET", target);
+      rapidjson::Document d;
+      if (reply && reply->status == 200) d.Parse(reply->body.c_str());
+      if (!reply || reply->status != 200 || !d.IsObject() || !d.HasMember("queues") ||
+          !d["queues"].IsArray())
+        std::exit(Print(reply, f->json, [](const rapidjson::Document&) {}));
+      size_t got = 0;
+      for (const auto& q : d["queues"].GetArray()) {
+        ++got;
+        if (q.IsObject() && q.HasMember("name") && q["name"].IsString())
+          names.push_back(q["name"].GetString());
+      }
+      if (got < 100 || names.empty()) break;
+    }
+    if (f->json) {
+      std::string out = "{\"queues\":[";
+      for (size_t i = 0; i < names.size(); ++i)
+        out += (i ? ",{\"name\":" : "{\"name\":") + JsonString(names[i]) + "}";
+      std::printf("%s]}\n", out.c_str());
+    } else {
+      for (const auto& n : names) std::printf("%s\n", n.c_str());
+    }
+    std::exit(0);
   });
 
   auto* create = mq->add_subcommand("create", "Create a queue, or change its settings");
@@ -114,9 +138,13 @@ void AddMqCommands(CLI::App& app) {
     if (*timeout) add("\"message_timeout\":" + std::to_string(*timeout));
     if (*expiration) add("\"message_expiration\":" + std::to_string(*expiration));
     if (!dlq->empty() || *max_res) {
-      std::string dl = "\"dead_letter\":{\"queue_name\":" + JsonString(*dlq);
-      if (*max_res) dl += ",\"max_reservations\":" + std::to_string(*max_res);
-      add(dl + "}");
+      // Without --dead-letter the queue's own stays: "" would remove it.
+      std::string dl;
+      if (!dlq->empty()) dl = "\"queue_name\":" + JsonString(*dlq);
+      if (*max_res)
+        dl += (dl.empty() ? "" : ",") + std::string("\"max_reservations\":") +
+              std::to_string(*max_res);
+      add("\"dead_letter\":{" + dl + "}");
     }
     q += "}";
     std::exit(Print(Call(c, "PUT", QueuePath(c, *name), "{\"queue\":" + q + "}"), f->json,

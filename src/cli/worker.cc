@@ -110,7 +110,7 @@ int Upload(const Flags& f, const std::string& data, const std::string& zip) {
             "Content-Type: application/zip\r\n\r\n" +
             zip + "\r\n";
   body += "--" + b + "--";
-  auto c = Resolve(f.conn);
+  auto c = Resolve(f.conn, Product::kWorker);
   return Print(Call(c, "POST", Base(c) + "/codes", body, "multipart/form-data; boundary=" + b),
                f.json, [](const rapidjson::Document& d) {
                  std::printf("code %s rev %ld uploaded\n", Str(d, "id"),
@@ -156,7 +156,7 @@ void AddWorker(CLI::App& app) {
   });
 
   worker->add_subcommand("ls", "List codes")->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "GET", Base(c) + "/codes?per_page=100"), f->json,
                     [](const rapidjson::Document& d) {
                       for (const auto& x : d["codes"].GetArray())
@@ -183,7 +183,7 @@ void AddTask(CLI::App& app) {
   queue->add_option("--delay", *delay, "Seconds to wait before it may run");
   queue->add_option("--timeout", *timeout, "Seconds it may run (default 3600)");
   queue->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::string t = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload);
     if (*priority >= 0) t += ",\"priority\":" + std::to_string(*priority);
     if (*delay) t += ",\"delay\":" + std::to_string(*delay);
@@ -198,7 +198,7 @@ void AddTask(CLI::App& app) {
   ls->add_option("--code", *code, "Only tasks of this code");
   ls->add_option("--status", *status, "Only tasks in this state (queued, running, error, ...)");
   ls->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::string target = Base(c) + "/tasks?per_page=100";
     if (!code->empty()) target += "&code_name=" + Escape(*code);
     if (!status->empty()) target += "&" + Escape(*status) + "=1";
@@ -210,7 +210,7 @@ void AddTask(CLI::App& app) {
   auto* info = task->add_subcommand("info", "Show a task");
   info->add_option("id", *id, "Task id")->required();
   info->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "GET", Base(c) + "/tasks/" + Escape(*id)), f->json,
                     [](const auto& d) { PrintTask(d); }));
   });
@@ -218,7 +218,7 @@ void AddTask(CLI::App& app) {
   auto* cancel = task->add_subcommand("cancel", "Cancel a queued or running task");
   cancel->add_option("id", *id, "Task id")->required();
   cancel->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "POST", Base(c) + "/tasks/" + Escape(*id) + "/cancel"), f->json,
                     [](const rapidjson::Document& d) { std::printf("%s\n", Str(d, "msg")); }));
   });
@@ -228,7 +228,7 @@ void AddTask(CLI::App& app) {
   log->add_option("id", *id, "Task id")->required();
   log->add_flag("--follow,-f", *follow, "Keep printing until the task ends");
   log->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::string path = Base(c) + "/tasks/" + Escape(*id);
     size_t printed = 0;
     for (;;) {
@@ -274,7 +274,7 @@ void AddSchedule(CLI::App& app) {
   create->add_option("--time-zone", *tz, "Time zone of --cron, e.g. Europe/Berlin");
   create->add_option("--start-at", *start, "First run, RFC 3339 (default now)");
   create->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::string s = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload);
     if (*every) s += ",\"run_every\":" + std::to_string(*every);
     if (*times) s += ",\"run_times\":" + std::to_string(*times);
@@ -287,7 +287,7 @@ void AddSchedule(CLI::App& app) {
   });
 
   sched->add_subcommand("ls", "List schedules")->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "GET", Base(c) + "/schedules?per_page=100"), f->json,
                     [](const rapidjson::Document& d) {
                       for (const auto& s : d["schedules"].GetArray())
@@ -301,7 +301,7 @@ void AddSchedule(CLI::App& app) {
   auto id = std::make_shared<std::string>();
   cancel->add_option("id", *id, "Schedule id")->required();
   cancel->callback([=] {
-    auto c = Resolve(f->conn);
+    auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "POST", Base(c) + "/schedules/" + Escape(*id) + "/cancel"), f->json,
                     [](const rapidjson::Document& d) { std::printf("%s\n", Str(d, "msg")); }));
   });

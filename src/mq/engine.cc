@@ -687,7 +687,6 @@ Result<std::string> Engine::Touch(const std::string& project, const std::string&
     if (auto v = CheckRange("timeout", *timeout, kMinTimeout, kMaxTimeout); !v)
       return Fail(v.error());
   }
-  if (reservation_id.empty()) return Fail(Error::InvalidArgument("reservation_id is required"));
   auto slot = Find(project, name);
   if (!slot) return Fail(QueueNotFound());
   store::MessageBatch batch;
@@ -698,6 +697,9 @@ Result<std::string> Engine::Touch(const std::string& project, const std::string&
     Queue& q = slot->queue;
     TimeMs now = clock_.NowMs();
     if (auto c = CheckReservation(q, {id, reservation_id}, now); !c) return Fail(c.error());
+    // Touch and release need the current reservation (contract §2.3): one
+    // missing, on a message that is not reserved, is as stale as a wrong one.
+    if (reservation_id.empty()) return Fail(ReservationMismatch());
     uint64_t token = RandomU64() | 1;
     TimeMs until = now + Seconds(timeout.value_or(q.record().message_timeout));
     batch.PutState(q.record().qid, q.Reserve(id, token, until, true));
@@ -710,7 +712,6 @@ Result<std::string> Engine::Touch(const std::string& project, const std::string&
 Result<void> Engine::Release(const std::string& project, const std::string& name, uint64_t id,
                              const std::string& reservation_id, int64_t delay) {
   if (auto v = CheckRange("delay", delay, 0, kMaxDelay); !v) return Fail(v.error());
-  if (reservation_id.empty()) return Fail(Error::InvalidArgument("reservation_id is required"));
   auto slot = Find(project, name);
   if (!slot) return Fail(QueueNotFound());
   store::MessageBatch batch;
@@ -720,6 +721,7 @@ Result<void> Engine::Release(const std::string& project, const std::string& name
     Queue& q = slot->queue;
     TimeMs now = clock_.NowMs();
     if (auto c = CheckReservation(q, {id, reservation_id}, now); !c) return Fail(c.error());
+    if (reservation_id.empty()) return Fail(ReservationMismatch());  // as for touch
     batch.PutState(q.record().qid, q.Release(id, now + Seconds(delay), now));
     if (delay == 0) q.WakeWaiters();
   }

@@ -162,7 +162,14 @@ test('stale and malformed reservation ids are 403, unknown message ids 404', asy
   assert.equal(r.id, id);
   expectError(await kiln.req('DELETE', `${m}/${id}`, { reservation_id: 'garbage' }), 403);
   expectError(await kiln.req('POST', `${m}/${id}/touch`, { reservation_id: '0'.repeat(32) }), 403);
-  expectError(await kiln.req('POST', `${m}/${id}/touch`, {}), 400);
+  // Without the reservation (Go's omitempty sends {}): 403, as a stale one is.
+  expectError(await kiln.req('POST', `${m}/${id}/touch`, {}), 403);
+  expectError(await kiln.req('POST', `${m}/${id}/release`, { reservation_id: '' }), 403);
+  // Queue settings outside {"queue": ...} would be ignored: 400 instead.
+  expectError(await kiln.req('PUT', kiln.q('unwrapped'), { message_timeout: 120 }), 400);
+  expectError(await kiln.req('PATCH', kiln.q('reserved'), { message_timeout: 120 }), 400);
+  const unreserved = (await kiln.req('POST', m, { messages: [{ body: 'peeked only' }] })).body.ids[0];
+  expectError(await kiln.req('POST', `${m}/${unreserved}/touch`, {}), 403);
   expectError(await kiln.req('DELETE', `${m}/99999`, {}), 404);
   expectError(await kiln.req('POST', `${m}/99999/release`, { reservation_id: r.reservation_id }), 404);
   assert.equal((await kiln.req('DELETE', `${m}/${id}`, { reservation_id: r.reservation_id })).status, 200);

@@ -67,6 +67,56 @@ test('IRON_* variables override iron.json; a bad token is reported', async () =>
   assert.match(down.stderr, /cannot reach Kiln/);
 });
 
+test('settings are found as iron_core finds them: per product, section before top level', async () => {
+  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const home = mkdtempSync(join(tmpdir(), 'kiln-cli-home-'));
+  const cwd = mkdtempSync(join(tmpdir(), 'kiln-cli-cwd-'));
+  const run = (args, env = {}) => new Promise((resolve) => execFile(KILN_BIN, args,
+    { cwd, env: { PATH: process.env.PATH, HOME: home, ...env } },
+    (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+  try {
+    // The product's section wins over the top level.
+    writeFileSync(join(cwd, 'iron.json'), JSON.stringify({ token: 'wrong', port: kiln.port, host: '127.0.0.1',
+      project_id: kiln.project, iron_mq: { token: kiln.token }, worker: { token: kiln.token } }));
+    let r = await run(['mq', 'list']);
+    assert.equal(r.code, 0, r.stderr);
+    r = await run(['worker', 'ls']);
+    assert.equal(r.code, 0, r.stderr);
+    // IRON_WORKER_* for worker commands, IRON_MQ_* for mq commands.
+    writeFileSync(join(cwd, 'iron.json'), JSON.stringify({ port: kiln.port, project_id: kiln.project }));
+    r = await run(['worker', 'ls'], { IRON_WORKER_TOKEN: kiln.token, IRON_MQ_TOKEN: 'wrong' });
+    assert.equal(r.code, 0, r.stderr);
+    r = await run(['mq', 'list'], { IRON_WORKER_TOKEN: kiln.token, IRON_MQ_TOKEN: 'wrong' });
+    assert.equal(r.code, 1);
+    // A file named by IRON_CONFIG; a scheme that is not http is refused, not ignored.
+    writeFileSync(join(home, 'elsewhere.json'), JSON.stringify({ token: kiln.token }));
+    r = await run(['mq', 'list'], { IRON_CONFIG: join(home, 'elsewhere.json') });
+    assert.equal(r.code, 0, r.stderr);
+    r = await run(['mq', 'list'], { IRON_CONFIG: join(home, 'elsewhere.json'), IRON_SCHEME: 'https' });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /http only/);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+    rmSync(cwd, { recursive: true, force: true });
+  }
+});
+
+test('mq list pages past 100 queues; --max-reservations alone keeps the dead letter queue', async () => {
+  for (let i = 0; i < 105; i++) await kiln.req('PUT', kiln.q(`many-${String(i).padStart(3, '0')}`), { queue: {} });
+  const r = await cli(['mq', 'list', '--prefix', 'many-']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim().split('\n').length, 105);
+  const j = JSON.parse((await cli(['mq', 'list', '--prefix', 'many-', '--json'])).stdout);
+  assert.equal(j.queues.length, 105);
+  await cli(['mq', 'create', 'dl-src', '--dead-letter', 'dl-dead', '--max-reservations', '3']);
+  const c = await cli(['mq', 'create', 'dl-src', '--max-reservations', '5']);
+  assert.equal(c.code, 0, c.stderr);
+  const q = (await kiln.req('GET', kiln.q('dl-src'))).body.queue;
+  assert.deepEqual(q.dead_letter, { queue_name: 'dl-dead', max_reservations: 5 });
+});
+
 test('project create and token create, list, revoke with the admin token', async () => {
   let r = await cli(['project', 'create', 'team-b', '--port', String(kiln.port)]);
   assert.equal(r.code, 0, r.stderr);
