@@ -57,6 +57,18 @@ std::string ReadTaskFile(const std::string& path, size_t max) {
   return out;
 }
 
+// Writes all of `bytes` to `fd`; false on an error.
+bool WriteFully(int fd, const std::string& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
 // Replaces whatever is at `path` (a symlink from the package, say: removed,
 // not followed) with a new file holding `bytes`.
 Result<void> WriteTaskFile(const std::string& path, const std::string& bytes) {
@@ -64,15 +76,9 @@ Result<void> WriteTaskFile(const std::string& path, const std::string& bytes) {
   fs::remove_all(path, ec);
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return Fail(Error::Internal("cannot write " + path + ": " + std::strerror(errno)));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
+  bool ok = WriteFully(fd, bytes);
   ::close(fd);
-  if (done != bytes.size()) return Fail(Error::Internal("cannot write " + path));
+  if (!ok) return Fail(Error::Internal("cannot write " + path));
   return Ok();
 }
 
@@ -80,14 +86,7 @@ Result<void> WriteTaskFile(const std::string& path, const std::string& bytes) {
 Result<void> WriteSynced(const std::string& path, const std::string& bytes) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Fail(Error::Unavailable("cannot write " + path + ": " + std::strerror(errno)));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
-  bool ok = done == bytes.size() && ::fsync(fd) == 0;
+  bool ok = WriteFully(fd, bytes) && ::fsync(fd) == 0;
   ::close(fd);
   if (!ok) {
     ::unlink(path.c_str());
