@@ -50,7 +50,7 @@ class Access {
   std::shared_mutex mu_;
   std::unordered_map<std::string, Principal> verified_;  // by secret
   uint64_t revokes_ = 0;  // RevokeToken calls: a lookup that overlaps one is not cached
-  std::unordered_map<std::string, bool> projects_;       // known project ids
+  std::unordered_map<std::string, bool> projects_;  // known project ids
 };
 
 }  // namespace kiln::access

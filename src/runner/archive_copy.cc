@@ -11,8 +11,7 @@ std::string Why(archive* a) {
 
 Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::string& name) {
   if (archive_write_header(disk, e) != ARCHIVE_OK)
-    return Fail(
-        Error::InvalidArgument("cannot extract " + name + ": " + Why(disk)));
+    return Fail(Error::InvalidArgument("cannot extract " + name + ": " + Why(disk)));
   const void* buf;
   size_t size;
   la_int64_t offset;
@@ -23,8 +22,7 @@ Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::
     if (archive_write_data_block(disk, buf, size, offset) < ARCHIVE_WARN)
       return Fail(Error::Unavailable("cannot write " + name + ": " + Why(disk)));
   }
-  if (r != ARCHIVE_EOF)
-    return Fail(Error::InvalidArgument("cannot read " + name + ": " + Why(in)));
+  if (r != ARCHIVE_EOF) return Fail(Error::InvalidArgument("cannot read " + name + ": " + Why(in)));
   if (archive_write_finish_entry(disk) < ARCHIVE_WARN)
     return Fail(Error::Unavailable("cannot write " + name + ": " + Why(disk)));
   return Ok();
