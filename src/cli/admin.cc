@@ -51,9 +51,9 @@ void Common(CLI::App* cmd, AdminFlags& f) {
 }
 
 void PrintToken(const rapidjson::Value& t) {
-  std::printf("%s  project %s  %s%s\n", t["id"].GetString(), t["project_id"].GetString(),
-              t["name"].GetString(), t["admin"].GetBool() ? "  (admin)" : "");
-  if (t.HasMember("token")) std::printf("token: %s  (shown once)\n", t["token"].GetString());
+  std::printf("%s  project %s  %s%s\n", Str(t, "id"), Str(t, "project_id"), Str(t, "name"),
+              Bool(t, "admin") ? "  (admin)" : "");
+  if (*Str(t, "token")) std::printf("token: %s  (shown once)\n", Str(t, "token"));
 }
 
 }  // namespace
@@ -74,15 +74,15 @@ void AddAdminCommands(CLI::App& app) {
     std::string body = "{\"name\":" + JsonString(*name) + "}";
     std::exit(Print(Call(c, "POST", "/kiln/v1/projects", body), f->json,
                     [](const rapidjson::Document& d) {
-                      std::printf("project_id: %s\n", d["project"]["id"].GetString());
-                      std::printf("token: %s\n", d["token"]["token"].GetString());
+                      std::printf("project_id: %s\n", Str(Field(d, "project"), "id"));
+                      std::printf("token: %s\n", Str(Field(d, "token"), "token"));
                     }));
   });
   projects->add_subcommand("list", "List projects")->callback([=] {
     auto c = AdminConnection(*f);
     std::exit(Print(Call(c, "GET", "/kiln/v1/projects"), f->json, [](const rapidjson::Document& d) {
-      for (const auto& p : d["projects"].GetArray())
-        std::printf("%s  %s\n", p["id"].GetString(), p["name"].GetString());
+      for (const auto& p : Array(d, "projects"))
+        std::printf("%s  %s\n", Str(p, "id"), Str(p, "name"));
     }));
   });
 
@@ -98,7 +98,7 @@ void AddAdminCommands(CLI::App& app) {
     std::string body =
         "{\"project_id\":" + JsonString(*project) + ",\"name\":" + JsonString(*name) + "}";
     std::exit(Print(Call(c, "POST", "/kiln/v1/tokens", body), f->json,
-                    [](const rapidjson::Document& d) { PrintToken(d["token"]); }));
+                    [](const rapidjson::Document& d) { PrintToken(Field(d, "token")); }));
   });
   auto* tlist = tokens->add_subcommand("list", "List tokens (never their secrets)");
   tlist->add_option("--project", *project, "Only this project's");
@@ -107,16 +107,15 @@ void AddAdminCommands(CLI::App& app) {
     std::string target = "/kiln/v1/tokens";
     if (!project->empty()) target += "?project_id=" + Escape(*project);
     std::exit(Print(Call(c, "GET", target), f->json, [](const rapidjson::Document& d) {
-      for (const auto& t : d["tokens"].GetArray()) PrintToken(t);
+      for (const auto& t : Array(d, "tokens")) PrintToken(t);
     }));
   });
   auto* revoke = tokens->add_subcommand("revoke", "Revoke a token by its id");
   revoke->add_option("id", *name, "Token id (from token list)")->required();
   revoke->callback([=] {
     auto c = AdminConnection(*f);
-    std::exit(
-        Print(Call(c, "DELETE", "/kiln/v1/tokens/" + Escape(*name)), f->json,
-              [](const rapidjson::Document& d) { std::printf("%s\n", d["msg"].GetString()); }));
+    std::exit(Print(Call(c, "DELETE", "/kiln/v1/tokens/" + Escape(*name)), f->json,
+                    [](const rapidjson::Document& d) { std::printf("%s\n", Str(d, "msg")); }));
   });
 }
 

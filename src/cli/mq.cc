@@ -23,20 +23,20 @@ std::string QueuePath(const Connection& c, const std::string& q) {
 }
 
 void PrintMessages(const rapidjson::Document& d) {
-  if (!d.HasMember("messages") || !d["messages"].IsArray() || d["messages"].Empty()) {
+  auto messages = Array(d, "messages");
+  if (messages.Empty()) {
     std::printf("no messages\n");
     return;
   }
-  for (const auto& m : d["messages"].GetArray()) {
-    std::printf("id %s  reserved %d", m["id"].GetString(), m["reserved_count"].GetInt());
-    if (m.HasMember("reservation_id"))
-      std::printf("  reservation_id %s", m["reservation_id"].GetString());
-    std::printf("\n  %s\n", m["body"].GetString());
+  for (const auto& m : messages) {
+    std::printf("id %s  reserved %ld", Str(m, "id"), static_cast<long>(Int(m, "reserved_count")));
+    if (*Str(m, "reservation_id")) std::printf("  reservation_id %s", Str(m, "reservation_id"));
+    std::printf("\n  %s\n", Str(m, "body"));
   }
 }
 
 void PrintMsg(const rapidjson::Document& d) {
-  if (d.HasMember("msg") && d["msg"].IsString()) std::printf("%s\n", d["msg"].GetString());
+  if (*Str(d, "msg")) std::printf("%s\n", Str(d, "msg"));
 }
 
 }  // namespace
@@ -67,14 +67,12 @@ void AddMqCommands(CLI::App& app) {
       auto reply = Call(c, "GET", target);
       rapidjson::Document d;
       if (reply && reply->status == 200) d.Parse(reply->body.c_str());
-      if (!reply || reply->status != 200 || !d.IsObject() || !d.HasMember("queues") ||
-          !d["queues"].IsArray())
+      if (!reply || reply->status != 200 || !Field(d, "queues").IsArray())
         std::exit(Print(reply, f->json, [](const rapidjson::Document&) {}));
       size_t got = 0;
-      for (const auto& q : d["queues"].GetArray()) {
+      for (const auto& q : Array(d, "queues")) {
         ++got;
-        if (q.IsObject() && q.HasMember("name") && q["name"].IsString())
-          names.push_back(q["name"].GetString());
+        if (*Str(q, "name")) names.push_back(Str(q, "name"));
       }
       if (got < 100 || names.empty()) break;
     }
@@ -149,7 +147,7 @@ void AddMqCommands(CLI::App& app) {
     q += "}";
     std::exit(Print(Call(c, "PUT", QueuePath(c, *name), "{\"queue\":" + q + "}"), f->json,
                     [](const rapidjson::Document& d) {
-                      std::printf("queue %s ready\n", d["queue"]["name"].GetString());
+                      std::printf("queue %s ready\n", Str(Field(d, "queue"), "name"));
                     }));
   });
 
@@ -158,31 +156,26 @@ void AddMqCommands(CLI::App& app) {
   info->callback([=] {
     auto c = conn();
     std::exit(Print(Call(c, "GET", QueuePath(c, *name)), f->json, [](const rapidjson::Document& d) {
-      const auto& q = d["queue"];
-      std::printf("name                %s\n", q["name"].GetString());
-      std::printf("type                %s\n", q["type"].GetString());
-      std::printf("size                %lu\n", static_cast<unsigned long>(q["size"].GetUint64()));
-      std::printf("total_messages      %lu\n",
-                  static_cast<unsigned long>(q["total_messages"].GetUint64()));
-      std::printf("message_timeout     %ld s\n",
-                  static_cast<long>(q["message_timeout"].GetInt64()));
-      std::printf("message_expiration  %ld s\n",
-                  static_cast<long>(q["message_expiration"].GetInt64()));
-      if (q.HasMember("push")) {
-        const auto& p = q["push"];
-        std::printf("retries             %ld every %ld s\n",
-                    static_cast<long>(p["retries"].GetInt64()),
-                    static_cast<long>(p["retries_delay"].GetInt64()));
-        if (p.HasMember("error_queue"))
-          std::printf("error_queue         %s\n", p["error_queue"].GetString());
-        for (const auto& sub : p["subscribers"].GetArray())
-          std::printf("subscriber          %s  %s\n", sub["name"].GetString(),
-                      sub["url"].GetString());
+      const auto& q = Field(d, "queue");
+      std::printf("name                %s\n", Str(q, "name"));
+      std::printf("type                %s\n", Str(q, "type"));
+      std::printf("size                %ld\n", static_cast<long>(Int(q, "size")));
+      std::printf("total_messages      %ld\n", static_cast<long>(Int(q, "total_messages")));
+      std::printf("message_timeout     %ld s\n", static_cast<long>(Int(q, "message_timeout")));
+      std::printf("message_expiration  %ld s\n", static_cast<long>(Int(q, "message_expiration")));
+      if (Has(q, "push")) {
+        const auto& p = Field(q, "push");
+        std::printf("retries             %ld every %ld s\n", static_cast<long>(Int(p, "retries")),
+                    static_cast<long>(Int(p, "retries_delay")));
+        if (*Str(p, "error_queue")) std::printf("error_queue         %s\n", Str(p, "error_queue"));
+        for (const auto& sub : Array(p, "subscribers"))
+          std::printf("subscriber          %s  %s\n", Str(sub, "name"), Str(sub, "url"));
       }
-      if (q.HasMember("dead_letter"))
-        std::printf("dead_letter         %s after %d reservations\n",
-                    q["dead_letter"]["queue_name"].GetString(),
-                    q["dead_letter"]["max_reservations"].GetInt());
+      if (Has(q, "dead_letter")) {
+        const auto& dl = Field(q, "dead_letter");
+        std::printf("dead_letter         %s after %ld reservations\n", Str(dl, "queue_name"),
+                    static_cast<long>(Int(dl, "max_reservations")));
+      }
     }));
   });
 
@@ -205,8 +198,8 @@ void AddMqCommands(CLI::App& app) {
     json += "]}";
     std::exit(Print(Call(c, "POST", QueuePath(c, *name) + "/messages", json), f->json,
                     [](const rapidjson::Document& d) {
-                      for (const auto& id : d["ids"].GetArray())
-                        std::printf("%s\n", id.GetString());
+                      for (const auto& id : Array(d, "ids"))
+                        if (id.IsString()) std::printf("%s\n", id.GetString());
                     }));
   });
 
@@ -262,7 +255,7 @@ void AddMqCommands(CLI::App& app) {
     std::exit(
         Print(Call(c, "POST", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/touch", json),
               f->json, [](const rapidjson::Document& d) {
-                std::printf("reservation_id %s\n", d["reservation_id"].GetString());
+                std::printf("reservation_id %s\n", Str(d, "reservation_id"));
               }));
   });
 
@@ -288,12 +281,12 @@ void AddMqCommands(CLI::App& app) {
     std::exit(Print(
         Call(c, "GET", QueuePath(c, *name) + "/messages/" + Escape(*id) + "/subscribers"), f->json,
         [](const rapidjson::Document& d) {
-          for (const auto& s : d["subscribers"].GetArray()) {
-            std::printf("%-16s %-9s code %-3d tries %ld retries left %ld  %s\n",
-                        s["name"].GetString(), s["status"].GetString(), s["status_code"].GetInt(),
-                        static_cast<long>(s["tries"].GetInt64()),
-                        static_cast<long>(s["retries_remaining"].GetInt64()), s["url"].GetString());
-            if (s.HasMember("msg")) std::printf("  %s\n", s["msg"].GetString());
+          for (const auto& s : Array(d, "subscribers")) {
+            std::printf("%-16s %-9s code %-3ld tries %ld retries left %ld  %s\n", Str(s, "name"),
+                        Str(s, "status"), static_cast<long>(Int(s, "status_code")),
+                        static_cast<long>(Int(s, "tries")),
+                        static_cast<long>(Int(s, "retries_remaining")), Str(s, "url"));
+            if (*Str(s, "msg")) std::printf("  %s\n", Str(s, "msg"));
           }
         }));
   });

@@ -34,14 +34,16 @@ std::shared_ptr<Flags> AddConnectionFlags(CLI::App* cmd) {
 
 std::string Base(const Connection& c) { return "/2/projects/" + c.project_id; }
 
-const char* Str(const rapidjson::Value& o, const char* k) {
-  return o.HasMember(k) && o[k].IsString() ? o[k].GetString() : "";
+// The id of the first object of the array `key` (a batch of one created).
+const char* FirstId(const rapidjson::Value& d, const char* key) {
+  auto a = Array(d, key);
+  return a.Empty() ? "" : Str(a[0], "id");
 }
 
 void PrintTask(const rapidjson::Value& t) {
   std::printf("%s  %-9s  %s rev %s", Str(t, "id"), Str(t, "status"), Str(t, "code_name"),
               Str(t, "code_rev"));
-  if (t.HasMember("duration")) std::printf("  %ld ms", static_cast<long>(t["duration"].GetInt64()));
+  if (Has(t, "duration")) std::printf("  %ld ms", static_cast<long>(Int(t, "duration")));
   if (*Str(t, "msg")) std::printf("  %s", Str(t, "msg"));
   std::printf("\n");
 }
@@ -114,7 +116,7 @@ int Upload(const Flags& f, const std::string& data, const std::string& zip) {
   return Print(Call(c, "POST", Base(c) + "/codes", body, "multipart/form-data; boundary=" + b),
                f.json, [](const rapidjson::Document& d) {
                  std::printf("code %s rev %ld uploaded\n", Str(d, "id"),
-                             static_cast<long>(d["rev"].GetInt64()));
+                             static_cast<long>(Int(d, "rev")));
                });
 }
 
@@ -159,9 +161,9 @@ void AddWorker(CLI::App& app) {
     auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "GET", Base(c) + "/codes?per_page=100"), f->json,
                     [](const rapidjson::Document& d) {
-                      for (const auto& x : d["codes"].GetArray())
+                      for (const auto& x : Array(d, "codes"))
                         std::printf("%s  %-20s rev %ld  %s\n", Str(x, "id"), Str(x, "name"),
-                                    static_cast<long>(x["rev"].GetInt64()), Str(x, "status"));
+                                    static_cast<long>(Int(x, "rev")), Str(x, "status"));
                     }));
   });
 }
@@ -190,7 +192,7 @@ void AddTask(CLI::App& app) {
     if (*timeout) t += ",\"timeout\":" + std::to_string(*timeout);
     std::exit(
         Print(Call(c, "POST", Base(c) + "/tasks", "{\"tasks\":[" + t + "}]}"), f->json,
-              [](const rapidjson::Document& d) { std::printf("%s\n", Str(d["tasks"][0], "id")); }));
+              [](const rapidjson::Document& d) { std::printf("%s\n", FirstId(d, "tasks")); }));
   });
 
   auto* ls = task->add_subcommand("ls", "List tasks, newest first");
@@ -203,7 +205,7 @@ void AddTask(CLI::App& app) {
     if (!code->empty()) target += "&code_name=" + Escape(*code);
     if (!status->empty()) target += "&" + Escape(*status) + "=1";
     std::exit(Print(Call(c, "GET", target), f->json, [](const rapidjson::Document& d) {
-      for (const auto& t : d["tasks"].GetArray()) PrintTask(t);
+      for (const auto& t : Array(d, "tasks")) PrintTask(t);
     }));
   });
 
@@ -237,7 +239,7 @@ void AddTask(CLI::App& app) {
       if (!t || t->status != 200) std::exit(Print(t, false, [](const rapidjson::Document&) {}));
       rapidjson::Document d;
       d.Parse(t->body.c_str());
-      std::string st = d.IsObject() ? Str(d, "status") : "";
+      std::string st = Str(d, "status");
       bool done = st != "queued" && st != "preparing" && st != "running";
       auto r = Call(c, "GET", path + "/log");
       if (r && r->status == 200) {
@@ -281,19 +283,19 @@ void AddSchedule(CLI::App& app) {
     if (!cron->empty()) s += ",\"cron\":" + JsonString(*cron);
     if (!tz->empty()) s += ",\"time_zone\":" + JsonString(*tz);
     if (!start->empty()) s += ",\"start_at\":" + JsonString(*start);
-    std::exit(Print(
-        Call(c, "POST", Base(c) + "/schedules", "{\"schedules\":[" + s + "}]}"), f->json,
-        [](const rapidjson::Document& d) { std::printf("%s\n", Str(d["schedules"][0], "id")); }));
+    std::exit(
+        Print(Call(c, "POST", Base(c) + "/schedules", "{\"schedules\":[" + s + "}]}"), f->json,
+              [](const rapidjson::Document& d) { std::printf("%s\n", FirstId(d, "schedules")); }));
   });
 
   sched->add_subcommand("ls", "List schedules")->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "GET", Base(c) + "/schedules?per_page=100"), f->json,
                     [](const rapidjson::Document& d) {
-                      for (const auto& s : d["schedules"].GetArray())
+                      for (const auto& s : Array(d, "schedules"))
                         std::printf("%s  %-9s  %s  next %s  runs %ld\n", Str(s, "id"),
                                     Str(s, "status"), Str(s, "code_name"), Str(s, "next_start"),
-                                    static_cast<long>(s["run_count"].GetInt64()));
+                                    static_cast<long>(Int(s, "run_count")));
                     }));
   });
 

@@ -223,3 +223,46 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   assert.equal(r.code, 1);
   assert.match(r.stderr, /run_every/);
 });
+
+test('--json failures are JSON on stdout; replies of another shape do not crash the CLI', async () => {
+  let r = await cli(['mq', 'info', 'nope', '--json']);
+  assert.equal(r.code, 1);
+  assert.deepEqual(JSON.parse(r.stdout), { msg: 'Queue not found' });
+  assert.match(r.stderr, /404 Queue not found/);
+  r = await cli(['mq', 'list', '--json'], { env: { IRON_PORT: '1' } });
+  assert.equal(r.code, 2);
+  assert.match(JSON.parse(r.stdout).msg, /cannot reach Kiln/);
+
+  // Something that is not Kiln answers 200 with every body in turn.
+  const bodies = ['[]', '"text"', '7', '{}', '{"queue":null,"messages":{"id":1},"ids":[1,null]}',
+    '{"queue":{"name":5,"push":[],"dead_letter":"x","size":-1},"messages":[1,{"id":2,"body":{}}],' +
+      '"tasks":[7],"codes":["x"],"schedules":[{"run_count":"a"}],"subscribers":[null],"ids":[{}]}',
+    'not json'];
+  let next = 0;
+  const { createServer } = await import('node:http');
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' })
+      .end(bodies[next++ % bodies.length]));
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const env = { IRON_PORT: String(server.address().port), IRON_PROJECT_ID: kiln.project, IRON_TOKEN: 'x' };
+  const commands = [['mq', 'info', 'q'], ['mq', 'list'], ['mq', 'create', 'q'], ['mq', 'push', 'q', 'b'],
+    ['mq', 'reserve', 'q'], ['mq', 'peek', 'q'], ['mq', 'touch', 'q', '1', '--reservation-id', 'r'],
+    ['mq', 'status', 'q', '1'], ['mq', 'delete', 'q', '1'], ['worker', 'ls'], ['task', 'ls'],
+    ['task', 'queue', 'c'], ['schedule', 'ls'], ['task', 'info', 't']];
+  try {
+    for (const args of commands) {
+      for (let i = 0; i < bodies.length; ++i) {
+        const res = await new Promise((resolve) => {
+          execFile(KILN_BIN, args, { cwd: kiln.dir, env: { PATH: process.env.PATH, ...env } },
+            (err, stdout, stderr) => resolve({ err, stdout, stderr }));
+        });
+        assert.equal(res.err?.signal ?? null, null, `${args.join(' ')} on ${bodies[(next - 1) % bodies.length]}: ${res.stderr}`);
+        assert.ok(res.err === null || res.err.code <= 2, `${args.join(' ')}: exit ${res.err?.code} ${res.stderr}`);
+      }
+    }
+  } finally {
+    server.close();
+  }
+});
