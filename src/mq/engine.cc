@@ -1,5 +1,7 @@
 #include "mq/engine.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <future>
 #include <unordered_map>
@@ -61,7 +63,21 @@ void Engine::Flush() {
   CommitAndWait(std::move(batch));
 }
 
-uint64_t Engine::NextMessageId() { return next_id_.fetch_add(1) + 1; }
+uint64_t Engine::NextMessageId() {
+  uint64_t id = next_id_.fetch_add(1) + 1;
+  if (id <= id_floor_.load(std::memory_order_acquire)) return id;
+  std::lock_guard lock(id_floor_mu_);
+  uint64_t floor = id_floor_.load(std::memory_order_relaxed);
+  if (id > floor) {
+    floor = std::max(floor, id) + options_.id_lease;
+    // A failed write leaves ids unique in this run; after a restart the
+    // store's last floor and the newest message bound them.
+    if (auto r = store_.SetMessageIdFloor(floor); !r)
+      spdlog::error("message id floor not saved: {}", r.error().message());
+    id_floor_.store(floor, std::memory_order_release);
+  }
+  return id;
+}
 
 Result<void> Engine::Recover() {
   std::unordered_map<uint64_t, SlotPtr> by_qid;
@@ -96,10 +112,15 @@ Result<void> Engine::Recover() {
     SchedulePush(it->second, id, next.value_or(now));
   });
   if (!r) return r;
-  // Ids grow with time so that they stay unique across restarts even when
-  // the newest messages were deleted: (ms << 20) leaves room for 2^20 per ms.
-  next_id_ = std::max<uint64_t>(max_id, static_cast<uint64_t>(now) << 20);
-  return Ok();
+  // Ids grow with time, (ms << 20) leaving room for 2^20 per ms, and stay
+  // above the store's floor, which is ahead of every id handed out before:
+  // unique across restarts even when the newest messages were deleted and
+  // the clock went back.
+  auto floor = store_.MessageIdFloor();
+  if (!floor) return Fail(floor.error());
+  next_id_ = std::max({max_id, static_cast<uint64_t>(now) << 20, *floor});
+  id_floor_ = next_id_.load() + options_.id_lease;
+  return store_.SetMessageIdFloor(id_floor_.load());
 }
 
 Engine::SlotPtr Engine::Find(const std::string& project, const std::string& name) const {

@@ -34,6 +34,9 @@ namespace kiln::mq {
 
 struct EngineOptions {
   size_t max_message_bytes = 64 * 1024;
+  // Message ids handed out per write of the store's id floor: one synced
+  // write every 2^36 messages (two days at 400,000 a second).
+  uint64_t id_lease = uint64_t{1} << 36;
 };
 
 // Limits of the wire contract (iron-api.md §1.6).
@@ -310,6 +313,10 @@ class Engine {
   mutable std::shared_mutex map_mu_;
   std::map<std::string, SlotPtr> queues_;  // by Key(project, name)
   std::atomic<uint64_t> next_id_{0};
+  // Ids up to id_floor_ may be handed out; the store's floor is kept there
+  // (raised by options_.id_lease at a time: see NextMessageId).
+  std::mutex id_floor_mu_;
+  std::atomic<uint64_t> id_floor_{0};
 
   PushTransport* transport_ = nullptr;
   std::string public_url_;

@@ -252,6 +252,34 @@ TEST_F(EngineTest, EverythingSurvivesReopen) {
   EXPECT_GT(late, delayed);  // ids keep growing across restarts
 }
 
+// Ids are never handed out twice, even when every message was deleted and
+// the clock went back across a restart (a client holding an old id must
+// not reach a new message).
+TEST_F(EngineTest, IdsStayUniqueWhenTheClockGoesBackAcrossARestart) {
+  auto first = PostOne("q", "x");
+  ASSERT_EQ(engine_->Reserve(kProject, "q", {1, {}, true})->size(), 1u);  // and deleted
+  clock_.Advance(-3'600'000);
+  Open();
+  EXPECT_GT(PostOne("q", "y"), first);
+}
+
+// The store's floor is raised a lease at a time while ids are handed out.
+TEST_F(EngineTest, TheIdFloorKeepsAheadOfIdsPastItsLease) {
+  engine_ = std::make_unique<Engine>(*store_, clock_, EngineOptions{.id_lease = 3});
+  ASSERT_TRUE(engine_->Recover());
+  uint64_t last = 0;
+  for (int i = 0; i < 10; ++i) {
+    last = PostOne("q", "m" + std::to_string(i));
+    auto floor = store_->MessageIdFloor();
+    ASSERT_TRUE(floor);
+    EXPECT_GE(*floor, last);
+  }
+  ASSERT_EQ(engine_->Reserve(kProject, "q", {10, {}, true})->size(), 10u);
+  clock_.Advance(-3'600'000);
+  Open();
+  EXPECT_GT(PostOne("q", "after"), last);
+}
+
 TEST_F(EngineTest, DeletedQueueStartsEmptyWhenRecreated) {
   PostOne("q", "x");
   ASSERT_TRUE(engine_->DeleteQueue(kProject, "q"));

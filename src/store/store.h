@@ -89,6 +89,11 @@ class Store {
   // A queue id never handed out before, durable on return (a failed write
   // is an error: after a restart the id could be handed out again).
   virtual Result<uint64_t> NextQueueId() = 0;
+  // A lower bound for message ids handed out after a restart (0 when never
+  // set), kept ahead of every id handed out so that none repeats, whatever
+  // the clock says. SetMessageIdFloor is durable on return.
+  virtual Result<uint64_t> MessageIdFloor() = 0;
+  virtual Result<void> SetMessageIdFloor(uint64_t floor) = 0;
 
   // Recovery, called once before serving.
   virtual Result<void> ForEachQueue(

@@ -23,6 +23,8 @@ class ForwardingStore : public store::Store {
   Result<std::string> GetBody(uint64_t q, uint64_t id) override { return real_.GetBody(q, id); }
   Result<void> PutQueue(const store::QueueRecord& q) override { return real_.PutQueue(q); }
   Result<uint64_t> NextQueueId() override { return real_.NextQueueId(); }
+  Result<uint64_t> MessageIdFloor() override { return real_.MessageIdFloor(); }
+  Result<void> SetMessageIdFloor(uint64_t floor) override { return real_.SetMessageIdFloor(floor); }
   Result<void> ForEachQueue(
       const std::function<void(const store::QueueRecord&, uint64_t)>& fn) override {
     return real_.ForEachQueue(fn);

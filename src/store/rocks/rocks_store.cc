@@ -21,6 +21,7 @@ namespace {
 
 constexpr const char* kFormatKey = "format_version";
 constexpr const char* kNextQidKey = "next_qid";
+constexpr const char* kMessageIdFloorKey = "message_id_floor";
 
 // How long an Append may wait for a Commit to carry it to the log before
 // the committer writes it on its own: the most a kill -9 can lose of
@@ -177,6 +178,18 @@ class RocksStore final : public Store {
     if (auto r = Check(db_->Put(sync_, cf_[kDefault], kNextQidKey, EncodeU64(next_qid_ + 1))); !r)
       return Fail(r.error());
     return next_qid_++;
+  }
+
+  Result<uint64_t> MessageIdFloor() override {
+    std::string v;
+    auto s = db_->Get({}, cf_[kDefault], kMessageIdFloorKey, &v);
+    if (s.IsNotFound()) return 0;
+    if (!s.ok()) return Fail(FromStatus(s));
+    return DecodeU64(v);
+  }
+
+  Result<void> SetMessageIdFloor(uint64_t floor) override {
+    return Check(db_->Put(sync_, cf_[kDefault], kMessageIdFloorKey, EncodeU64(floor)));
   }
 
   Result<void> ForEachQueue(const std::function<void(const QueueRecord&, uint64_t)>& fn) override {
