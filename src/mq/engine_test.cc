@@ -338,6 +338,53 @@ class UnreadableBody : public testing::ForwardingStore {
   }
 };
 
+// A store whose queue-id or queue-record writes fail while `failing`.
+class FailingQueueWrites : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<uint64_t> NextQueueId() override {
+    if (failing == 1) return Fail(Error::Unavailable("disk full"));
+    return ForwardingStore::NextQueueId();
+  }
+  Result<void> PutQueue(const store::QueueRecord& q) override {
+    if (failing == 2) return Fail(Error::Unavailable("disk full"));
+    return ForwardingStore::PutQueue(q);
+  }
+  int failing = 0;
+};
+
+// A queue whose id or record could not be written is not created: the post
+// that would have created it fails and nothing of it is left, in memory or
+// after a restart; the next try creates it.
+TEST(EngineQueueWriteFailureTest, AQueueIsCreatedOnlyWhenItsIdAndRecordAreWritten) {
+  testing::TempDir dir;
+  FakeClock clock;
+  auto real = std::move(*store::rocks::Open({dir.path()}));
+  FailingQueueWrites store(*real);
+  auto engine = std::make_unique<Engine>(store, clock);
+  ASSERT_TRUE(engine->Recover());
+  auto post = [&](const std::string& q) {
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine->Post(kProject, q, {{"body", 0}}, [&](auto r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  for (int mode : {1, 2}) {
+    store.failing = mode;
+    auto r = post("q");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), ErrorCode::kUnavailable);
+    EXPECT_FALSE(engine->GetQueue(kProject, "q"));
+  }
+  store.failing = 0;
+  engine = std::make_unique<Engine>(store, clock);
+  ASSERT_TRUE(engine->Recover());
+  EXPECT_FALSE(engine->GetQueue(kProject, "q"));
+  ASSERT_TRUE(post("q"));
+  ASSERT_TRUE(post("other"));  // its own id: two queues, one message each
+  EXPECT_EQ(engine->GetQueue(kProject, "q")->size, 1u);
+  EXPECT_EQ(engine->GetQueue(kProject, "other")->size, 1u);
+}
+
 // A reserve that meets a body it cannot read returns what it took before
 // it, and loses nothing: expired ones are removed, the unreadable one stays.
 TEST(EngineBodyFailureTest, AReserveStopsAtAnUnreadableBodyAndKeepsWhatItTook) {
