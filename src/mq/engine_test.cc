@@ -470,5 +470,54 @@ TEST(EngineClearRaceTest, AClearDuringAPostsWriteLeavesAWorkingEmptyQueue) {
   EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 0u);
 }
 
+// A clear of the dead letter queue that comes while a move into it is being
+// written takes the moved message: both queues are empty and stay so after
+// a restart, and the dead letter queue works.
+TEST(EngineClearRaceTest, AClearDuringADeadLetterMoveTakesTheMovedMessage) {
+  testing::TempDir dir;
+  FakeClock clock;
+  {
+    auto real = std::move(*store::rocks::Open({dir.path()}));
+    LateCompletions store(*real);
+    Engine engine(store, clock);
+    ASSERT_TRUE(engine.Recover());
+    QueueSettings s;
+    s.dead_letter_queue = "dlq";
+    s.max_reservations = 1;
+    ASSERT_TRUE(engine.PutQueue(kProject, "q", s));
+    ASSERT_TRUE(engine.PutQueue(kProject, "dlq", {}));
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine.Post(kProject, "q", {{"poison", 0}}, [&](auto r) { p.set_value(std::move(r)); });
+    ASSERT_TRUE(p.get_future().get());
+    ASSERT_EQ(engine.Reserve(kProject, "q", {1, 30, false})->size(), 1u);
+    clock.Advance(30'000);
+    store.hold = true;
+    EXPECT_TRUE(engine.Reserve(kProject, "q", {1, {}, false})->empty());  // moves it
+    ASSERT_EQ(store.held.size(), 1u);
+    store.hold = false;
+    ASSERT_TRUE(engine.Clear(kProject, "dlq"));
+    engine.Flush();
+    for (auto& f : store.held) f();
+    engine.Flush();
+    EXPECT_EQ(engine.GetQueue(kProject, "dlq")->size, 0u);
+    EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 0u);
+    auto got = engine.Reserve(kProject, "dlq", {1, {}, false});
+    ASSERT_TRUE(got) << got.error().message();
+    EXPECT_TRUE(got->empty());
+    std::promise<Result<std::vector<uint64_t>>> p2;
+    engine.Post(kProject, "dlq", {{"after", 0}}, [&](auto r) { p2.set_value(std::move(r)); });
+    ASSERT_TRUE(p2.get_future().get());
+    engine.Flush();
+  }
+  auto store = std::move(*store::rocks::Open({dir.path()}));
+  Engine engine(*store, clock);
+  ASSERT_TRUE(engine.Recover());
+  EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 0u);
+  auto left = engine.Peek(kProject, "dlq", 10);
+  ASSERT_TRUE(left);
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].body, "after");
+}
+
 }  // namespace
 }  // namespace kiln::mq
