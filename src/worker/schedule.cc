@@ -51,8 +51,29 @@ TimeMs FirstRun(const Schedule& s) {
   return t < 0 ? 0 : t;
 }
 
+TimeMs NextRunAfterChange(Schedule& s, TimeMs now) {
+  if (s.run_count == 0 || s.start_at > s.last_run_time) {
+    TimeMs first = FirstRun(s);
+    if (first == 0) {
+      s.status = "complete";
+      s.msg = "No run matches the schedule.";
+    }
+    return first;
+  }
+  if (s.run_every == 0 && s.cron.empty()) return Bounded(s, 0);  // ran once since start_at
+  TimeMs due = s.last_run_time;  // for cron: the next match after it
+  if (s.run_every > 0) {
+    TimeMs step = s.run_every * 1000;
+    due = s.start_at + (s.last_run_time - s.start_at) / step * step;
+  }
+  return NextRun(s, due, now);
+}
+
 bool EndedBeforeRun(Schedule& s, TimeMs now) {
-  if (s.end_at <= 0 || now <= s.end_at) return false;
+  // The scheduler's tick (500 ms) and a busy machine make a run come a
+  // little after it was due: one due at end_at itself still happens.
+  constexpr TimeMs kLateRunGrace = 30'000;
+  if (s.end_at <= 0 || now <= s.end_at || now - s.next_start < kLateRunGrace) return false;
   s.status = "complete";
   s.msg = "Reached end_at.";
   s.next_start = 0;

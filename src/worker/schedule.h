@@ -26,8 +26,15 @@ TimeMs FirstRun(const Schedule& s);
 // left (run_times reached, past end_at, a one-off schedule).
 TimeMs NextRun(Schedule& s, TimeMs due, TimeMs now);
 
-// Whether a due run comes too late to happen: `now` is past end_at (Kiln
-// was down across it). Then the schedule is complete, with no next run.
+// The next run of a schedule just changed (or created), setting s.status
+// and s.msg when there is none: start_at (FirstRun) when it has not run
+// since start_at (new, or start_at moved past its last run); else the run
+// after its last one, on the rhythm start_at and run_every set.
+TimeMs NextRunAfterChange(Schedule& s, TimeMs now);
+
+// Whether the due run (s.next_start, never past end_at) comes too late to
+// happen: `now` is past end_at and 30 s or more after the run was due (Kiln
+// was down across end_at). Then the schedule is complete, with no next run.
 bool EndedBeforeRun(Schedule& s, TimeMs now);
 
 }  // namespace kiln::worker

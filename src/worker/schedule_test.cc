@@ -42,6 +42,13 @@ TEST(ScheduleTest, ARunDuePastEndAtDoesNotHappen) {
   EXPECT_TRUE(EndedBeforeRun(s, kStart + 2 * kMin));
   EXPECT_EQ(s.status, "complete");
   EXPECT_EQ(s.next_start, 0);
+  // A run due at end_at itself, reached by the scheduler's tick a moment
+  // later, happens: it is the last one.
+  Schedule last = Every(60);
+  last.end_at = last.next_start = kStart + 2 * kMin;
+  EXPECT_FALSE(EndedBeforeRun(last, kStart + 2 * kMin + 300));
+  EXPECT_EQ(NextRun(last, last.next_start, kStart + 2 * kMin + 300), 0);
+  EXPECT_EQ(last.msg, "Reached end_at.");
   Schedule open = Every(60);  // no end_at
   EXPECT_FALSE(EndedBeforeRun(open, kStart + 1000 * kMin));
 }
@@ -65,6 +72,36 @@ TEST(ScheduleTest, RunTimesAndEndAtFinishASchedule) {
   once.run_count = 1;
   EXPECT_EQ(NextRun(once, kStart, kStart), 0);
   EXPECT_EQ(once.msg, "Ran once.");
+}
+
+// A change (PUT) takes a new start_at that lies past the last run; else the
+// schedule goes on from its last run, on its rhythm.
+TEST(ScheduleTest, AChangedScheduleRunsFromANewStartAtOrGoesOnFromItsLastRun) {
+  Schedule s = Every(3600);
+  s.run_count = 5;
+  s.last_run_time = kStart + 4 * 3600'000 + 300;  // the tick came 300 ms late
+  TimeMs now = kStart + 4 * 3600'000 + 10 * kMin;
+  Schedule same = s;
+  EXPECT_EQ(NextRunAfterChange(same, now), kStart + 5 * 3600'000);  // not 300 ms later
+  EXPECT_EQ(same.status, "scheduled");
+  Schedule moved = s;
+  moved.start_at = kStart + 7 * 24 * 3600'000LL;
+  EXPECT_EQ(NextRunAfterChange(moved, now), moved.start_at);
+  Schedule slower = s;
+  slower.run_every = 7200;  // a new rhythm from start_at: 0, 2, 4, 6 h
+  EXPECT_EQ(NextRunAfterChange(slower, now), kStart + 6 * 3600'000);
+
+  Schedule once;
+  once.start_at = kStart;
+  once.run_count = 1;
+  once.last_run_time = kStart + 200;
+  Schedule again = once;
+  EXPECT_EQ(NextRunAfterChange(again, now), 0);
+  EXPECT_EQ(again.msg, "Ran once.");
+  again = once;
+  again.start_at = kStart + 24 * 3600'000LL;  // runs once more, tomorrow
+  EXPECT_EQ(NextRunAfterChange(again, now), again.start_at);
+  EXPECT_EQ(again.status, "scheduled");
 }
 
 TEST(ScheduleTest, CronInATimeZone) {

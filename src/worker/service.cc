@@ -240,11 +240,13 @@ Result<void> Service::Recover() {
     auto t = DecodeTask(v);
     if (!t) return;
     next_seq_ = std::max(next_seq_, t->seq + 1);
-    if (t->state == TaskState::kPreparing || t->state == TaskState::kRunning) {
+    // "preparing" is not written (only an older Kiln's progress call wrote
+    // it): such a task ran nothing and waits again.
+    if (t->state == TaskState::kPreparing) t->state = TaskState::kQueued;
+    if (t->state == TaskState::kRunning) {
       t->state = TaskState::kError;
       t->msg = "Kiln stopped while the task ran";
       t->end_time = t->updated_at = now;
-      SaveOrLog(*t);
       cut_off.push_back(t->id);
     }
     if (t->state == TaskState::kQueued) queued_.insert({-t->priority, t->seq, t->id});
@@ -252,7 +254,7 @@ Result<void> Service::Recover() {
   });
   if (!r) return r;
   // They failed as any error does: retried while the code allows.
-  for (const auto& id : cut_off) RetryLocked(tasks_.at(id), now);
+  for (const auto& id : cut_off) RecordEndLocked(tasks_.at(id), now);
   return Ok();
 }
 
@@ -570,7 +572,13 @@ Result<Task> Service::Watch(const std::string& project, const std::string& id, W
     return Fail(Error::NotFound("Task not found"));
   Task t = it->second;
   ReadProgressLocked(t);
-  if (!Final(t.state)) watchers_.emplace(id, std::move(wake));
+  if (Final(t.state)) return t;
+  // Once the server is shutting down nobody waits: a wake kept now would
+  // outlive the io context it posts to.
+  if (watch_closed_)
+    (*wake)();
+  else
+    watchers_.emplace(id, std::move(wake));
   return t;
 }
 
@@ -586,6 +594,7 @@ void Service::Unwatch(const std::string& id, const Wake& wake) {
 
 void Service::WakeWatchers() {
   std::lock_guard lock(mu_);
+  watch_closed_ = true;
   for (auto& [id, wake] : watchers_) (*wake)();
   watchers_.clear();
 }
@@ -671,17 +680,29 @@ Result<void> Service::SetProgress(const std::string& project, const std::string&
   auto it = tasks_.find(id);
   if (it == tasks_.end() || it->second.project_id != project)
     return Fail(Error::NotFound("Task not found"));
-  it->second.percent = percent;
-  it->second.msg = msg;
-  it->second.updated_at = clock_.NowMs();
-  return Save(it->second);
+  Task& t = it->second;
+  t.percent = percent;
+  t.msg = msg;
+  t.updated_at = clock_.NowMs();
+  if (t.state != TaskState::kPreparing) return Save(t);
+  // "preparing" is never written (a task lost while preparing is queued
+  // again after a restart): the record says queued, with the progress.
+  Task recorded = t;
+  recorded.state = TaskState::kQueued;
+  return Save(recorded);
 }
 
 Result<std::string> Service::Log(const std::string& project, const std::string& id) const {
   auto t = GetTask(project, id);
   if (!t) return Fail(t.error());
   std::error_code ec;
-  if (!fs::exists(LogPath(id), ec)) return Fail(Error::NotFound("Log not found"));
+  if (!fs::exists(LogPath(id), ec)) {
+    // A task that ended before its container ran (cancelled while queued,
+    // a code that could not be prepared) has an empty log: clients poll
+    // the log until it is there.
+    if (Final(t->state)) return std::string();
+    return Fail(Error::NotFound("Log not found"));
+  }
   return ReadAll(LogPath(id));
 }
 
@@ -704,13 +725,7 @@ Result<Schedule> Service::CheckScheduleLocked(const std::string& project, Schedu
   if (auto r = CheckTiming(s); !r) return Fail(r.error());
   s.project_id = project;
   s.updated_at = now;
-  if (s.status == "scheduled") {
-    s.next_start = s.run_count == 0 ? FirstRun(s) : NextRun(s, s.last_run_time, now);
-    if (s.run_count == 0 && s.next_start == 0) {
-      s.status = "complete";
-      s.msg = "No run matches the schedule.";
-    }
-  }
+  if (s.status == "scheduled") s.next_start = NextRunAfterChange(s, now);
   return s;
 }
 
@@ -941,17 +956,38 @@ void Service::FinishLocked(Task& t, TaskState state, std::string msg, int exit_c
   std::error_code ec;
   auto size = fs::file_size(LogPath(t.id), ec);
   t.log_size = ec ? 0 : static_cast<int64_t>(size);
-  SaveOrLog(t);
   --running_by_code_[t.code_id];
   cancels_.erase(t.id);
+  RecordEndLocked(t, now);
   WakeWatchersLocked(t.id);
-  if (state == TaskState::kError || state == TaskState::kTimeout) RetryLocked(t, now);
+}
+
+void Service::RecordEndLocked(const Task& t, TimeMs now) {
+  std::optional<Task> retry;
+  if (t.state == TaskState::kError || t.state == TaskState::kTimeout) retry = RetryOfLocked(t, now);
+  std::vector<const Task*> write{&t};
+  if (retry) {
+    retry->seq = next_seq_++;
+    write.push_back(&*retry);
+  }
+  if (auto r = SaveAll(write); !r) {
+    // The store still has the task queued or running: a restart ends it
+    // (and retries it) as one cut off by a crash.
+    spdlog::error("task {}: cannot record it as {}{}: {}", t.id, StateName(t.state),
+                  retry ? " with its retry" : "", r.error().message());
+    return;
+  }
+  if (!retry) return;
+  queued_.insert({-retry->priority, retry->seq, retry->id});
+  std::string id = retry->id;
+  tasks_[id] = std::move(*retry);
+  cv_.notify_all();
 }
 
 // A failed task runs again, as a new task, while the code allows it.
-void Service::RetryLocked(const Task& t, TimeMs now) {
+std::optional<Task> Service::RetryOfLocked(const Task& t, TimeMs now) {
   auto c = codes_.find(t.code_id);
-  if (c == codes_.end() || t.retry_count >= c->second.retries || stopping_) return;
+  if (c == codes_.end() || t.retry_count >= c->second.retries) return std::nullopt;
   Task r = t;
   r.id = NewObjectId(now);
   r.original_task_id = t.original_task_id.empty() ? t.id : t.original_task_id;
@@ -964,9 +1000,7 @@ void Service::RetryLocked(const Task& t, TimeMs now) {
   r.start_time = r.end_time = 0;
   r.created_at = r.updated_at = now;
   r.run_after = now + c->second.retries_delay * 1000;
-  std::string failed = t.id;
-  if (auto q = EnqueueLocked({std::move(r)}); !q)
-    spdlog::error("task {}: cannot queue its retry: {}", failed, q.error().message());
+  return r;
 }
 
 void Service::RunTask(const std::string& id) {
@@ -985,20 +1019,25 @@ void Service::RunTask(const std::string& id) {
     FinishLocked(tasks_.at(id), state, std::move(msg), exit_code);
     cv_.notify_all();
   };
-  // A cancel (or Kiln's stop) that comes while the task is prepared ends it
-  // before its container starts, and wins over a failure to prepare it: a
-  // cancelled task is not retried.
+  // A cancel that comes while the task is prepared ends it before its
+  // container starts, and wins over a failure to prepare it: a cancelled
+  // task is not retried. Kiln's stop puts it back in the queue instead: it
+  // ran nothing, and runs after the restart.
   auto cancelled_before_start = [&] {
     if (!cancel->load()) return false;
-    bool stopping;
-    {
-      std::lock_guard lock(mu_);
-      stopping = stopping_;
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      FinishLocked(tasks_.at(id), TaskState::kCancelled, "Cancelled", -1);
+      cv_.notify_all();
+      return true;
     }
-    if (stopping)
-      finish(TaskState::kError, "Kiln stopped before the task ran", -1);
-    else
-      finish(TaskState::kCancelled, "Cancelled", -1);
+    Task& live = tasks_.at(id);
+    live.state = TaskState::kQueued;
+    live.updated_at = clock_.NowMs();
+    --running_by_code_[live.code_id];
+    cancels_.erase(id);
+    queued_.insert({-live.priority, live.seq, id});
+    SaveOrLog(live);
     return true;
   };
   if (cancelled_before_start()) return;

@@ -101,7 +101,8 @@ class Service {
   using Wake = std::shared_ptr<std::function<void()>>;
   Result<Task> Watch(const std::string& project, const std::string& id, Wake wake);
   void Unwatch(const std::string& id, const Wake& wake);
-  // Wakes every Watch now (the server is shutting down).
+  // Wakes every Watch now, and later ones at once (the server is shutting
+  // down).
   void WakeWatchers();
   std::vector<Task> ListTasks(const std::string& project, const TaskFilter& f) const;
   Result<void> Cancel(const std::string& project, const std::string& id);
@@ -134,13 +135,17 @@ class Service {
   void RunTask(const std::string& id);
   // Under mu_: the task as it ends; queues its retry when the code allows.
   void FinishLocked(Task& t, TaskState state, std::string msg, int exit_code);
+  // Under mu_: records `t`, just ended, and, when it failed and its code
+  // allows, its retry as a new queued task, in one write: a crash between
+  // two writes would lose the retry, or a failed first write run it twice.
+  void RecordEndLocked(const Task& t, TimeMs now);
   Result<Task> MakeTaskLocked(const std::string& project, const NewTask& n, TimeMs now);
   // Records the tasks in one write, then queues them; on a failed write
   // none is queued.
   Result<void> EnqueueLocked(std::vector<Task> tasks);
   Result<Schedule> CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now);
   size_t ActiveSchedulesLocked(const std::string& project) const;
-  void RetryLocked(const Task& t, TimeMs now);
+  std::optional<Task> RetryOfLocked(const Task& t, TimeMs now);  // none: no retries left
   // Under mu_ (so that two writes of a task reach the store in order).
   Result<void> SaveAll(const std::vector<const Task*>& tasks);
   Result<void> Save(const Task& t);
@@ -175,6 +180,7 @@ class Service {
   std::unordered_map<std::string, std::shared_ptr<std::atomic<bool>>> cancels_;
   std::map<std::string, Schedule> schedules_;            // by id
   std::unordered_multimap<std::string, Wake> watchers_;  // by task id
+  bool watch_closed_ = false;                            // WakeWatchers was called
   uint64_t next_seq_ = 1;
   bool stopping_ = false;
   std::vector<std::thread> slots_;

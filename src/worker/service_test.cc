@@ -3,8 +3,11 @@
 // runc cannot run.
 #include "worker/service.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "runner/code_package.h"
 #include "store/rocks/rocks_store.h"
 #include "tests/support/forwarding_store.h"
 #include "tests/support/temp_dir.h"
@@ -185,6 +189,109 @@ TEST_F(ServiceTest, LeftoversOfAKilledServerAreSweptAtStart) {
   EXPECT_FALSE(fs::exists(run.parent_path()));
 }
 
+// Kiln's stop puts a task that is being prepared back in the queue (it ran
+// nothing) and ends a running one as an error that is retried like any
+// error, as after a crash; both survive the restart. The prepared task's
+// package is a FIFO here, so that its slot waits in the unpack until the
+// stop has begun.
+TEST_F(ServiceTest, AStopQueuesAgainATaskBeingPreparedAndRetriesARunningOne) {
+  NeedContainers();
+  namespace fs = std::filesystem;
+  Open(2);
+  worker::Code runs = BusyboxCode("runs", "sleep 30");
+  runs.retries = 1;
+  ASSERT_TRUE(service_->PutCode(kProject, runs));
+  fs::path src = fs::path(dir_.path()) / "src";
+  fs::create_directories(src);
+  std::ofstream(src / "run.sh") << "true\n";
+  auto zip = runner::ZipDirectory(src.string());
+  ASSERT_TRUE(zip);
+  worker::Code zipped;
+  zipped.name = "zipped";
+  zipped.command = "sh run.sh";
+  auto code = service_->PutCode(kProject, zipped, *zip);
+  ASSERT_TRUE(code) << code.error().message();
+  fs::path package =
+      fs::path(dir_.path()) / "codes" / code->id / (std::to_string(code->rev) + ".zip");
+  ASSERT_TRUE(fs::remove(package));
+  ASSERT_EQ(mkfifo(package.c_str(), 0600), 0);
+  service_->Start();
+  auto running = Queue("runs");
+  for (int i = 0; i < 500 && service_->GetTask(kProject, running)->state != TaskState::kRunning;
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(service_->GetTask(kProject, running)->state, TaskState::kRunning);
+  auto prepared = Queue("zipped");
+  for (int i = 0; i < 500 && service_->GetTask(kProject, prepared)->state != TaskState::kPreparing;
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(service_->GetTask(kProject, prepared)->state, TaskState::kPreparing);
+  // The stop waits for the slot in the unpack; the FIFO's writer lets it
+  // go on a second later, with nothing to read.
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    int fd = open(package.c_str(), O_WRONLY);
+    if (fd >= 0) close(fd);
+  });
+  service_->Stop();
+  writer.join();
+  EXPECT_EQ(service_->GetTask(kProject, prepared)->state, TaskState::kQueued);
+  Open();
+  EXPECT_EQ(service_->GetTask(kProject, prepared)->state, TaskState::kQueued);
+  auto ended = service_->GetTask(kProject, running);
+  EXPECT_EQ(ended->state, TaskState::kError);
+  EXPECT_EQ(ended->msg, "Kiln stopped while the task ran");
+  std::vector<Task> retries;
+  for (const auto& t : service_->ListTasks(kProject, {}))
+    if (t.original_task_id == running) retries.push_back(t);
+  ASSERT_EQ(retries.size(), 1u);
+  EXPECT_EQ(retries[0].state, TaskState::kQueued);
+}
+
+// A task recorded as preparing (progress posted while it was prepared, by
+// an older Kiln) ran nothing: after a crash it is queued again.
+TEST_F(ServiceTest, ATaskRecordedAsPreparingIsQueuedAgainAfterACrash) {
+  Code("later", "true");
+  auto id = Queue("later");
+  Task t = *service_->GetTask(kProject, id);
+  t.state = TaskState::kPreparing;  // as a slot has it in memory
+  ASSERT_TRUE(store_->PutWorkerRecord("task/" + id, EncodeTask(t)));
+  Open();  // a crash while preparing: queued again
+  ASSERT_EQ(service_->GetTask(kProject, id)->state, TaskState::kQueued);
+}
+
+// A task that ended before its container ran has an empty log, not none:
+// clients poll the log until it is there.
+TEST_F(ServiceTest, ATaskThatNeverRanHasAnEmptyLog) {
+  Code("held", "true");
+  ASSERT_TRUE(service_->SetPaused(kProject, "held", true));
+  auto id = Queue("held");
+  EXPECT_EQ(service_->Log(kProject, id).error().code(), ErrorCode::kNotFound);  // not yet
+  ASSERT_TRUE(service_->Cancel(kProject, id));
+  auto log = service_->Log(kProject, id);
+  ASSERT_TRUE(log) << log.error().message();
+  EXPECT_EQ(*log, "");
+}
+
+// Once the server is shutting down, a watch of a task wakes at once and is
+// not kept (its wake would post to an io context that is going away).
+TEST_F(ServiceTest, AWatchAfterTheShutdownBeganWakesAtOnce) {
+  Code("held", "true");
+  ASSERT_TRUE(service_->SetPaused(kProject, "held", true));
+  auto id = Queue("held");
+  int before = 0, after = 0;
+  auto early = std::make_shared<std::function<void()>>([&] { ++before; });
+  ASSERT_TRUE(service_->Watch(kProject, id, early));
+  service_->WakeWatchers();
+  EXPECT_EQ(before, 1);
+  auto late = std::make_shared<std::function<void()>>([&] { ++after; });
+  ASSERT_TRUE(service_->Watch(kProject, id, late));
+  EXPECT_EQ(after, 1);
+  ASSERT_TRUE(service_->Cancel(kProject, id));  // the end wakes nobody now
+  EXPECT_EQ(before, 1);
+  EXPECT_EQ(after, 1);
+}
+
 TEST_F(ServiceTest, BadRequestsQueueNothing) {
   Code("ok", "true");
   NewTask unknown;
@@ -210,8 +317,11 @@ class FailingWorkerWrites : public testing::ForwardingStore {
   using ForwardingStore::ForwardingStore;
   bool fail = false;
 
+  std::atomic<int> fail_next{0};  // fail this many writes of records, then succeed
+
   Result<void> PutWorkerRecords(const WorkerRecords& records) override {
-    if (fail) return Fail(Error::Internal("store: IO error: No space left on device"));
+    if (fail || fail_next.fetch_sub(1) > 0)
+      return Fail(Error::Internal("store: IO error: No space left on device"));
     return real_.PutWorkerRecords(records);
   }
   Result<void> DeleteWorkerRecords(const std::vector<std::string>& keys) override {
@@ -264,6 +374,48 @@ TEST(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
     EXPECT_EQ(t.state, TaskState::kQueued);
   }
   EXPECT_EQ(got, want);
+}
+
+// A failed task's end and its retry are one write: when it fails, neither
+// is recorded, and after a restart the task (still running in the store)
+// ends and is retried once, not twice.
+TEST(ServiceStoreFailureTest, AFailedTasksEndAndItsRetryAreOneWrite) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  if (auto why = runc.Unavailable(); !why.empty()) GTEST_SKIP() << why;
+  if (auto img = images.Busybox(); !img) GTEST_SKIP() << img.error().message();
+  auto real = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FailingWorkerWrites store(*real);
+  ServiceOptions o{dir.path(), 1};
+  o.run_schedules = false;
+  auto svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  worker::Code c = BusyboxCode("flaky", "sleep 1; exit 3");
+  c.retries = 2;
+  c.retries_delay = 3600;
+  ASSERT_TRUE(svc->PutCode(kProject, c));
+  NewTask n;
+  n.code_name = "flaky";
+  auto id = svc->QueueTasks(kProject, {n})->at(0);
+  svc->Start();
+  for (int i = 0; i < 500 && svc->GetTask(kProject, id)->state != TaskState::kRunning; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(svc->GetTask(kProject, id)->state, TaskState::kRunning);
+  store.fail_next = 1;  // the write of its end
+  for (int i = 0; i < 1000 && !Final(svc->GetTask(kProject, id)->state); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(svc->GetTask(kProject, id)->state, TaskState::kError);
+  EXPECT_EQ(svc->ListTasks(kProject, {}).size(), 1u);  // no retry it could not record
+  svc->Stop();
+  svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  std::vector<Task> retries;
+  for (const auto& t : svc->ListTasks(kProject, {}))
+    if (t.original_task_id == id) retries.push_back(t);
+  ASSERT_EQ(retries.size(), 1u);
+  EXPECT_EQ(retries[0].retry_count, 1);
+  EXPECT_EQ(svc->GetTask(kProject, id)->msg, "Kiln stopped while the task ran");
 }
 
 // Schedules queue tasks when they are due, by the clock: a fake one here.

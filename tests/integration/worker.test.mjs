@@ -238,6 +238,10 @@ test('a task cancelled while it is prepared never starts its container and is no
   if (skipIfNoContainers(t, done)) return;
   assert.equal(done.status, 'cancelled', JSON.stringify(done));
   assert.equal(done.start_time, undefined, 'its container never started');
+  // No run, so an empty log: clients that poll for the log (tasksWaitForLog) stop.
+  const log = await kiln.req('GET', w(`/tasks/${id}/log`));
+  assert.equal(log.status, 200);
+  assert.equal(log.text, '');
   await sleep(300);
   const tasks = (await kiln.req('GET', w('/tasks?code_name=unpacks'))).body.tasks;
   assert.deepEqual(tasks.map((x) => x.id), [id], 'no retry of a cancelled task');
