@@ -352,7 +352,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
   std::vector<store::MessageState> states;
   std::vector<PushPlan> plans;  // push queues: one per message
   states.reserve(messages.size());
-  uint64_t qid = 0, clears = 0;
+  uint64_t qid = 0, clears = 0, edits = 0;
   std::optional<PushPlan> fresh;  // push queues: the plan every new message starts with
   {
     // Only what needs the queue is done under its lock: deliveries under
@@ -362,6 +362,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
     const auto& rec = slot->queue.record();
     qid = rec.qid;
     clears = slot->clears;
+    edits = slot->subscriber_edits;
     if (rec.push()) fresh = NewPlan(rec, {}, now);
     for (auto& m : messages) {
       store::MessageState s;
@@ -388,7 +389,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
   }
   store_.Commit(
       std::move(batch),
-      [this, slot, qid, clears, states = std::move(states), plans = std::move(plans),
+      [this, slot, qid, clears, edits, states = std::move(states), plans = std::move(plans),
        done = std::move(done)](Result<void> r) mutable {
         if (!r) return done(Fail(r.error()));
         std::vector<uint64_t> ids;
@@ -412,8 +413,11 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
               slot->queue.WakeWaiters();
               notices = CheckAlerts(*slot, now);
             } else {
-              for (size_t i = 0; i < states.size(); ++i)
+              for (size_t i = 0; i < states.size(); ++i) {
+                if (slot->subscriber_edits != edits)
+                  FollowSubscribers(plans[i], slot->queue.record(), now);
                 slot->plans.emplace(states[i].id, std::move(plans[i]));
+              }
             }
           }
         }
@@ -514,13 +518,14 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
   store::MessageBatch batch;
   std::vector<store::MessageState> moved;
   std::vector<PushPlan> plans;  // a push queue as the DLQ delivers what it gets
-  uint64_t dlq_qid = 0, clears = 0;
+  uint64_t dlq_qid = 0, clears = 0, edits = 0;
   {
     std::lock_guard lock((*slot)->mu);
     Queue& q = (*slot)->queue;
     const auto& rec = q.record();
     dlq_qid = rec.qid;
     clears = (*slot)->clears;
+    edits = (*slot)->subscriber_edits;
     for (auto s : states) {
       auto body = store_.GetBody(from_qid, s.id);
       if (!body) continue;
@@ -543,7 +548,7 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
   // not in the store yet.
   store_.Commit(
       std::move(batch),
-      [this, project, slot = *slot, moved, dlq_qid, clears,
+      [this, project, slot = *slot, moved, dlq_qid, clears, edits,
        plans = std::move(plans)](Result<void> r) mutable {
         if (!r) return;
         Notices notices;
@@ -561,8 +566,11 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
             slot->queue.WakeWaiters();
             notices = CheckAlerts(*slot, at);
           } else {
-            for (size_t i = 0; i < moved.size(); ++i)
+            for (size_t i = 0; i < moved.size(); ++i) {
+              if (slot->subscriber_edits != edits)
+                FollowSubscribers(plans[i], slot->queue.record(), at);
               slot->plans.emplace(moved[i].id, std::move(plans[i]));
+            }
           }
         }
         PostNotices(project, std::move(notices));
@@ -641,6 +649,17 @@ Result<void> Engine::DeleteMessage(const std::string& project, const std::string
                                    const DeleteRef& ref) {
   if (!ref.subscriber_name.empty())
     return AcknowledgePush(project, name, ref.id, ref.reservation_id, ref.subscriber_name);
+  if (!ref.reservation_id.empty()) {
+    // On a push queue (its type never changes) a delete with a reservation
+    // acknowledges the one delivery that got it (a 202), as with the
+    // subscriber's name; without a reservation it cancels the message.
+    bool push = false;
+    if (auto slot = Find(project, name)) {
+      std::lock_guard lock(slot->mu);
+      push = slot->queue.record().push();
+    }
+    if (push) return AcknowledgePush(project, name, ref.id, ref.reservation_id, "");
+  }
   return DeleteMessages(project, name, {ref});
 }
 

@@ -243,6 +243,10 @@ class Engine {
     // deletion) does not index its messages, and removes them from the
     // store, whichever of the two writes landed first.
     uint64_t clears = 0;
+    // Changes of a push queue's subscribers so far. A post (or dead-letter
+    // move) whose write overlaps one makes its plans follow the new ones
+    // before they are indexed: they were built from the old list.
+    uint64_t subscriber_edits = 0;
     explicit Slot(store::QueueRecord r) : queue(std::move(r)) {}
   };
   using SlotPtr = std::shared_ptr<Slot>;

@@ -451,6 +451,7 @@ Result<void> Engine::AcknowledgePush(const std::string& project, const std::stri
 
 // Messages on their way follow the queue's new subscribers (push.h).
 void Engine::FollowSubscribersLocked(const SlotPtr& slot) {
+  ++slot->subscriber_edits;
   TimeMs now = clock_.NowMs();
   for (auto& [id, plan] : slot->plans)
     if (FollowSubscribers(plan, slot->queue.record(), now)) SchedulePush(slot, id, now);

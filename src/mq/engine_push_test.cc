@@ -8,6 +8,7 @@
 
 #include "mq/engine.h"
 #include "store/rocks/rocks_store.h"
+#include "tests/support/forwarding_store.h"
 #include "tests/support/temp_dir.h"
 
 namespace kiln::mq {
@@ -343,6 +344,66 @@ TEST_F(EnginePushTest, TheErrorReportOfAMessageAtTheSizeLimitIsPostedAndRemovesI
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
   EXPECT_EQ(engine_->GetQueue(kProject, "errors")->size, 1u);
   EXPECT_TRUE(transport_.Take().empty());
+}
+
+// The pull-queue form of an acknowledgement (a delete with the delivery's
+// reservation id, no subscriber name) acknowledges that one delivery; the
+// others go on, and a reservation no delivery has is refused.
+TEST_F(EnginePushTest, ADeleteWithAReservationAcknowledgesOnlyThatDelivery) {
+  MakeQueue("multicast", 1);
+  auto id = Post("pq", "one");
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  auto rid = HeaderOf(sent[0].request, "Iron-Reservation-Id");
+  sent[0].done(202, "");
+  sent[1].done(503, "");
+  auto stale = engine_->DeleteMessage(kProject, "pq", {id, FormatReservationId(id, 2), ""});
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code(), ErrorCode::kPermissionDenied);
+  ASSERT_TRUE(engine_->DeleteMessage(kProject, "pq", {id, rid, ""}));
+  auto st = engine_->PushStatus(kProject, "pq", id);
+  ASSERT_TRUE(st);
+  EXPECT_EQ((*st)[0].status, "deleted");
+  EXPECT_EQ((*st)[1].status, "retrying");
+  clock_.Advance(10'000);
+  engine_->Tick();
+  auto again = transport_.Take();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].request.url, "http://b/hook");
+  again[0].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+}
+
+// A post whose write overlaps a change of the queue's subscribers goes to
+// the new ones: its plan was made from the old list before the change.
+TEST(EnginePushRaceTest, APostWrittenWhileTheSubscribersChangeGoesToTheNewOnes) {
+  testing::TempDir dir;
+  FakeClock clock;
+  FakeTransport transport;
+  auto real = std::move(*store::rocks::Open({dir.path()}));
+  testing::LateCompletions store(*real);
+  Engine engine(store, clock);
+  ASSERT_TRUE(engine.Recover());
+  engine.SetPushTransport(&transport, "http://kiln:1");
+  QueueSettings s;
+  s.type = "multicast";
+  s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
+  ASSERT_TRUE(engine.PutQueue(kProject, "pq", s));
+  store.hold = true;
+  std::optional<Result<std::vector<uint64_t>>> posted;
+  engine.Post(kProject, "pq", {{"m", 0, {}}}, [&](auto r) { posted = std::move(r); });
+  ASSERT_EQ(store.held.size(), 1u);
+  store.hold = false;
+  ASSERT_TRUE(engine.ReplaceSubscribers(kProject, "pq", {{"c", "http://c/hook", {}}}));
+  for (auto& f : store.held) f();
+  ASSERT_TRUE(posted && *posted);
+  engine.Tick();
+  auto sent = transport.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].request.url, "http://c/hook");
+  sent[0].done(200, "");
+  EXPECT_EQ(engine.GetQueue(kProject, "pq")->size, 0u);
+  engine.Flush();
 }
 
 }  // namespace

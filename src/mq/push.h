@@ -115,8 +115,8 @@ void OnAnswer(PushPlan& plan, size_t i, int status, const std::string& error,
 void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
 
 // Acknowledges a 202, or a request still in flight (the subscriber may
-// acknowledge before its 202 is read). False when `subscriber` has neither
-// with `reservation`.
+// acknowledge before its 202 is read). False when `subscriber` (any, when
+// empty: reservations are random per try) has neither with `reservation`.
 bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reservation);
 
 // Brings an unfinished plan in line with the queue's subscribers after

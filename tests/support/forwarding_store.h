@@ -2,6 +2,10 @@
 // override the calls they make fail, as a full or broken disk would.
 #pragma once
 
+#include <functional>
+#include <future>
+#include <vector>
+
 #include "store/store.h"
 
 namespace kiln::testing {
@@ -53,6 +57,24 @@ class ForwardingStore : public store::Store {
 
  protected:
   store::Store& real_;
+};
+
+// While `hold` is set, Commit writes its batch but holds back the caller's
+// completion until the test runs it (from `held`): what a test needs to
+// land something else between a write and its completion.
+class LateCompletions : public ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  bool hold = false;
+  std::vector<std::function<void()>> held;
+  void Commit(store::MessageBatch b, Done d, Writer w) override {
+    if (!hold) return real_.Commit(std::move(b), std::move(d), w);
+    std::promise<Result<void>> written;
+    real_.Commit(
+        std::move(b), [&](Result<void> r) { written.set_value(std::move(r)); }, w);
+    auto r = written.get_future().get();
+    held.push_back([d = std::move(d), r]() mutable { d(std::move(r)); });
+  }
 };
 
 }  // namespace kiln::testing
