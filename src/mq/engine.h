@@ -194,6 +194,10 @@ class Engine {
   // Push queues. SetPushTransport before serving; `public_url` (scheme, host
   // and port of this server) builds Iron-Subscriber-Message-Url.
   void SetPushTransport(PushTransport* transport, std::string public_url);
+  // At shutdown, before the transport goes: no delivery starts from now on,
+  // and the store's completions already under way (which may start some)
+  // have run when this returns. Deliveries left resume at the next start.
+  void StopPushes();
   // Subscribers by name: add or update, replace all, remove. InvalidArgument
   // on a pull queue or when no subscriber would be left.
   Result<QueueInfo> AddSubscribers(const std::string& project, const std::string& name,
@@ -322,7 +326,7 @@ class Engine {
   std::mutex id_floor_mu_;
   std::atomic<uint64_t> id_floor_{0};
 
-  PushTransport* transport_ = nullptr;
+  std::atomic<PushTransport*> transport_{nullptr};
   std::string public_url_;
   struct PushDue {
     TimeMs at;

@@ -99,8 +99,13 @@ Result<void> ValidatePushHeaders(const Headers& h) {
 }
 
 void Engine::SetPushTransport(PushTransport* transport, std::string public_url) {
-  transport_ = transport;
   public_url_ = std::move(public_url);
+  transport_ = transport;
+}
+
+void Engine::StopPushes() {
+  transport_ = nullptr;
+  Flush();  // a barrier: every completion before it has run
 }
 
 void Engine::SchedulePush(const SlotPtr& slot, uint64_t id, TimeMs at) {
@@ -125,7 +130,8 @@ void Engine::StartPush(const SlotPtr& slot, uint64_t id) { StartPushes(slot, {&i
 // One lock of the queue for all of `ids` (a post's batch): the answers of
 // deliveries under way need the same lock.
 void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids) {
-  if (!transport_) return;
+  PushTransport* transport = transport_;
+  if (!transport) return;
   struct Send {
     uint64_t id;
     std::string subscriber;
@@ -233,11 +239,11 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids) {
   }
   for (auto& s : sends) {
     if (s.need_body) continue;  // its body could not be read
-    transport_->Send(std::move(s.request),
-                     [this, slot, id = s.id, sub = s.subscriber, rsv = s.reservation,
-                      host = s.host](int status, std::string error) {
-                       OnPushAnswer(slot, id, sub, rsv, host, status, std::move(error));
-                     });
+    transport->Send(std::move(s.request),
+                    [this, slot, id = s.id, sub = s.subscriber, rsv = s.reservation, host = s.host](
+                        int status, std::string error) {
+                      OnPushAnswer(slot, id, sub, rsv, host, status, std::move(error));
+                    });
   }
 }
 

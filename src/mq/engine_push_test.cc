@@ -406,5 +406,44 @@ TEST(EnginePushRaceTest, APostWrittenWhileTheSubscribersChangeGoesToTheNewOnes) 
   engine.Flush();
 }
 
+// At shutdown, once pushes are stopped, nothing reaches the transport (it
+// is destroyed next), not even from a post whose write completes after;
+// the message is delivered after the restart.
+TEST(EnginePushRaceTest, AfterStopPushesNothingIsSentAndTheMessageWaitsForTheRestart) {
+  testing::TempDir dir;
+  FakeClock clock;
+  FakeTransport transport;
+  {
+    auto real = std::move(*store::rocks::Open({dir.path()}));
+    testing::LateCompletions store(*real);
+    Engine engine(store, clock);
+    ASSERT_TRUE(engine.Recover());
+    engine.SetPushTransport(&transport, "http://kiln:1");
+    QueueSettings s;
+    s.type = "multicast";
+    s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
+    ASSERT_TRUE(engine.PutQueue(kProject, "pq", s));
+    store.hold = true;
+    engine.Post(kProject, "pq", {{"late", 0, {}}}, [](auto r) { ASSERT_TRUE(r); });
+    ASSERT_EQ(store.held.size(), 1u);
+    store.hold = false;
+    engine.StopPushes();
+    for (auto& f : store.held) f();
+    clock.Advance(60'000);
+    engine.Tick();
+    EXPECT_TRUE(transport.Take().empty());
+  }
+  auto store = std::move(*store::rocks::Open({dir.path()}));
+  Engine engine(*store, clock);
+  ASSERT_TRUE(engine.Recover());
+  engine.SetPushTransport(&transport, "http://kiln:1");
+  engine.Tick();
+  auto sent = transport.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].request.body, "late");
+  sent[0].done(200, "");
+  engine.Flush();
+}
+
 }  // namespace
 }  // namespace kiln::mq

@@ -61,7 +61,8 @@ struct App::Impl {
     server.reset();
     if (worker) worker->Stop();  // kills running tasks; they end as errors
     worker.reset();
-    push.reset();  // before the engine: its callbacks call into it
+    if (engine) engine->StopPushes();  // nothing reaches the transport after this
+    push.reset();                      // before the engine: its callbacks call into it
     engine.reset();
     access.reset();
     store.reset();  // flushes the log
