@@ -183,6 +183,11 @@ bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now) 
                         [&](const store::Subscriber& s) { return s.name == d.subscriber; });
   };
   bool removed = std::any_of(plan.deliveries.begin(), plan.deliveries.end(), gone);
+  // Unicast: where the failover stands, by subscriber, to be found again.
+  auto name_at = [&](size_t i) {
+    return i < plan.deliveries.size() ? plan.deliveries[i].subscriber : std::string();
+  };
+  std::string at_cursor = name_at(plan.cursor), at_round_start = name_at(plan.round_start);
   bool reached_one = std::any_of(plan.deliveries.begin(), plan.deliveries.end(), [](const auto& d) {
     return d.status == DeliveryStatus::kDeleted;
   });
@@ -205,7 +210,18 @@ bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now) 
     plan.deliveries.push_back(std::move(d));
     added = true;
   }
-  if (removed || added) plan.cursor = plan.round_start = 0;
+  if (removed || added) {
+    // The failover goes on from the same subscriber (one in flight stays
+    // the only one in flight); from the first when that one is gone.
+    auto index_of = [&](const std::string& name) -> std::optional<size_t> {
+      for (size_t i = 0; i < plan.deliveries.size(); ++i)
+        if (!name.empty() && plan.deliveries[i].subscriber == name) return i;
+      return std::nullopt;
+    };
+    auto cursor = index_of(at_cursor);
+    plan.cursor = cursor.value_or(0);
+    plan.round_start = cursor ? index_of(at_round_start).value_or(*cursor) : 0;
+  }
   return added;
 }
 

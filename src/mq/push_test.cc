@@ -137,6 +137,31 @@ TEST(PushPlanTest, AUnicastMessageTakesAddedSubscribersIntoItsFailover) {
   EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{0}));
 }
 
+// A change of subscribers leaves a unicast failover where it was: the one
+// in flight stays the only one sent, and the one that failed keeps its
+// retry delay.
+TEST(PushPlanTest, AUnicastFailoverGoesOnFromTheSameSubscriberAfterAChange) {
+  auto q = Queue("unicast", 2);
+  auto plan = NewPlan(q, {}, kNow);
+  plan.deliveries[0].in_flight = true;
+  OnAnswer(plan, 0, 503, "", q, kNow);  // s0 failed: s1 at once
+  ASSERT_EQ(plan.Due(kNow), (std::vector<size_t>{1}));
+  plan.deliveries[1].in_flight = true;
+  q.subscribers.push_back({"s2", "http://h/2", {}});
+  EXPECT_TRUE(FollowSubscribers(plan, q, kNow));
+  EXPECT_TRUE(plan.Due(kNow).empty());  // s1 is in flight; s0 is not tried beside it
+  EXPECT_EQ(plan.cursor, 1u);
+  OnAnswer(plan, 1, 503, "", q, kNow);  // s1 failed too: s2, the round goes on
+  EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{2}));
+  OnAnswer(plan, 2, 503, "", q, kNow);  // the round is over: wait retries_delay
+  EXPECT_TRUE(plan.Due(kNow).empty());
+  EXPECT_EQ(plan.NextDue(), kNow + 10'000);
+  q.subscribers.erase(q.subscribers.begin() + 1);  // another one than the cursor's goes
+  FollowSubscribers(plan, q, kNow);
+  EXPECT_EQ(plan.deliveries[plan.cursor].subscriber, "s0");
+  EXPECT_EQ(plan.NextDue(), kNow + 10'000);
+}
+
 TEST(IronMqUrlTest, ParsesAndRefusesWhatCannotNameAQueue) {
   auto same = ParseIronMqUrl("ironmq:///orders");
   ASSERT_TRUE(same);
