@@ -264,8 +264,11 @@ class Engine {
                                const std::function<Result<void>(store::QueueRecord&)>& edit);
 
   // Push delivery (engine_push.cc).
-  void StartPush(const SlotPtr& slot, uint64_t id);
-  void StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids);
+  // `off_waiting_list`: the message was just taken off its host's waiting
+  // list (RestartWaiting), so it may be put on one again.
+  void StartPush(const SlotPtr& slot, uint64_t id, bool off_waiting_list = false);
+  void StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
+                   bool off_waiting_list = false);
   // The answer to the try of `subscriber` that carried `reservation`.
   void RestartWaiting(const std::string& host);
   void OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,

@@ -125,11 +125,14 @@ void Engine::TickPush(TimeMs now) {
   for (auto& d : due) StartPush(d.slot, d.id);
 }
 
-void Engine::StartPush(const SlotPtr& slot, uint64_t id) { StartPushes(slot, {&id, 1}); }
+void Engine::StartPush(const SlotPtr& slot, uint64_t id, bool off_waiting_list) {
+  StartPushes(slot, {&id, 1}, off_waiting_list);
+}
 
 // One lock of the queue for all of `ids` (a post's batch): the answers of
 // deliveries under way need the same lock.
-void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids) {
+void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
+                         bool off_waiting_list) {
   PushTransport* transport = transport_;
   if (!transport) return;
   struct Send {
@@ -155,7 +158,9 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids) {
       auto it = slot->plans.find(id);
       if (it == slot->plans.end()) continue;
       PushPlan& plan = it->second;
-      plan.held = false;  // taken off its host's list, if it was on one
+      // On a host's list it stays there once, however often it is due (a
+      // retry deferred by the global limit comes back every kDeferMs).
+      if (off_waiting_list) plan.held = false;
       ExpireReservations(plan, rec, now);
       if (plan.Complete()) {
         notices.push_back(SettlePlan(*slot, id));
@@ -267,7 +272,7 @@ void Engine::RestartWaiting(const std::string& host) {
       next = std::move(h->second.waiting.front());
       h->second.waiting.pop_front();
     }
-    StartPush(next.first, next.second);
+    StartPush(next.first, next.second, /*off_waiting_list=*/true);
   }
 }
 
