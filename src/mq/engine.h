@@ -348,6 +348,15 @@ class Engine {
   };
   std::unordered_map<std::string, HostState> hosts_;
   int in_flight_ = 0;
+  // Error reports whose post failed (a store error, their queue deleted
+  // meanwhile), posted again by the tick 10 s later; at most 10,000, past
+  // that they wait for the next start (the message stays in the store).
+  struct FailedReport {
+    TimeMs at;
+    std::string project;
+    ErrorNotice notice;
+  };
+  std::deque<FailedReport> failed_reports_;  // under push_mu_
 };
 
 // Reservation ids are 32 hex characters: the message id and a random token.

@@ -16,10 +16,12 @@
 namespace kiln::mq {
 namespace {
 
-constexpr int kMaxInFlight = 1024;       // deliveries at once, all hosts
-constexpr int kMaxInFlightPerHost = 32;  // so that one slow host cannot take them all
-constexpr TimeMs kDeferMs = 20;          // when all hosts together are at kMaxInFlight
-constexpr size_t kFinishedKept = 1000;   // per queue
+constexpr int kMaxInFlight = 1024;           // deliveries at once, all hosts
+constexpr int kMaxInFlightPerHost = 32;      // so that one slow host cannot take them all
+constexpr TimeMs kDeferMs = 20;              // when all hosts together are at kMaxInFlight
+constexpr size_t kFinishedKept = 1000;       // per queue
+constexpr size_t kMaxFailedReports = 10000;  // error reports waiting to be posted again
+constexpr TimeMs kReportRetryMs = 10'000;    // and how long each waits
 
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -115,14 +117,20 @@ void Engine::SchedulePush(const SlotPtr& slot, uint64_t id, TimeMs at) {
 
 void Engine::TickPush(TimeMs now) {
   std::vector<PushDue> due;
+  std::vector<FailedReport> reports;
   {
     std::lock_guard lock(push_mu_);
     while (!push_due_.empty() && push_due_.top().at <= now) {
       due.push_back(push_due_.top());
       push_due_.pop();
     }
+    while (!failed_reports_.empty() && failed_reports_.front().at <= now) {
+      reports.push_back(std::move(failed_reports_.front()));
+      failed_reports_.pop_front();
+    }
   }
   for (auto& d : due) StartPush(d.slot, d.id);
+  for (auto& r : reports) PostErrorNotice(r.project, std::move(r.notice));
 }
 
 void Engine::StartPush(const SlotPtr& slot, uint64_t id, bool off_waiting_list) {
@@ -427,14 +435,20 @@ void Engine::PostErrorNotice(const std::string& project, std::optional<ErrorNoti
   store::MessageBatch batch;
   batch.Delete(notice->source_qid, notice->source_id, true);
   std::vector<NewMessage> messages;
-  messages.push_back(std::move(notice->message));
+  messages.push_back(notice->message);  // the notice is kept for another try
+  std::string queue = notice->queue;
   PostChecked(
-      project, notice->queue, std::move(messages),
-      [queue = notice->queue, id = notice->source_id](auto r) {
-        // The message stays in the store: a restart reports it again.
-        if (!r)
-          spdlog::error("push message {}: cannot post its error report to {}: {}", id, queue,
-                        r.error().message());
+      project, queue, std::move(messages),
+      [this, project, notice = std::move(*notice)](auto r) mutable {
+        if (r) return;
+        // The message stays in the store until its report is posted.
+        std::lock_guard lock(push_mu_);
+        bool again = failed_reports_.size() < kMaxFailedReports;
+        spdlog::error("push message {}: cannot post its error report to {}: {}; {}",
+                      notice.source_id, notice.queue, r.error().message(),
+                      again ? "trying again shortly" : "the next start reports it");
+        if (again)
+          failed_reports_.push_back({clock_.NowMs() + kReportRetryMs, project, std::move(notice)});
       },
       store::Store::Writer::kCommitter, std::move(batch));
 }

@@ -445,5 +445,59 @@ TEST(EnginePushRaceTest, AfterStopPushesNothingIsSentAndTheMessageWaitsForTheRes
   engine.Flush();
 }
 
+// A store whose next `fail` Commits fail, as a full disk makes them.
+class FailingCommits : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  int fail = 0;
+  void Commit(store::MessageBatch b, Done d, Writer w) override {
+    if (fail > 0 && fail--) return d(Fail(Error::Internal("store: IO error: No space left")));
+    real_.Commit(std::move(b), std::move(d), w);
+  }
+};
+
+// An error report whose post fails is posted again a little later, without
+// a restart: the message is reported once and removed.
+TEST(EnginePushStoreFailureTest, AnErrorReportThatCouldNotBePostedIsPostedAgain) {
+  testing::TempDir dir;
+  FakeClock clock;
+  FakeTransport transport;
+  auto real = std::move(*store::rocks::Open({dir.path()}));
+  FailingCommits store(*real);
+  Engine engine(store, clock);
+  ASSERT_TRUE(engine.Recover());
+  engine.SetPushTransport(&transport, "http://kiln:1");
+  QueueSettings s;
+  s.type = "multicast";
+  s.retries = 0;
+  s.error_queue = "errors";
+  s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
+  ASSERT_TRUE(engine.PutQueue(kProject, "pq", s));
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine.Post(kProject, "pq", {{"doomed", 0, {}}}, [&](auto r) { p.set_value(std::move(r)); });
+  auto id = p.get_future().get()->at(0);
+  engine.Flush();  // its deliveries start after the post's answer
+  auto sent = transport.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  store.fail = 1;  // the report's post
+  sent[0].done(500, "");
+  engine.Flush();
+  EXPECT_FALSE(engine.GetQueue(kProject, "errors") && engine.GetQueue(kProject, "errors")->size);
+  clock.Advance(10'000);
+  engine.Tick();
+  engine.Flush();
+  auto errors = engine.Peek(kProject, "errors", 10);
+  ASSERT_TRUE(errors);
+  ASSERT_EQ(errors->size(), 1u);
+  EXPECT_NE((*errors)[0].body.find("\"source_msg_id\":\"" + std::to_string(id) + "\""),
+            std::string::npos);
+  EXPECT_NE((*errors)[0].body.find("doomed"), std::string::npos);
+  EXPECT_EQ(engine.GetQueue(kProject, "pq")->size, 0u);
+  clock.Advance(60'000);
+  engine.Tick();
+  engine.Flush();
+  EXPECT_EQ(engine.GetQueue(kProject, "errors")->size, 1u);  // once
+}
+
 }  // namespace
 }  // namespace kiln::mq
