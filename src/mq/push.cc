@@ -158,6 +158,11 @@ void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now)
     if (d.status == DeliveryStatus::kReserved && d.next_try_at <= now) {
       d.msg = "not acknowledged within the message timeout";
       FailTry(plan, i, q, now);
+      // The timeout was this try's wait: the next one goes now, not after
+      // retries_delay on top of it.
+      Delivery& next = plan.deliveries[plan.unicast ? plan.cursor : i];
+      if (next.status == DeliveryStatus::kRetrying)
+        next.next_try_at = std::min(next.next_try_at, now);
     }
   }
 }

@@ -111,7 +111,8 @@ PushPlan NewPlan(const store::QueueRecord& q,
 void OnAnswer(PushPlan& plan, size_t i, int status, const std::string& error,
               const store::QueueRecord& q, TimeMs now);
 
-// A 202 that was not acknowledged by its deadline counts as a failed try.
+// A 202 that was not acknowledged by its deadline (the queue's
+// message_timeout) counts as a failed try; the next try is due at once.
 void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
 
 // Acknowledges a 202, or a request still in flight (the subscriber may
