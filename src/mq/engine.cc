@@ -200,7 +200,7 @@ Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s
       return Fail(
           Error::InvalidArgument("Push queues do not support dead_letter: use push.error_queue"));
     if (s.subscribers) {
-      if (auto v = ValidateSubscribers(*s.subscribers); !v) return v;
+      if (auto v = ValidateSubscribers(*s.subscribers, r.project_id, r.name); !v) return v;
       r.subscribers = *s.subscribers;
     }
     if (r.subscribers.empty())
@@ -334,6 +334,10 @@ void Engine::Post(const std::string& project, const std::string& name,
   for (const auto& m : messages) {
     if (auto v = CheckRange("delay", m.delay, 0, kMaxDelay); !v) return done(Fail(v.error()));
     if (auto v = ValidatePushHeaders(m.push_headers); !v) return done(Fail(v.error()));
+    if (m.hops > kMaxHops)
+      return done(Fail(
+          Error::InvalidArgument("Message passed on through more than " + std::to_string(kMaxHops) +
+                                 " queues (ironmq:// subscribers or alerts feeding each other?)")));
     if (m.body.size() > options_.max_message_bytes)
       return done(Fail(Error::TooLarge("Message body exceeds " +
                                        std::to_string(options_.max_message_bytes) + " bytes")));
@@ -380,6 +384,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
     if (fresh) {
       PushPlan& plan = plans.emplace_back(*fresh);
       plan.headers = std::move(m.push_headers);
+      plan.hops = m.hops;
       for (auto& d : plan.deliveries) d.next_try_at = s.visible_at ? s.visible_at : now;
       batch.PutPlan(qid, s.id, EncodePlan(plan));
       if (held_body_bytes_.load(std::memory_order_relaxed) + m.body.size() <= kHeldBodyBudget)
@@ -387,9 +392,11 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
     }
     batch.Put(qid, s, std::move(m.body));
   }
+  int hops = 0;
+  for (const auto& m : messages) hops = std::max(hops, m.hops);
   store_.Commit(
       std::move(batch),
-      [this, slot, qid, clears, edits, states = std::move(states), plans = std::move(plans),
+      [this, slot, qid, clears, edits, hops, states = std::move(states), plans = std::move(plans),
        done = std::move(done)](Result<void> r) mutable {
         if (!r) return done(Fail(r.error()));
         std::vector<uint64_t> ids;
@@ -411,7 +418,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
             if (plans.empty()) {
               for (const auto& s : states) slot->queue.Add(s, now);
               slot->queue.WakeWaiters();
-              notices = CheckAlerts(*slot, now);
+              notices = CheckAlerts(*slot, now, hops);
             } else {
               for (size_t i = 0; i < states.size(); ++i) {
                 if (slot->subscriber_edits != edits)
@@ -809,7 +816,7 @@ void Engine::Tick() {
   TickPush(now);
 }
 
-Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now) {
+Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now, int hops) {
   Notices out;
   uint64_t before = slot.alert_size;
   uint64_t after = SizeOf(slot);
@@ -819,8 +826,8 @@ Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now) {
     auto fired = slot.alert_fired.find(a.id);
     if (fired != slot.alert_fired.end() && now < fired->second + Seconds(a.snooze)) continue;
     slot.alert_fired[a.id] = now;
-    out.emplace_back(a.queue,
-                     NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}});
+    out.emplace_back(
+        a.queue, NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}, hops + 1});
   }
   const auto& alerts = slot.queue.record().alerts;
   if (slot.alert_fired.size() > alerts.size())  // alerts replaced or removed since they fired

@@ -81,13 +81,19 @@ struct NewMessage {
   std::string body;
   int64_t delay = 0;     // seconds
   Headers push_headers;  // push queues: added to each delivery
+  // Times the message was passed on inside this server to get here (an
+  // ironmq:// delivery, an alert notice, an error report): past kMaxHops a
+  // post is refused, so that queues feeding each other stop.
+  int hops = 0;
 };
+inline constexpr int kMaxHops = 10;
 
 // Checks push_headers against iron-api.md §2.3 (≤5, names 1-64 bytes and
 // not reserved, values 1-1024 bytes). InvalidArgument names the problem.
 Result<void> ValidatePushHeaders(const Headers& h);
 // Names unique and non-empty, urls http://, https:// or ironmq://.
-Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs);
+Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
+                                 const std::string& project, const std::string& queue);
 
 // One delivery of a push message, and what makes it. The transport calls
 // `done` exactly once, on any thread: an HTTP status, or 0 and an error text.
@@ -97,6 +103,7 @@ struct PushRequest {
   std::string url;
   Headers headers;
   std::string body;
+  int hops = 0;  // of the message (NewMessage::hops)
 };
 class PushTransport {
  public:
@@ -258,7 +265,8 @@ class Engine {
   // Alerts: notices (target queue, message) due after a size change. Call
   // under the slot's lock; post them with PostNotices after releasing it.
   using Notices = std::vector<std::pair<std::string, NewMessage>>;
-  Notices CheckAlerts(Slot& slot, TimeMs now);
+  // `hops`: of the messages whose post changed the size (NewMessage::hops).
+  Notices CheckAlerts(Slot& slot, TimeMs now, int hops = 0);
   void PostNotices(const std::string& project, Notices notices);
   Result<QueueInfo> EditRecord(const std::string& project, const std::string& name,
                                const std::function<Result<void>(store::QueueRecord&)>& edit);

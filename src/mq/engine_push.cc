@@ -58,7 +58,8 @@ const char* const kReservedHeaders[] = {"Content-Type",         "User-Agent",
 
 }  // namespace
 
-Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs) {
+Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
+                                 const std::string& project, const std::string& queue) {
   for (size_t i = 0; i < subs.size(); ++i) {
     const auto& s = subs[i];
     if (s.name.empty() || s.name.size() > 255)
@@ -66,18 +67,28 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs) {
     for (size_t j = 0; j < i; ++j)
       if (subs[j].name == s.name)
         return Fail(Error::InvalidArgument("Subscriber names must be unique: " + s.name));
-    if (s.url.rfind("http://", 0) != 0 && s.url.rfind("https://", 0) != 0 &&
-        s.url.rfind("ironmq://", 0) != 0)
-      return Fail(
-          Error::InvalidArgument("Subscriber url must start with http://, https:// or "
-                                 "ironmq://: " +
-                                 s.url));
     bool ironmq = s.url.rfind("ironmq://", 0) == 0;
-    if (HostKey(s.url).size() <= s.url.find("://") + 3 && !ironmq)
-      return Fail(Error::InvalidArgument("Subscriber url has no host: " + s.url));
-    if (ironmq && !ParseIronMqUrl(s.url))
+    bool ironworker = s.url.rfind("ironworker://", 0) == 0;
+    if (s.url.rfind("http://", 0) != 0 && s.url.rfind("https://", 0) != 0 && !ironmq && !ironworker)
       return Fail(Error::InvalidArgument(
-          "Subscriber url must be ironmq://[project_id:token@][host[:port]]/queue: " + s.url));
+          "Subscriber url must start with http://, https://, ironmq:// or ironworker://: " +
+          s.url));
+    if (HostKey(s.url).size() <= s.url.find("://") + 3 && !ironmq && !ironworker)
+      return Fail(Error::InvalidArgument("Subscriber url has no host: " + s.url));
+    if (ironmq) {
+      auto u = ParseIronMqUrl(s.url);
+      if (!u)
+        return Fail(Error::InvalidArgument(
+            "Subscriber url must be ironmq://[project_id:token@][host[:port]]/queue: " + s.url));
+      // Into its own queue, every delivery would post another message.
+      if (u->host.empty() && (u->project_id.empty() || u->project_id == project) &&
+          u->queue == queue)
+        return Fail(Error::InvalidArgument("A queue cannot push to itself: " + s.url));
+    }
+    if (ironworker && !ParseIronWorkerUrl(s.url))
+      return Fail(Error::InvalidArgument(
+          "Subscriber url must be ironworker://[project_id:token@][host[:port]]/code_name: " +
+          s.url));
     for (const auto& [k, v] : s.headers)
       if (!IsHeaderToken(k) || v.find_first_of("\r\n") != std::string::npos)
         return Fail(Error::InvalidArgument("Invalid subscriber header: " + k));
@@ -210,6 +221,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         req.project_id = rec.project_id;
         req.qid = rec.qid;
         req.url = sub->url;
+        req.hops = plan.hops;
         if (const std::string* held = plan.body.get())
           req.body = *held;
         else
@@ -387,7 +399,8 @@ std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, b
     }
     w.EndArray();
     w.EndObject();
-    out = ErrorNotice{rec.error_queue, NewMessage{std::string(sb.GetString(), sb.GetSize()), 0, {}},
+    out = ErrorNotice{rec.error_queue,
+                      NewMessage{std::string(sb.GetString(), sb.GetSize()), 0, {}, plan.hops + 1},
                       rec.qid, id};
   } else {
     batch.Delete(rec.qid, id, true);
@@ -494,7 +507,8 @@ Result<QueueInfo> Engine::EditSubscribers(
   if (auto r = edit(rec.subscribers); !r) return Fail(r.error());
   if (rec.subscribers.empty())
     return Fail(Error::InvalidArgument("A push queue needs at least one subscriber"));
-  if (auto v = ValidateSubscribers(rec.subscribers); !v) return Fail(v.error());
+  if (auto v = ValidateSubscribers(rec.subscribers, rec.project_id, rec.name); !v)
+    return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   slot->queue.record() = rec;
   FollowSubscribersLocked(slot);

@@ -346,6 +346,32 @@ TEST_F(EnginePushTest, TheErrorReportOfAMessageAtTheSizeLimitIsPostedAndRemovesI
   EXPECT_TRUE(transport_.Take().empty());
 }
 
+// A push queue cannot name itself as a subscriber (each delivery would post
+// another message); a message's hops go with its deliveries, so that the
+// transport passes them on.
+TEST_F(EnginePushTest, NoSubscriberIntoItsOwnQueueAndDeliveriesCarryTheirHops) {
+  QueueSettings s;
+  s.type = "multicast";
+  s.subscribers = std::vector<store::Subscriber>{{"self", "ironmq:///pq", {}}};
+  auto r = engine_->PutQueue(kProject, "pq", s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  s.subscribers = std::vector<store::Subscriber>{{"other", "ironmq:///elsewhere", {}},
+                                                 {"task", "ironworker:///resize", {}}};
+  ASSERT_TRUE(engine_->PutQueue(kProject, "pq", s));
+  s.subscribers = std::vector<store::Subscriber>{{"bad", "ironworker:///a/b", {}}};
+  EXPECT_FALSE(engine_->PutQueue(kProject, "pq2", s));
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine_->Post(kProject, "pq", {{"m", 0, {}, 3}}, [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  engine_->Flush();
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].request.hops, 3);
+  EXPECT_EQ(sent[1].request.url, "ironworker:///resize");
+  for (auto& x : sent) x.done(201, "");
+}
+
 // The pull-queue form of an acknowledgement (a delete with the delivery's
 // reservation id, no subscriber name) acknowledges that one delivery; the
 // others go on, and a reservation no delivery has is refused.

@@ -252,6 +252,34 @@ TEST_F(EngineTest, EverythingSurvivesReopen) {
   EXPECT_GT(late, delayed);  // ids keep growing across restarts
 }
 
+// Two queues whose progressive alerts target each other would post notices
+// forever; each notice is one hop further than what caused it, and past
+// kMaxHops the post is refused: the loop ends.
+TEST_F(EngineTest, AlertsFeedingEachOtherStop) {
+  auto alert_to = [&](const std::string& q, const std::string& target) {
+    QueueSettings s;
+    store::Alert a;
+    a.type = "progressive";
+    a.trigger = 1;
+    a.queue = target;
+    s.alerts = std::vector<store::Alert>{a};
+    ASSERT_TRUE(engine_->PutQueue(kProject, q, s));
+  };
+  alert_to("ping", "pong");
+  alert_to("pong", "ping");
+  PostOne("ping", "start");
+  uint64_t total = 0;
+  for (int i = 0; i < 50; ++i) engine_->Flush();  // each notice's post completes through it
+  total = engine_->GetQueue(kProject, "ping")->size + engine_->GetQueue(kProject, "pong")->size;
+  EXPECT_EQ(total, static_cast<uint64_t>(kMaxHops) + 1);  // the first post and ten notices
+  engine_->Flush();
+  EXPECT_EQ(engine_->GetQueue(kProject, "ping")->size + engine_->GetQueue(kProject, "pong")->size,
+            total);
+  auto far = Post("ping", {{"forwarded too often", 0, {}, kMaxHops + 1}});
+  ASSERT_FALSE(far);
+  EXPECT_EQ(far.error().code(), ErrorCode::kInvalidArgument);
+}
+
 // Ids are never handed out twice, even when every message was deleted and
 // the clock went back across a restart (a client holding an old id must
 // not reach a new message).

@@ -230,10 +230,11 @@ bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now) 
   return added;
 }
 
-std::optional<IronMqUrl> ParseIronMqUrl(std::string_view url) {
-  constexpr std::string_view kScheme = "ironmq://";
-  if (url.substr(0, kScheme.size()) != kScheme) return std::nullopt;
-  std::string_view rest = url.substr(kScheme.size());
+namespace {
+
+std::optional<IronMqUrl> ParseIronUrl(std::string_view url, std::string_view scheme) {
+  if (url.substr(0, scheme.size()) != scheme) return std::nullopt;
+  std::string_view rest = url.substr(scheme.size());
   size_t slash = rest.find('/');
   if (slash == std::string_view::npos) return std::nullopt;
   std::string_view authority = rest.substr(0, slash);
@@ -252,7 +253,22 @@ std::optional<IronMqUrl> ParseIronMqUrl(std::string_view url) {
     if (!(std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']'))
       return std::nullopt;
   u.host = std::string(authority);
-  if (!ValidateQueueName(u.queue)) return std::nullopt;
+  return u;
+}
+
+}  // namespace
+
+std::optional<IronMqUrl> ParseIronMqUrl(std::string_view url) {
+  auto u = ParseIronUrl(url, "ironmq://");
+  if (!u || !ValidateQueueName(u->queue)) return std::nullopt;
+  return u;
+}
+
+std::optional<IronMqUrl> ParseIronWorkerUrl(std::string_view url) {
+  auto u = ParseIronUrl(url, "ironworker://");
+  if (!u || u->queue.empty() || u->queue.size() > 255) return std::nullopt;
+  for (unsigned char c : u->queue)
+    if (c < 0x20 || c == 0x7f || c == '/' || c == '?') return std::nullopt;
   return u;
 }
 
@@ -273,6 +289,10 @@ std::string EncodePlan(const PushPlan& plan) {
   w.Uint64(plan.round_start);
   w.Key("retries_remaining");
   w.Int64(plan.retries_remaining);
+  if (plan.hops) {
+    w.Key("hops");
+    w.Int(plan.hops);
+  }
   w.Key("headers");
   w.StartArray();
   for (const auto& [k, v] : plan.headers) {
@@ -330,6 +350,7 @@ std::optional<PushPlan> DecodePlan(std::string_view b) {
   plan.cursor = static_cast<size_t>(i64(doc, "cursor"));
   plan.round_start = static_cast<size_t>(i64(doc, "round_start"));
   plan.retries_remaining = i64(doc, "retries_remaining");
+  plan.hops = static_cast<int>(std::clamp<int64_t>(i64(doc, "hops"), 0, kMaxHops + 1));
   if (doc.HasMember("headers") && doc["headers"].IsArray()) {
     for (const auto& h : doc["headers"].GetArray())
       if (h.IsArray() && h.Size() == 2 && h[0].IsString() && h[1].IsString())

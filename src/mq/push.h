@@ -89,6 +89,7 @@ struct PushPlan {
   size_t cursor = 0;                 // unicast: the subscriber to try next
   size_t round_start = 0;            // unicast: where the current round began
   int64_t retries_remaining = 0;     // unicast: rounds left after this one
+  int hops = 0;                      // of its message (NewMessage::hops)
   bool held = false;                 // waiting on a host's list for a free slot; not persisted
   HeldBody body;                     // the body, while held in memory; not persisted
 
@@ -134,9 +135,13 @@ bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
 // 24 hex, a token is given with it, the host has no path or spaces, and the
 // queue name is one a queue may have.
 struct IronMqUrl {
-  std::string project_id, token, host, queue;
+  std::string project_id, token, host, queue;  // queue: the code's name for ironworker://
 };
 std::optional<IronMqUrl> ParseIronMqUrl(std::string_view url);
+// ironworker://[project_id:token@][host[:port]]/code_name, a subscriber that
+// queues a task of the code with the message's body as its payload. The
+// same checks, and a code name of 1-255 bytes without '/', '?' or controls.
+std::optional<IronMqUrl> ParseIronWorkerUrl(std::string_view url);
 
 std::string EncodePlan(const PushPlan& plan);
 std::optional<PushPlan> DecodePlan(std::string_view b);

@@ -59,10 +59,11 @@ struct App::Impl {
     // by now, still there).
     if (disk) disk->join();
     server.reset();
-    if (worker) worker->Stop();  // kills running tasks; they end as errors
-    worker.reset();
+    // Pushes stop before the worker goes: ironworker:// deliveries call it.
     if (engine) engine->StopPushes();  // nothing reaches the transport after this
     push.reset();                      // before the engine: its callbacks call into it
+    if (worker) worker->Stop();        // kills running tasks; they end as errors
+    worker.reset();
     engine.reset();
     access.reset();
     store.reset();  // flushes the log
@@ -225,7 +226,8 @@ Result<uint16_t> App::Listen() {
   co.ca_file = impl_->config.push_ca_file;
   co.forbid_private = impl_->config.push_forbid_private;
   co.threads = std::max(1u, std::thread::hardware_concurrency());
-  impl_->push = std::make_unique<PushTransport>(*impl_->engine, *impl_->access, co, self);
+  impl_->push = std::make_unique<PushTransport>(*impl_->engine, *impl_->access, impl_->worker.get(),
+                                                co, self);
   impl_->engine->SetPushTransport(impl_->push.get(), "http://" + self);
   impl_->ticker = std::thread([impl = impl_.get()] {
     std::unique_lock lock(impl->tick_mu);

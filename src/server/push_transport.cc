@@ -6,11 +6,26 @@
 
 namespace kiln::server {
 
-PushTransport::PushTransport(mq::Engine& engine, access::Access& access,
+PushTransport::PushTransport(mq::Engine& engine, access::Access& access, worker::Service* worker,
                              http::ClientOptions options, std::string self)
-    : engine_(engine), access_(access), client_(std::move(options)), self_(std::move(self)) {}
+    : engine_(engine),
+      access_(access),
+      worker_(worker),
+      client_(std::move(options)),
+      self_(std::move(self)) {}
+
+std::optional<std::string> PushTransport::ProjectFor(const mq::IronMqUrl& u,
+                                                     const mq::PushRequest& request) {
+  std::string project = u.project_id.empty() ? request.project_id : u.project_id;
+  if (project == request.project_id) return project;
+  auto p = access_.Authenticate(u.token);
+  if (!p || (!p->admin && p->project_id != project)) return std::nullopt;
+  return project;
+}
 
 void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::string)> done) {
+  if (request.url.rfind("ironworker://", 0) == 0)
+    return SendToWorker(std::move(request), std::move(done));
   if (request.url.rfind("ironmq://", 0) != 0) {
     client_.Post(std::move(request.url), std::move(request.headers), std::move(request.body),
                  std::move(done), request.qid);
@@ -22,12 +37,9 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
   std::string project = u.project_id.empty() ? request.project_id : u.project_id;
   if (u.host.empty() || u.host == self_) {
     // This server: post in-process, with the same checks as over HTTP.
-    if (project != request.project_id) {
-      auto p = access_.Authenticate(u.token);
-      if (!p || (!p->admin && p->project_id != project))
-        return done(401, "ironmq url: token not valid for project " + project);
-    }
-    engine_.Post(project, u.queue, {mq::NewMessage{std::move(request.body), 0, {}}},
+    auto to = ProjectFor(u, request);
+    if (!to) return done(401, "ironmq url: token not valid for project " + project);
+    engine_.Post(*to, u.queue, {mq::NewMessage{std::move(request.body), 0, {}, request.hops + 1}},
                  [done = std::move(done)](Result<std::vector<uint64_t>> r) {
                    if (r) return done(201, "");
                    done(api::StatusFor(r.error().code()), r.error().message());
@@ -47,6 +59,42 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
   });
   client_.Post("http://" + u.host + "/3/projects/" + project + "/queues/" + PercentEncode(u.queue) +
                    "/messages",
+               {{"Authorization", "OAuth " + u.token}, {"Content-Type", "application/json"}},
+               std::move(body), std::move(done), request.qid);
+}
+
+void PushTransport::SendToWorker(mq::PushRequest request,
+                                 std::function<void(int, std::string)> done) {
+  auto parsed = mq::ParseIronWorkerUrl(request.url);  // checked when the subscriber was set
+  if (!parsed) return done(0, "malformed ironworker url: " + request.url);
+  mq::IronMqUrl& u = *parsed;
+  std::string project = u.project_id.empty() ? request.project_id : u.project_id;
+  if (u.host.empty() || u.host == self_) {
+    // This server: a task of the code, queued as POST /tasks would.
+    auto to = ProjectFor(u, request);
+    if (!to) return done(401, "ironworker url: token not valid for project " + project);
+    if (!worker_) return done(503, "this server runs no tasks");
+    worker::NewTask t;
+    t.code_name = u.queue;
+    t.payload = std::move(request.body);
+    auto r = worker_->QueueTasks(*to, {t});
+    if (r) return done(201, "");
+    return done(api::StatusFor(r.error().code()), r.error().message());
+  }
+  std::string body = api::Json([&](api::JsonWriter& w) {
+    w.StartObject();
+    w.Key("tasks");
+    w.StartArray();
+    w.StartObject();
+    w.Key("code_name");
+    api::WriteString(w, u.queue);
+    w.Key("payload");
+    api::WriteString(w, request.body);
+    w.EndObject();
+    w.EndArray();
+    w.EndObject();
+  });
+  client_.Post("http://" + u.host + "/2/projects/" + project + "/tasks",
                {{"Authorization", "OAuth " + u.token}, {"Content-Type", "application/json"}},
                std::move(body), std::move(done), request.qid);
 }

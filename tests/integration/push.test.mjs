@@ -177,6 +177,25 @@ test('ironmq:// subscribers fan out into other queues of this server', async () 
     [['deleted', 201], ['deleted', 201], ['deleted', 201]]);
 });
 
+test('queues that push into each other stop after ten hops; a queue cannot push to itself', async () => {
+  const self = await put('narcissus', { type: 'multicast', push: { subscribers: [{ name: 'me', url: 'ironmq:///narcissus' }] } });
+  assert.equal(self.status, 400);
+  assert.match(self.body.msg, /cannot push to itself/);
+  for (const [q, to] of [['loop-a', 'loop-b'], ['loop-b', 'loop-a']]) {
+    const r = await put(q, { type: 'multicast', push: { retries: 0, subscribers: [{ name: 'next', url: `ironmq:///${to}` }] } });
+    assert.equal(r.status, 200, r.text);
+  }
+  await post('loop-a', [{ body: 'round and round' }]);
+  const total = async () => {
+    let n = 0;
+    for (const q of ['loop-a', 'loop-b']) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
+    return n;
+  };
+  await eventually(async () => (await total()) === 11);  // the post and ten forwards
+  await sleep(1000);
+  assert.equal(await total(), 11);
+});
+
 test('subscribers: add or update, replace, remove; rules of push queues', async () => {
   const s1 = await sink();
   await put('subs', { type: 'multicast', push: { subscribers: [{ name: 'one', url: s1.url }] } });

@@ -303,6 +303,26 @@ test('progress from the API and from inside the task; webhook payloads; outlog',
   assert.equal((await kiln.req('POST', w('/tasks/webhook?code_name=nope'), 'x')).status, 404);
 });
 
+test('an ironworker:// push subscriber queues a task with the message as its payload', async () => {
+  const up = await upload({ name: 'from-queue', image: 'busybox', command: 'cat $PAYLOAD_FILE' });
+  assert.equal(up.status, 200, up.text);
+  assert.equal((await kiln.req('POST', w(`/codes/${up.body.id}/pause_task_queue`), {})).status, 200);
+  const q = `/3/projects/${kiln.project}/queues/to-tasks`;
+  const c = await kiln.req('PUT', q, { queue: { type: 'multicast', push: { subscribers: [
+    { name: 'task', url: 'ironworker:///from-queue' }, { name: 'nocode', url: 'ironworker:///no-such-code' }] } } });
+  assert.equal(c.status, 200, c.text);
+  const id = (await kiln.req('POST', `${q}/messages`, { messages: [{ body: '{"image":"cat.png"}' }] })).body.ids[0];
+  const task = await eventually(async () => (await kiln.req('GET', w('/tasks?code_name=from-queue'))).body.tasks[0]);
+  assert.equal((await kiln.req('GET', w(`/tasks/${task.id}`))).body.payload, '{"image":"cat.png"}');
+  const subs = await eventually(async () => {
+    const r = await kiln.req('GET', `${q}/messages/${id}/subscribers`);
+    return r.body.subscribers?.[0]?.status === 'deleted' && r.body.subscribers;
+  });
+  assert.equal(subs[0].status_code, 201);
+  assert.equal(subs[1].status, 'retrying');  // no such code: 404, tried again later
+  assert.equal(subs[1].status_code, 404);
+});
+
 test('pause holds a code\'s tasks, resume releases them; cancel_all; delete', async () => {
   const up = await upload({ name: 'held', image: 'busybox', command: 'true' });
   const id = up.body.id;
