@@ -24,6 +24,9 @@ uint64_t RandomU64();
 
 // Lower-case hex SHA-256 of `s`.
 std::string Sha256Hex(std::string_view s);
+// Lower-case hex SHA-256 of a regular file's bytes, read in chunks; "" when
+// it cannot be read (or is not a regular file).
+std::string Sha256FileHex(const std::string& path);
 // Lower-case hex MD5 of `s`: a checksum as Iron shows it, not for security.
 std::string Md5Hex(std::string_view s);
 

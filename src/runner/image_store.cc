@@ -24,6 +24,14 @@ namespace {
 
 using ReadArchive = std::unique_ptr<archive, int (*)(archive*)>;
 
+constexpr const char* kBusyboxName = "busybox";
+
+bool IsImageId(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
 ReadArchive OpenRead(const std::string& path) {
   ReadArchive a(archive_read_new(), archive_read_free);
   archive_read_support_format_tar(a.get());
@@ -80,16 +88,24 @@ Result<void> Unpack(const std::string& path, const fs::path& dir) {
   archive_entry* e;
   int r;
   while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
-    std::string name = CleanPath(archive_entry_pathname(e));
+    const char* raw = archive_entry_pathname(e);
+    std::string name = CleanPath(raw ? raw : "");
     if (name.empty() || archive_entry_filetype(e) != AE_IFREG) continue;
     fs::path out = dir / name;
-    fs::create_directories(out.parent_path());
-    std::ofstream f(out, std::ios::binary);
+    std::error_code ec;
+    fs::create_directories(out.parent_path(), ec);
+    std::ofstream f(out, std::ios::binary | std::ios::trunc);
+    if (ec || !f) return Fail(Error::InvalidArgument("cannot unpack " + name + " of the archive"));
     const void* buf;
     size_t size;
     la_int64_t offset;
-    while (archive_read_data_block(a.get(), &buf, &size, &offset) == ARCHIVE_OK)
+    int d;
+    while ((d = archive_read_data_block(a.get(), &buf, &size, &offset)) == ARCHIVE_OK)
       f.write(static_cast<const char*>(buf), static_cast<std::streamsize>(size));
+    if (d != ARCHIVE_EOF || !f.flush())
+      return Fail(Error::InvalidArgument(
+          "cannot unpack " + name + " of the archive: " +
+          (d != ARCHIVE_EOF ? archive_error_string(a.get()) : "write failed")));
   }
   if (r != ARCHIVE_EOF)
     return Fail(
@@ -111,16 +127,20 @@ Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
       fs::path p = root / name;
       std::string base = p.filename().string();
       if (base.rfind(".wh.", 0) != 0) continue;
+      std::string hidden = base.substr(4);
+      if (base != ".wh..wh..opq" && (hidden.empty() || hidden == "." || hidden == ".."))
+        return Fail(Error::InvalidArgument("layer has a whiteout of nothing: " + name));
       if (!Inside(root, p)) return Fail(Error::InvalidArgument("layer escapes the root: " + name));
       if (base == ".wh..wh..opq") {
         for (auto& child : fs::directory_iterator(p.parent_path(), ec))
           fs::remove_all(child.path(), ec);
       } else {
-        fs::remove_all(p.parent_path() / base.substr(4), ec);
+        fs::remove_all(p.parent_path() / hidden, ec);
       }
     }
   }
   auto a = OpenRead(layer);
+  if (!a) return Fail(Error::InvalidArgument("layer is not a tar archive: " + layer));
   std::unique_ptr<archive, int (*)(archive*)> disk(archive_write_disk_new(), archive_write_free);
   archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER |
                                                  ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_UNLINK |
@@ -161,14 +181,6 @@ bool IsImageName(std::string_view name) {
   return true;
 }
 
-namespace {
-bool IsImageId(std::string_view s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
-}  // namespace
-
 Result<void> ImageStore::Name(const std::string& name, const std::string& id) {
   if (name.empty()) return Ok();
   if (!IsImageName(name)) return Fail(Error::InvalidArgument("bad image name: " + name));
@@ -181,6 +193,19 @@ Result<void> ImageStore::Name(const std::string& name, const std::string& id) {
 }
 
 Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std::string& name) {
+  if (name == kBusyboxName)
+    return Fail(Error::InvalidArgument("busybox is the name of the built-in image"));
+  // A malformed archive (a member that is a file and a directory, say)
+  // must end the import with an error, and its scratch files removed.
+  try {
+    return ImportArchive(archive_path, name);
+  } catch (const std::exception& e) {
+    return Fail(Error::InvalidArgument(std::string("cannot import the archive: ") + e.what()));
+  }
+}
+
+Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
+                                            const std::string& name) {
   fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
   std::error_code ec;
   fs::create_directories(tmp / "archive", ec);
@@ -205,10 +230,14 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
                  ? ReadFile(tmp / "archive" / CleanPath(d[0]["Config"].GetString()))
                  : m;
   } else if (fs::exists(tmp / "archive" / "index.json")) {  // OCI image layout
-    auto blob = [&](const std::string& digest) {
-      auto colon = digest.find(':');
-      return tmp / "archive" / "blobs" / digest.substr(0, colon) /
-             CleanPath(digest.substr(colon + 1));
+    // A blob by its digest, once its bytes are checked against it: only
+    // sha256:<64 hex> names one ("" otherwise, or when they differ).
+    auto blob = [&](const std::string& digest) -> fs::path {
+      if (digest.size() != 71 || digest.rfind("sha256:", 0) != 0 || !IsImageId(digest.substr(7)))
+        return {};
+      fs::path p = tmp / "archive" / "blobs" / "sha256" / digest.substr(7);
+      if (Sha256FileHex(p.string()) != digest.substr(7)) return {};
+      return p;
     };
     d.Parse<rapidjson::kParseIterativeFlag>(ReadFile(tmp / "archive" / "index.json").c_str());
     if (d.HasParseError() || !d.IsObject() || !d.HasMember("manifests") ||
@@ -227,24 +256,43 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
       tags.push_back(desc["annotations"]["org.opencontainers.image.ref.name"].GetString());
     if (digest(desc).empty())
       return Fail(Error::InvalidArgument("index.json: a manifest without digest"));
+    fs::path manifest = blob(digest(desc));
+    if (manifest.empty())
+      return Fail(Error::InvalidArgument("index.json: the manifest's digest " + digest(desc) +
+                                         " is not sha256:<hex> of a blob in the archive"));
     rapidjson::Document m;
-    m.Parse<rapidjson::kParseIterativeFlag>(ReadFile(blob(digest(desc))).c_str());
+    m.Parse<rapidjson::kParseIterativeFlag>(ReadFile(manifest).c_str());
     if (m.HasParseError() || !m.IsObject() || !m.HasMember("layers") || !m["layers"].IsArray())
       return Fail(Error::InvalidArgument("OCI manifest without layers"));
     for (const auto& l : m["layers"].GetArray()) {
-      if (digest(l).empty())
-        return Fail(Error::InvalidArgument("OCI manifest: a layer without digest"));
-      layers.push_back(blob(digest(l)).string());
+      fs::path p = blob(digest(l));
+      if (p.empty())
+        return Fail(Error::InvalidArgument("OCI manifest: a layer's digest " + digest(l) +
+                                           " is not sha256:<hex> of a blob in the archive"));
+      layers.push_back("blobs/sha256/" + p.filename().string());
     }
-    config = m.HasMember("config") && !digest(m["config"]).empty()
-                 ? ReadFile(blob(digest(m["config"])))
-                 : "";
-    for (auto& l : layers) l = fs::relative(l, tmp / "archive").string();
+    if (m.HasMember("config") && !digest(m["config"]).empty()) {
+      fs::path p = blob(digest(m["config"]));
+      if (p.empty())
+        return Fail(Error::InvalidArgument("OCI manifest: the config's digest " +
+                                           digest(m["config"]) +
+                                           " is not sha256:<hex> of a blob in the archive"));
+      config = ReadFile(p);
+    }
   } else {
     return Fail(Error::InvalidArgument("neither a docker save tarball nor an OCI image archive"));
   }
 
-  std::string id = Sha256Hex(config);
+  // The id covers the layers' bytes as well as the config: an archive that
+  // copies another image's config but brings its own layers is another
+  // image, and cannot take the place of that one's unpacked files.
+  std::string chain = config;
+  for (const auto& l : layers) {
+    std::string h = l.empty() ? "" : Sha256FileHex((tmp / "archive" / l).string());
+    if (h.empty()) return Fail(Error::InvalidArgument("cannot read the layer " + l));
+    chain += "\n" + h;
+  }
+  std::string id = Sha256Hex(chain);
   fs::path image = fs::path(dir_) / "images" / id;
   if (!fs::exists(image / "rootfs")) {  // unpacked once per content
     fs::path rootfs = tmp / "rootfs";
@@ -259,13 +307,17 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
     if (ec) return Fail(Error::Internal("cannot store the image: " + ec.message()));
   }
   for (const auto& t : tags)
-    if (auto r = Name(t, id); !r) return Fail(r.error());
+    if (t != kBusyboxName)  // the built-in image keeps its name
+      if (auto r = Name(t, id); !r) return Fail(r.error());
   if (auto r = Name(name, id); !r) return Fail(r.error());
   return Find(id);
 }
 
 Result<ImageInfo> ImageStore::ImportRootfs(const std::string& tarball, const std::string& name) {
-  std::string id = Sha256Hex(ReadFile(tarball));
+  if (name == kBusyboxName)
+    return Fail(Error::InvalidArgument("busybox is the name of the built-in image"));
+  std::string id = Sha256FileHex(tarball);
+  if (id.empty()) return Fail(Error::InvalidArgument("cannot read " + tarball));
   fs::path image = fs::path(dir_) / "images" / id;
   std::error_code ec;
   if (!fs::exists(image / "rootfs")) {

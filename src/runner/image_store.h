@@ -1,10 +1,13 @@
 // The image store: images imported from OCI image archives or `docker save`
 // tarballs, each unpacked once into a root filesystem under
-// DIR/images/<id>/rootfs (id: SHA-256 of the image's config), with names
-// (repo:tag) in DIR/names. Layers are applied in order with whiteouts
+// DIR/images/<id>/rootfs (id: SHA-256 of the image's config and its layers'
+// hashes), with names (repo:tag) in DIR/names. OCI blobs are checked
+// against their sha256 digests. Layers are applied in order with whiteouts
 // (.wh.NAME, .wh..wh..opq), symlinks, hard links, modes and owners; device
 // nodes are skipped; an entry that would land outside the root filesystem
-// fails the import. Not thread-safe: one importer at a time per directory.
+// fails the import. "busybox" names the built-in image only: an archive's
+// tag of that name is not taken. Not thread-safe: one importer at a time
+// per directory.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +48,7 @@ class ImageStore {
   Result<void> Remove(const std::string& name_or_id);  // the image and its names
 
  private:
+  Result<ImageInfo> ImportArchive(const std::string& archive, const std::string& name);
   Result<void> Name(const std::string& name, const std::string& id);
   std::string dir_;
 };

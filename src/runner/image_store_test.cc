@@ -169,6 +169,78 @@ TEST_F(ImageStoreTest, OciImageLayout) {
   EXPECT_EQ(store_.Find("oci:1")->id, img->id);
 }
 
+// OCI digests name blobs of the archive, checked against their bytes: one
+// that points at a host file, or whose blob was changed, fails the import.
+TEST_F(ImageStoreTest, OciDigestsNameOnlyTheArchivesOwnCheckedBlobs) {
+  fs::path outside = fs::path(dir_.path()) / "outside.tar";
+  WriteTar(outside.string(), {{"secret.txt", 'f', "host secret"}});
+  std::string config = "{\"architecture\":\"amd64\"}";
+  std::string cd = Sha256Hex(config);
+  auto oci = [&](const std::string& layer_digest, const std::string& layer_blob,
+                 const std::string& layer_bytes) {
+    std::string manifest = "{\"config\":{\"digest\":\"sha256:" + cd +
+                           "\"},\"layers\":[{\"digest\":\"" + layer_digest + "\"}]}";
+    std::string md = Sha256Hex(manifest);
+    std::string out = Path("oci-" + RandomHex(4) + ".tar");
+    std::vector<Entry> entries = {
+        {"index.json", 'f', "{\"manifests\":[{\"digest\":\"sha256:" + md + "\"}]}"},
+        {"blobs/sha256/" + md, 'f', manifest},
+        {"blobs/sha256/" + cd, 'f', config}};
+    if (!layer_blob.empty()) entries.push_back({layer_blob, 'f', layer_bytes});
+    WriteTar(out, entries);
+    return out;
+  };
+  for (const std::string& d :
+       std::vector<std::string>{outside.parent_path().string() + ":outside.tar", "/etc:passwd",
+                                "sha256:../../outside.tar", "sha512:abc"}) {
+    auto img = store_.Import(oci(d, "", ""));
+    EXPECT_FALSE(img) << d;
+  }
+  WriteTar(Path("good-layer.tar"), {{"hello.txt", 'f', "hi"}});
+  std::string layer = Slurp(Path("good-layer.tar"));
+  std::string ld = Sha256Hex(layer);
+  std::string changed = layer;
+  changed[600] ^= 1;
+  EXPECT_FALSE(store_.Import(oci("sha256:" + ld, "blobs/sha256/" + ld, changed)));
+  auto img = store_.Import(oci("sha256:" + ld, "blobs/sha256/" + ld, layer));
+  ASSERT_TRUE(img) << img.error().message();
+  EXPECT_FALSE(fs::exists(fs::path(img->rootfs) / "secret.txt"));
+}
+
+// An image is its config and its layers: an archive that copies another
+// one's config with layers of its own is a different image, and an
+// archive's tag cannot take the built-in busybox's name.
+TEST_F(ImageStoreTest, TheSameConfigWithOtherLayersIsAnotherImageAndBusyboxKeepsItsName) {
+  auto evil = store_.Import(DockerSave({{{"who", 'f', "evil"}}}, "{\"config\":9}"));
+  auto good = store_.Import(DockerSave({{{"who", 'f', "good"}}}, "{\"config\":9}"));
+  ASSERT_TRUE(evil && good);
+  EXPECT_NE(evil->id, good->id);
+  EXPECT_EQ(Slurp(fs::path(good->rootfs) / "who"), "good");
+  EXPECT_FALSE(store_.Import(DockerSave({{{"x", 'f', "x"}}}, "{}"), "busybox"));
+  std::vector<Entry> outer = {
+      {"l/layer.tar", 'f', Slurp(Path("layer0.tar"))},
+      {"cfg.json", 'f', "{\"config\":10}"},
+      {"manifest.json", 'f',
+       "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"busybox\"],\"Layers\":[\"l/layer.tar\"]}]"}};
+  WriteTar(Path("tagged.tar"), outer);
+  ASSERT_TRUE(store_.Import(Path("tagged.tar")));
+  EXPECT_FALSE(store_.Find("busybox"));  // not taken by the archive
+}
+
+// Whiteouts of nothing (".wh.", ".wh..", ".wh...") and outer archives that
+// cannot be unpacked fail the import cleanly, leaving no scratch files.
+TEST_F(ImageStoreTest, MalformedLayersAndArchivesFailCleanly) {
+  for (const char* w : {"a/.wh.", "a/.wh..", "a/.wh...", ".wh..."}) {
+    auto img = store_.Import(DockerSave({{{"a", 'd'}, {"a/f", 'f', "x"}}, {{w, 'f', ""}}},
+                                        std::string("{\"w\":\"") + w + "\"}"));
+    EXPECT_FALSE(img) << w;
+  }
+  WriteTar(Path("clash.tar"), {{"blobs/x", 'f', "file"}, {"blobs/x/y", 'f', "under a file"}});
+  EXPECT_FALSE(store_.Import(Path("clash.tar")));
+  for (const auto& e : fs::directory_iterator(dir_.path() + "/store"))
+    EXPECT_NE(e.path().filename().string().rfind("tmp-", 0), 0u) << e.path();
+}
+
 TEST_F(ImageStoreTest, NotAnImage) {
   WriteTar(Path("plain.tar"), {{"readme", 'f', "x"}});
   EXPECT_FALSE(store_.Import(Path("plain.tar")));
