@@ -201,10 +201,12 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
 
   // Mount points the image may lack go into the upper layer before the
   // mount: a plain mkdir there, not one through the overlay (which creates
-  // it in the overlay's work dir, renames it up and sets xattrs).
+  // it in the overlay's work dir, renames it up and sets xattrs). One the
+  // image has as a symlink or a file (`task -> /etc`) is not followed: the
+  // upper layer's directory hides it.
   for (const char* d : {"proc", "dev", "sys", "tmp", "task"}) {
     struct stat st;
-    if (stat((fs::path(o.image_rootfs) / d).c_str(), &st) == 0) continue;
+    if (lstat((fs::path(o.image_rootfs) / d).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) continue;
     mkdir((work / "upper" / d).c_str(), 0755);
   }
   // `volatile`: the upper layer is thrown away after the run, so the

@@ -146,6 +146,22 @@ TEST_F(RuncTest, MountPointsTheImageLacksAreMadeInTheRunsLayer) {
     EXPECT_FALSE(fs::exists(fs::path(lower) / d)) << d << " made in the read-only image";
 }
 
+// An image whose mount point is a symlink (`task -> /bin`) does not get the
+// task dir mounted where the link points: the run's own layer hides it.
+TEST_F(RuncTest, AMountPointThatIsASymlinkInTheImageIsNotFollowed) {
+  testing::TempDir bare;
+  std::string lower = bare.path() + "/rootfs";
+  fs::copy(image_->path() + "/rootfs", lower,
+           fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+  fs::remove_all(fs::path(lower) / "task");
+  fs::create_symlink("/bin", fs::path(lower) / "task");
+  auto r = Run({"sh", "-c", "test ! -L /task && test -x /bin/sh && ls /task"}, {},
+               std::chrono::seconds(30), nullptr, 1 << 20, lower);
+  EXPECT_EQ(r.exit_code, 0) << r.error << log();
+  EXPECT_EQ(log(), "") << "the task dir is empty";
+  EXPECT_TRUE(fs::is_symlink(fs::path(lower) / "task"));
+}
+
 TEST_F(RuncTest, TimeoutKillsTheContainer) {
   auto started = std::chrono::steady_clock::now();
   auto r = Run({"sleep", "60"}, {}, std::chrono::milliseconds(500));
