@@ -40,7 +40,7 @@ std::string ErrorText(archive* a) {
 
 }  // namespace
 
-Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked) {
+Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked, int64_t max_entries) {
   auto a = NewZipReader();
   if (archive_read_open_memory(a.get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
     return Fail(Error::InvalidArgument("the file part is not a zip archive"));
@@ -51,7 +51,9 @@ Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked) {
     std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
     if (!SafeName(name))
       return Fail(Error::InvalidArgument("unsafe path in the zip archive: " + name));
-    ++info.files;
+    if (++info.files > max_entries)
+      return Fail(Error::TooLarge("the zip archive has more than " + std::to_string(max_entries) +
+                                  " entries (each run unpacks them all)"));
     info.unpacked_bytes += archive_entry_size(e);
     if (info.unpacked_bytes > max_unpacked)
       return Fail(Error::TooLarge("the zip archive unpacks to more than " +

@@ -17,9 +17,12 @@ struct ZipInfo {
   int64_t unpacked_bytes = 0;
 };
 
-// InvalidArgument when `bytes` is not a readable zip archive, has an
-// unsafe member or unpacks to more than `max_unpacked` bytes.
-Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked);
+// InvalidArgument when `bytes` is not a readable zip archive or has an
+// unsafe member; TooLarge when it unpacks to more than `max_unpacked` bytes
+// or has more than `max_entries` entries (inodes on every run).
+inline constexpr int64_t kMaxZipEntries = 100'000;
+Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked,
+                         int64_t max_entries = kMaxZipEntries);
 
 // A zip archive of the files under `dir` (paths relative to it, modes kept),
 // for `kiln worker upload`. Symlinks are stored as links.
