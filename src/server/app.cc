@@ -175,6 +175,7 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   wo.data_dir = fs::absolute(config.data_dir).string();
   wo.slots = config.runner_slots;
   wo.task_retention = std::chrono::hours(24) * config.task_retention_days;
+  wo.allow_host_network = config.allow_host_network;
   impl->worker = std::make_unique<worker::Service>(*impl->store, *SystemClock::Get(), *impl->images,
                                                    *impl->runc, wo);
   if (auto r = impl->worker->Recover(); !r) return Fail(r.error());

@@ -34,6 +34,7 @@ struct Config {
   // Push delivery.
   std::string push_ca_file;          // extra CAs to trust for https subscribers
   bool push_forbid_private = false;  // refuse loopback and private subscriber addresses
+  bool allow_host_network = false;   // codes may run tasks on the host's network
 };
 
 class App {

@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
                    "PEM file of extra CAs to trust for https subscribers")
       ->envname("KILN_PUSH_CA_FILE");
   serve
+      ->add_flag("--allow-host-network", config.allow_host_network,
+                 "Let codes run tasks on the host's network (network: host)")
+      ->envname("KILN_ALLOW_HOST_NETWORK");
+  serve
       ->add_flag("--push-forbid-private", config.push_forbid_private,
                  "Refuse push to loopback, private and link-local addresses (SSRF guard)")
       ->envname("KILN_PUSH_FORBID_PRIVATE");

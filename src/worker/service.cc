@@ -309,6 +309,9 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
     if (!name->empty() && !runner::IsImageName(*name))
       return Fail(Error::InvalidArgument(
           "image, stack and runtime are names of 1-255 letters, digits and . _ - : / @: " + *name));
+  if (spec.network && !options_.allow_host_network)
+    return Fail(Error::PermissionDenied(
+        "network host is off on this server (kiln serve --allow-host-network turns it on)"));
   if (spec.max_concurrency < 0)
     return Fail(Error::InvalidArgument("max_concurrency must be 0 or more"));
   if (spec.retries < 0 || spec.retries > 10)
@@ -1044,6 +1047,9 @@ void Service::RunTask(const std::string& id) {
   if (code.id.empty()) return finish(TaskState::kError, "Code revision not found", -1);
 
   if (auto why = runc_.Unavailable(); !why.empty()) return finish(TaskState::kError, why, -1);
+  if (code.network && !options_.allow_host_network)  // uploaded while it was allowed
+    return finish(TaskState::kError,
+                  "network host is off on this server (kiln serve --allow-host-network)", -1);
   Result<runner::ImageInfo> image = Fail(Error::Internal("no image"));
   std::string image_name = ImageOf(code);
   {

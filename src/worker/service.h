@@ -40,6 +40,9 @@ struct ServiceOptions {
   bool run_schedules = true;  // a thread queues due schedules (tests call RunDueSchedules)
   // Finished tasks, with their logs, are dropped this long after they end.
   std::chrono::milliseconds task_retention = std::chrono::hours(24 * 7);
+  // Codes may ask for the host's network (a task then reaches every service
+  // of the host's loopback, as root). Off: such codes are refused (403).
+  bool allow_host_network = false;
 };
 
 struct NewTask {

@@ -308,6 +308,10 @@ TEST_F(ServiceTest, BadRequestsQueueNothing) {
   worker::Code noimage;
   noimage.name = "x";
   EXPECT_FALSE(service_->PutCode(kProject, noimage));
+  // The host's network only where the server allows it.
+  worker::Code host = BusyboxCode("host-net", "true");
+  host.network = true;
+  EXPECT_EQ(service_->PutCode(kProject, host).error().code(), ErrorCode::kPermissionDenied);
 }
 
 // A real store whose worker writes fail while `fail` is set, as a full or
