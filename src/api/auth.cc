@@ -16,9 +16,11 @@ std::string TokenOf(const http::Request& req) {
   return {};
 }
 
-Result<access::Principal> Authorize(access::Access& access, const http::Request& req,
-                                    const std::string& project_id) {
-  auto p = access.Authenticate(TokenOf(req));
+namespace {
+
+Result<access::Principal> AuthorizeToken(access::Access& access, const std::string& token,
+                                         const std::string& project_id) {
+  auto p = access.Authenticate(token);
   if (!p) return p;
   if (p->admin) {
     if (!access.ProjectExists(project_id)) return Fail(Error::NotFound("Project not found"));
@@ -26,6 +28,20 @@ Result<access::Principal> Authorize(access::Access& access, const http::Request&
   }
   if (p->project_id != project_id)
     return Fail(Error::Unauthenticated("Token is not valid for this project"));
+  return p;
+}
+
+}  // namespace
+
+Result<access::Principal> Authorize(access::Access& access, const http::Request& req,
+                                    const std::string& project_id) {
+  std::string token = TokenOf(req);
+  auto p = AuthorizeToken(access, token, project_id);
+  if (p || p.error().code() != ErrorCode::kUnauthenticated) return p;
+  // A webhook's sender may add an Authorization header of its own (a
+  // signed push, say): the token in the URL counts as well.
+  if (auto q = req.Query("oauth"); q && *q != token)
+    if (auto second = AuthorizeToken(access, *q, project_id)) return second;
   return p;
 }
 

@@ -651,7 +651,18 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       co_return Msg("Updated");
     };
   };
-  // Alerts: replace all, remove several, remove one.
+  // Alerts: add (as IronMQ v2 had it; the same as PATCH with alerts),
+  // replace all, remove several, remove one.
+  router.Add("POST", q + "/alerts", [ctx](Request& req) -> awaitable<Response> {
+    KILN_AUTH(*ctx->s.access, req, project);
+    KILN_TRY(doc, ParseObject(req.body));
+    KILN_TRY(arr, GetArray(*doc, "alerts"));
+    KILN_TRY(alerts, ParseAlerts(*arr));
+    mq::QueueSettings s;
+    s.alerts = std::move(*alerts);
+    KILN_TRY(info, ctx->s.engine->UpdateQueue(project, std::string(req.Param("queue")), s));
+    co_return QueueResponse(*info, true);
+  });
   router.Add("PUT", q + "/alerts", [ctx](Request& req) -> awaitable<Response> {
     KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));

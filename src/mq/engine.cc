@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "base/ids.h"
+#include "base/text.h"
 #include "mq/alert.h"
 
 namespace kiln::mq {
@@ -269,7 +270,17 @@ Result<QueueInfo> Engine::PutQueue(const std::string& project, const std::string
   if ((*slot)->deleted) return Fail(QueueNotFound());
   if (created) return InfoOf(**slot);
   auto rec = (*slot)->queue.record();
-  if (auto v = ApplySettings(rec, s, false); !v) return Fail(v.error());
+  // PUT is idempotent: alerts the queue has already (the same in every
+  // field) are not added again, nor refused as duplicates.
+  QueueSettings settings = s;
+  if (settings.alerts)
+    std::erase_if(*settings.alerts, [&](const store::Alert& a) {
+      return std::any_of(rec.alerts.begin(), rec.alerts.end(), [&](const store::Alert& h) {
+        return h.type == a.type && h.direction == a.direction && h.trigger == a.trigger &&
+               h.queue == a.queue && h.snooze == a.snooze;
+      });
+    });
+  if (auto v = ApplySettings(rec, settings, false); !v) return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   (*slot)->queue.record() = rec;
   if (s.subscribers) FollowSubscribersLocked(*slot);
@@ -334,6 +345,19 @@ void Engine::Post(const std::string& project, const std::string& name,
   for (const auto& m : messages) {
     if (auto v = CheckRange("delay", m.delay, 0, kMaxDelay); !v) return done(Fail(v.error()));
     if (auto v = ValidatePushHeaders(m.push_headers); !v) return done(Fail(v.error()));
+    if (!IsUtf8(m.body)) {
+      // A pull queue's messages travel as JSON strings; a push queue (its
+      // type never changes) delivers the bytes as they are.
+      bool push = false;
+      if (auto slot = Find(project, name)) {
+        std::lock_guard lock(slot->mu);
+        push = slot->queue.record().push();
+      }
+      if (!push)
+        return done(Fail(Error::InvalidArgument(
+            "Message body is not valid UTF-8: a pull queue's messages are JSON strings (send "
+            "binary data base64-encoded, or to a push queue)")));
+    }
     if (m.hops > kMaxHops)
       return done(Fail(
           Error::InvalidArgument("Message passed on through more than " + std::to_string(kMaxHops) +

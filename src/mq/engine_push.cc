@@ -10,6 +10,7 @@
 #include <cctype>
 
 #include "base/ids.h"
+#include "base/text.h"
 #include "base/url.h"
 #include "mq/engine.h"
 
@@ -372,8 +373,18 @@ std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, b
     str(std::to_string(id));
     w.Key("source_queue");
     str(rec.name);
-    w.Key("body");
-    str(body ? *body : std::string());
+    // The report is JSON: a body that is not UTF-8 (push queues take any
+    // bytes) goes as base64 instead, whole.
+    std::string text = body ? *body : std::string();
+    if (IsUtf8(text)) {
+      w.Key("body");
+      str(text);
+    } else {
+      w.Key("body");
+      str("");
+      w.Key("body_base64");
+      str(Base64(text));
+    }
     w.Key("headers");
     w.StartObject();
     for (const auto& [k, v] : plan.headers) {

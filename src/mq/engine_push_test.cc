@@ -346,6 +346,33 @@ TEST_F(EnginePushTest, TheErrorReportOfAMessageAtTheSizeLimitIsPostedAndRemovesI
   EXPECT_TRUE(transport_.Take().empty());
 }
 
+// A push queue takes any bytes; the error report (JSON, in a pull queue)
+// carries a body that is not UTF-8 as base64, whole.
+TEST_F(EnginePushTest, TheErrorReportOfABinaryBodyCarriesItAsBase64) {
+  MakeQueue("multicast", 0);
+  auto id = Post("pq", std::string("\xff\xfe\x41", 3));
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].request.body, std::string("\xff\xfe\x41", 3));
+  sent[0].done(500, "");
+  sent[1].done(500, "");
+  engine_->Flush();
+  auto errors = engine_->Peek(kProject, "errors", 10);
+  ASSERT_TRUE(errors);
+  ASSERT_EQ(errors->size(), 1u);
+  EXPECT_NE((*errors)[0].body.find("\"body_base64\":\"//5B\""), std::string::npos)
+      << (*errors)[0].body;
+  EXPECT_NE((*errors)[0].body.find(std::to_string(id)), std::string::npos);
+  // A pull queue refuses such a body, and is not made for it.
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine_->Post(kProject, "pull", {{std::string("\xff", 1), 0, {}}},
+                [&](auto r) { p.set_value(std::move(r)); });
+  auto refused = p.get_future().get();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_FALSE(engine_->GetQueue(kProject, "pull"));
+}
+
 // A push queue cannot name itself as a subscriber (each delivery would post
 // another message); a message's hops go with its deliveries, so that the
 // transport passes them on.

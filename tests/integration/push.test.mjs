@@ -316,6 +316,25 @@ test('webhook: any body and content type becomes a message; X-Subscribers-* beco
   assert.equal(tooBig.status, 413);
   const noToken = await fetch(`${kiln.base}${kiln.q('hook-pull')}/webhook`, { method: 'POST', body: 'x' });
   assert.equal(noToken.status, 401);
+  // A sender that adds its own Authorization header: the URL's token still counts.
+  const signed = await fetch(`${kiln.base}${kiln.q('hook-pull')}/webhook?oauth=${kiln.token}`,
+    { method: 'POST', body: 'signed', headers: { authorization: 'Bearer not-a-kiln-token' } });
+  assert.equal(signed.status, 201);
+
+  // Bytes that are not UTF-8: a pull queue's messages are JSON strings, so
+  // it refuses them (and is not created); a push queue delivers them as they are.
+  const binary = Buffer.from([0xff, 0xfe, 0x41, 0x00, 0xc3]);
+  const pull = await fetch(`${kiln.base}${kiln.q('hook-binary')}/webhook?oauth=${kiln.token}`, { method: 'POST', body: binary });
+  assert.equal(pull.status, 400);
+  assert.match((await pull.json()).msg, /not valid UTF-8/);
+  assert.equal((await kiln.req('GET', kiln.q('hook-binary'))).status, 404);
+  const inJson = await kiln.req('POST', kiln.q('hook-pull') + '/messages',
+    Buffer.concat([Buffer.from('{"messages":[{"body":"'), Buffer.from([0xff, 0x41]), Buffer.from('"}]}')]));
+  assert.equal(inJson.status, 400);
+  const push = await fetch(`${kiln.base}${kiln.q('hooked')}/webhook?oauth=${kiln.token}`, { method: 'POST', body: binary });
+  assert.equal(push.status, 201);
+  const [, raw] = await s.received(2);
+  assert.deepEqual([...raw.raw], [...binary]);
 });
 
 test('deliveries resume after kill -9', async () => {
@@ -354,6 +373,16 @@ test('alerts: a growing queue posts notices; snooze, desc, replace and remove', 
   assert.equal(add.body.queue.alerts.length, 3);
   const dup = await kiln.req('PATCH', kiln.q('watched'), { queue: { alerts: [{ type: 'fixed', direction: 'asc', trigger: 3, queue: 'x' }] } });
   assert.deepEqual([dup.status, dup.body.msg], [400, 'At least one new alert duplicates current queue alerts.']);
+  // PUT is idempotent: a set-up script that sends the same alerts again changes nothing.
+  for (let i = 0; i < 2; i++) {
+    const again = await kiln.req('PUT', kiln.q('put-alerts'), { queue: { alerts: [{ type: 'fixed', trigger: 3, queue: 'x' }] } });
+    assert.equal(again.status, 200, again.text);
+    assert.equal(again.body.queue.alerts.length, 1);
+  }
+  // IronMQ v2's add: POST /alerts.
+  const posted = await kiln.req('POST', `${kiln.q('put-alerts')}/alerts`, { alerts: [{ type: 'progressive', trigger: 10, queue: 'x' }] });
+  assert.equal(posted.status, 200, posted.text);
+  assert.equal(posted.body.queue.alerts.length, 2);
 
   for (let i = 0; i < 5; i++) await post('watched', [{ body: `m${i}` }]);
   const notices = async (q, n) => eventually(async () => {
