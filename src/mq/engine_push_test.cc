@@ -232,8 +232,10 @@ TEST_F(EnginePushTest, AMessageHeldByItsHostsLimitIsSentWhenStaleEntriesAheadOfI
   ASSERT_TRUE(engine_->PutQueue(kProject, "pq", s));
   // 32 in flight to host a (its limit), 33 more held on its list.
   std::vector<NewMessage> backlog(65, NewMessage{"x", 0, {}});
-  engine_->Post(kProject, "pq", std::move(backlog), [](auto r) { ASSERT_TRUE(r); });
+  std::optional<Result<std::vector<uint64_t>>> posted;
+  engine_->Post(kProject, "pq", std::move(backlog), [&](auto r) { posted = std::move(r); });
   engine_->Flush();
+  ASSERT_TRUE(posted && *posted);
   auto in_flight = transport_.Take();
   ASSERT_EQ(in_flight.size(), 32u);
   // The backlog is cleared: every held entry is stale now. A new message
@@ -477,11 +479,13 @@ TEST(EnginePushRaceTest, AfterStopPushesNothingIsSentAndTheMessageWaitsForTheRes
     s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
     ASSERT_TRUE(engine.PutQueue(kProject, "pq", s));
     store.hold = true;
-    engine.Post(kProject, "pq", {{"late", 0, {}}}, [](auto r) { ASSERT_TRUE(r); });
+    std::optional<Result<std::vector<uint64_t>>> posted;
+    engine.Post(kProject, "pq", {{"late", 0, {}}}, [&](auto r) { posted = std::move(r); });
     ASSERT_EQ(store.held.size(), 1u);
     store.hold = false;
     engine.StopPushes();
     for (auto& f : store.held) f();
+    ASSERT_TRUE(posted && *posted);  // the client heard of its post
     clock.Advance(60'000);
     engine.Tick();
     EXPECT_TRUE(transport.Take().empty());

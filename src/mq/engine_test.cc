@@ -459,12 +459,15 @@ TEST(EngineClearRaceTest, AClearDuringAPostsWriteLeavesAWorkingEmptyQueue) {
     ASSERT_TRUE(engine.Recover());
     ASSERT_TRUE(engine.PutQueue(kProject, "q", {}));
     store.hold = true;
-    engine.Post(kProject, "q", {{"posted before the clear", 0}}, [](auto r) { ASSERT_TRUE(r); });
+    std::optional<Result<std::vector<uint64_t>>> posted;
+    engine.Post(kProject, "q", {{"posted before the clear", 0}},
+                [&](auto r) { posted = std::move(r); });
     ASSERT_EQ(store.held.size(), 1u);
     store.hold = false;
     ASSERT_TRUE(engine.Clear(kProject, "q"));
     engine.Flush();  // the clear's delete is written after the post
     for (auto& f : store.held) f();
+    ASSERT_TRUE(posted && *posted);  // acknowledged: it came before the clear
     auto got = engine.Reserve(kProject, "q", {1, {}, false});
     ASSERT_TRUE(got) << got.error().message();
     EXPECT_TRUE(got->empty());

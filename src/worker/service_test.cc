@@ -47,7 +47,10 @@ class ServiceTest : public ::testing::Test {
   }
   void NeedContainers() {
     if (auto why = runc_.Unavailable(); !why.empty()) GTEST_SKIP() << why;
-    if (auto img = images_.Busybox(); !img) GTEST_SKIP() << img.error().message();
+    if (auto img = images_.Busybox(); !img) {
+      ASSERT_EQ(img.error().code(), ErrorCode::kUnavailable) << img.error().message();
+      GTEST_SKIP() << img.error().message();
+    }
   }
   void Code(const std::string& name, const std::string& command, int64_t max_concurrency = 0) {
     worker::Code c = BusyboxCode(name, command);
@@ -109,7 +112,8 @@ TEST_F(ServiceTest, FailuresTimeoutsAndCancels) {
   auto slow = WaitFinal(Queue("sleeps", "{}", 0, 1));
   EXPECT_EQ(slow.state, TaskState::kTimeout);
   auto cancel = Queue("sleeps");
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (int i = 0; i < 1500 && service_->GetTask(kProject, cancel)->state != TaskState::kRunning; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a running task is killed
   ASSERT_TRUE(service_->Cancel(kProject, cancel));
   EXPECT_EQ(WaitFinal(cancel).state, TaskState::kCancelled);
 }
@@ -121,7 +125,9 @@ TEST_F(ServiceTest, HigherPriorityFirstThenFifoOnOneSlot) {
   Code("blocker", "sleep 1");
   service_->Start();
   auto block = Queue("blocker");
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (int i = 0; i < 1500 && service_->GetTask(kProject, block)->state == TaskState::kQueued; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // until the slot has it
+  ASSERT_NE(service_->GetTask(kProject, block)->state, TaskState::kQueued);
   auto low = Queue("job", "{}", 0);
   auto high = Queue("job", "{}", 2);
   auto mid = Queue("job", "{}", 1);
@@ -388,7 +394,10 @@ TEST(ServiceStoreFailureTest, AFailedTasksEndAndItsRetryAreOneWrite) {
   runner::ImageStore images(dir.path() + "/images");
   runner::Runc runc;
   if (auto why = runc.Unavailable(); !why.empty()) GTEST_SKIP() << why;
-  if (auto img = images.Busybox(); !img) GTEST_SKIP() << img.error().message();
+  if (auto img = images.Busybox(); !img) {
+    ASSERT_EQ(img.error().code(), ErrorCode::kUnavailable) << img.error().message();
+    GTEST_SKIP() << img.error().message();
+  }
   auto real = std::move(*store::rocks::Open({dir.path() + "/db"}));
   FailingWorkerWrites store(*real);
   ServiceOptions o{dir.path(), 1};

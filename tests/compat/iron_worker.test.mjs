@@ -7,6 +7,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { Kiln } from '../support/kiln.mjs';
+import { skipWithoutContainers } from '../support/containers.mjs';
 import { makeZip } from '../support/zip.mjs';
 
 const require = createRequire(import.meta.url);
@@ -27,7 +28,7 @@ const call = (fn) => new Promise((resolve, reject) => {
   fn((err, body) => (err ? reject(err) : resolve(body)));
 });
 const noContainers = (t, task) => {
-  if (task.status === 'error' && /root|runc/.test(task.msg)) { t.skip(task.msg); return true; }
+  if (skipWithoutContainers(t)) return true;
   return false;
 };
 

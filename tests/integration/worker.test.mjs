@@ -8,6 +8,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { Kiln, eventually, sleep } from '../support/kiln.mjs';
+import { CONTAINERS, skipWithoutContainers } from '../support/containers.mjs';
 import { makeZip } from '../support/zip.mjs';
 
 const kiln = new Kiln({ args: ['--runner-slots', '2', '--max-upload-bytes', String(2 << 20), '--allow-host-network'] });
@@ -44,7 +45,7 @@ test('register an image code, run a task, read its log', async (t) => {
   assert.equal(q.body.msg, 'Queued up');
   const id = q.body.tasks[0].id;
   const task = await finished(id);
-  if (task.status === 'error' && /root|runc/.test(task.msg)) return t.skip(task.msg);
+  if (skipWithoutContainers(t)) return;
   assert.equal(task.status, 'complete', task.msg);
   assert.equal(task.code_name, 'hello');
   assert.equal(task.code_rev, '2');
@@ -62,7 +63,7 @@ test('errors, timeouts and cancel', async (t) => {
     { code_name: 'fail' }, { code_name: 'sleep', timeout: 1 }] });
   const [failId, slowId] = q.body.tasks.map((x) => x.id);
   const failed = await finished(failId);
-  if (failed.status === 'error' && /root|runc/.test(failed.msg)) return t.skip(failed.msg);
+  if (skipWithoutContainers(t)) return;
   assert.equal(failed.status, 'error');
   assert.equal(failed.exit_code, 2);
   assert.match(failed.msg, /broken/);
@@ -171,7 +172,7 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
 });
 
 const skipIfNoContainers = (t, task) => {
-  if (task.status === 'error' && /root|runc/.test(task.msg)) { t.skip(task.msg); return true; }
+  if (skipWithoutContainers(t)) return true;
   return false;
 };
 
@@ -232,7 +233,10 @@ test('a task cancelled while it is prepared never starts its container and is no
   const id = (await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'unpacks' }] })).body.tasks[0].id;
   let seen;
   while ((seen = (await kiln.req('GET', w(`/tasks/${id}`))).body).status === 'queued') await sleep(2);
-  if (seen.status !== 'preparing') return t.skip(`the task was ${seen.status} before it could be cancelled while prepared`);
+  if (seen.status !== 'preparing') {
+    assert.ok(!(CONTAINERS && seen.status === 'error'), JSON.stringify(seen));
+    return t.skip(`the task was ${seen.status} before it could be cancelled while prepared`);
+  }
   assert.equal((await kiln.req('POST', w(`/tasks/${id}/cancel`))).status, 200);
   const done = await finished(id);
   if (skipIfNoContainers(t, done)) return;
@@ -316,7 +320,8 @@ test('an ironworker:// push subscriber queues a task with the message as its pay
   assert.equal((await kiln.req('GET', w(`/tasks/${task.id}`))).body.payload, '{"image":"cat.png"}');
   const subs = await eventually(async () => {
     const r = await kiln.req('GET', `${q}/messages/${id}/subscribers`);
-    return r.body.subscribers?.[0]?.status === 'deleted' && r.body.subscribers;
+    const s = r.body.subscribers;
+    return s?.[0]?.status === 'deleted' && s[1].status === 'retrying' && s;
   });
   assert.equal(subs[0].status_code, 201);
   assert.equal(subs[1].status, 'retrying');  // no such code: 404, tried again later
@@ -329,15 +334,21 @@ test('pause holds a code\'s tasks, resume releases them; cancel_all; delete', as
   assert.deepEqual((await kiln.req('POST', w(`/codes/${id}/pause_task_queue`), {})).body, { msg: 'Paused' });
   assert.equal((await kiln.req('GET', w(`/codes/${id}`))).body.status, 'paused');
   const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'held' }, { code_name: 'held' }, { code_name: 'held' }] });
-  await sleep(600);
-  for (const x of q.body.tasks) assert.equal((await kiln.req('GET', w(`/tasks/${x.id}`))).body.status, 'queued');
+  await sleep(600);  // slots are free (two of them): only the pause holds the tasks
+  for (const x of q.body.tasks) {
+    const t = (await kiln.req('GET', w(`/tasks/${x.id}`))).body;
+    assert.equal(t.status, 'queued');
+    assert.equal(t.start_time, undefined);
+  }
   const stats = (await kiln.req('GET', w(`/codes/${id}/stats`))).body;
   assert.equal(stats.queued, 3);
   const c = await kiln.req('POST', w(`/tasks/${q.body.tasks[0].id}/cancel`), {});
   assert.equal(c.status, 200);
   assert.deepEqual((await kiln.req('POST', w(`/codes/${id}/resume_task_queue`), {})).body, { msg: 'Resumed' });
   const done = await finished(q.body.tasks[1].id);
-  assert.notEqual(done.status, 'queued');
+  // Resumed, it ran: it has a start (and completes where containers can run).
+  if (CONTAINERS) assert.equal(done.status, 'complete', JSON.stringify(done));
+  else assert.equal(done.status, 'error');
   const more = await kiln.req('POST', w(`/codes/${id}/pause_task_queue`), {});
   assert.equal(more.status, 200);
   const q2 = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'held' }, { code_name: 'held' }] });
