@@ -489,7 +489,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
     push = rec.push();
     dlq = rec.dead_letter_queue;
     TimeMs now = clock_.NowMs();
-    q.Tick(now);
+    if (q.Tick(now)) q.WakeWaiters();  // others may be parked for what came due
     TimeMs until = now + Seconds(o.timeout.value_or(rec.message_timeout));
     while (static_cast<int>(out.size()) < o.n) {
       auto s = q.PopReady();
@@ -533,9 +533,11 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
     }
     if (out.empty() && waiter && !failed) q.AddWaiter(std::move(waiter));
     notices = CheckAlerts(*slot, now);
+    // Under the lock: the store sees a message's changes in the order the
+    // index made them (a release racing this reserve, say).
+    if (!batch.empty()) store_.Append(std::move(batch));
   }
   if (!notices.empty()) PostNotices(project, std::move(notices));
-  if (!batch.empty()) store_.Append(std::move(batch));
   if (!dead.empty()) MoveToDeadLetter(project, dlq, qid, push, std::move(dead));
   if (out.empty() && failed) return Fail(*failed);
   return out;
@@ -629,12 +631,13 @@ Result<std::vector<Message>> Engine::Peek(const std::string& project, const std:
   std::lock_guard lock(slot->mu);
   if (slot->deleted) return Fail(QueueNotFound());
   TimeMs now = clock_.NowMs();
-  slot->queue.Tick(now);
+  if (slot->queue.Tick(now)) slot->queue.WakeWaiters();  // parked for what came due
   std::vector<Message> out;
   for (const auto& s : slot->queue.PeekReady(static_cast<size_t>(n) + 16)) {
     if (static_cast<int>(out.size()) == n) break;
     if (s.expires_at <= now) continue;
     auto body = store_.GetBody(slot->queue.record().qid, s.id);
+    if (!body && body.error().code() == ErrorCode::kNotFound) continue;  // as reserve skips it
     if (!body) return Fail(body.error());
     out.push_back({s.id, std::move(*body), s.reserved_count, {}});
   }
@@ -725,8 +728,8 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
       batch.Delete(q.record().qid, ref.id, q.record().push());
     }
     notices = CheckAlerts(*slot, now);
+    store_.Append(std::move(batch));  // under the lock, in the index's order
   }
-  store_.Append(std::move(batch));
   PostNotices(project, std::move(notices));
   return Ok();
 }
@@ -775,8 +778,8 @@ Result<std::string> Engine::Touch(const std::string& project, const std::string&
     TimeMs until = now + Seconds(timeout.value_or(q.record().message_timeout));
     batch.PutState(q.record().qid, q.Reserve(id, token, until, true));
     rid = FormatReservationId(id, token);
+    store_.Append(std::move(batch));  // under the lock, in the index's order
   }
-  store_.Append(std::move(batch));
   return rid;
 }
 
@@ -795,8 +798,8 @@ Result<void> Engine::Release(const std::string& project, const std::string& name
     if (reservation_id.empty()) return Fail(ReservationMismatch());  // as for touch
     batch.PutState(q.record().qid, q.Release(id, now + Seconds(delay), now));
     if (delay == 0) q.WakeWaiters();
+    store_.Append(std::move(batch));  // under the lock, before a woken reserve's
   }
-  store_.Append(std::move(batch));
   return Ok();
 }
 
@@ -833,8 +836,8 @@ void Engine::Tick() {
         batch.SetTotal(q.record().qid, q.total_messages());
         slot->total_dirty = false;
       }
+      if (!batch.empty()) store_.Append(std::move(batch));  // under the lock, in order
     }
-    if (!batch.empty()) store_.Append(std::move(batch));
     if (!notices.empty()) PostNotices(project, std::move(notices));
   }
   TickPush(now);

@@ -354,6 +354,74 @@ TEST_F(EngineTest, PostWakesParkedWaiter) {
   EXPECT_EQ(woken, 1);
 }
 
+// A reservation that runs out is noticed by whoever comes first (a peek
+// here, before the tick): a consumer parked in a long poll is woken for it.
+TEST_F(EngineTest, AMessageThatComesDueWakesAParkedWaiterWhoeverNoticesIt) {
+  PostOne("q", "m");
+  ASSERT_EQ(Reserve("q", 1, 30).size(), 1u);
+  int woken = 0;
+  auto w = std::make_shared<Waiter>(Waiter{[&] { ++woken; }});
+  auto r = engine_->Reserve(kProject, "q", {}, w);
+  ASSERT_TRUE(r && r->empty());
+  clock_.Advance(30'000);
+  auto peeked = engine_->Peek(kProject, "q", 1);
+  ASSERT_TRUE(peeked);
+  EXPECT_EQ(peeked->size(), 1u);
+  EXPECT_EQ(woken, 1);
+}
+
+// Runs `hook` once, inside the next Append, before the batch is written:
+// where another request may try to get in between.
+class HookedAppends : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  std::function<void()> hook;
+  void Append(store::MessageBatch b) override {
+    if (auto h = std::exchange(hook, nullptr)) h();
+    real_.Append(std::move(b));
+  }
+};
+
+// A release and the reserve it wakes reach the store in the order the index
+// saw them: after a restart the message is still the second consumer's.
+TEST(EngineOrderTest, AReleaseAndTheReserveAfterItAreStoredInThatOrder) {
+  testing::TempDir dir;
+  FakeClock clock;
+  uint64_t id = 0;
+  std::string second;
+  {
+    auto real = std::move(*store::rocks::Open({dir.path()}));
+    HookedAppends store(*real);
+    Engine engine(store, clock);
+    ASSERT_TRUE(engine.Recover());
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine.Post(kProject, "q", {{"m", 0}}, [&](auto r) { p.set_value(std::move(r)); });
+    id = p.get_future().get()->at(0);
+    auto first = engine.Reserve(kProject, "q", {1, 60, false});
+    ASSERT_TRUE(first && first->size() == 1u);
+    std::future<Result<std::vector<Message>>> racing;
+    store.hook = [&] {
+      // Another consumer's reserve, while the release is being recorded.
+      racing = std::async(std::launch::async, [&] {
+        return engine.Reserve(kProject, "q", {1, 60, false});
+      });
+      racing.wait_for(std::chrono::milliseconds(200));
+    };
+    ASSERT_TRUE(engine.Release(kProject, "q", id, (*first)[0].reservation_id, 0));
+    auto got = racing.get();
+    ASSERT_TRUE(got && got->size() == 1u);
+    second = (*got)[0].reservation_id;
+    engine.Flush();
+  }
+  auto store = std::move(*store::rocks::Open({dir.path()}));
+  Engine engine(*store, clock);
+  ASSERT_TRUE(engine.Recover());
+  auto again = engine.Reserve(kProject, "q", {1, {}, false});
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->empty()) << "handed out again while the second reservation holds";
+  EXPECT_TRUE(engine.DeleteMessage(kProject, "q", {id, second}));
+}
+
 // A real store that cannot read one message's body.
 class UnreadableBody : public testing::ForwardingStore {
  public:
