@@ -476,7 +476,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
   std::vector<store::MessageState> dead;
   std::string dlq;
   Notices notices;
-  uint64_t qid;
+  uint64_t qid, clears = 0;
   bool push;
   store::MessageBatch batch;
   std::optional<Error> failed;  // a body could not be read
@@ -488,6 +488,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
     qid = rec.qid;
     push = rec.push();
     dlq = rec.dead_letter_queue;
+    clears = slot->clears;
     TimeMs now = clock_.NowMs();
     if (q.Tick(now)) q.WakeWaiters();  // others may be parked for what came due
     TimeMs until = now + Seconds(o.timeout.value_or(rec.message_timeout));
@@ -538,18 +539,34 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
     if (!batch.empty()) store_.Append(std::move(batch));
   }
   if (!notices.empty()) PostNotices(project, std::move(notices));
-  if (!dead.empty()) MoveToDeadLetter(project, dlq, qid, push, std::move(dead));
+  if (!dead.empty()) MoveToDeadLetter(project, dlq, slot, clears, std::move(dead));
   if (out.empty() && failed) return Fail(*failed);
   return out;
 }
 
-void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq, uint64_t from_qid,
-                              bool from_push, std::vector<store::MessageState> states) {
+void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq,
+                              const SlotPtr& from, uint64_t from_clears,
+                              std::vector<store::MessageState> states) {
+  uint64_t from_qid = 0;
+  bool from_push = false;
+  {
+    std::lock_guard lock(from->mu);
+    from_qid = from->queue.record().qid;
+    from_push = from->queue.record().push();
+  }
+  auto restore = [this, from, from_clears](const std::vector<store::MessageState>& back) {
+    if (back.empty()) return;
+    std::lock_guard lock(from->mu);
+    if (from->deleted || from->clears != from_clears) return;  // taken by the clear
+    TimeMs now = clock_.NowMs();
+    for (const auto& s : back) from->queue.Add(s, now);
+    from->queue.WakeWaiters();
+  };
   auto slot = FindOrCreate(project, dlq);
-  if (!slot) return;  // the messages stay where the store has them; a restart brings them back
+  if (!slot) return restore(states);
   TimeMs now = clock_.NowMs();
   store::MessageBatch batch;
-  std::vector<store::MessageState> moved;
+  std::vector<store::MessageState> moved, originals, kept;
   std::vector<PushPlan> plans;  // a push queue as the DLQ delivers what it gets
   uint64_t dlq_qid = 0, clears = 0, edits = 0;
   {
@@ -559,9 +576,14 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
     dlq_qid = rec.qid;
     clears = (*slot)->clears;
     edits = (*slot)->subscriber_edits;
-    for (auto s : states) {
+    if ((*slot)->deleted) kept = states;  // deleted meanwhile
+    for (auto s : (*slot)->deleted ? std::vector<store::MessageState>{} : states) {
       auto body = store_.GetBody(from_qid, s.id);
-      if (!body) continue;
+      if (!body) {
+        if (body.error().code() != ErrorCode::kNotFound) kept.push_back(s);
+        continue;
+      }
+      originals.push_back(s);
       s.visible_at = 0;
       s.reservation = 0;
       s.expires_at = now + Seconds(rec.message_expiration);
@@ -577,13 +599,15 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
     }
     batch.SetTotal(rec.qid, q.total_messages());
   }
+  restore(kept);
+  if (moved.empty()) return;
   // Indexed once written, so that a reserve never looks for a body that is
   // not in the store yet.
   store_.Commit(
       std::move(batch),
-      [this, project, slot = *slot, moved, dlq_qid, clears, edits,
+      [this, project, slot = *slot, moved, originals, restore, dlq_qid, clears, edits,
        plans = std::move(plans)](Result<void> r) mutable {
-        if (!r) return;
+        if (!r) return restore(originals);
         Notices notices;
         {
           std::lock_guard lock(slot->mu);

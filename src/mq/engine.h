@@ -320,8 +320,12 @@ class Engine {
   uint64_t NextMessageId();
   // Blocks until `batch` is durable. For rare operations only (queue delete).
   Result<void> CommitAndWait(store::MessageBatch batch);
-  void MoveToDeadLetter(const std::string& project, const std::string& dlq, uint64_t from_qid,
-                        bool from_push, std::vector<store::MessageState> states);
+  // Moves `states`, just taken out of `from`'s index (cleared `from_clears`
+  // times then), into the dead letter queue `dlq`. What cannot be moved
+  // (the queue not made, a body unreadable, the write failed) goes back into
+  // `from`'s index, to be moved by a later reserve, rather than being lost.
+  void MoveToDeadLetter(const std::string& project, const std::string& dlq, const SlotPtr& from,
+                        uint64_t from_clears, std::vector<store::MessageState> states);
   // Checks `ref` against the message's state under the queue's lock.
   Result<store::MessageState> CheckReservation(const Queue& q, const DeleteRef& ref,
                                                TimeMs now) const;

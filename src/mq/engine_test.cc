@@ -481,6 +481,38 @@ TEST(EngineQueueWriteFailureTest, AQueueIsCreatedOnlyWhenItsIdAndRecordAreWritte
   EXPECT_EQ(engine->GetQueue(kProject, "other")->size, 1u);
 }
 
+// A dead-letter move that fails (its queue cannot be made) puts the message
+// back: it is not lost from the index, and a later reserve moves it.
+TEST(EngineQueueWriteFailureTest, AFailedDeadLetterMoveKeepsTheMessage) {
+  testing::TempDir dir;
+  FakeClock clock;
+  auto real = std::move(*store::rocks::Open({dir.path()}));
+  FailingQueueWrites store(*real);
+  Engine engine(store, clock);
+  ASSERT_TRUE(engine.Recover());
+  QueueSettings s;
+  s.dead_letter_queue = "dlq";
+  s.max_reservations = 1;
+  ASSERT_TRUE(engine.PutQueue(kProject, "q", s));
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine.Post(kProject, "q", {{"poison", 0}}, [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  ASSERT_EQ(engine.Reserve(kProject, "q", {1, 30, false})->size(), 1u);
+  clock.Advance(30'000);
+  store.failing = 1;  // the dead letter queue cannot be made
+  EXPECT_TRUE(engine.Reserve(kProject, "q", {1, {}, false})->empty());
+  engine.Flush();
+  EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 1u);
+  store.failing = 0;
+  EXPECT_TRUE(engine.Reserve(kProject, "q", {1, {}, false})->empty());  // moved now
+  engine.Flush();
+  EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 0u);
+  auto dead = engine.Peek(kProject, "dlq", 10);
+  ASSERT_TRUE(dead);
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].body, "poison");
+}
+
 // A reserve that meets a body it cannot read returns what it took before
 // it, and loses nothing: expired ones are removed, the unreadable one stays.
 TEST(EngineBodyFailureTest, AReserveStopsAtAnUnreadableBodyAndKeepsWhatItTook) {
