@@ -117,7 +117,25 @@ store::MessageState Queue::Release(uint64_t id, TimeMs at, TimeMs now) {
   return StateOf(id, e);
 }
 
-void Queue::Remove(uint64_t id) { entries_.erase(id); }
+bool Queue::Stale(uint64_t id) const {
+  auto it = entries_.find(id);
+  return it == entries_.end() || it->second.visible_at != 0;
+}
+
+void Queue::TrimReady() {
+  while (!ready_tail_.empty() && Stale(ready_tail_.front())) ready_tail_.pop_front();
+  // Removed out of order: once stale ids outnumber the messages, drop them
+  // all (amortized: at least as many removes as ids dropped).
+  if (ready_tail_.size() > 2 * entries_.size() + 1024) {
+    std::erase_if(ready_tail_, [&](uint64_t id) { return Stale(id); });
+  }
+}
+
+void Queue::Remove(uint64_t id) {
+  entries_.erase(id);
+  ready_front_.erase(id);
+  TrimReady();
+}
 
 void Queue::Clear() {
   entries_.clear();

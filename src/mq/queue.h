@@ -62,8 +62,13 @@ class Queue {
   // Makes a reserved message visible at `at` (now or later) with no reservation.
   store::MessageState Release(uint64_t id, TimeMs at, TimeMs now);
 
+  // Removes a message. Its id leaves the ready lists at once when it heads
+  // them (or is in ready_front_), else at the next compaction: ids removed
+  // out of order (deletes after a peek) do not pile up.
   void Remove(uint64_t id);
   void Clear();
+  // Ids the ready lists hold, stale ones included (tests, stats).
+  size_t ready_backlog() const { return ready_tail_.size() + ready_front_.size(); }
 
   // The earliest time a timed message becomes visible, or nullopt.
   std::optional<TimeMs> NextDeadline() const;
@@ -82,6 +87,8 @@ class Queue {
   using Timed = std::pair<TimeMs, uint64_t>;  // (visible_at, id)
 
   void MakeReady(uint64_t id);
+  bool Stale(uint64_t id) const;  // a ready-list id no longer ready
+  void TrimReady();               // stale ids off the tail list's head; compacts when many
   store::MessageState StateOf(uint64_t id, const Entry& e) const;
 
   store::QueueRecord record_;

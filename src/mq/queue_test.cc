@@ -18,6 +18,19 @@ TEST(QueueTest, ServesReadyMessagesInIdOrder) {
   EXPECT_FALSE(q.PopReady());
 }
 
+// Messages deleted without being reserved (after a peek) leave the ready
+// lists, in order or not: a queue used that way does not grow without end.
+TEST(QueueTest, RemovedMessagesDoNotPileUpInTheReadyLists) {
+  Queue q({});
+  for (uint64_t id = 1; id <= 10'000; ++id) q.Add(Ready(id), kNow);
+  for (uint64_t id = 1; id <= 5'000; ++id) q.Remove(id);  // in order: from the head
+  EXPECT_EQ(q.ready_backlog(), 5'000u);
+  for (uint64_t id = 10'000; id > 5'001; --id) q.Remove(id);  // from the back
+  EXPECT_LE(q.ready_backlog(), 1'100u);
+  EXPECT_EQ(q.PopReady()->id, 5'001u);
+  EXPECT_FALSE(q.PopReady());
+}
+
 TEST(QueueTest, ExpiredReservationReturnsMessageToFront) {
   Queue q({});
   for (uint64_t id : {1, 2, 3}) q.Add(Ready(id), kNow);
