@@ -112,7 +112,8 @@ TEST_F(ServiceTest, FailuresTimeoutsAndCancels) {
   auto slow = WaitFinal(Queue("sleeps", "{}", 0, 1));
   EXPECT_EQ(slow.state, TaskState::kTimeout);
   auto cancel = Queue("sleeps");
-  for (int i = 0; i < 1500 && service_->GetTask(kProject, cancel)->state != TaskState::kRunning; ++i)
+  for (int i = 0; i < 1500 && service_->GetTask(kProject, cancel)->state != TaskState::kRunning;
+       ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a running task is killed
   ASSERT_TRUE(service_->Cancel(kProject, cancel));
   EXPECT_EQ(WaitFinal(cancel).state, TaskState::kCancelled);
