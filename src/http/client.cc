@@ -48,6 +48,7 @@ bool ParseUrl(const std::string& s, Url* u) {
   } else {
     return false;
   }
+  rest = rest.substr(0, rest.find('#'));  // a fragment is not sent, nor part of the host
   size_t slash = rest.find_first_of("/?");
   std::string authority = rest.substr(0, slash);
   u->target = slash == std::string::npos ? "/" : rest.substr(slash);
@@ -58,6 +59,7 @@ bool ParseUrl(const std::string& s, Url* u) {
     size_t close = authority.find(']');
     if (close == std::string::npos) return false;
     u->host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size() && authority[close + 1] != ':') return false;
     u->port = close + 2 <= authority.size() ? authority.substr(close + 2) : "";
   } else {
     size_t colon = authority.rfind(':');
@@ -65,6 +67,10 @@ bool ParseUrl(const std::string& s, Url* u) {
     u->port = colon == std::string::npos ? "" : authority.substr(colon + 1);
   }
   if (u->port.empty()) u->port = u->tls ? "443" : "80";
+  // A port is 1-65535 in digits (not a service name, not one that wraps).
+  if (u->port.size() > 5 || u->port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(u->port) == 0 || std::stoul(u->port) > 65535)
+    return false;
   return !u->host.empty();
 }
 
@@ -115,12 +121,23 @@ bool IsPrivate(const asio::ip::address& a) {
     auto v6 = a.to_v6();
     if (v6.is_v4_mapped()) return IsPrivate(asio::ip::make_address_v4(asio::ip::v4_mapped, v6));
     auto b = v6.to_bytes();
-    return v6.is_link_local() || (b[0] & 0xfe) == 0xfc;  // fe80::/10, fc00::/7
+    auto v4_at = [&](size_t i) {
+      return IsPrivate(asio::ip::address_v4({b[i], b[i + 1], b[i + 2], b[i + 3]}));
+    };
+    // IPv6 forms that carry an IPv4 address a gateway may reach: NAT64
+    // (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16), IPv4-compatible (::/96).
+    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) return v4_at(12);
+    if (b[0] == 0x20 && b[1] == 0x02) return v4_at(2);
+    if (std::all_of(b.begin(), b.begin() + 12, [](unsigned char x) { return x == 0; })) return true;
+    return v6.is_link_local() || v6.is_site_local() ||  // fe80::/10, fec0::/10
+           (b[0] & 0xfe) == 0xfc;                       // fc00::/7
   }
   auto b = a.to_v4().to_bytes();
   return b[0] == 10 || b[0] == 0 || (b[0] == 172 && (b[1] & 0xf0) == 16) ||
          (b[0] == 192 && b[1] == 168) || (b[0] == 169 && b[1] == 254) ||
-         (b[0] == 100 && (b[1] & 0xc0) == 64);  // carrier-grade NAT
+         (b[0] == 100 && (b[1] & 0xc0) == 64) ||               // carrier-grade NAT
+         (b[0] == 192 && b[1] == 0 && b[2] == 0) ||            // 192.0.0.0/24
+         (b[0] == 198 && (b[1] & 0xfe) == 18) || b[0] >= 240;  // benchmarking; reserved
 }
 
 constexpr size_t kAnswerRead = 16 * 1024;  // bytes asked for by an answer's first read
@@ -284,7 +301,10 @@ struct Client::Impl {
       int status = static_cast<int>(parser.get().result_int());
       if (too_big) co_return Answer{status, false};
       if (status >= 100 && status < 200 && status != 101) continue;  // 100 Continue, 103 ...
-      co_return Answer{status, parser.keep_alive()};
+      // Bytes after the answer (a second answer nobody asked for) or a
+      // switch of protocols would be read as the next request's answer:
+      // such a connection is not kept.
+      co_return Answer{status, parser.keep_alive() && c.buffer.size() == 0 && status != 101};
     }
   }
 

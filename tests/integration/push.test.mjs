@@ -2,6 +2,7 @@
 // retries, the error queue, 202 acknowledgement, unicast failover, fan-out,
 // webhooks, validation, and deliveries that resume after kill -9.
 import http from 'node:http';
+import net from 'node:net';
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { Kiln, eventually, sleep } from '../support/kiln.mjs';
@@ -335,6 +336,42 @@ test('webhook: any body and content type becomes a message; X-Subscribers-* beco
   assert.equal(push.status, 201);
   const [, raw] = await s.received(2);
   assert.deepEqual([...raw.raw], [...binary]);
+});
+
+test('a kept-alive connection that sent more than its answer is not used again; bad ports fail', async () => {
+  let conns = 0, requests = 0;
+  const server = net.createServer((sock) => {
+    conns++;
+    let seen = 0, buf = '';
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      const n = buf.split('POST ').length - 1;
+      for (; seen < n; seen++) {
+        requests++;
+        const ok = 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n';
+        sock.write(requests === 1 ? ok + ok : ok);  // the first answer comes twice
+      }
+    });
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  try {
+    const url = `http://127.0.0.1:${server.address().port}/`;
+    await put('stray', { type: 'multicast', push: { retries: 0, subscribers: [{ name: 's', url }] } });
+    for (const body of ['one', 'two']) {
+      const id = (await post('stray', [{ body }])).body.ids[0];
+      assert.equal((await finalStatus('stray', id)).subscribers[0].status, 'deleted');
+    }
+    assert.equal(requests, 2);
+    assert.equal(conns, 2, 'the second delivery took a new connection, not the stray answer');
+  } finally {
+    server.close();
+  }
+  // A port past 65535 is refused, not wrapped around to another one.
+  await put('badport', { type: 'multicast', push: { retries: 0, subscribers: [{ name: 's', url: 'http://127.0.0.1:65616/' }] } });
+  const id = (await post('badport', [{ body: 'x' }])).body.ids[0];
+  const st = await finalStatus('badport', id);
+  assert.equal(st.subscribers[0].status, 'error');
+  assert.match(st.subscribers[0].msg, /unsupported url/);
 });
 
 test('deliveries resume after kill -9', async () => {

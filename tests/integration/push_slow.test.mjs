@@ -92,13 +92,18 @@ describe('slow push cases', { concurrency: true }, () => {
     const k = await new Kiln({ args: ['--push-forbid-private'] }).start();
     try {
       const s = await sink();
-      await put(k, 'ssrf', { type: 'multicast', push: { retries: 0, subscribers: [{ name: 's', url: s.url }] } });
+      const port = new URL(s.url).port;
+      // Loopback, also as an IPv4-compatible, a NAT64 and a 6to4 IPv6 address.
+      const urls = [s.url, `http://[::127.0.0.1]:${port}/`, `http://[64:ff9b::7f00:1]:${port}/`,
+        `http://[2002:7f00:1::1]:${port}/`];
+      await put(k, 'ssrf', { type: 'multicast', push: { retries: 0,
+        subscribers: urls.map((url, i) => ({ name: `s${i}`, url })) } });
       const id = (await post(k, 'ssrf', 'x')).body.ids[0];
       const st = await eventually(async () => {
         const x = await subStatus(k, 'ssrf', id);
-        return x[0].status === 'error' && x;
+        return x.every((d) => d.status === 'error') && x;
       });
-      assert.match(st[0].msg, /not allowed/);
+      for (const d of st) assert.match(d.msg, /not allowed/, d.url);
       assert.equal(s.requests.length, 0);
     } finally { await k.stop(); k.cleanup(); }
   });
