@@ -144,6 +144,7 @@ constexpr size_t kAnswerRead = 16 * 1024;  // bytes asked for by an answer's fir
 
 struct Conn {
   std::string key;
+  std::chrono::steady_clock::time_point idle_since;  // while in the idle pool
   std::unique_ptr<beast::tcp_stream> plain;
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
   beast::flat_buffer buffer;
@@ -160,10 +161,12 @@ struct Client::Impl {
   asio::io_context ioc{1};
   asio::executor_work_guard<asio::io_context::executor_type> guard = asio::make_work_guard(ioc);
   ssl::context& tls_ctx;
-  std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle;
+  std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle;  // per host, oldest first
+  size_t idle_count = 0;
   std::thread thread;
 
   Impl(ClientOptions o, ssl::context& tls) : options(std::move(o)), tls_ctx(tls) {
+    asio::co_spawn(ioc, SweepIdle(), asio::detached);
     thread = std::thread([this] { ioc.run(); });
   }
 
@@ -176,17 +179,69 @@ struct Client::Impl {
     if (thread.joinable()) thread.join();
   }
 
+  bool Stale(const Conn& c, std::chrono::steady_clock::time_point now) const {
+    return now - c.idle_since >= options.idle_timeout;
+  }
+
+  // The host's most recently idle connection, unless even that one is stale
+  // (then all of the host's are: they are kept oldest first).
   std::unique_ptr<Conn> TakeIdle(const std::string& key) {
     auto it = idle.find(key);
-    if (it == idle.end() || it->second.empty()) return nullptr;
-    auto c = std::move(it->second.back());
-    it->second.pop_back();
+    if (it == idle.end()) return nullptr;
+    std::unique_ptr<Conn> c;
+    if (!Stale(*it->second.back(), std::chrono::steady_clock::now())) {
+      c = std::move(it->second.back());
+      it->second.pop_back();
+      --idle_count;
+    }
+    if (!c) {
+      idle_count -= it->second.size();
+      it->second.clear();
+    }
+    if (it->second.empty()) idle.erase(it);
     return c;
   }
 
   void GiveBack(std::unique_ptr<Conn> c) {
     auto& v = idle[c->key];
-    if (v.size() < options.max_idle_per_host) v.push_back(std::move(c));
+    if (v.size() >= options.max_idle_per_host) return;
+    c->idle_since = std::chrono::steady_clock::now();
+    v.push_back(std::move(c));
+    if (++idle_count > options.max_idle) CloseLongestIdle();
+  }
+
+  void CloseLongestIdle() {
+    auto oldest = idle.end();
+    for (auto it = idle.begin(); it != idle.end(); ++it)
+      if (oldest == idle.end() ||
+          it->second.front()->idle_since < oldest->second.front()->idle_since)
+        oldest = it;
+    if (oldest == idle.end()) return;
+    oldest->second.erase(oldest->second.begin());
+    --idle_count;
+    if (oldest->second.empty()) idle.erase(oldest);
+  }
+
+  // Closes stale idle connections (and forgets hosts with none left) a few
+  // times per idle_timeout.
+  awaitable<void> SweepIdle() {
+    asio::steady_timer timer(ioc);
+    auto period = std::max<std::chrono::steady_clock::duration>(options.idle_timeout / 4,
+                                                                std::chrono::milliseconds(10));
+    for (;;) {
+      timer.expires_after(period);
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+      auto now = std::chrono::steady_clock::now();
+      for (auto it = idle.begin(); it != idle.end();) {
+        auto& v = it->second;
+        auto fresh =
+            std::find_if(v.begin(), v.end(), [&](const auto& c) { return !Stale(*c, now); });
+        idle_count -= static_cast<size_t>(fresh - v.begin());
+        v.erase(v.begin(), fresh);
+        it = v.empty() ? idle.erase(it) : std::next(it);
+      }
+    }
   }
 
   // The addresses of `u`, by the deadline. An IP address is taken as it is;

@@ -19,6 +19,11 @@ struct ClientOptions {
   std::string ca_file;                       // extra CA certificates to trust (PEM)
   bool forbid_private = false;               // refuse loopback, private and link-local addresses
   size_t max_idle_per_host = 32;
+  // Idle connections are closed after idle_timeout, and past max_idle (per
+  // io thread, all hosts together) the one idle longest is closed: open
+  // sockets stay bounded however many subscriber hosts come and go.
+  std::chrono::milliseconds idle_timeout{30000};
+  size_t max_idle = 256;
   size_t threads = 1;  // io threads, each with its own idle connections
 };
 

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <thread>
@@ -10,6 +11,23 @@
 #include "server/app.h"
 
 namespace {
+
+// Every connection, outbound delivery and RocksDB file is a descriptor, and
+// the usual soft limit (1024) is far below --max-connections: raise it to
+// the hard limit, as the administrator allows.
+void RaiseOpenFileLimit(size_t max_connections) {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return;
+  if (r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &r) != 0) getrlimit(RLIMIT_NOFILE, &r);
+  }
+  if (r.rlim_cur != RLIM_INFINITY && r.rlim_cur < max_connections + 2048)
+    spdlog::warn(
+        "open files are limited to {} (ulimit -n): fewer than --max-connections {} and "
+        "the server's own; raise the hard limit",
+        r.rlim_cur, max_connections);
+}
 
 int Serve(const kiln::server::Config& config, const std::string& log_level) {
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -21,6 +39,7 @@ int Serve(const kiln::server::Config& config, const std::string& log_level) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  RaiseOpenFileLimit(config.max_connections);
 
   auto app = kiln::server::App::Open(config);
   if (!app) {

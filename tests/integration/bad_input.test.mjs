@@ -220,6 +220,36 @@ test('past --max-connections a new connection is closed at once; the open ones s
   }
 });
 
+// Started with the usual soft limit of open files far below what it serves
+// (here 256; 1024 on most machines), the server raises it to the hard limit.
+test('a server started under a low open-files soft limit serves 600 connections at once', async () => {
+  const k = await new Kiln({ wrap: ['bash', '-c', 'ulimit -Sn 256 && exec "$@"', 'bash'] }).start();
+  const socks = [];
+  try {
+    for (let i = 0; i < 600; i++) {
+      socks.push(await new Promise((resolve, reject) => {
+        const s = net.connect(k.port, '127.0.0.1', () => resolve(s));
+        s.on('error', reject);
+      }));
+    }
+    const answers = await Promise.all(socks.map((s) => new Promise((resolve) => {
+      let got = '';
+      const timer = setTimeout(() => resolve(got), 10000);
+      s.on('data', (d) => {
+        got += d;
+        if (got.includes('\r\n\r\n')) { clearTimeout(timer); resolve(got); }
+      });
+      s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    })));
+    const answered = answers.filter((a) => /^HTTP\/1\.1 200/.test(a)).length;
+    assert.equal(answered, 600);
+  } finally {
+    socks.forEach((s) => s.destroy());
+    await k.stop();
+    k.cleanup();
+  }
+});
+
 test('a request under way when SIGTERM comes is answered, then the server exits 0', async () => {
   const k = await new Kiln().start();
   try {

@@ -1,0 +1,144 @@
+#include "http/client.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace kiln::http {
+namespace {
+
+// A keep-alive HTTP server on a loopback port that answers 200 to every
+// request and records, per connection it accepted, whether the client has
+// closed it.
+class KeepAliveServer {
+ public:
+  KeepAliveServer() {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(listen(listen_fd_, 16), 0);
+    socklen_t len = sizeof a;
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { Accept(); });
+  }
+  ~KeepAliveServer() {
+    shutdown(listen_fd_, SHUT_RDWR);
+    acceptor_.join();
+    close(listen_fd_);
+    {
+      std::lock_guard lock(mu_);
+      for (int fd : fds_) shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : conns_) t.join();
+    for (int fd : fds_) close(fd);
+  }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/hook"; }
+  size_t accepted() {
+    std::lock_guard lock(mu_);
+    return fds_.size();
+  }
+  // Waits (up to `limit`) until the client closed connection `i`.
+  bool ClosedByClient(size_t i, std::chrono::milliseconds limit) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, limit, [&] { return i < closed_.size() && closed_[i]; });
+  }
+
+ private:
+  void Accept() {
+    for (;;) {
+      int fd = accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) return;
+      std::lock_guard lock(mu_);
+      size_t i = fds_.size();
+      fds_.push_back(fd);
+      closed_.push_back(false);
+      conns_.emplace_back([this, fd, i] { Serve(fd, i); });
+    }
+  }
+  void Serve(int fd, size_t i) {
+    std::string in;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+      // Requests here carry "Content-Length: 0"; answer each whole head.
+      for (size_t end; (end = in.find("\r\n\r\n")) != std::string::npos;) {
+        in.erase(0, end + 4);
+        std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        if (write(fd, ok.data(), ok.size()) < 0) break;
+      }
+    }
+    std::lock_guard lock(mu_);
+    closed_[i] = true;
+    cv_.notify_all();
+  }
+
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int> fds_;
+  std::vector<bool> closed_;
+  std::vector<std::thread> conns_;
+};
+
+int PostAndWait(Client& client, const std::string& url) {
+  std::promise<int> status;
+  client.Post(
+      url, {}, "", [&](int s, std::string) { status.set_value(s); }, 0);
+  return status.get_future().get();
+}
+
+constexpr auto kLong = std::chrono::seconds(10);
+
+TEST(ClientTest, ReusesAnIdleConnectionThenClosesItAfterTheIdleTimeout) {
+  KeepAliveServer server;
+  ClientOptions o;
+  o.idle_timeout = std::chrono::milliseconds(300);
+  Client client(o);
+  ASSERT_EQ(PostAndWait(client, server.url()), 200);
+  ASSERT_EQ(PostAndWait(client, server.url()), 200);
+  EXPECT_EQ(server.accepted(), 1u);  // kept alive and reused
+  EXPECT_TRUE(server.ClosedByClient(0, kLong));
+  // The next request gets a new connection.
+  ASSERT_EQ(PostAndWait(client, server.url()), 200);
+  EXPECT_EQ(server.accepted(), 2u);
+}
+
+TEST(ClientTest, PastMaxIdleTheConnectionIdleLongestIsClosed) {
+  KeepAliveServer a, b, c;
+  ClientOptions o;
+  o.max_idle = 2;
+  Client client(o);
+  ASSERT_EQ(PostAndWait(client, a.url()), 200);
+  ASSERT_EQ(PostAndWait(client, b.url()), 200);
+  ASSERT_EQ(PostAndWait(client, c.url()), 200);
+  EXPECT_TRUE(a.ClosedByClient(0, kLong));
+  // The two kept are still open and still reused.
+  EXPECT_FALSE(b.ClosedByClient(0, std::chrono::milliseconds(0)));
+  EXPECT_FALSE(c.ClosedByClient(0, std::chrono::milliseconds(0)));
+  ASSERT_EQ(PostAndWait(client, b.url()), 200);
+  ASSERT_EQ(PostAndWait(client, c.url()), 200);
+  EXPECT_EQ(b.accepted(), 1u);
+  EXPECT_EQ(c.accepted(), 1u);
+}
+
+}  // namespace
+}  // namespace kiln::http
