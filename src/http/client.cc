@@ -188,17 +188,16 @@ struct Client::Impl {
   std::unique_ptr<Conn> TakeIdle(const std::string& key) {
     auto it = idle.find(key);
     if (it == idle.end()) return nullptr;
-    std::unique_ptr<Conn> c;
-    if (!Stale(*it->second.back(), std::chrono::steady_clock::now())) {
-      c = std::move(it->second.back());
-      it->second.pop_back();
-      --idle_count;
+    auto& v = it->second;
+    if (Stale(*v.back(), std::chrono::steady_clock::now())) {
+      idle_count -= v.size();
+      idle.erase(it);
+      return nullptr;
     }
-    if (!c) {
-      idle_count -= it->second.size();
-      it->second.clear();
-    }
-    if (it->second.empty()) idle.erase(it);
+    auto c = std::move(v.back());
+    v.pop_back();
+    --idle_count;
+    if (v.empty()) idle.erase(it);
     return c;
   }
 
