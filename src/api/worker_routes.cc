@@ -60,6 +60,7 @@ void WriteCode(JsonWriter& w, const worker::Code& c) {
   Int(w, "retries_delay", c.retries_delay);
   Int(w, "default_priority", c.default_priority);
   Int(w, "memory", c.memory_mb);
+  Int(w, "disk", c.disk_mb);
   Str(w, "network", c.network ? "host" : "none");  // as uploaded
   Str(w, "config", c.config);
   w.Key("env_vars");
@@ -257,10 +258,11 @@ Result<worker::Code> CodeFromData(const std::string& data) {
     if (!v) return Fail(v.error());
     c.*field = v->value_or("");
   }
-  for (auto [key, field] : {std::pair{"max_concurrency", &worker::Code::max_concurrency},
-                            std::pair{"retries", &worker::Code::retries},
-                            std::pair{"retries_delay", &worker::Code::retries_delay},
-                            std::pair{"memory", &worker::Code::memory_mb}}) {
+  for (auto [key, field] :
+       {std::pair{"max_concurrency", &worker::Code::max_concurrency},
+        std::pair{"retries", &worker::Code::retries},
+        std::pair{"retries_delay", &worker::Code::retries_delay},
+        std::pair{"memory", &worker::Code::memory_mb}, std::pair{"disk", &worker::Code::disk_mb}}) {
     auto v = GetInt(*doc, key);
     if (!v) return Fail(v.error());
     if (*v) c.*field = **v;

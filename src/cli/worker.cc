@@ -51,7 +51,7 @@ void PrintTask(const rapidjson::Value& t) {
 struct CodeFlags {
   std::string name, command, stack, runtime, file_name, config, network;
   std::vector<std::string> env;
-  int64_t max_concurrency = -1, retries = -1, retries_delay = -1, memory = 0;
+  int64_t max_concurrency = -1, retries = -1, retries_delay = -1, memory = 0, disk = 0;
 };
 
 void AddCodeOptions(CLI::App* cmd, CodeFlags& c) {
@@ -63,6 +63,7 @@ void AddCodeOptions(CLI::App* cmd, CodeFlags& c) {
   cmd->add_option("--retries", c.retries, "Retries of a failed task (0-10)");
   cmd->add_option("--retries-delay", c.retries_delay, "Seconds before a retry");
   cmd->add_option("--memory", c.memory, "Memory limit in MB (default 512)");
+  cmd->add_option("--disk", c.disk, "Task dir limit in MB, its largest file's too (default 10240)");
   cmd->add_option("--network", c.network, "none (default: loopback only) or host");
 }
 
@@ -85,6 +86,7 @@ std::string CodeData(const CodeFlags& c, const std::string& image) {
   num("retries", c.retries);
   num("retries_delay", c.retries_delay);
   if (c.memory > 0) num("memory", c.memory);
+  if (c.disk > 0) num("disk", c.disk);
   if (!c.env.empty()) {
     d += ",\"env_vars\":{";
     for (size_t i = 0; i < c.env.size(); ++i) {

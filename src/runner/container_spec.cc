@@ -138,14 +138,21 @@ std::string BuildConfig(const ContainerSpec& spec) {
   w.EndObject();
   w.Key("rlimits");
   w.StartArray();
-  w.StartObject();
-  w.Key("type");
-  w.String("RLIMIT_NOFILE");
-  w.Key("hard");
-  w.Uint64(4096);
-  w.Key("soft");
-  w.Uint64(1024);
-  w.EndObject();
+  auto rlimit = [&](const char* type, uint64_t soft, uint64_t hard) {
+    w.StartObject();
+    w.Key("type");
+    w.String(type);
+    w.Key("hard");
+    w.Uint64(hard);
+    w.Key("soft");
+    w.Uint64(soft);
+    w.EndObject();
+  };
+  rlimit("RLIMIT_NOFILE", 1024, 4096);
+  if (spec.max_file_bytes > 0) {
+    auto max = static_cast<uint64_t>(spec.max_file_bytes);
+    rlimit("RLIMIT_FSIZE", max, max);
+  }
   w.EndArray();
   w.Key("noNewPrivileges");
   w.Bool(true);

@@ -18,6 +18,10 @@ struct ContainerSpec {
   int64_t memory_bytes = 512LL << 20;  // hard limit, swap included
   int64_t pids = 256;                  // most processes at once
   uint64_t cpu_shares = 1024;
+  // RLIMIT_FSIZE: no file the task writes grows past this (the write fails
+  // with EFBIG, or SIGXFSZ kills the writer where it is not ignored); 0: no
+  // limit.
+  int64_t max_file_bytes = 0;
   bool network = false;      // false: a network namespace with loopback only
   std::string cgroups_path;  // e.g. "/kiln/<id>"; empty: runc's default
 };

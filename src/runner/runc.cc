@@ -7,6 +7,7 @@
 #include <sys/mount.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <vector>
+
+#include "runner/disk_usage.h"
 
 extern char** environ;
 
@@ -49,6 +52,24 @@ pid_t Spawn(const std::string& exe, const std::vector<std::string>& argv, int ou
     return -1;
   }
   return pid;
+}
+
+constexpr auto kDiskLookEvery = std::chrono::milliseconds(500);
+
+// One look of the task dir's watch (RunOptions::max_task_dir_bytes).
+// `bytes`: what the last look saw, -1 before the first (which sets the
+// baseline of "grew": a task is not stopped for what it brought along).
+DiskStop LookAtTaskDir(const std::string& task_dir, const RunOptions& o, int64_t* bytes) {
+  DiskUsage u = MeasureDiskUsage(task_dir);
+  bool grew = *bytes >= 0 && u.bytes > *bytes;
+  *bytes = u.bytes;
+  if (o.max_task_dir_bytes > 0 && u.bytes > o.max_task_dir_bytes) return DiskStop::kOverLimit;
+  if (o.max_task_dir_bytes > 0 && u.too_deep) return DiskStop::kTooDeep;
+  struct statvfs fs;
+  if (o.min_free_disk_bytes > 0 && grew && statvfs(task_dir.c_str(), &fs) == 0 &&
+      static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize) < o.min_free_disk_bytes)
+    return DiskStop::kDiskFull;
+  return DiskStop::kNone;
 }
 
 int ExitCodeOf(int status) {
@@ -256,7 +277,11 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     return result;
   }
 
-  auto deadline = std::chrono::steady_clock::now() + o.timeout;
+  auto start = std::chrono::steady_clock::now();
+  auto deadline = start + o.timeout;
+  bool watch_disk = o.max_task_dir_bytes > 0 || o.min_free_disk_bytes > 0;
+  auto next_disk_look = start + kDiskLookEvery;
+  int64_t task_dir_bytes = -1;  // at the watch's last look
   size_t logged = 0;
   bool killed = false, pipe_open = true, oom_checked_at_eof = false;
   int status = 0;
@@ -286,7 +311,17 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
       }
       // While `runc run` is still creating the container, `runc kill` finds
       // nothing to kill: try again each round until it takes or runc exits.
-      if (result.timed_out || result.cancelled) killed = RuncCommand({"kill", o.id, "KILL"}) == 0;
+      if (watch_disk && result.disk_stop == DiskStop::kNone &&
+          std::chrono::steady_clock::now() >= next_disk_look) {
+        auto began = std::chrono::steady_clock::now();
+        result.disk_stop = LookAtTaskDir(spec_in.task_dir, o, &task_dir_bytes);
+        result.task_dir_bytes = task_dir_bytes;
+        auto took = std::chrono::steady_clock::now() - began;
+        next_disk_look =
+            began + std::max<std::chrono::steady_clock::duration>(kDiskLookEvery, 20 * took);
+      }
+      if (result.timed_out || result.cancelled || result.disk_stop != DiskStop::kNone)
+        killed = RuncCommand({"kill", o.id, "KILL"}) == 0;
     }
     // The cgroup goes with runc: read it while the pipe is open (every
     // poll) and once at the end of the output, not in the short wait for
@@ -307,6 +342,13 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
   close(pipefd[0]);
   close(log_fd);
   result.exit_code = ExitCodeOf(status);
+  // A last look: a task that filled its task dir between two looks, or
+  // before the first, does not pass for one within its limit.
+  if (watch_disk && result.disk_stop == DiskStop::kNone && o.max_task_dir_bytes > 0) {
+    result.disk_stop = LookAtTaskDir(spec_in.task_dir, o, &task_dir_bytes);
+    if (result.disk_stop == DiskStop::kDiskFull) result.disk_stop = DiskStop::kNone;  // it stopped
+    result.task_dir_bytes = task_dir_bytes;
+  }
   if (!killed && result.exit_code == 137 && !result.oom) result.oom = OomKilled(o.id);
   if (o.on_exit) o.on_exit(result);
   cleanup();

@@ -27,10 +27,23 @@ struct RunOptions {
   size_t max_log_bytes = 8 << 20;
   std::chrono::milliseconds timeout{3600 * 1000};
   const std::atomic<bool>* cancel = nullptr;  // set to stop the container
+  // The task dir (the spec's, on the data dir's disk) is measured with
+  // MeasureDiskUsage while the task runs: every 500 ms, or less often when
+  // a walk takes long (at most a twentieth of the time goes to walking).
+  // The container is killed when the task dir holds more than this (0: no
+  // limit) or nests deeper than the walk goes (looked at once more after
+  // the exit, so a task quicker than the first look is caught too), ...
+  int64_t max_task_dir_bytes = 0;
+  // ... or when it grew while its filesystem had less than this available
+  // (0: not checked), so that a task cannot fill the disk Kiln's store is on.
+  int64_t min_free_disk_bytes = 0;
   // Called with the result as soon as the container has exited, before the
   // overlay, state and work dir are removed (so a caller can report first).
   std::function<void(const RunResult&)> on_exit;
 };
+
+// Why the task dir's watch stopped a container.
+enum class DiskStop { kNone, kOverLimit, kTooDeep, kDiskFull };
 
 struct RunResult {
   int exit_code = -1;      // the task's exit status (128+signal when killed)
@@ -38,7 +51,9 @@ struct RunResult {
   bool cancelled = false;  // killed because `cancel` was set
   bool oom = false;        // killed by the memory limit
   bool log_truncated = false;
-  std::string error;  // set when the container could not be run at all
+  DiskStop disk_stop = DiskStop::kNone;  // killed by the task dir's watch
+  int64_t task_dir_bytes = 0;            // at the watch's last look (0: never looked)
+  std::string error;                     // set when the container could not be run at all
 };
 
 // A copy of the executable `path` (searched in PATH when it has no '/') in

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -93,6 +94,8 @@ class RuncTest : public ::testing::Test {
     o.max_log_bytes = max_log;
     o.timeout = timeout;
     o.cancel = cancel;
+    o.max_task_dir_bytes = max_task_dir_bytes_;
+    o.min_free_disk_bytes = min_free_disk_bytes_;
     return Runc().Run(spec, o);
   }
 
@@ -101,6 +104,7 @@ class RuncTest : public ::testing::Test {
   static inline testing::TempDir* image_ = nullptr;
   testing::TempDir dir_;
   std::string id_;
+  int64_t max_task_dir_bytes_ = 0, min_free_disk_bytes_ = 0;  // RunOptions of Run
 };
 
 TEST_F(RuncTest, ExitCodesComeBack) {
@@ -249,6 +253,66 @@ TEST_F(RuncTest, RootFilesystemWritesAreBoundedTheTaskDirIsNot) {
       {"sh", "-c", "dd if=/dev/zero of=/task/big bs=1M count=100 2>/dev/null && echo wrote"}, spec);
   EXPECT_EQ(task.exit_code, 0) << log();
   EXPECT_EQ(fs::file_size(task_dir() + "/big"), 100u << 20);
+}
+
+// The task dir is on the data dir's disk: its watch holds it to a limit,
+// however it is filled (here: many files, none of them large).
+TEST_F(RuncTest, TaskDirPastItsDiskLimitIsKilled) {
+  max_task_dir_bytes_ = 32 << 20;
+  auto r = Run({"sh", "-c",
+                "i=0; while [ $i -lt 200 ]; do dd if=/dev/zero of=/task/f$i bs=1M count=1 "
+                "2>/dev/null; i=$((i+1)); sleep 0.02; done; echo wrote all"});
+  EXPECT_EQ(r.disk_stop, DiskStop::kOverLimit) << log();
+  EXPECT_EQ(r.exit_code, 137);
+  EXPECT_GT(r.task_dir_bytes, 32 << 20);
+  EXPECT_EQ(log().find("wrote all"), std::string::npos);
+  EXPECT_FALSE(r.timed_out);
+  // Done before the watch's first look: the last look, at the exit, sees it.
+  fs::remove_all(task_dir());
+  fs::create_directories(task_dir());
+  auto quick = Run({"sh", "-c", "dd if=/dev/zero of=/task/f bs=1M count=40 2>/dev/null"});
+  EXPECT_EQ(quick.disk_stop, DiskStop::kOverLimit) << log();
+  EXPECT_GT(quick.task_dir_bytes, 32 << 20);
+  // Within the limit, nothing happens.
+  max_task_dir_bytes_ = 256 << 20;
+  fs::remove_all(task_dir());
+  fs::create_directories(task_dir());
+  auto ok = Run({"sh", "-c", "dd if=/dev/zero of=/task/f bs=1M count=8 2>/dev/null; sleep 1"});
+  EXPECT_EQ(ok.exit_code, 0) << log();
+  EXPECT_EQ(ok.disk_stop, DiskStop::kNone);
+  EXPECT_GE(ok.task_dir_bytes, 8 << 20);
+}
+
+// No single file grows past max_file_bytes (RLIMIT_FSIZE): the write that
+// would fails (EFBIG; here SIGXFSZ reaches the task ignored), before any
+// watch could look.
+TEST_F(RuncTest, NoFileGrowsPastTheFileSizeLimit) {
+  ContainerSpec spec;
+  spec.max_file_bytes = 16 << 20;
+  auto r = Run({"sh", "-c", "dd if=/dev/zero of=/task/big bs=1M count=100"}, spec);
+  EXPECT_NE(r.exit_code, 0) << log();
+  EXPECT_NE(log().find("File too large"), std::string::npos) << log();
+  EXPECT_EQ(fs::file_size(task_dir() + "/big"), 16u << 20);
+}
+
+// When the task dir's filesystem runs low, a task that goes on writing to
+// it is stopped; one that only reads or waits is not. (A 64 MiB tmpfs
+// stands in for a nearly full data dir.)
+TEST_F(RuncTest, ATaskWritingToANearlyFullDiskIsStopped) {
+  ASSERT_EQ(mount("kiln-test", task_dir().c_str(), "tmpfs", 0, "size=64m"), 0);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{task_dir()};
+  min_free_disk_bytes_ = 40 << 20;
+  auto r = Run({"sh", "-c",
+                "i=0; while [ $i -lt 60 ]; do dd if=/dev/zero of=/task/f$i bs=1M count=1 "
+                "2>/dev/null; i=$((i+1)); sleep 0.1; done; echo wrote all"});
+  EXPECT_EQ(r.disk_stop, DiskStop::kDiskFull) << log();
+  EXPECT_EQ(log().find("wrote all"), std::string::npos);
+  auto idle = Run({"sh", "-c", "cat /task/f0 > /dev/null; sleep 1.5"});
+  EXPECT_EQ(idle.exit_code, 0) << log();
+  EXPECT_EQ(idle.disk_stop, DiskStop::kNone);
 }
 
 TEST_F(RuncTest, NothingIsLeftBehind) {

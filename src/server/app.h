@@ -35,6 +35,8 @@ struct Config {
   std::string push_ca_file;          // extra CAs to trust for https subscribers
   bool push_forbid_private = false;  // refuse loopback and private subscriber addresses
   bool allow_host_network = false;   // codes may run tasks on the host's network
+  // Tasks writing to a data dir with less free are stopped; -1: 5% of it, at most 1 GiB.
+  int64_t task_disk_reserve_mb = -1;
 };
 
 class App {

@@ -109,6 +109,11 @@ int main(int argc, char** argv) {
       ->add_option("--task-retention-days", config.task_retention_days,
                    "Days finished tasks and their logs are kept")
       ->envname("KILN_TASK_RETENTION_DAYS");
+  serve
+      ->add_option("--task-disk-reserve", config.task_disk_reserve_mb,
+                   "MB the data dir keeps free: tasks writing past it are stopped (-1: 5%, at "
+                   "most 1024; 0: off)")
+      ->envname("KILN_TASK_DISK_RESERVE");
   serve->add_option("--public-host", config.public_host,
                     "Host for iron.json and push acknowledgement urls");
   serve

@@ -4,6 +4,7 @@
 #include <rapidjson/document.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 
 #include "base/ids.h"
 #include "runner/code_package.h"
+#include "runner/disk_usage.h"
 #include "worker/schedule.h"
 
 namespace kiln::worker {
@@ -137,6 +139,39 @@ std::string ImageOf(const Code& c) {
   return c.runtime;
 }
 
+// `bytes` in MB with one decimal, rounded up ("16.1": just over 16).
+std::string MegabytesUp(int64_t bytes) {
+  int64_t tenths = (bytes * 10 + (int64_t{1} << 20) - 1) >> 20;
+  return std::to_string(tenths / 10) + "." + std::to_string(tenths % 10);
+}
+
+// Why the task dir's watch stopped a task ("" when it did not).
+std::string DiskStopMessage(const runner::RunResult& r, int64_t disk_mb, int64_t min_free_bytes) {
+  switch (r.disk_stop) {
+    case runner::DiskStop::kNone:
+      return "";
+    case runner::DiskStop::kOverLimit:
+      return "Task dir over its disk limit (" + std::to_string(disk_mb) + " MB): it held " +
+             MegabytesUp(r.task_dir_bytes) + " MB";
+    case runner::DiskStop::kTooDeep:
+      return "Task dir nests directories deeper than " + std::to_string(runner::kMaxMeasuredDepth) +
+             " levels, past what its disk limit measures";
+    case runner::DiskStop::kDiskFull:
+      return "Stopped: the server's disk has less than " + std::to_string(min_free_bytes >> 20) +
+             " MB free and the task went on writing to its task dir";
+  }
+  return "";
+}
+
+// ServiceOptions::min_free_disk_bytes's -1: 5% of the data dir's
+// filesystem, at most 1 GiB (0 when it cannot be read).
+int64_t DefaultMinFreeDisk(const std::string& data_dir) {
+  struct statvfs fs;
+  if (statvfs(data_dir.c_str(), &fs) != 0) return 0;
+  int64_t size = static_cast<int64_t>(fs.f_blocks) * static_cast<int64_t>(fs.f_frsize);
+  return std::min<int64_t>(size / 20, int64_t{1} << 30);
+}
+
 }  // namespace
 
 Service::Service(store::Store& store, const Clock& clock, runner::ImageStore& images,
@@ -144,6 +179,8 @@ Service::Service(store::Store& store, const Clock& clock, runner::ImageStore& im
     : store_(store), clock_(clock), images_(images), runc_(runc), options_(std::move(options)) {
   if (options_.slots < 0)
     options_.slots = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  if (options_.min_free_disk_bytes < 0)
+    options_.min_free_disk_bytes = DefaultMinFreeDisk(options_.data_dir);
 }
 
 Service::~Service() { Stop(); }
@@ -325,6 +362,9 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   if (spec.memory_mb < 8 || spec.memory_mb > kMaxMemoryMb)
     return Fail(Error::InvalidArgument("memory must be between 8 and " +
                                        std::to_string(kMaxMemoryMb) + " MB"));
+  if (spec.disk_mb < kMinDiskMb || spec.disk_mb > kMaxDiskMb)
+    return Fail(Error::InvalidArgument("disk must be between " + std::to_string(kMinDiskMb) +
+                                       " and " + std::to_string(kMaxDiskMb) + " MB"));
 
   // The package goes to disk, synced, before the lock; it is renamed into
   // place under the lock once its revision number is known.
@@ -1092,6 +1132,7 @@ void Service::RunTask(const std::string& id) {
                code.zip() && code.command.empty() ? RuntimeCommand(code) : code.command};
   spec.task_dir = task_dir.string();
   spec.memory_bytes = code.memory_mb << 20;
+  spec.max_file_bytes = code.disk_mb << 20;
   spec.network = code.network;
   spec.env = {{"TASK_ID", t.id},
               {"TASK_DIR", in},
@@ -1140,6 +1181,8 @@ void Service::RunTask(const std::string& id) {
     if (r.oom)
       return finish(TaskState::kError,
                     "Out of memory (limit " + std::to_string(code.memory_mb) + " MB)", r.exit_code);
+    if (auto why = DiskStopMessage(r, code.disk_mb, options_.min_free_disk_bytes); !why.empty())
+      return finish(TaskState::kError, why, r.exit_code);
     if (r.exit_code != 0)
       return finish(TaskState::kError,
                     "Exit code " + std::to_string(r.exit_code) + ": " + Tail(LogPath(id), 1024),
@@ -1154,6 +1197,8 @@ void Service::RunTask(const std::string& id) {
   o.max_log_bytes = options_.max_log_bytes;
   o.timeout = std::chrono::seconds(t.timeout);
   o.cancel = cancel.get();
+  o.max_task_dir_bytes = code.disk_mb << 20;
+  o.min_free_disk_bytes = options_.min_free_disk_bytes;
   o.on_exit = report;
   auto r = runc_.Run(spec, o);
   if (!reported) report(r);  // it could not run at all

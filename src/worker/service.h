@@ -43,6 +43,11 @@ struct ServiceOptions {
   // Codes may ask for the host's network (a task then reaches every service
   // of the host's loopback, as root). Off: such codes are refused (403).
   bool allow_host_network = false;
+  // A running task that goes on writing to its task dir while the data
+  // dir's filesystem has less than this available is stopped (0: never),
+  // so that tasks cannot fill the disk the store is on. -1: 5% of that
+  // filesystem's size, at most 1 GiB.
+  int64_t min_free_disk_bytes = -1;
 };
 
 struct NewTask {

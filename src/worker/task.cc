@@ -93,6 +93,7 @@ std::string EncodeCode(const Code& c) {
   I(w, "retries_delay", c.retries_delay);
   I(w, "default_priority", c.default_priority);
   I(w, "memory_mb", c.memory_mb);
+  I(w, "disk_mb", c.disk_mb);
   I(w, "network", c.network ? 1 : 0);
   I(w, "paused", c.paused ? 1 : 0);
   I(w, "created_at", c.created_at);
@@ -128,6 +129,7 @@ std::optional<Code> DecodeCode(std::string_view b) {
   c.retries_delay = GI(d, "retries_delay");
   c.default_priority = static_cast<int>(GI(d, "default_priority"));
   c.memory_mb = GI(d, "memory_mb", 512);
+  c.disk_mb = GI(d, "disk_mb", kDefaultDiskMb);
   c.network = GI(d, "network") != 0;
   c.paused = GI(d, "paused") != 0;
   c.created_at = GI(d, "created_at");

@@ -18,6 +18,9 @@ namespace kiln::worker {
 // value would overflow): 30 days, 1 TiB, 10 years.
 inline constexpr int64_t kMaxRetriesDelay = 30 * 86400;
 inline constexpr int64_t kMaxMemoryMb = int64_t{1} << 20;
+// A task dir's disk limit (a code's `disk`): 16 MB to 16 TB, 10 GB by
+// default, as IronWorker's hosted service gave each task.
+inline constexpr int64_t kMinDiskMb = 16, kMaxDiskMb = int64_t{1} << 24, kDefaultDiskMb = 10240;
 inline constexpr int64_t kMaxRunEvery = 10 * 365 * int64_t{86400};
 
 enum class TaskState { kQueued, kPreparing, kRunning, kComplete, kError, kCancelled, kTimeout };
@@ -50,10 +53,11 @@ struct Code {
   int64_t retries_delay = 0;    // seconds
   int default_priority = 0;
   int64_t memory_mb = 512;
-  bool network = false;   // host network instead of loopback only
-  bool paused = false;    // of the code, not the revision: its tasks wait
-  TimeMs created_at = 0;  // of the code (first revision)
-  TimeMs updated_at = 0;  // of this revision
+  int64_t disk_mb = kDefaultDiskMb;  // the task dir's limit, its largest file's too
+  bool network = false;              // host network instead of loopback only
+  bool paused = false;               // of the code, not the revision: its tasks wait
+  TimeMs created_at = 0;             // of the code (first revision)
+  TimeMs updated_at = 0;             // of this revision
   bool zip() const { return !file_name.empty() || code_size > 0; }
 };
 

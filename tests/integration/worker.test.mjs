@@ -142,7 +142,7 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
   assert.equal((await upload({ name: 'evil', file_name: '/etc/passwd', runtime: 'sh' }, makeZip({ 'run.sh': 'x' }))).status, 400);
   assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', retries: 11 })).status, 400);
   // Settings multiplied out later are bounded, not left to overflow.
-  for (const s of [{ retries_delay: 2 ** 62 }, { memory: 2 ** 50 }, { default_priority: 4294967296 }])
+  for (const s of [{ retries_delay: 2 ** 62 }, { memory: 2 ** 50 }, { default_priority: 4294967296 }, { disk: 2 ** 50 }, { disk: 15 }, { disk: 'big' }])
     assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', ...s })).status, 400, JSON.stringify(s));
   assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', env_vars: { A: 1 } })).status, 400);
   assert.equal((await upload({ name: 'evil', image: 'busybox', command: 'true', network: 'bridge' })).status, 400);
@@ -471,6 +471,30 @@ test('a completed schedule that is updated to run again counts against the limit
   assert.equal(again.status, 403, again.text);
   assert.equal((await kiln.req('GET', w(`/schedules/${done}`))).body.status, 'complete');
   for (const s of fill.body.schedules) await kiln.req('POST', w(`/schedules/${s.id}/cancel`), {});
+});
+
+test("a task dir past its code's disk limit ends the task in error; the limit reads back", async (t) => {
+  const plain = await upload({ name: 'small-disk-default', image: 'busybox', command: 'true' });
+  assert.equal((await kiln.req('GET', w(`/codes/${plain.body.id}`))).body.disk, 10240);
+  // Many files, none large (the watch), then one large file (its size limit).
+  const up = await upload({ name: 'small-disk', image: 'busybox', disk: 16, command:
+    'i=0; while [ $i -lt 100 ]; do dd if=/dev/zero of=f$i bs=1M count=1 2>/dev/null; i=$((i+1)); sleep 0.02; done; echo wrote all' });
+  assert.equal(up.status, 200, up.text);
+  assert.equal((await kiln.req('GET', w(`/codes/${up.body.id}`))).body.disk, 16);
+  const big = await upload({ name: 'big-file', image: 'busybox', disk: 16, command: 'dd if=/dev/zero of=big bs=1M count=64' });
+  assert.equal(big.status, 200, big.text);
+  const within = await upload({ name: 'within-disk', image: 'busybox', disk: 16, command: 'dd if=/dev/zero of=f bs=1M count=4 2>/dev/null' });
+  assert.equal(within.status, 200, within.text);
+  const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'small-disk' }, { code_name: 'big-file' }, { code_name: 'within-disk' }] });
+  const [many, one, ok] = await Promise.all(q.body.tasks.map((x) => finished(x.id)));
+  if (skipWithoutContainers(t)) return;
+  assert.equal(many.status, 'error');
+  assert.match(many.msg, /^Task dir over its disk limit \(16 MB\): it held \d+\.\d MB$/);
+  assert.doesNotMatch((await kiln.req('GET', w(`/tasks/${many.id}/log`))).text, /wrote all/);
+  assert.equal(one.status, 'error');
+  // The file stops at 16 MB (EFBIG); with the payload beside it the task dir is just over.
+  assert.match(one.msg, /File too large|^Task dir over its disk limit \(16 MB\): it held 16\.[0-9] MB$/);
+  assert.equal(ok.status, 'complete', ok.msg);
 });
 
 test('a package or a task cannot make Kiln write, read or block on host files', async (t) => {
