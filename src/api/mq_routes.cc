@@ -1,5 +1,6 @@
 // IronMQ v3 pull-queue endpoints (iron-api.md §2; docs/http-api.md).
 
+#include <algorithm>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
@@ -334,6 +335,15 @@ Result<uint64_t> MessageId(const Request& req) {
   return id;
 }
 
+// The hops a post's messages start with: what an earlier Kiln that pushed
+// it here said (mq::kHopsHeader), else 0. A value that is not a count is
+// taken as 0; it only ever stops loops, it grants nothing.
+int HopsOf(const Request& req) {
+  uint64_t hops = 0;
+  if (!ParseU64(req.Header("kiln-hops"), &hops)) return 0;  // mq::kHopsHeader, as parsed
+  return static_cast<int>(std::min<uint64_t>(hops, mq::kMaxHops + 1));
+}
+
 }  // namespace
 
 void AddMqRoutes(http::Router& router, const Services& services) {
@@ -402,6 +412,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     if (!*arr || (*arr)->Empty())
       co_return ErrorResponse(Error::InvalidArgument("messages must be a non-empty array"));
     std::vector<mq::NewMessage> msgs;
+    int hops = HopsOf(req);
     for (const auto& m : (*arr)->GetArray()) {
       if (!m.IsObject())
         co_return ErrorResponse(Error::InvalidArgument("each message must be an object"));
@@ -409,7 +420,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       if (!*body) co_return ErrorResponse(Error::InvalidArgument("body is required"));
       KILN_TRY(delay, GetInt(m, "delay"));
       KILN_TRY(headers, ParseHeaderObject(m, "push_headers"));
-      msgs.push_back({std::move(**body), delay->value_or(0), std::move(*headers)});
+      msgs.push_back({std::move(**body), delay->value_or(0), std::move(*headers), hops});
     }
     PostRequest post{project, std::string(req.Param("queue")), std::move(msgs), WriterFor(req)};
     PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
@@ -440,7 +451,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       if (push_headers.size() < 5 && mq::ValidatePushHeaders(one)) push_headers.push_back(one[0]);
     }
     std::vector<mq::NewMessage> msgs;
-    msgs.push_back({std::move(req.body), 0, std::move(push_headers)});
+    msgs.push_back({std::move(req.body), 0, std::move(push_headers), HopsOf(req)});
     PostRequest post{project, std::string(req.Param("queue")), std::move(msgs), WriterFor(req)};
     PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
     if (!ids) co_return ErrorResponse(ids.error());

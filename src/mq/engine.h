@@ -81,12 +81,16 @@ struct NewMessage {
   std::string body;
   int64_t delay = 0;     // seconds
   Headers push_headers;  // push queues: added to each delivery
-  // Times the message was passed on inside this server to get here (an
-  // ironmq:// delivery, an alert notice, an error report): past kMaxHops a
-  // post is refused, so that queues feeding each other stop.
+  // Times the message was passed on to get here (an ironmq:// delivery, an
+  // alert notice, an error report; from another Kiln, kHopsHeader): past
+  // kMaxHops a post is refused, so that queues feeding each other stop.
   int hops = 0;
 };
 inline constexpr int kMaxHops = 10;
+// The request header that carries a message's hops from one Kiln to another:
+// every push delivery sends its message's hops + 1, and a post that has it
+// (POST /messages, a webhook) starts its messages there.
+inline constexpr const char* kHopsHeader = "Kiln-Hops";
 
 // Checks push_headers against iron-api.md §2.3 (≤5, names 1-64 bytes and
 // not reserved, values 1-1024 bytes). InvalidArgument names the problem.

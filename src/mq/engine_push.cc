@@ -234,6 +234,9 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         SetHeader(req.headers, "Iron-Message-Id", std::to_string(id));
         SetHeader(req.headers, "Iron-Reservation-Id", rid);
         SetHeader(req.headers, "Iron-Subscriber-Name", d.subscriber);
+        // Kiln's own: a Kiln that takes this delivery as a post (a webhook,
+        // POST /messages) counts the hop, so loops across servers end too.
+        SetHeader(req.headers, kHopsHeader, std::to_string(plan.hops + 1));
         SetHeader(req.headers, "Iron-Subscriber-Message-Url",
                   public_url_ + "/3/projects/" + rec.project_id + "/queues/" +
                       PercentEncode(rec.name) + "/messages/" + std::to_string(id) +

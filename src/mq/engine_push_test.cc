@@ -94,6 +94,7 @@ TEST_F(EnginePushTest, MulticastSendsToEverySubscriberWithHeaders) {
   EXPECT_EQ(HeaderOf(r, "Iron-Subscriber-Name"), "a");
   EXPECT_EQ(HeaderOf(r, "Iron-Reservation-Id").size(), 32u);
   EXPECT_EQ(HeaderOf(r, "Iron-Subscriber-Message-Url").rfind("http://kiln:1/3/projects/", 0), 0u);
+  EXPECT_EQ(HeaderOf(r, kHopsHeader), "1");
   EXPECT_EQ(sent[1].request.url, "http://b/hook");
   sent[0].done(200, "");
   sent[1].done(200, "");

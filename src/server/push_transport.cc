@@ -59,7 +59,9 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
   });
   client_.Post("http://" + u.host + "/3/projects/" + project + "/queues/" + PercentEncode(u.queue) +
                    "/messages",
-               {{"Authorization", "OAuth " + u.token}, {"Content-Type", "application/json"}},
+               {{"Authorization", "OAuth " + u.token},
+                {"Content-Type", "application/json"},
+                {mq::kHopsHeader, std::to_string(request.hops + 1)}},
                std::move(body), std::move(done), request.qid);
 }
 

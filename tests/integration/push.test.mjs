@@ -53,6 +53,7 @@ test('multicast delivers the body and headers to every subscriber', async () => 
     assert.equal(r.headers['x-msg'], 'm1');
     assert.equal(r.headers['content-type'], 'text/plain; encoding=utf-8');
     assert.match(r.headers['iron-subscriber-message-url'], new RegExp(`/messages/${id}\\?`));
+    assert.equal(r.headers['kiln-hops'], '1');  // a posted message has made no hop yet
   }
   assert.equal(ra.headers['iron-subscriber-name'], 'a');
   assert.equal(rb.headers['iron-subscriber-name'], 'b');
@@ -195,6 +196,34 @@ test('queues that push into each other stop after ten hops; a queue cannot push 
   await eventually(async () => (await total()) === 11);  // the post and ten forwards
   await sleep(1000);
   assert.equal(await total(), 11);
+});
+
+test('queues of servers that push into each other over HTTP stop after ten hops too', async () => {
+  // Each hop leaves over HTTP, as to another server: a webhook url one way,
+  // an ironmq:// url that does not name this server the other way.
+  const hook = `${kiln.base}${kiln.q('wire-b')}/webhook?oauth=${kiln.token}`;
+  const back = `ironmq://${kiln.project}:${kiln.token}@localhost:${kiln.port}/wire-a`;
+  for (const [q, url] of [['wire-a', hook], ['wire-b', back]]) {
+    const r = await put(q, { type: 'multicast', push: { retries: 0, subscribers: [{ name: 'next', url }] } });
+    assert.equal(r.status, 200, r.text);
+  }
+  await post('wire-a', [{ body: 'across the wire' }]);
+  const total = async () => {
+    let n = 0;
+    for (const q of ['wire-a', 'wire-b']) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
+    return n;
+  };
+  await eventually(async () => (await total()) === 11);  // the post and ten forwards
+  await sleep(1500);
+  assert.equal(await total(), 11);
+  // A post that says it has come far enough is refused; one that says
+  // nothing sensible starts at zero.
+  const far = await kiln.req('POST', kiln.q('wire-c') + '/messages', { messages: [{ body: 'x' }] },
+    { headers: { 'Kiln-Hops': '11' } });
+  assert.equal(far.status, 400);
+  assert.match(far.body.msg, /more than 10/);
+  const odd = await kiln.req('POST', kiln.q('wire-c') + '/webhook', 'y', { headers: { 'Kiln-Hops': 'lots' } });
+  assert.equal(odd.status, 201, odd.text);
 });
 
 test('subscribers: add or update, replace, remove; rules of push queues', async () => {
