@@ -339,9 +339,12 @@ Result<uint64_t> MessageId(const Request& req) {
 // it here said (mq::kHopsHeader), else 0. A value that is not a count is
 // taken as 0; it only ever stops loops, it grants nothing.
 int HopsOf(const Request& req) {
+  std::string_view v = req.Header("kiln-hops");  // mq::kHopsHeader, as parsed
   uint64_t hops = 0;
-  if (!ParseU64(req.Header("kiln-hops"), &hops)) return 0;  // mq::kHopsHeader, as parsed
-  return static_cast<int>(std::min<uint64_t>(hops, mq::kMaxHops + 1));
+  if (ParseU64(v, &hops)) return static_cast<int>(std::min<uint64_t>(hops, mq::kMaxHops + 1));
+  bool digits =
+      !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+  return digits ? mq::kMaxHops + 1 : 0;  // a count too big to parse is still too big
 }
 
 }  // namespace

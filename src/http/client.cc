@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -161,11 +162,13 @@ struct Client::Impl {
   asio::io_context ioc{1};
   asio::executor_work_guard<asio::io_context::executor_type> guard = asio::make_work_guard(ioc);
   ssl::context& tls_ctx;
+  Resolver& resolver;
   std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle;  // per host, oldest first
   size_t idle_count = 0;
   std::thread thread;
 
-  Impl(ClientOptions o, ssl::context& tls) : options(std::move(o)), tls_ctx(tls) {
+  Impl(ClientOptions o, ssl::context& tls, Resolver& r)
+      : options(std::move(o)), tls_ctx(tls), resolver(r) {
     asio::co_spawn(ioc, SweepIdle(), asio::detached);
     thread = std::thread([this] { ioc.run(); });
   }
@@ -244,43 +247,36 @@ struct Client::Impl {
   }
 
   // The addresses of `u`, by the deadline. An IP address is taken as it is;
-  // a name goes to asio's resolver, whose single worker thread runs one
-  // getaddrinfo at a time: a lookup that hangs (a DNS server that does not
-  // answer) fails this attempt at its deadline instead of holding it.
+  // a name goes to the client's Resolver (its own thread per name, answers
+  // kept a while): a lookup that hangs fails this attempt at its deadline
+  // and holds no other name's.
   awaitable<std::vector<tcp::endpoint>> Resolve(const Url& u,
                                                 std::chrono::steady_clock::time_point deadline) {
+    auto port = static_cast<unsigned short>(std::strtoul(u.port.c_str(), nullptr, 10));
     boost::system::error_code ec;
     auto addr = asio::ip::make_address(u.host, ec);
-    if (!ec) {
-      auto port = static_cast<unsigned short>(std::strtoul(u.port.c_str(), nullptr, 10));
-      co_return std::vector<tcp::endpoint>{tcp::endpoint(addr, port)};
-    }
-    struct Lookup {
-      explicit Lookup(asio::io_context& ioc) : resolver(ioc), timer(ioc) {}
-      tcp::resolver resolver;
+    if (!ec) co_return std::vector<tcp::endpoint>{tcp::endpoint(addr, port)};
+    struct Wait {
+      explicit Wait(asio::io_context& ioc) : timer(ioc) {}
       asio::steady_timer timer;
-      boost::system::error_code ec;
-      tcp::resolver::results_type results;
-      bool done = false;
+      std::optional<Result<Addresses>> answer;
     };
-    auto lookup = std::make_shared<Lookup>(ioc);
-    lookup->timer.expires_at(deadline);
-    lookup->resolver.async_resolve(
-        u.host, u.port,
-        [lookup](const boost::system::error_code& e, tcp::resolver::results_type r) {
-          lookup->ec = e;
-          lookup->results = std::move(r);
-          lookup->done = true;
-          lookup->timer.cancel();
-        });
-    co_await lookup->timer.async_wait(asio::redirect_error(use_awaitable, ec));
-    if (!lookup->done) {
-      lookup->resolver.cancel();
-      throw std::runtime_error("resolving " + u.host + " timed out");
-    }
-    if (lookup->ec) throw boost::system::system_error(lookup->ec);
+    auto wait = std::make_shared<Wait>(ioc);
+    wait->timer.expires_at(deadline);
+    resolver.Resolve(u.host, u.port, [wait, ex = ioc.get_executor()](Result<Addresses> r) {
+      asio::post(ex, [wait, r = std::move(r)]() mutable {
+        wait->answer = std::move(r);
+        wait->timer.cancel();
+      });
+    });
+    co_await wait->timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (!wait->answer) throw std::runtime_error("resolving " + u.host + " timed out");
+    if (!*wait->answer) throw std::runtime_error(wait->answer->error().message());
     std::vector<tcp::endpoint> out;
-    for (const auto& r : lookup->results) out.push_back(r.endpoint());
+    for (const auto& a : **wait->answer) {
+      auto ip = asio::ip::make_address(a, ec);
+      if (!ec) out.emplace_back(ip, port);
+    }
     co_return out;
   }
 
@@ -412,11 +408,13 @@ struct Client::Impl {
 };
 
 struct Client::Pool {
+  explicit Pool(ResolverOptions r) : resolver(std::move(r)) {}
   ssl::context tls{ssl::context::tls_client};
+  Resolver resolver;
   std::vector<std::unique_ptr<Impl>> threads;
 };
 
-Client::Client(ClientOptions options) : pool_(std::make_unique<Pool>()) {
+Client::Client(ClientOptions options) : pool_(std::make_unique<Pool>(options.resolver)) {
   pool_->tls.set_default_verify_paths();
   if (!options.ca_file.empty()) {
     boost::system::error_code ec;
@@ -426,7 +424,7 @@ Client::Client(ClientOptions options) : pool_(std::make_unique<Pool>()) {
   pool_->tls.set_verify_mode(ssl::verify_peer);
   size_t n = std::max<size_t>(1, options.threads);
   for (size_t i = 0; i < n; ++i)
-    pool_->threads.push_back(std::make_unique<Impl>(options, pool_->tls));
+    pool_->threads.push_back(std::make_unique<Impl>(options, pool_->tls, pool_->resolver));
 }
 
 // Stop every thread before any goes away: an answer handled on one thread
@@ -434,6 +432,7 @@ Client::Client(ClientOptions options) : pool_(std::make_unique<Pool>()) {
 Client::~Client() {
   for (auto& t : pool_->threads) t->Stop();
   for (auto& t : pool_->threads) t->thread.join();
+  pool_->resolver.Close();  // no lookup posts to an io context from now on
 }
 
 void Client::Post(std::string url, Headers headers, std::string body, Done done,

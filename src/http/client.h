@@ -2,7 +2,7 @@
 // pooled keep-alive connections per scheme, host and port, a whole-request
 // timeout, TLS with certificate and host-name verification, and an optional
 // guard against loopback and private addresses (SSRF). Runs its own io
-// threads. Post may be called from any thread; `done` runs on a client thread.
+// threads; host names are looked up by an http::Resolver. Post may be called from any thread; `done` runs on a client thread.
 #pragma once
 
 #include <chrono>
@@ -11,6 +11,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "http/resolver.h"
 
 namespace kiln::http {
 
@@ -24,7 +26,8 @@ struct ClientOptions {
   // sockets stay bounded however many subscriber hosts come and go.
   std::chrono::milliseconds idle_timeout{30000};
   size_t max_idle = 256;
-  size_t threads = 1;  // io threads, each with its own idle connections
+  size_t threads = 1;        // io threads, each with its own idle connections
+  ResolverOptions resolver;  // name lookups, shared by the threads
 };
 
 class Client {

@@ -140,5 +140,30 @@ TEST(ClientTest, PastMaxIdleTheConnectionIdleLongestIsClosed) {
   EXPECT_EQ(c.accepted(), 1u);
 }
 
+// A subscriber name whose lookup hangs holds only its own request: one for
+// another name on the same client thread is answered meanwhile (asio's
+// resolver ran one lookup at a time per thread).
+TEST(ClientTest, ANameWhoseLookupHangsHoldsNoOtherName) {
+  KeepAliveServer server;
+  auto release = std::make_shared<std::promise<void>>();
+  std::shared_future<void> released = release->get_future().share();
+  ClientOptions o;
+  o.resolver.lookup = [released](const std::string& host, const std::string&) -> Result<Addresses> {
+    if (host == "hangs.test") released.wait();
+    return Addresses{"127.0.0.1"};
+  };
+  Client client(o);
+  std::promise<int> hung;
+  client.Post(
+      "http://hangs.test:1/hook", {}, "", [&](int s, std::string) { hung.set_value(s); }, 0);
+  std::string other = server.url();
+  other.replace(other.find("127.0.0.1"), 9, "answers.test");
+  EXPECT_EQ(PostAndWait(client, other), 200);
+  auto hung_status = hung.get_future();
+  EXPECT_EQ(hung_status.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  release->set_value();
+  EXPECT_EQ(hung_status.get(), 0);  // then port 1 refuses it
+}
+
 }  // namespace
 }  // namespace kiln::http

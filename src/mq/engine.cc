@@ -359,9 +359,9 @@ void Engine::Post(const std::string& project, const std::string& name,
             "binary data base64-encoded, or to a push queue)")));
     }
     if (m.hops > kMaxHops)
-      return done(Fail(
-          Error::InvalidArgument("Message passed on through more than " + std::to_string(kMaxHops) +
-                                 " queues (ironmq:// subscribers or alerts feeding each other?)")));
+      return done(Fail(Error::InvalidArgument(
+          "Message passed on through more than " + std::to_string(kMaxHops) +
+          " queues (push subscribers, webhooks or alerts feeding each other?)")));
     if (m.body.size() > options_.max_message_bytes)
       return done(Fail(Error::TooLarge("Message body exceeds " +
                                        std::to_string(options_.max_message_bytes) + " bytes")));

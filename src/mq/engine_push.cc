@@ -53,9 +53,13 @@ void SetHeader(Headers& h, const std::string& name, const std::string& value) {
   h.emplace_back(name, value);
 }
 
-const char* const kReservedHeaders[] = {"Content-Type",         "User-Agent",
-                                        "Iron-Message-Id",      "Iron-Reservation-Id",
-                                        "Iron-Subscriber-Name", "Iron-Subscriber-Message-Url"};
+const char* const kReservedHeaders[] = {"Content-Type",
+                                        "User-Agent",
+                                        "Iron-Message-Id",
+                                        "Iron-Reservation-Id",
+                                        "Iron-Subscriber-Name",
+                                        "Iron-Subscriber-Message-Url",
+                                        kHopsHeader};
 
 }  // namespace
 

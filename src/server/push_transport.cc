@@ -97,7 +97,9 @@ void PushTransport::SendToWorker(mq::PushRequest request,
     w.EndObject();
   });
   client_.Post("http://" + u.host + "/2/projects/" + project + "/tasks",
-               {{"Authorization", "OAuth " + u.token}, {"Content-Type", "application/json"}},
+               {{"Authorization", "OAuth " + u.token},
+                {"Content-Type", "application/json"},
+                {mq::kHopsHeader, std::to_string(request.hops + 1)}},
                std::move(body), std::move(done), request.qid);
 }
 

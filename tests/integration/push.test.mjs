@@ -224,6 +224,12 @@ test('queues of servers that push into each other over HTTP stop after ten hops 
   assert.match(far.body.msg, /more than 10/);
   const odd = await kiln.req('POST', kiln.q('wire-c') + '/webhook', 'y', { headers: { 'Kiln-Hops': 'lots' } });
   assert.equal(odd.status, 201, odd.text);
+  const huge = await kiln.req('POST', kiln.q('wire-c') + '/webhook', 'z', { headers: { 'Kiln-Hops': '9'.repeat(30) } });
+  assert.equal(huge.status, 400, huge.text);
+  // A message cannot set its own hops through push headers.
+  const own = await post('wire-a', [{ body: 'w', push_headers: { 'kiln-hops': '0' } }]);
+  assert.equal(own.status, 400);
+  assert.match(own.body.msg, /Push header not allowed/);
 });
 
 test('subscribers: add or update, replace, remove; rules of push queues', async () => {
