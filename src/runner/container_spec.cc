@@ -293,6 +293,17 @@ std::string BuildConfig(const ContainerSpec& spec) {
     w.EndArray();
     w.EndObject();
   }
+  // fallocate reserves any number of blocks at once, between two looks of
+  // the task dir's watch (and past RLIMIT_FSIZE with KEEP_SIZE): EOPNOTSUPP,
+  // on which posix_fallocate falls back to writing, which the watch sees.
+  w.StartObject();
+  w.Key("names");
+  Strings(w, std::initializer_list<const char*>{"fallocate"});
+  w.Key("action");
+  w.String("SCMP_ACT_ERRNO");
+  w.Key("errnoRet");
+  w.Uint(95);  // EOPNOTSUPP
+  w.EndObject();
   // clone3 passes its flags in memory, out of seccomp's sight: ENOSYS, on
   // which libc falls back to clone.
   w.StartObject();

@@ -1,6 +1,9 @@
 #include "runner/disk_usage.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -40,8 +43,9 @@ TEST(DiskUsageTest, CountsWhatFilesOccupyEachAtLeastABlock) {
   EXPECT_FALSE(u.too_deep);
 }
 
-// A sparse file counts what it occupies, not its length; hard links count
-// once; a symbolic link is not followed (to the host's files or anywhere).
+// A sparse file counts what it occupies, not its length; a hard-linked
+// file's blocks count once, each further name 4 KiB; a symbolic link is not
+// followed (to the host's files or anywhere).
 TEST(DiskUsageTest, SparseFilesLinksAndSymlinks) {
   testing::TempDir dir, outside;
   WriteBytes(outside.path() + "/big", 8 * kMiB);
@@ -55,9 +59,56 @@ TEST(DiskUsageTest, SparseFilesLinksAndSymlinks) {
   fs::create_symlink(outside.path(), dir.path() + "/t/out");
   fs::create_symlink(outside.path() + "/big", dir.path() + "/t/bigfile");
   auto u = MeasureDiskUsage(dir.path());
-  EXPECT_GE(u.bytes, kMiB);
+  EXPECT_GE(u.bytes, kMiB + 3 * 4096);
   EXPECT_LT(u.bytes, 2 * kMiB);
-  EXPECT_EQ(u.entries, 1 + 1 + 1 + 1 + 2);  // root, t, sparse, data (once), two symlinks
+  EXPECT_EQ(u.entries, 1 + 1 + 1 + 4 + 2);  // root, t, sparse, data's four names, two symlinks
+}
+
+// Names cost 4 KiB each even as hard links of one file (else a task could
+// make the walk as long as it likes for free), and past max_entries the
+// walk stops and says so.
+TEST(DiskUsageTest, EveryNameCostsAndTheWalkStopsPastMaxEntries) {
+  testing::TempDir dir;
+  std::ofstream(dir.path() + "/f").close();
+  for (int i = 0; i < 200; ++i)
+    fs::create_hard_link(dir.path() + "/f", dir.path() + "/l" + std::to_string(i));
+  auto u = MeasureDiskUsage(dir.path());
+  EXPECT_EQ(u.entries, 1 + 201);
+  EXPECT_GE(u.bytes, 202 * 4096);
+  EXPECT_FALSE(u.too_many);
+  auto capped = MeasureDiskUsage(dir.path(), 100);
+  EXPECT_TRUE(capped.too_many);
+  EXPECT_LE(capped.entries, 101);
+}
+
+// A file deleted while open (or mapped) still occupies the disk: counted
+// for the processes that hold it, once, on the device asked about only.
+TEST(DiskUsageTest, UnlinkedOpenAndMappedFilesCount) {
+  testing::TempDir dir;
+  struct stat d;
+  ASSERT_EQ(stat(dir.path().c_str(), &d), 0);
+  EXPECT_EQ(UnlinkedOpenFileBytes({getpid()}, d.st_dev), 0);
+  std::string held = dir.path() + "/held", mapped = dir.path() + "/mapped";
+  WriteBytes(held, 2 * kMiB);
+  WriteBytes(mapped, kMiB);
+  int fd = open(held.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd2 = dup(fd);
+  ASSERT_GE(fd, 0);
+  int mfd = open(mapped.c_str(), O_RDONLY | O_CLOEXEC);
+  void* map = mmap(nullptr, kMiB, PROT_READ, MAP_SHARED, mfd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  close(mfd);                                                 // the mapping alone holds it now
+  EXPECT_EQ(UnlinkedOpenFileBytes({getpid()}, d.st_dev), 0);  // named still: the walk counts them
+  ASSERT_EQ(unlink(held.c_str()), 0);
+  ASSERT_EQ(unlink(mapped.c_str()), 0);
+  int64_t b = UnlinkedOpenFileBytes({getpid(), getpid()}, d.st_dev);
+  EXPECT_GE(b, 3 * kMiB);
+  EXPECT_LT(b, 3 * kMiB + 64 * 4096);  // each inode once, however many fds or pids
+  EXPECT_EQ(UnlinkedOpenFileBytes({getpid()}, d.st_dev + 1), 0);
+  EXPECT_EQ(UnlinkedOpenFileBytes({999999999}, d.st_dev), 0);  // no such process
+  munmap(map, kMiB);
+  close(fd);
+  close(fd2);
 }
 
 TEST(DiskUsageTest, NestingPastTheDepthItWalksIsReported) {

@@ -55,16 +55,37 @@ pid_t Spawn(const std::string& exe, const std::vector<std::string>& argv, int ou
 }
 
 constexpr auto kDiskLookEvery = std::chrono::milliseconds(500);
+constexpr auto kDiskLookAtLeastEvery = std::chrono::seconds(5);
 
-// One look of the task dir's watch (RunOptions::max_task_dir_bytes).
-// `bytes`: what the last look saw, -1 before the first (which sets the
-// baseline of "grew": a task is not stopped for what it brought along).
+// The processes of container `id` (its memory cgroup under cgroup v1, its
+// cgroup under v2); none once it is gone.
+std::vector<pid_t> ContainerPids(const std::string& id) {
+  std::vector<pid_t> pids;
+  for (const std::string& path : {"/sys/fs/cgroup/memory/kiln/" + id + "/cgroup.procs",
+                                  "/sys/fs/cgroup/kiln/" + id + "/cgroup.procs"}) {
+    std::ifstream in(path);
+    if (!in) continue;
+    for (pid_t pid; in >> pid;) pids.push_back(pid);
+    break;
+  }
+  return pids;
+}
+
+// One look of the task dir's watch (RunOptions::max_task_dir_bytes): its
+// tree, and the files the container's processes hold open there after
+// deleting them. `bytes`: what the last look saw, -1 before the first
+// (which sets the baseline of "grew": a task is not stopped for what it
+// brought along).
 DiskStop LookAtTaskDir(const std::string& task_dir, const RunOptions& o, int64_t* bytes) {
   DiskUsage u = MeasureDiskUsage(task_dir);
+  struct stat dir;
+  if (stat(task_dir.c_str(), &dir) == 0)
+    u.bytes += UnlinkedOpenFileBytes(ContainerPids(o.id), dir.st_dev);
   bool grew = *bytes >= 0 && u.bytes > *bytes;
   *bytes = u.bytes;
   if (o.max_task_dir_bytes > 0 && u.bytes > o.max_task_dir_bytes) return DiskStop::kOverLimit;
   if (o.max_task_dir_bytes > 0 && u.too_deep) return DiskStop::kTooDeep;
+  if (o.max_task_dir_bytes > 0 && u.too_many) return DiskStop::kTooMany;
   struct statvfs fs;
   if (o.min_free_disk_bytes > 0 && grew && statvfs(task_dir.c_str(), &fs) == 0 &&
       static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize) < o.min_free_disk_bytes)
@@ -198,11 +219,17 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
   // files and directories each run makes (and runc makes in its rootfs)
   // then cost no disk filesystem work, and go at once with the unmount.
   // What the task writes to its root filesystem is charged to its memory
-  // limit, as /tmp is; its task dir stays on disk. Without it (no tmpfs
-  // here), the work dir is used as it is.
+  // limit, as /tmp is; its task dir stays on disk. Without it the run
+  // does not start: its root filesystem would be an unbounded, unwatched
+  // upper layer on the data dir's disk.
   std::string tmpfs_opts =
       "mode=0700,size=" + std::to_string(std::max<int64_t>(spec_in.memory_bytes, 64 << 20));
-  bool own_tmpfs = mount("kiln-run", work.c_str(), "tmpfs", 0, tmpfs_opts.c_str()) == 0;
+  if (mount("kiln-run", work.c_str(), "tmpfs", 0, tmpfs_opts.c_str()) != 0) {
+    result.error =
+        std::string("cannot mount the run's tmpfs on ") + o.work_dir + ": " + std::strerror(errno);
+    fs::remove_all(work, ec);
+    return result;
+  }
   fs::create_directories(work / "upper", ec);
   if (!ec) fs::create_directories(work / "overlay-work", ec);
   if (!ec) fs::create_directories(rootfs, ec);
@@ -211,7 +238,7 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     // only when runc itself died or never got that far.
     if (fs::exists(fs::path(state_root_) / o.id, ec)) RuncCommand({"delete", "--force", o.id});
     umount2(rootfs.c_str(), MNT_DETACH);
-    if (own_tmpfs) umount2(work.c_str(), MNT_DETACH);
+    umount2(work.c_str(), MNT_DETACH);
     fs::remove_all(work, ec);
   };
   if (ec) {
@@ -317,8 +344,9 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
         result.disk_stop = LookAtTaskDir(spec_in.task_dir, o, &task_dir_bytes);
         result.task_dir_bytes = task_dir_bytes;
         auto took = std::chrono::steady_clock::now() - began;
-        next_disk_look =
-            began + std::max<std::chrono::steady_clock::duration>(kDiskLookEvery, 20 * took);
+        // A walk that takes long is done less often, but at least every 5 s.
+        next_disk_look = began + std::clamp<std::chrono::steady_clock::duration>(
+                                     20 * took, kDiskLookEvery, kDiskLookAtLeastEvery);
       }
       if (result.timed_out || result.cancelled || result.disk_stop != DiskStop::kNone)
         killed = RuncCommand({"kill", o.id, "KILL"}) == 0;

@@ -43,7 +43,7 @@ struct RunOptions {
 };
 
 // Why the task dir's watch stopped a container.
-enum class DiskStop { kNone, kOverLimit, kTooDeep, kDiskFull };
+enum class DiskStop { kNone, kOverLimit, kTooDeep, kTooMany, kDiskFull };
 
 struct RunResult {
   int exit_code = -1;      // the task's exit status (128+signal when killed)

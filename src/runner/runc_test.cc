@@ -4,10 +4,12 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -281,6 +283,39 @@ TEST_F(RuncTest, TaskDirPastItsDiskLimitIsKilled) {
   EXPECT_EQ(ok.exit_code, 0) << log();
   EXPECT_EQ(ok.disk_stop, DiskStop::kNone);
   EXPECT_GE(ok.task_dir_bytes, 8 << 20);
+}
+
+// Files the task deletes while it goes on writing them are out of a walk's
+// sight but still on the disk: the watch counts them, from the container's
+// open descriptors. fallocate, which reserves any amount at once, is refused.
+TEST_F(RuncTest, DeletedFilesStillOpenCountAndFallocateIsRefused) {
+  max_task_dir_bytes_ = 16 << 20;
+  auto r = Run({"sh", "-c",
+                "exec 3>/task/a 4>/task/b; rm /task/a /task/b; "
+                "dd if=/dev/zero bs=1M count=12 >&3 2>/dev/null; "
+                "dd if=/dev/zero bs=1M count=12 >&4 2>/dev/null; sleep 3; echo still here"});
+  EXPECT_EQ(r.disk_stop, DiskStop::kOverLimit) << log();
+  EXPECT_GT(r.task_dir_bytes, 16 << 20);
+  EXPECT_EQ(log().find("still here"), std::string::npos) << log();
+  // fallocate itself, as a program calls it (busybox's goes through
+  // posix_fallocate, which falls back to writing): a static binary built
+  // here, run in the task dir.
+  std::string src = dir_.path() + "/falloc.c";
+  {
+    std::ofstream out(src);
+    out << "#define _GNU_SOURCE\n#include <errno.h>\n#include <fcntl.h>\n#include <stdio.h>\n"
+           "#include <string.h>\n#include <sys/syscall.h>\n#include <unistd.h>\n"
+           "int main(void) { int fd = open(\"/task/f\", O_CREAT | O_WRONLY, 0600);\n"
+           "  long rc = syscall(SYS_fallocate, fd, FALLOC_FL_KEEP_SIZE, 0L, 100L << 20);\n"
+           "  printf(\"fallocate %ld %s\\n\", rc, rc ? strerror(errno) : \"ok\"); return 0; }\n";
+  }
+  ASSERT_EQ(std::system(("gcc -static -o " + task_dir() + "/falloc " + src).c_str()), 0);
+  auto f = Run({"/task/falloc"});
+  EXPECT_EQ(f.exit_code, 0) << log();
+  EXPECT_NE(log().find("fallocate -1 Operation not supported"), std::string::npos) << log();
+  struct stat st;
+  ASSERT_EQ(stat((task_dir() + "/f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, 0);  // nothing reserved
 }
 
 // No single file grows past max_file_bytes (RLIMIT_FSIZE): the write that

@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
       ->add_option("--task-disk-reserve", config.task_disk_reserve_mb,
                    "MB the data dir keeps free: tasks writing past it are stopped (-1: 5%, at "
                    "most 1024; 0: off)")
+      ->check(CLI::Range(int64_t{-1}, int64_t{1} << 30))
       ->envname("KILN_TASK_DISK_RESERVE");
   serve->add_option("--public-host", config.public_host,
                     "Host for iron.json and push acknowledgement urls");

@@ -156,6 +156,9 @@ std::string DiskStopMessage(const runner::RunResult& r, int64_t disk_mb, int64_t
     case runner::DiskStop::kTooDeep:
       return "Task dir nests directories deeper than " + std::to_string(runner::kMaxMeasuredDepth) +
              " levels, past what its disk limit measures";
+    case runner::DiskStop::kTooMany:
+      return "Task dir holds more than " + std::to_string(runner::kMaxMeasuredEntries) +
+             " files and directories, past what its disk limit measures";
     case runner::DiskStop::kDiskFull:
       return "Stopped: the server's disk has less than " + std::to_string(min_free_bytes >> 20) +
              " MB free and the task went on writing to its task dir";
