@@ -283,8 +283,9 @@ class Engine {
                    bool off_waiting_list = false);
   // The answer to the try of `subscriber` that carried `reservation`.
   void RestartWaiting(const std::string& host);
-  void OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,
-                    uint64_t reservation, std::string host, int status, std::string error);
+  void OnPushAnswer(const SlotPtr& slot, const std::string& project, uint64_t id,
+                    const std::string& subscriber, uint64_t reservation, std::string host,
+                    int status, std::string error);
   // A failed push message's report for the queue's error_queue. It is
   // posted in the same write that removes the message, so a crash keeps
   // either the message (reported again after a restart) or the report.
@@ -364,6 +365,9 @@ class Engine {
   };
   std::unordered_map<std::string, HostState> hosts_;
   int in_flight_ = 0;
+  // Deliveries under way per project: at most half of all, so that one
+  // project's many slow hosts cannot hold every other project's back.
+  std::unordered_map<std::string, int> project_in_flight_;
   // Error reports whose post failed (a store error, their queue deleted
   // meanwhile), posted again by the tick 10 s later; at most 10,000, past
   // that they wait for the next start (the message stays in the store).

@@ -17,8 +17,9 @@
 namespace kiln::mq {
 namespace {
 
-constexpr int kMaxInFlight = 1024;           // deliveries at once, all hosts
-constexpr int kMaxInFlightPerHost = 32;      // so that one slow host cannot take them all
+constexpr int kMaxInFlight = 1024;       // deliveries at once, all hosts
+constexpr int kMaxInFlightPerHost = 32;  // so that one slow host cannot take them all
+constexpr int kMaxInFlightPerProject = kMaxInFlight / 2;  // nor one project's many hosts
 constexpr TimeMs kDeferMs = 20;              // when all hosts together are at kMaxInFlight
 constexpr size_t kFinishedKept = 1000;       // per queue
 constexpr size_t kMaxFailedReports = 10000;  // error reports waiting to be posted again
@@ -211,11 +212,13 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
             plan.held = waiting = true;
             continue;
           }
-          if (in_flight_ >= kMaxInFlight) {
+          int& of_project = project_in_flight_[project];
+          if (in_flight_ >= kMaxInFlight || of_project >= kMaxInFlightPerProject) {
             deferred = true;
             continue;
           }
           ++in_flight_;
+          ++of_project;
           ++h.in_flight;
         }
         d.in_flight = true;
@@ -263,7 +266,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         s.request.body = std::move(*b);
       } else {
         // Counted as a failed try: the message is not sent without its body.
-        OnPushAnswer(slot, s.id, s.subscriber, s.reservation, s.host, 0,
+        OnPushAnswer(slot, project, s.id, s.subscriber, s.reservation, s.host, 0,
                      "could not read the message: " + b.error().message());
         continue;
       }
@@ -273,9 +276,9 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
   for (auto& s : sends) {
     if (s.need_body) continue;  // its body could not be read
     transport->Send(std::move(s.request),
-                    [this, slot, id = s.id, sub = s.subscriber, rsv = s.reservation, host = s.host](
-                        int status, std::string error) {
-                      OnPushAnswer(slot, id, sub, rsv, host, status, std::move(error));
+                    [this, slot, project, id = s.id, sub = s.subscriber, rsv = s.reservation,
+                     host = s.host](int status, std::string error) {
+                      OnPushAnswer(slot, project, id, sub, rsv, host, status, std::move(error));
                     });
   }
 }
@@ -304,12 +307,16 @@ void Engine::RestartWaiting(const std::string& host) {
   }
 }
 
-void Engine::OnPushAnswer(const SlotPtr& slot, uint64_t id, const std::string& subscriber,
-                          uint64_t reservation, std::string host, int status, std::string error) {
+void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, uint64_t id,
+                          const std::string& subscriber, uint64_t reservation, std::string host,
+                          int status, std::string error) {
   {
     std::lock_guard lock(push_mu_);
     --in_flight_;
     if (auto h = hosts_.find(host); h != hosts_.end()) --h->second.in_flight;
+    if (auto p = project_in_flight_.find(of_project);
+        p != project_in_flight_.end() && --p->second <= 0)
+      project_in_flight_.erase(p);
   }
   RestartWaiting(host);
   std::optional<ErrorNotice> error_post;

@@ -253,6 +253,47 @@ TEST_F(EnginePushTest, AMessageHeldByItsHostsLimitIsSentWhenStaleEntriesAheadOfI
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }
 
+// A project whose subscribers are on many slow hosts takes at most half of
+// the deliveries under way (1,024): another project's message still goes
+// out at once, and the first project's wait their turn.
+TEST_F(EnginePushTest, OneProjectsManySlowHostsDoNotHoldAnotherProjectsDeliveriesBack) {
+  QueueSettings s;
+  s.type = "multicast";
+  s.subscribers = std::vector<store::Subscriber>{};
+  for (int i = 0; i < 40; ++i)  // 40 hosts x 32 each would be 1,280
+    s.subscribers->push_back(
+        {"s" + std::to_string(i), "http://h" + std::to_string(i) + "/hook", {}});
+  ASSERT_TRUE(engine_->PutQueue(kProject, "wide", s));
+  std::vector<NewMessage> backlog(32, NewMessage{"x", 0, {}});
+  std::optional<Result<std::vector<uint64_t>>> posted;
+  engine_->Post(kProject, "wide", std::move(backlog), [&](auto r) { posted = std::move(r); });
+  engine_->Flush();
+  ASSERT_TRUE(posted && *posted);
+  auto held = transport_.Take();
+  EXPECT_EQ(held.size(), 512u);
+
+  constexpr char kOther[] = "76543210fedcba9876543210";
+  QueueSettings one;
+  one.type = "unicast";
+  one.subscribers = std::vector<store::Subscriber>{{"a", "http://other/hook", {}}};
+  ASSERT_TRUE(engine_->PutQueue(kOther, "narrow", one));
+  std::optional<Result<std::vector<uint64_t>>> other;
+  engine_->Post(kOther, "narrow", {NewMessage{"mine", 0, {}}},
+                [&](auto r) { other = std::move(r); });
+  engine_->Flush();
+  ASSERT_TRUE(other && *other);
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].request.body, "mine");
+  sent[0].done(200, "");
+
+  // Answers free the first project's room: the rest go out as it frees.
+  for (size_t i = 0; i < 100; ++i) held[i].done(200, "");
+  clock_.Advance(100);
+  engine_->Tick();
+  EXPECT_EQ(transport_.Take().size(), 100u);
+}
+
 TEST_F(EnginePushTest, AnAcknowledgementThatArrivesBeforeIts202IsRead) {
   MakeQueue("multicast", 1);
   auto id = Post("pq", "quick");
