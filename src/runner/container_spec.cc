@@ -22,6 +22,7 @@ const char* const kDeniedSyscalls[] = {"acct",
                                        "clock_settime",
                                        "create_module",
                                        "delete_module",
+                                       "fanotify_init",
                                        "finit_module",
                                        "fsconfig",
                                        "fsmount",
@@ -63,10 +64,17 @@ const char* const kDeniedSyscalls[] = {"acct",
 constexpr uint64_t kNamespaceCloneFlags[] = {0x00020000, 0x02000000, 0x04000000, 0x08000000,
                                              0x10000000, 0x20000000, 0x40000000};
 
-const char* const kMaskedPaths[] = {"/proc/acpi",        "/proc/asound",        "/proc/kcore",
-                                    "/proc/keys",        "/proc/latency_stats", "/proc/timer_list",
-                                    "/proc/timer_stats", "/proc/sched_debug",   "/proc/scsi",
-                                    "/sys/firmware"};
+const char* const kMaskedPaths[] = {"/proc/acpi",
+                                    "/proc/asound",
+                                    "/proc/kcore",
+                                    "/proc/keys",
+                                    "/proc/latency_stats",
+                                    "/proc/timer_list",
+                                    "/proc/timer_stats",
+                                    "/proc/sched_debug",
+                                    "/proc/scsi",
+                                    "/sys/firmware",
+                                    "/sys/devices/virtual/powercap"};
 const char* const kReadonlyPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                                       "/proc/sysrq-trigger"};
 
@@ -149,6 +157,7 @@ std::string BuildConfig(const ContainerSpec& spec) {
     w.EndObject();
   };
   rlimit("RLIMIT_NOFILE", 1024, 4096);
+  rlimit("RLIMIT_CORE", 0, 0);  // a crash must not start the host's core_pattern helper
   if (spec.max_file_bytes > 0) {
     auto max = static_cast<uint64_t>(spec.max_file_bytes);
     rlimit("RLIMIT_FSIZE", max, max);
@@ -156,6 +165,10 @@ std::string BuildConfig(const ContainerSpec& spec) {
   w.EndArray();
   w.Key("noNewPrivileges");
   w.Bool(true);
+  // When the host runs out of memory, tasks go first, not Kiln or the host's
+  // own services.
+  w.Key("oomScoreAdj");
+  w.Int(1000);
   w.EndObject();
 
   w.Key("root");
@@ -293,6 +306,27 @@ std::string BuildConfig(const ContainerSpec& spec) {
     w.EndArray();
     w.EndObject();
   }
+  // AF_VSOCK reaches the hypervisor and its agents past a network
+  // namespace: "network none" would not be.
+  w.StartObject();
+  w.Key("names");
+  Strings(w, std::initializer_list<const char*>{"socket"});
+  w.Key("action");
+  w.String("SCMP_ACT_ERRNO");
+  w.Key("errnoRet");
+  w.Uint(1);  // EPERM
+  w.Key("args");
+  w.StartArray();
+  w.StartObject();
+  w.Key("index");
+  w.Uint(0);  // domain
+  w.Key("value");
+  w.Uint(40);  // AF_VSOCK
+  w.Key("op");
+  w.String("SCMP_CMP_EQ");
+  w.EndObject();
+  w.EndArray();
+  w.EndObject();
   // fallocate reserves any number of blocks at once, between two looks of
   // the task dir's watch (and past RLIMIT_FSIZE with KEEP_SIZE): EOPNOTSUPP,
   // on which posix_fallocate falls back to writing, which the watch sees.

@@ -13,9 +13,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
 #include <vector>
 
 #include "runner/disk_usage.h"
@@ -28,7 +30,11 @@ namespace fs = std::filesystem;
 namespace {
 
 // posix_spawn of `exe` (searched in PATH when it has no '/') with argv,
-// stdout and stderr going to `out_fd` (or /dev/null).
+// stdout and stderr going to `out_fd` (or /dev/null), and no other of
+// Kiln's descriptors: asio opens sockets without close-on-exec, and a
+// `runc run` holding a client's connection for as long as its task runs
+// would keep it open after Kiln closed it. An `exe` of /proc/self/fd/N (the
+// sealed copy of runc) keeps that one descriptor, as fd 3.
 pid_t Spawn(const std::string& exe, const std::vector<std::string>& argv, int out_fd,
             std::string* error) {
   std::vector<char*> args;
@@ -44,8 +50,17 @@ pid_t Spawn(const std::string& exe, const std::vector<std::string>& argv, int ou
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
   }
+  constexpr std::string_view kOwnFd = "/proc/self/fd/";
+  std::string path = exe;
+  int first_closed = 3;
+  if (exe.rfind(kOwnFd, 0) == 0) {
+    posix_spawn_file_actions_adddup2(&fa, std::atoi(exe.c_str() + kOwnFd.size()), 3);
+    path = std::string(kOwnFd) + "3";
+    first_closed = 4;
+  }
+  posix_spawn_file_actions_addclosefrom_np(&fa, first_closed);
   pid_t pid = -1;
-  int rc = posix_spawnp(&pid, exe.c_str(), &fa, nullptr, args.data(), environ);
+  int rc = posix_spawnp(&pid, path.c_str(), &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
     *error = "cannot start " + argv[0] + ": " + std::strerror(rc);

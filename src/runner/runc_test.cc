@@ -4,8 +4,9 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
+#include <poll.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -99,6 +100,20 @@ class RuncTest : public ::testing::Test {
     o.max_task_dir_bytes = max_task_dir_bytes_;
     o.min_free_disk_bytes = min_free_disk_bytes_;
     return Runc().Run(spec, o);
+  }
+
+  // Builds a static C program into the task dir (/task/NAME in the
+  // container) whose main() runs `body`: for calls busybox cannot make.
+  bool BuildProbe(const std::string& name, const std::string& body) {
+    std::string src = dir_.path() + "/" + name + ".c";
+    {
+      std::ofstream out(src);
+      out << "#define _GNU_SOURCE\n#include <errno.h>\n#include <fcntl.h>\n#include <stdio.h>\n"
+             "#include <string.h>\n#include <sys/socket.h>\n#include <sys/syscall.h>\n"
+             "#include <unistd.h>\nint main(void) {\n"
+          << body << "\nreturn 0; }\n";
+    }
+    return std::system(("gcc -static -o " + task_dir() + "/" + name + " " + src).c_str()) == 0;
   }
 
   static inline std::string skip_;
@@ -300,22 +315,54 @@ TEST_F(RuncTest, DeletedFilesStillOpenCountAndFallocateIsRefused) {
   // fallocate itself, as a program calls it (busybox's goes through
   // posix_fallocate, which falls back to writing): a static binary built
   // here, run in the task dir.
-  std::string src = dir_.path() + "/falloc.c";
-  {
-    std::ofstream out(src);
-    out << "#define _GNU_SOURCE\n#include <errno.h>\n#include <fcntl.h>\n#include <stdio.h>\n"
-           "#include <string.h>\n#include <sys/syscall.h>\n#include <unistd.h>\n"
-           "int main(void) { int fd = open(\"/task/f\", O_CREAT | O_WRONLY, 0600);\n"
-           "  long rc = syscall(SYS_fallocate, fd, FALLOC_FL_KEEP_SIZE, 0L, 100L << 20);\n"
-           "  printf(\"fallocate %ld %s\\n\", rc, rc ? strerror(errno) : \"ok\"); return 0; }\n";
-  }
-  ASSERT_EQ(std::system(("gcc -static -o " + task_dir() + "/falloc " + src).c_str()), 0);
+  ASSERT_TRUE(
+      BuildProbe("falloc",
+                 "int fd = open(\"/task/f\", O_CREAT | O_WRONLY, 0600);\n"
+                 "long rc = syscall(SYS_fallocate, fd, FALLOC_FL_KEEP_SIZE, 0L, 100L << 20);\n"
+                 "printf(\"fallocate %ld %s\\n\", rc, rc ? strerror(errno) : \"ok\");"));
   auto f = Run({"/task/falloc"});
   EXPECT_EQ(f.exit_code, 0) << log();
   EXPECT_NE(log().find("fallocate -1 Operation not supported"), std::string::npos) << log();
   struct stat st;
   ASSERT_EQ(stat((task_dir() + "/f").c_str(), &st), 0);
   EXPECT_EQ(st.st_blocks, 0);  // nothing reserved
+}
+
+// What a task could reach past its namespaces or leave to the host: vsock
+// (the hypervisor, with network none), fanotify (host root's per-user
+// limits), core dumps (the host's core_pattern helper); and it is the first
+// the host's OOM killer takes.
+TEST_F(RuncTest, NoVsockNoFanotifyNoCoreDumpsAndTheOomKillerTakesTasksFirst) {
+  ASSERT_TRUE(BuildProbe("probe",
+                         "int v = socket(40, SOCK_STREAM, 0);\n"
+                         "printf(\"vsock %d %s\\n\", v, v < 0 ? strerror(errno) : \"open\");\n"
+                         "long f = syscall(SYS_fanotify_init, 0, 0);\n"
+                         "printf(\"fanotify %ld %s\\n\", f, f < 0 ? strerror(errno) : \"open\");"));
+  auto r = Run({"sh", "-c",
+                "/task/probe; echo core $(ulimit -c); echo adj $(cat /proc/self/oom_score_adj)"});
+  EXPECT_EQ(r.exit_code, 0) << log();
+  EXPECT_NE(log().find("vsock -1 Operation not permitted"), std::string::npos) << log();
+  EXPECT_NE(log().find("fanotify -1 Operation not permitted"), std::string::npos) << log();
+  EXPECT_NE(log().find("core 0"), std::string::npos) << log();
+  EXPECT_NE(log().find("adj 1000"), std::string::npos) << log();
+}
+
+// runc gets none of Kiln's descriptors: a connection Kiln closes while a
+// task runs is closed for its peer at once, not when the task ends.
+TEST_F(RuncTest, RuncHoldsNoneOfKilnsDescriptors) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);  // no close-on-exec, as asio's sockets
+  RunResult r;
+  std::thread run([&] { r = Run({"sh", "-c", "sleep 3; touch /task/done"}); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // runc is running
+  close(p[1]);
+  pollfd pf{p[0], POLLIN, 0};
+  EXPECT_EQ(poll(&pf, 1, 10000), 1);               // EOF: no one else holds the write end
+  EXPECT_FALSE(fs::exists(task_dir() + "/done"));  // while the task still runs
+  run.join();
+  close(p[0]);
+  EXPECT_EQ(r.exit_code, 0) << log();
+  EXPECT_TRUE(fs::exists(task_dir() + "/done"));
 }
 
 // No single file grows past max_file_bytes (RLIMIT_FSIZE): the write that
