@@ -176,6 +176,7 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   wo.slots = config.runner_slots;
   wo.task_retention = std::chrono::hours(24) * config.task_retention_days;
   wo.allow_host_network = config.allow_host_network;
+  wo.max_task_memory_mb = config.max_task_memory_mb;
   wo.min_free_disk_bytes =
       config.task_disk_reserve_mb < 0 ? -1 : config.task_disk_reserve_mb * (int64_t{1} << 20);
   impl->worker = std::make_unique<worker::Service>(*impl->store, *SystemClock::Get(), *impl->images,

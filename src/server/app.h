@@ -37,6 +37,7 @@ struct Config {
   bool allow_host_network = false;   // codes may run tasks on the host's network
   // Tasks writing to a data dir with less free are stopped; -1: 5% of it, at most 1 GiB.
   int64_t task_disk_reserve_mb = -1;
+  int64_t max_task_memory_mb = -1;  // -1: the host's physical memory
 };
 
 class App {

@@ -115,6 +115,11 @@ int main(int argc, char** argv) {
                    "most 1024; 0: off)")
       ->check(CLI::Range(int64_t{-1}, int64_t{1} << 30))
       ->envname("KILN_TASK_DISK_RESERVE");
+  serve
+      ->add_option("--max-task-memory", config.max_task_memory_mb,
+                   "Most MB of memory a code may ask for (-1: this host's memory)")
+      ->check(CLI::Range(int64_t{8}, int64_t{1} << 20) | CLI::IsMember({int64_t{-1}}))
+      ->envname("KILN_MAX_TASK_MEMORY");
   serve->add_option("--public-host", config.public_host,
                     "Host for iron.json and push acknowledgement urls");
   serve

@@ -184,6 +184,10 @@ Service::Service(store::Store& store, const Clock& clock, runner::ImageStore& im
     options_.slots = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   if (options_.min_free_disk_bytes < 0)
     options_.min_free_disk_bytes = DefaultMinFreeDisk(options_.data_dir);
+  if (options_.max_task_memory_mb < 0) {
+    int64_t ram = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+    options_.max_task_memory_mb = ram > 0 ? std::min(ram >> 20, kMaxMemoryMb) : kMaxMemoryMb;
+  }
 }
 
 Service::~Service() { Stop(); }
@@ -362,9 +366,10 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   if (spec.default_priority < 0 || spec.default_priority > 2)
     return Fail(Error::InvalidArgument("default_priority must be 0, 1 or 2"));
   if (spec.config.size() > kMaxPayload) return Fail(Error::TooLarge("config exceeds 64 KB"));
-  if (spec.memory_mb < 8 || spec.memory_mb > kMaxMemoryMb)
+  if (spec.memory_mb < 8 || spec.memory_mb > options_.max_task_memory_mb)
     return Fail(Error::InvalidArgument("memory must be between 8 and " +
-                                       std::to_string(kMaxMemoryMb) + " MB"));
+                                       std::to_string(options_.max_task_memory_mb) +
+                                       " MB on this server (kiln serve --max-task-memory)"));
   if (spec.disk_mb < kMinDiskMb || spec.disk_mb > kMaxDiskMb)
     return Fail(Error::InvalidArgument("disk must be between " + std::to_string(kMinDiskMb) +
                                        " and " + std::to_string(kMaxDiskMb) + " MB"));
@@ -1088,11 +1093,19 @@ void Service::RunTask(const std::string& id) {
   };
   if (cancelled_before_start()) return;
   if (code.id.empty()) return finish(TaskState::kError, "Code revision not found", -1);
+  if (code.memory_mb > options_.max_task_memory_mb)  // uploaded to a server that allowed it
+    return finish(TaskState::kError,
+                  "The code asks for " + std::to_string(code.memory_mb) +
+                      " MB of memory; this server allows at most " +
+                      std::to_string(options_.max_task_memory_mb) +
+                      " MB (kiln serve --max-task-memory)",
+                  -1);
 
   if (auto why = runc_.Unavailable(); !why.empty()) return finish(TaskState::kError, why, -1);
   if (code.network && !options_.allow_host_network)  // uploaded while it was allowed
     return finish(TaskState::kError,
                   "network host is off on this server (kiln serve --allow-host-network)", -1);
+
   Result<runner::ImageInfo> image = Fail(Error::Internal("no image"));
   std::string image_name = ImageOf(code);
   {

@@ -48,6 +48,10 @@ struct ServiceOptions {
   // so that tasks cannot fill the disk the store is on. -1: 5% of that
   // filesystem's size, at most 1 GiB.
   int64_t min_free_disk_bytes = -1;
+  // The most memory a code may ask for (MB): what it says is its cgroup's
+  // limit and the size of its root filesystem's tmpfs. -1: this host's
+  // physical memory.
+  int64_t max_task_memory_mb = -1;
 };
 
 struct NewTask {

@@ -41,8 +41,9 @@ class ServiceTest : public ::testing::Test {
     service_.reset();
     store_.reset();
     store_ = std::move(*store::rocks::Open({dir_.path() + "/db"}));
-    service_ = std::make_unique<Service>(*store_, *SystemClock::Get(), images_, runc_,
-                                         ServiceOptions{dir_.path(), slots});
+    ServiceOptions o{dir_.path(), slots};
+    o.max_task_memory_mb = max_task_memory_mb_;
+    service_ = std::make_unique<Service>(*store_, *SystemClock::Get(), images_, runc_, o);
     ASSERT_TRUE(service_->Recover());
   }
   void NeedContainers() {
@@ -86,6 +87,7 @@ class ServiceTest : public ::testing::Test {
   runner::Runc runc_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<Service> service_;
+  int64_t max_task_memory_mb_ = -1;  // ServiceOptions of Open
 };
 
 TEST_F(ServiceTest, RunsATaskWithItsPayloadAndKeepsItsLog) {
@@ -319,6 +321,30 @@ TEST_F(ServiceTest, BadRequestsQueueNothing) {
   worker::Code host = BusyboxCode("host-net", "true");
   host.network = true;
   EXPECT_EQ(service_->PutCode(kProject, host).error().code(), ErrorCode::kPermissionDenied);
+}
+
+// A code may not ask for more memory than the server allows (its host's
+// memory by default): refused at upload, and a task of a code uploaded when
+// more was allowed ends in error without running.
+TEST_F(ServiceTest, MemoryPastTheServersMaximumIsRefusedAndNotRun) {
+  max_task_memory_mb_ = 256;
+  Open();
+  worker::Code big = BusyboxCode("big", "true");
+  big.memory_mb = 512;
+  auto refused = service_->PutCode(kProject, big);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message().find("between 8 and 256 MB"), std::string::npos);
+  big.memory_mb = 200;
+  ASSERT_TRUE(service_->PutCode(kProject, big));
+  max_task_memory_mb_ = 128;
+  Open();
+  service_->Start();
+  Task t = WaitFinal(Queue("big"));
+  EXPECT_EQ(t.state, TaskState::kError);
+  EXPECT_NE(t.msg.find("asks for 200 MB of memory; this server allows at most 128 MB"),
+            std::string::npos)
+      << t.msg;
 }
 
 // A real store whose worker writes fail while `fail` is set, as a full or

@@ -5,7 +5,13 @@
 //   2  clone3: not EPERM but ENOSYS, so that libc falls back to clone
 //   3  io_uring_setup
 //   4  a plain fork still works (else 4)
+//   5  socket(AF_VSOCK): the hypervisor, past the network namespace
+//   6  fanotify_init: host root's per-user limits (container root is uid 0)
+//   7  fallocate(FALLOC_FL_KEEP_SIZE) in the task dir: not EPERM but
+//      EOPNOTSUPP, so that posix_fallocate falls back to writing
+#include <fcntl.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,5 +37,12 @@ int main() {
   int status = 0;
   if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 7)
     return 4;
+  int fd = socket(40 /* AF_VSOCK */, SOCK_STREAM, 0);
+  if (fd >= 0 || errno != EPERM) return 5;
+  r = syscall(SYS_fanotify_init, 0, 0);
+  if (r >= 0 || errno != EPERM) return 6;
+  fd = open("/task/ns_probe.reserved", O_CREAT | O_WRONLY, 0600);
+  r = syscall(SYS_fallocate, fd, FALLOC_FL_KEEP_SIZE, 0L, 100L << 20);
+  if (fd < 0 || r == 0 || errno != EOPNOTSUPP) return 7;
   return 0;
 }
