@@ -505,6 +505,10 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       boost::system::error_code ec;
       co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
       engine.CancelWait(project, queue, waiter.get());
+      // A client that gave up waiting (its own timeout) gets nothing: a
+      // message reserved for it would stay hidden for its timeout, or with
+      // `delete` be gone.
+      if (req.PeerClosed()) co_return MessagesResponse({});
       if (!ec) {  // the wait ran out: one last look
         KILN_TRY(last, engine.Reserve(project, queue, o));
         co_return MessagesResponse(*last);

@@ -23,6 +23,14 @@ struct Request {
   // handler may block that thread in a disk write (a synced commit)
   // without holding back anyone else's requests.
   bool sole_connection = false;
+  int socket_fd = -1;  // the connection's, for PeerClosed (-1: none, as in tests)
+
+  // Whether the client has closed or reset the connection since it sent
+  // this request (a look at the socket, not a wait): for handlers that wait
+  // long (a reserve's `wait`), so that they stop rather than hand messages
+  // to no one. False when unknown, or when more of the client's requests
+  // are still unread.
+  bool PeerClosed() const;
 
   // The first header named `name` (lower case), or "".
   std::string_view Header(std::string_view name) const {

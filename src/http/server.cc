@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <boost/asio.hpp>
@@ -10,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <condition_variable>
 #include <list>
 #include <mutex>
@@ -18,6 +20,15 @@
 #include "http/direct_io.h"
 
 namespace kiln::http {
+
+bool Request::PeerClosed() const {
+  if (socket_fd < 0) return false;
+  char c;
+  ssize_t n = recv(socket_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return false;                                           // more requests, pipelined
+  if (n == 0) return true;                                           // the client's FIN
+  return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;  // a reset
+}
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -315,7 +326,7 @@ struct Server::Impl {
       auto& breq = parser.get();
       bool keep_alive = breq.keep_alive();
       auto started = std::chrono::steady_clock::now();
-      Response res = co_await Handle(breq, remote);
+      Response res = co_await Handle(breq, remote, stream.native_handle());
       bool keep = keep_alive && !stopping;
       WriteHead(res, breq.version(), keep, &head);
       if (options.access_log) {
@@ -358,10 +369,12 @@ struct Server::Impl {
     --live;
   }
 
-  awaitable<Response> Handle(bhttp::request<bhttp::string_body>& breq, const std::string& remote) {
+  awaitable<Response> Handle(bhttp::request<bhttp::string_body>& breq, const std::string& remote,
+                             int socket_fd) {
     Request req = HeadOf(breq);
     req.body = std::move(breq.body());
     req.remote = remote;
+    req.socket_fd = socket_fd;
     req.sole_connection = tl_connections == 1;
     const Handler* handler = nullptr;
     switch (router.Find(req, &handler)) {

@@ -166,6 +166,24 @@ test('long poll: a post wakes a waiting reserve; an empty wait ends on time', as
   assert.ok(Date.now() - t0 >= 900, 'the wait should last about a second');
 });
 
+test('a long poll whose client went away takes no message (delete: true loses none)', async () => {
+  await kiln.req('PUT', kiln.q('gone'), {});
+  const body = JSON.stringify({ n: 1, wait: 10, delete: true });
+  const sock = net.connect(kiln.port, '127.0.0.1');
+  await new Promise((res) => sock.once('connect', res));
+  sock.write(`POST ${kiln.q('gone')}/reservations HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  await sleep(300);  // it waits now
+  sock.destroy();  // the client's own timeout
+  await sleep(300);
+  await post('gone', [{ body: 'for someone still there' }]);
+  await sleep(300);
+  const r = await reserve('gone', { n: 1 });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.body.messages.length, 1);
+  assert.equal(r.body.messages[0].body, 'for someone still there');
+});
+
 test('dead letter: over-reserved messages move to the dead letter queue', async () => {
   await kiln.req('PUT', kiln.q('fragile'), {
     queue: { message_timeout: 30, dead_letter: { queue_name: 'fragile-dlq', max_reservations: 1 } },
