@@ -1,11 +1,21 @@
 #include "api/auth.h"
 
+#include <algorithm>
+#include <cctype>
+
 namespace kiln::api {
 
 std::string TokenOf(const http::Request& req) {
   auto h = req.Header("authorization");
-  for (std::string_view scheme : {"OAuth ", "Bearer ", "oauth "}) {
-    if (h.size() > scheme.size() && h.substr(0, scheme.size()) == scheme) {
+  auto starts_with = [&](std::string_view scheme) {  // schemes are case-insensitive
+    return h.size() > scheme.size() &&
+           std::equal(scheme.begin(), scheme.end(), h.begin(), [](char a, char b) {
+             return std::tolower(static_cast<unsigned char>(a)) ==
+                    std::tolower(static_cast<unsigned char>(b));
+           });
+  };
+  for (std::string_view scheme : {"OAuth ", "Bearer "}) {
+    if (starts_with(scheme)) {
       auto t = h.substr(scheme.size());
       while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
       while (!t.empty() && t.back() == ' ') t.remove_suffix(1);

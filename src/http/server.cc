@@ -55,7 +55,10 @@ std::string RedactedTarget(std::string_view target) {
     first = false;
     size_t eq = param.find('=');
     std::string_view key = param.substr(0, eq);
-    if (eq != std::string_view::npos && (key == "oauth" || key == "reservation_id"))
+    std::string decoded;  // as ParseQuery reads it: ?%6Fauth= is an oauth too
+    bool secret = eq != std::string_view::npos && PercentDecode(key, true, &decoded) &&
+                  (decoded == "oauth" || decoded == "reservation_id");
+    if (secret)
       out.append(key).append("=***");
     else
       out.append(param);
@@ -295,6 +298,14 @@ struct Server::Impl {
           ec = bhttp::error::body_limit;
         else
           parser.body_limit(options.max_body_bytes);  // chunked bodies count down from here
+      }
+      if (!ec && !parser.is_done() && buffer.size() == 0 && parser.get().version() >= 11 &&
+          beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
+        // The client waits for this before it sends the body (curl, for
+        // large uploads: else a second's pause).
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        co_await asio::async_write(stream, asio::buffer(kContinue.data(), kContinue.size()),
+                                   asio::redirect_error(use_awaitable, ec));
       }
       if (!ec && !parser.is_done() && !ParseBuffered(parser, buffer, /*whole=*/true, &ec))
         co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));

@@ -222,6 +222,10 @@ test('tokens: missing, wrong, query form, other project, admin', async () => {
   assert.equal(none.status, 401);
   assert.ok(none.body.msg);
   assert.equal((await kiln.req('GET', kiln.q(), undefined, { token: 'nope' })).status, 401);
+  for (const scheme of ['OAUTH', 'bearer', 'oAuth']) {  // schemes are case-insensitive (RFC 9110)
+    const r = await kiln.req('GET', kiln.q(), undefined, { token: null, headers: { authorization: `${scheme} ${kiln.token}` } });
+    assert.equal(r.status, 200, scheme);
+  }
   const viaQuery = await kiln.req('GET', kiln.q() + '?oauth=' + kiln.token, undefined, { token: null });
   assert.equal(viaQuery.status, 200);
 
@@ -265,6 +269,21 @@ const exchange = (parts, done) => new Promise((resolve, reject) => {
   setTimeout(() => reject(new Error('timeout: ' + buf)), 5000);
 });
 const count = (text, re) => (text.match(re) || []).length;
+
+test('Expect: 100-continue is answered before the body is sent', async () => {
+  const body = JSON.stringify({ messages: [{ body: 'after the interim answer' }] });
+  const sock = net.connect(kiln.port, '127.0.0.1');
+  let got = '';
+  sock.on('data', (d) => { got += d; });
+  await new Promise((res) => sock.once('connect', res));
+  sock.write(`POST ${kiln.q('continue')}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\n` +
+    `Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+  await eventually(async () => got.startsWith('HTTP/1.1 100 Continue\r\n\r\n'), 5000);
+  sock.write(body);
+  await eventually(async () => got.includes('HTTP/1.1 201'), 5000);
+  sock.destroy();
+  assert.equal((await kiln.req('GET', kiln.q('continue'))).body.queue.size, 1);
+});
 
 test('keep-alive with pipelined requests on one connection', async () => {
   const reqs = [1, 2, 3].map(() => `GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
@@ -382,9 +401,13 @@ test('the access log names each request without the secrets in its query', async
     await fetch(`${logged.base}${logged.q('hooked')}/messages/1?subscriber_name=s&reservation_id=00ff00ff00ff00ff00ff00ff00ff00ff`, { method: 'DELETE' });
     await eventually(async () => logged.output.includes('/webhook?oauth=***&x=1 201'));
     await eventually(async () => logged.output.includes('subscriber_name=s&reservation_id=*** 401'));
+    // A percent-encoded key is the same parameter to the server, and to the log.
+    const encoded = await fetch(`${logged.base}${logged.q('hooked')}/webhook?%6Fauth=${logged.token}`, { method: 'POST', body: 'ho' });
+    assert.equal(encoded.status, 201);
+    await eventually(async () => logged.output.includes('/webhook?%6Fauth=*** 201'));
     // (The first start prints the token once, to connect with: not a request line.)
     const lines = logged.output.split('\n').filter((l) => l.includes(' /3/'));
-    assert.equal(lines.length, 2, lines.join('\n'));
+    assert.equal(lines.length, 3, lines.join('\n'));
     assert.ok(!lines.some((l) => l.includes(logged.token)), 'the token is in the log');
     assert.ok(!lines.some((l) => l.includes('00ff00ff00ff00ff')), 'the reservation id is in the log');
   } finally {
