@@ -11,15 +11,21 @@
 // For api/*_routes.cc.
 #pragma once
 
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/thread_pool.hpp>
-#include <boost/asio/use_awaitable.hpp>
+// Boost 1.74's awaitable.hpp uses std::exchange without including
+// <utility>: the standard headers go first.
+// clang-format off
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <type_traits>
 #include <utility>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+// clang-format on
 
 namespace kiln::api {
 
@@ -47,9 +53,17 @@ template <typename Fn>
 boost::asio::awaitable<std::invoke_result_t<Fn&>> OffIoThread(boost::asio::thread_pool& pool,
                                                               Fn fn) {
   std::optional<std::invoke_result_t<Fn&>> out;
-  std::function<void()> work = [&] { out.emplace(fn()); };
+  std::exception_ptr failed;  // rethrown here, to the handler's caller (a 500), not the pool
+  std::function<void()> work = [&] {
+    try {
+      out.emplace(fn());
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  };
   co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void()>(
       detail::OffIoInitiation{&pool, &work}, boost::asio::use_awaitable);
+  if (failed) std::rethrow_exception(failed);
   co_return std::move(*out);
 }
 

@@ -168,6 +168,11 @@ struct Server::Impl {
   std::list<Conn> conns;
   std::atomic<size_t> live{0};
   std::atomic<bool> warned_full{false};
+  // Set as the server goes away: the io contexts, destroyed after this,
+  // destroy the sessions still suspended in them, and those must not touch
+  // the connection list (destroyed before the contexts).
+  std::atomic<bool> torn_down{false};
+  ~Impl() { torn_down = true; }
 
   // Run returns only after Stop has finished touching the contexts.
   std::mutex stop_mu;
@@ -249,6 +254,25 @@ struct Server::Impl {
       std::lock_guard lock(conns_mu);
       me = conns.emplace(conns.end(), &stream);
     }
+    // However the session ends (an exception out of it too: co_spawn's
+    // detached would drop it silently), it leaves the connection list and
+    // the counts, so that Stop never reaches a socket that is gone.
+    struct Leave {
+      Impl* self;
+      std::list<Conn>::iterator me;
+      std::shared_ptr<Watch> watch;
+      ~Leave() {
+        if (self->torn_down) return;
+        watch->done = true;
+        watch->timer.cancel();
+        {
+          std::lock_guard lock(self->conns_mu);
+          self->conns.erase(me);
+        }
+        --tl_connections;
+        --self->live;
+      }
+    } leave{this, me, watch};
     beast::flat_buffer buffer;
     std::string head;     // of the response, reused
     bool linger = false;  // answered before the whole request was read
@@ -370,14 +394,6 @@ struct Server::Impl {
         co_await stream.async_read_some(asio::buffer(drop),
                                         asio::redirect_error(use_awaitable, rec));
     }
-    watch->done = true;
-    watch->timer.cancel();
-    {
-      std::lock_guard lock(conns_mu);
-      conns.erase(me);
-    }
-    --tl_connections;
-    --live;
   }
 
   awaitable<Response> Handle(bhttp::request<bhttp::string_body>& breq, const std::string& remote,
