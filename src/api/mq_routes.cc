@@ -508,7 +508,10 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       // A client that gave up waiting (its own timeout) gets nothing: a
       // message reserved for it would stay hidden for its timeout, or with
       // `delete` be gone.
-      if (req.PeerClosed()) co_return MessagesResponse({});
+      if (req.PeerClosed()) {
+        if (ec) engine.PassWake(project, queue);  // woken for a message it leaves
+        co_return MessagesResponse({});
+      }
       if (!ec) {  // the wait ran out: one last look
         KILN_TRY(last, engine.Reserve(project, queue, o));
         co_return MessagesResponse(*last);

@@ -441,7 +441,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
           } else {
             if (plans.empty()) {
               for (const auto& s : states) slot->queue.Add(s, now);
-              slot->queue.WakeWaiters();
+              slot->queue.WakeWaiters(states.size());
               notices = CheckAlerts(*slot, now, hops);
             } else {
               for (size_t i = 0; i < states.size(); ++i) {
@@ -490,7 +490,7 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
     dlq = rec.dead_letter_queue;
     clears = slot->clears;
     TimeMs now = clock_.NowMs();
-    if (q.Tick(now)) q.WakeWaiters();  // others may be parked for what came due
+    if (size_t due = q.Tick(now)) q.WakeWaiters(due);  // others may be parked for what came due
     TimeMs until = now + Seconds(o.timeout.value_or(rec.message_timeout));
     while (static_cast<int>(out.size()) < o.n) {
       auto s = q.PopReady();
@@ -560,7 +560,7 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
     if (from->deleted || from->clears != from_clears) return;  // taken by the clear
     TimeMs now = clock_.NowMs();
     for (const auto& s : back) from->queue.Add(s, now);
-    from->queue.WakeWaiters();
+    from->queue.WakeWaiters(back.size());
   };
   auto slot = FindOrCreate(project, dlq);
   if (!slot) return restore(states);
@@ -620,7 +620,7 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
           TimeMs at = clock_.NowMs();
           if (plans.empty()) {
             for (const auto& s : moved) slot->queue.Add(s, at);
-            slot->queue.WakeWaiters();
+            slot->queue.WakeWaiters(moved.size());
             notices = CheckAlerts(*slot, at);
           } else {
             for (size_t i = 0; i < moved.size(); ++i) {
@@ -640,11 +640,18 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
       store::Store::Writer::kCommitter);
 }
 
-void Engine::CancelWait(const std::string& project, const std::string& name, const Waiter* waiter) {
+void Engine::CancelWait(const std::string& project, const std::string& name, Waiter* waiter) {
   auto slot = Find(project, name);
   if (!slot) return;
   std::lock_guard lock(slot->mu);
   slot->queue.RemoveWaiter(waiter);
+}
+
+void Engine::PassWake(const std::string& project, const std::string& name) {
+  auto slot = Find(project, name);
+  if (!slot) return;
+  std::lock_guard lock(slot->mu);
+  slot->queue.WakeWaiters(1);
 }
 
 Result<std::vector<Message>> Engine::Peek(const std::string& project, const std::string& name,
@@ -655,7 +662,7 @@ Result<std::vector<Message>> Engine::Peek(const std::string& project, const std:
   std::lock_guard lock(slot->mu);
   if (slot->deleted) return Fail(QueueNotFound());
   TimeMs now = clock_.NowMs();
-  if (slot->queue.Tick(now)) slot->queue.WakeWaiters();  // parked for what came due
+  if (size_t due = slot->queue.Tick(now)) slot->queue.WakeWaiters(due);  // parked for what came due
   std::vector<Message> out;
   for (const auto& s : slot->queue.PeekReady(static_cast<size_t>(n) + 16)) {
     if (static_cast<int>(out.size()) == n) break;
@@ -821,7 +828,7 @@ Result<void> Engine::Release(const std::string& project, const std::string& name
     if (auto c = CheckReservation(q, {id, reservation_id}, now); !c) return Fail(c.error());
     if (reservation_id.empty()) return Fail(ReservationMismatch());  // as for touch
     batch.PutState(q.record().qid, q.Release(id, now + Seconds(delay), now));
-    if (delay == 0) q.WakeWaiters();
+    if (delay == 0) q.WakeWaiters(1);
     store_.Append(std::move(batch));  // under the lock, before a woken reserve's
   }
   return Ok();
@@ -844,7 +851,7 @@ void Engine::Tick() {
       if (slot->deleted) continue;
       project = slot->queue.record().project_id;
       Queue& q = slot->queue;
-      bool woke = q.Tick(now);
+      size_t due = q.Tick(now);
       // Messages expire in about the order they were posted, so the expired
       // ones gather at the head of the ready list.
       for (;;) {
@@ -854,7 +861,7 @@ void Engine::Tick() {
         q.Remove(head[0].id);
         batch.Delete(q.record().qid, head[0].id, q.record().push());
       }
-      if (woke) q.WakeWaiters();
+      if (due) q.WakeWaiters(due);
       if (!batch.empty()) notices = CheckAlerts(*slot, now);
       if (slot->total_dirty) {
         batch.SetTotal(q.record().qid, q.total_messages());

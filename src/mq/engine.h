@@ -176,7 +176,10 @@ class Engine {
   Result<std::vector<Message>> Reserve(const std::string& project, const std::string& name,
                                        const ReserveOptions& o,
                                        std::shared_ptr<Waiter> waiter = nullptr);
-  void CancelWait(const std::string& project, const std::string& name, const Waiter* waiter);
+  void CancelWait(const std::string& project, const std::string& name, Waiter* waiter);
+  // A woken waiter that will not reserve (its client went away) hands its
+  // wake to the next one parked: a post wakes only as many as it brings.
+  void PassWake(const std::string& project, const std::string& name);
 
   // Ready messages in serving order, without reserving them.
   Result<std::vector<Message>> Peek(const std::string& project, const std::string& name, int n);

@@ -354,6 +354,31 @@ TEST_F(EngineTest, PostWakesParkedWaiter) {
   EXPECT_EQ(woken, 1);
 }
 
+// A post wakes as many parked consumers as it brings messages, first
+// parked first: a thousand long polls are not all woken for one message.
+// One woken that leaves it (its client gone) passes the wake on.
+TEST_F(EngineTest, APostWakesAsManyWaitersAsItBringsMessagesInTheOrderTheyParked) {
+  ASSERT_TRUE(engine_->PutQueue(kProject, "q", {}));
+  std::vector<int> woken;
+  std::vector<std::shared_ptr<Waiter>> waiters;
+  for (int i = 0; i < 1000; ++i) {
+    waiters.push_back(std::make_shared<Waiter>(Waiter{[&woken, i] { woken.push_back(i); }}));
+    auto r = engine_->Reserve(kProject, "q", {}, waiters.back());
+    ASSERT_TRUE(r && r->empty());
+  }
+  PostOne("q", "one");
+  EXPECT_EQ(woken, std::vector<int>{0});
+  engine_->CancelWait(kProject, "q", waiters[1].get());  // gave up: not woken
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine_->Post(kProject, "q", {{"two", 0, {}}, {"three", 0, {}}},
+                [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  EXPECT_EQ(woken, (std::vector<int>{0, 2, 3}));
+  engine_->PassWake(kProject, "q");
+  EXPECT_EQ(woken, (std::vector<int>{0, 2, 3, 4}));
+  for (auto& w : waiters) engine_->CancelWait(kProject, "q", w.get());
+}
+
 // A reservation that runs out is noticed by whoever comes first (a peek
 // here, before the tick): a consumer parked in a long poll is woken for it.
 TEST_F(EngineTest, AMessageThatComesDueWakesAParkedWaiterWhoeverNoticesIt) {

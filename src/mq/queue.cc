@@ -36,8 +36,8 @@ std::optional<store::MessageState> Queue::Find(uint64_t id) const {
   return StateOf(id, it->second);
 }
 
-bool Queue::Tick(TimeMs now) {
-  bool any = false;
+size_t Queue::Tick(TimeMs now) {
+  size_t made_ready = 0;
   while (!timed_.empty() && timed_.top().first <= now) {
     auto [at, id] = timed_.top();
     timed_.pop();
@@ -47,9 +47,9 @@ bool Queue::Tick(TimeMs now) {
     it->second.visible_at = 0;
     it->second.reservation = 0;
     MakeReady(id);
-    any = true;
+    ++made_ready;
   }
-  return any;
+  return made_ready;
 }
 
 std::optional<store::MessageState> Queue::PopReady() {
@@ -149,13 +149,26 @@ std::optional<TimeMs> Queue::NextDeadline() const {
   return timed_.top().first;
 }
 
-void Queue::RemoveWaiter(const Waiter* w) {
-  std::erase_if(waiters_, [w](const auto& p) { return p.get() == w; });
+void Queue::AddWaiter(std::shared_ptr<Waiter> w) {
+  if (w->parked) return;
+  Waiter* raw = w.get();
+  raw->parked = true;
+  raw->at = waiters_.insert(waiters_.end(), std::move(w));
 }
 
-void Queue::WakeWaiters() {
-  for (auto& w : waiters_) w->wake();
-  waiters_.clear();
+void Queue::RemoveWaiter(Waiter* w) {
+  if (!w->parked) return;
+  w->parked = false;
+  waiters_.erase(w->at);  // may destroy *w
+}
+
+void Queue::WakeWaiters(size_t n) {
+  for (; n > 0 && !waiters_.empty(); --n) {
+    std::shared_ptr<Waiter> w = std::move(waiters_.front());
+    waiters_.pop_front();
+    w->parked = false;
+    w->wake();
+  }
 }
 
 }  // namespace kiln::mq

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <queue>
@@ -21,9 +22,12 @@
 namespace kiln::mq {
 
 // A parked long-poll reserve. `wake` is called (under the queue's lock, so it
-// must only schedule work) when messages may have become ready.
+// must only schedule work) when messages may have become ready for it.
 struct Waiter {
   std::function<void()> wake;
+  // Kept by the queue: where it is parked, so that leaving is O(1).
+  bool parked = false;
+  std::list<std::shared_ptr<Waiter>>::iterator at;
 };
 
 class Queue {
@@ -46,7 +50,7 @@ class Queue {
 
   // Moves delayed messages whose time has come and reservations that ran out
   // back to ready. Returns true when any message became ready.
-  bool Tick(TimeMs now);
+  size_t Tick(TimeMs now);
 
   // Removes and returns the next ready message, lowest id first, or nullopt.
   // The message stays in the queue (for Reserve or Remove to finish).
@@ -73,9 +77,12 @@ class Queue {
   // The earliest time a timed message becomes visible, or nullopt.
   std::optional<TimeMs> NextDeadline() const;
 
-  void AddWaiter(std::shared_ptr<Waiter> w) { waiters_.push_back(std::move(w)); }
-  void RemoveWaiter(const Waiter* w);
-  void WakeWaiters();
+  // Parked waiters are woken first in, first out: as many as there are new
+  // messages (each woken one reserves, and with one message a thousand
+  // waiters need not all try), or all of them (a delete, a stop).
+  void AddWaiter(std::shared_ptr<Waiter> w);
+  void RemoveWaiter(Waiter* w);
+  void WakeWaiters(size_t n = SIZE_MAX);
 
  private:
   struct Entry {
@@ -100,7 +107,7 @@ class Queue {
   std::deque<uint64_t> ready_tail_;
   std::set<uint64_t> ready_front_;
   std::priority_queue<Timed, std::vector<Timed>, std::greater<Timed>> timed_;
-  std::vector<std::shared_ptr<Waiter>> waiters_;
+  std::list<std::shared_ptr<Waiter>> waiters_;
 };
 
 }  // namespace kiln::mq

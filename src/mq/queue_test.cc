@@ -118,5 +118,22 @@ TEST(QueueTest, WaitersAreWokenOnceAndForgotten) {
   EXPECT_EQ(woken, 1);
 }
 
+TEST(QueueTest, WaitersAreWokenFirstInFirstOutAsManyAsAsked) {
+  Queue q({});
+  std::vector<int> woken;
+  std::vector<std::shared_ptr<Waiter>> w;
+  for (int i = 0; i < 4; ++i) {
+    w.push_back(std::make_shared<Waiter>(Waiter{[&woken, i] { woken.push_back(i); }}));
+    q.AddWaiter(w.back());
+  }
+  q.AddWaiter(w[0]);  // parked already: once
+  q.WakeWaiters(1);
+  EXPECT_EQ(woken, std::vector<int>{0});
+  q.RemoveWaiter(w[1].get());
+  q.RemoveWaiter(w[0].get());  // woken already: nothing
+  q.WakeWaiters();
+  EXPECT_EQ(woken, (std::vector<int>{0, 2, 3}));
+}
+
 }  // namespace
 }  // namespace kiln::mq
