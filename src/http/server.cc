@@ -68,6 +68,12 @@ std::string RedactedTarget(std::string_view target) {
   return out;
 }
 
+// How long `bytes` take at the slowest rate a transfer may go (64 KiB/s),
+// on top of the read timeout.
+std::chrono::seconds TransferTime(uint64_t bytes) {
+  return std::chrono::seconds(bytes / (64 * 1024));
+}
+
 std::string ErrorBody(std::string_view msg) {
   std::string out = "{\"msg\":\"";
   out += msg;  // callers pass fixed ASCII text
@@ -323,6 +329,12 @@ struct Server::Impl {
         else
           parser.body_limit(options.max_body_bytes);  // chunked bodies count down from here
       }
+      // A large body gets the read timeout and the time it takes at the
+      // slowest rate served (an upload of 64 MB over a slow link is not cut
+      // at 30 s; a client trickling bytes still is).
+      if (!ec && !parser.is_done())
+        if (auto len = parser.content_length())
+          expires_after(options.read_timeout + TransferTime(*len));
       if (!ec && !parser.is_done() && buffer.size() == 0 && parser.get().version() >= 11 &&
           beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
         // The client waits for this before it sends the body (curl, for
@@ -371,7 +383,7 @@ struct Server::Impl {
         spdlog::info("{} {} {} {} {}us", remote, std::string_view(breq.method_string()),
                      RedactedTarget(breq.target()), res.status, us);
       }
-      expires_after(options.read_timeout);
+      expires_after(options.read_timeout + TransferTime(res.body.size()));
       // A HEAD answer has the head alone: its Content-Length is that of the
       // body a GET would get, and a body would be read as the next answer.
       bool head_only = breq.method() == bhttp::verb::head;

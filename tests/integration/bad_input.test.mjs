@@ -4,7 +4,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { Kiln, sleep } from '../support/kiln.mjs';
+import { Kiln, eventually, sleep } from '../support/kiln.mjs';
 
 const kiln = new Kiln({ args: ['--max-request-bytes', '262144', '--read-timeout', '1'] });
 let kept;
@@ -185,6 +185,25 @@ test('a slow client is cut off after the read timeout; others are served meanwhi
   const waited = Date.now() - t0;
   assert.equal(got, '');
   assert.ok(waited >= 900 && waited < 7000, `closed after ${waited} ms`);
+});
+
+test('a large body sent slowly gets more than the read timeout: a second per 64 KiB', async () => {
+  const body = JSON.stringify({ messages: Array.from({ length: 4 }, (_, i) => ({ body: String(i).repeat(50000) })) });
+  const sock = net.connect(kiln.port, '127.0.0.1');
+  let got = '';
+  sock.on('data', (d) => { got += d; });
+  await new Promise((res) => sock.once('connect', res));
+  sock.write(`POST ${kiln.q('slow-upload')}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+  // ~200 KB over ~2 s: past the 1 s read timeout, within 1 s + 3 s.
+  const step = Math.ceil(body.length / 8);
+  for (let at = 0; at < body.length; at += step) {
+    await sleep(250);
+    sock.write(body.slice(at, at + step));
+  }
+  await eventually(async () => got.includes('\r\n\r\n'), 10000);
+  sock.destroy();
+  assert.match(got, /^HTTP\/1\.1 201/, got.slice(0, 200));
 });
 
 test('past --max-connections a new connection is closed at once; the open ones still work', async () => {
