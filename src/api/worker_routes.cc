@@ -19,6 +19,7 @@
 #include "api/json.h"
 #include "api/multipart.h"
 #include "base/check.h"
+#include "base/ids.h"
 #include "base/time_format.h"
 
 namespace kiln::api {
@@ -621,20 +622,27 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
   // T4, and T5 for tasksRun: the output is one stream (stdout and stderr).
   for (const char* path : {"/log", "/outlog"}) {
     bool outlog = std::string_view(path) == "/outlog";
-    router.Add("GET", base + "/tasks/:task" + path,
-               [svc, acc, outlog](Request& req) -> awaitable<Response> {
-                 KILN_AUTH(*acc, req, project);
-                 std::string id(req.Param("task"));
-                 if (outlog) {
-                   KILN_TRY(t, svc->GetTask(project, id));
-                   if (!worker::Final(t->state))
-                     co_return ErrorResponse(Error::NotFound("Output log not ready"));
-                 }
-                 KILN_TRY(log, svc->Log(project, id));
-                 Response r{200, std::move(*log)};
-                 r.content_type = "text/plain";
-                 co_return r;
-               });
+    router.Add(
+        "GET", base + "/tasks/:task" + path,
+        [svc, acc, outlog, disk](Request& req) -> awaitable<Response> {
+          KILN_AUTH(*acc, req, project);
+          std::string id(req.Param("task"));
+          if (outlog) {
+            KILN_TRY(t, svc->GetTask(project, id));
+            if (!worker::Final(t->state))
+              co_return ErrorResponse(Error::NotFound("Output log not ready"));
+          }
+          // Kiln: ?offset=N, the log from byte N on (kiln task log --follow).
+          uint64_t offset = 0;
+          if (auto v = req.Query("offset"); v && !ParseU64(*v, &offset))
+            co_return ErrorResponse(
+                Error::InvalidArgument("offset must be a non-negative integer"));
+          // Up to the log cap (8 MiB) read from disk: off the io thread.
+          KILN_TRY(log, co_await OffIoThread(*disk, [&] { return svc->Log(project, id, offset); }));
+          Response r{200, std::move(*log)};
+          r.content_type = "text/plain";
+          co_return r;
+        });
   }
 
   router.Add("POST", base + "/tasks/:task/cancel", [svc, acc](Request& req) -> awaitable<Response> {

@@ -243,12 +243,12 @@ void AddTask(CLI::App& app) {
       d.Parse(t->body.c_str());
       std::string st = Str(d, "status");
       bool done = st != "queued" && st != "preparing" && st != "running";
-      auto r = Call(c, "GET", path + "/log");
+      // Only what is new (Kiln's ?offset=).
+      auto r = Call(c, "GET", path + "/log?offset=" + std::to_string(printed));
       if (r && r->status == 200) {
-        if (r->body.size() < printed) printed = 0;  // not expected: print it all again
-        std::fwrite(r->body.data() + printed, 1, r->body.size() - printed, stdout);
+        std::fwrite(r->body.data(), 1, r->body.size(), stdout);
         std::fflush(stdout);
-        printed = r->body.size();
+        printed += r->body.size();
       } else if (!*follow || done) {
         std::exit(Print(r, false, [](const rapidjson::Document&) {}));
       }

@@ -35,11 +35,17 @@ Error TooManySchedules() {  // a limit: 403 (§1.4)
   return Error::PermissionDenied("a project has at most 100 active schedules");
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// The file from byte `offset` on ("" past its end, or when it cannot be read).
+std::string ReadAll(const std::string& path, uint64_t offset = 0) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return {};
+  auto size = static_cast<uint64_t>(std::max<std::streamoff>(in.tellg(), 0));
+  if (offset >= size) return {};
+  std::string out(size - offset, '\0');
+  in.seekg(static_cast<std::streamoff>(offset));
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  out.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+  return out;
 }
 
 // Files in a task's directory, which the task (and its code package) may
@@ -743,7 +749,8 @@ Result<void> Service::SetProgress(const std::string& project, const std::string&
   return Save(recorded);
 }
 
-Result<std::string> Service::Log(const std::string& project, const std::string& id) const {
+Result<std::string> Service::Log(const std::string& project, const std::string& id,
+                                 uint64_t offset) const {
   auto t = GetTask(project, id);
   if (!t) return Fail(t.error());
   std::error_code ec;
@@ -754,7 +761,7 @@ Result<std::string> Service::Log(const std::string& project, const std::string& 
     if (Final(t->state)) return std::string();
     return Fail(Error::NotFound("Log not found"));
   }
-  return ReadAll(LogPath(id));
+  return ReadAll(LogPath(id), offset);
 }
 
 // ---- Schedules ----

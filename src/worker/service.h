@@ -123,7 +123,9 @@ class Service {
   Result<void> SetProgress(const std::string& project, const std::string& id, int percent,
                            const std::string& msg);
   // The task's combined output so far; NotFound ("Log not found") before it ran.
-  Result<std::string> Log(const std::string& project, const std::string& id) const;
+  // The task's output from byte `offset` on (a follower asks for what is new).
+  Result<std::string> Log(const std::string& project, const std::string& id,
+                          uint64_t offset = 0) const;
 
   // Schedules. CreateSchedules is all or nothing.
   Result<std::vector<std::string>> CreateSchedules(const std::string& project,

@@ -54,6 +54,11 @@ test('register an image code, run a task, read its log', async (t) => {
   const log = await kiln.req('GET', w(`/tasks/${id}/log`));
   assert.equal(log.headers.get('content-type'), 'text/plain');
   assert.equal(log.text, `hello ${id}\n{"x":1}`);
+  // Kiln: ?offset= gives what a follower has not seen yet.
+  const tail = await kiln.req('GET', w(`/tasks/${id}/log?offset=6`));
+  assert.equal(tail.text, `${id}\n{"x":1}`);
+  assert.equal((await kiln.req('GET', w(`/tasks/${id}/log?offset=9999`))).text, '');
+  assert.equal((await kiln.req('GET', w(`/tasks/${id}/log?offset=-1`))).status, 400);
 });
 
 test('errors, timeouts and cancel', async (t) => {
