@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "base/error.h"
+#include "base/text.h"
 
 namespace kiln::api {
 
@@ -80,8 +81,15 @@ Result<const JsonValue*> GetArray(const JsonValue& obj, const char* key);
 // An integer from a query-string value; InvalidArgument names `key`.
 Result<int64_t> ParseIntParam(const char* key, const std::string& v);
 
+// A string value; bytes that are not UTF-8 (a push message's binary body,
+// a raw webhook payload) become U+FFFD, so that the answer stays JSON.
 inline void WriteString(JsonWriter& w, std::string_view s) {
-  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  if (IsUtf8(s)) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+    return;
+  }
+  std::string valid = ValidUtf8(s);
+  w.String(valid.data(), static_cast<rapidjson::SizeType>(valid.size()));
 }
 
 // Builds a JSON text: Json([](JsonWriter& w) { w.StartObject(); ... }).

@@ -4,6 +4,9 @@
 #include <rapidjson/encodings.h>
 #include <rapidjson/memorystream.h>
 
+#include <cstdint>
+#include <cstring>
+
 namespace kiln {
 namespace {
 struct Discard {
@@ -12,11 +15,42 @@ struct Discard {
 }  // namespace
 
 bool IsUtf8(std::string_view s) {
-  rapidjson::MemoryStream in(s.data(), s.size());
+  // ASCII, 8 bytes at a time, before the byte-wise check of the rest.
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, s.data() + i, 8);
+    if (word & 0x8080808080808080ULL) break;
+  }
+  while (i < s.size() && static_cast<unsigned char>(s[i]) < 0x80) ++i;
+  if (i == s.size()) return true;
+  rapidjson::MemoryStream in(s.data() + i, s.size() - i);
   Discard out;
-  while (in.Tell() < s.size())
+  while (in.Tell() < s.size() - i)
     if (!rapidjson::UTF8<>::Validate(in, out)) return false;
   return true;
+}
+
+std::string ValidUtf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    // The longest well-formed sequence starting here: 1 to 4 bytes.
+    size_t n = 0;
+    for (size_t len = 1; len <= 4 && i + len <= s.size(); ++len)
+      if (IsUtf8(s.substr(i, len))) {
+        n = len;
+        break;
+      }
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      ++i;
+    } else {
+      out.append(s.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
 }
 
 std::string Base64(std::string_view s) {

@@ -11,6 +11,10 @@ namespace kiln {
 // points past U+10FFFF).
 bool IsUtf8(std::string_view s);
 
+// `s` with each byte that is not part of well-formed UTF-8 replaced by
+// U+FFFD: text that must go into JSON whatever it holds.
+std::string ValidUtf8(std::string_view s);
+
 // Standard base64 (RFC 4648, with padding).
 std::string Base64(std::string_view s);
 

@@ -310,6 +310,14 @@ test('progress from the API and from inside the task; webhook payloads; outlog',
   assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 4294967346 })).status, 400);
   assert.equal((await kiln.req('POST', w('/tasks/webhook'), 'x')).status, 400);
   assert.equal((await kiln.req('POST', w('/tasks/webhook?code_name=nope'), 'x')).status, 404);
+  // A payload of any bytes: the task gets them as they are, and the API's
+  // JSON stays JSON (bytes that are not UTF-8 read back as U+FFFD).
+  const binary = await kiln.req('POST', w('/tasks/webhook?code_name=progress'),
+    new Uint8Array([0x62, 0xff, 0xfe, 0x69, 0x6e]), { headers: { 'content-type': 'application/octet-stream' } });
+  assert.equal(binary.status, 200, binary.text);
+  const got = await kiln.req('GET', w(`/tasks/${binary.body.id}`));
+  assert.ok(got.body, `not JSON: ${got.text}`);
+  assert.equal(got.body.payload, 'b\ufffd\ufffdin');
 });
 
 test('an ironworker:// push subscriber queues a task with the message as its payload', async () => {
