@@ -324,22 +324,42 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
   bool watch_disk = o.max_task_dir_bytes > 0 || o.min_free_disk_bytes > 0;
   auto next_disk_look = start + kDiskLookEvery;
   int64_t task_dir_bytes = -1;  // at the watch's last look
-  size_t logged = 0;
+  // The log: up to max_log_bytes, and no more once the log's disk has less
+  // than min_free_disk_bytes (looked at each MiB). Past that, output is
+  // spliced to /dev/null: a task writing without end costs Kiln no copying.
+  size_t logged = 0, log_cap = o.max_log_bytes, next_space_look = 0;
+  int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  char buf[16384];
+  auto drain = [&]() -> bool {  // false: nothing more to read for now
+    if (logged >= log_cap && devnull >= 0) {
+      ssize_t n = splice(pipefd[0], nullptr, devnull, nullptr, 1 << 20, SPLICE_F_NONBLOCK);
+      if (n > 0) result.log_truncated = true;
+      if (n >= 0 || errno != EINVAL) return n > 0;
+      // (no splice here: read and drop below)
+    }
+    ssize_t n = read(pipefd[0], buf, sizeof buf);
+    if (n <= 0) return false;
+    size_t keep = std::min<size_t>(static_cast<size_t>(n), log_cap - std::min(logged, log_cap));
+    if (keep > 0 && write(log_fd, buf, keep) == static_cast<ssize_t>(keep)) logged += keep;
+    if (keep < static_cast<size_t>(n)) result.log_truncated = true;
+    if (o.min_free_disk_bytes > 0 && logged >= next_space_look) {
+      next_space_look = logged + (1 << 20);
+      struct statvfs fs;
+      if (fstatvfs(log_fd, &fs) == 0 &&
+          static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize) <
+              o.min_free_disk_bytes)
+        log_cap = logged;
+    }
+    return true;
+  };
   bool killed = false, pipe_open = true, oom_checked_at_eof = false;
   int status = 0;
-  char buf[16384];
   for (;;) {
     if (pipe_open) {
       pollfd p{pipefd[0], POLLIN, 0};
       if (poll(&p, 1, 50) > 0) {
-        ssize_t n = read(pipefd[0], buf, sizeof buf);
-        if (n > 0) {
-          size_t keep = std::min<size_t>(static_cast<size_t>(n), o.max_log_bytes - logged);
-          if (keep > 0 && write(log_fd, buf, keep) == static_cast<ssize_t>(keep)) logged += keep;
-          if (keep < static_cast<size_t>(n)) result.log_truncated = true;
-        } else {
-          pipe_open = false;  // every writer closed it
-        }
+        // Every writer closed it: POLLHUP with nothing (more) to read.
+        if (!(p.revents & POLLIN) || (!drain() && (p.revents & POLLHUP))) pipe_open = false;
       }
     } else {
       usleep(100);  // runc closed its end: it is exiting
@@ -377,13 +397,11 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     if (done == pid) break;
   }
   // Drain what is left in the pipe, within the cap.
-  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) {
-    size_t keep = std::min<size_t>(static_cast<size_t>(n), o.max_log_bytes - logged);
-    if (keep > 0 && write(log_fd, buf, keep) == static_cast<ssize_t>(keep)) logged += keep;
-    if (keep < static_cast<size_t>(n)) result.log_truncated = true;
+  while (drain()) {
   }
   close(pipefd[0]);
   close(log_fd);
+  if (devnull >= 0) close(devnull);
   result.exit_code = ExitCodeOf(status);
   // A last look: a task that filled its task dir between two looks, or
   // before the first, does not pass for one within its limit.

@@ -222,6 +222,24 @@ TEST_F(RuncTest, LogIsCapped) {
   EXPECT_EQ(log().size(), 1000u);
 }
 
+// Output past the cap is thrown away (spliced to /dev/null, not copied)
+// and the task runs on to its end; with the log's disk nearly full the log
+// stops early.
+TEST_F(RuncTest, OutputPastTheCapIsDroppedAndALowDiskStopsTheLog) {
+  auto r = Run({"sh", "-c", "head -c 200000000 /dev/zero; echo done >&2"}, {},
+               std::chrono::seconds(60), nullptr, 4096);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(r.log_truncated);
+  EXPECT_EQ(log().size(), 4096u);
+  fs::remove(dir_.path() + "/log");
+  min_free_disk_bytes_ = int64_t{1} << 62;  // more than any disk has free
+  auto low = Run({"sh", "-c", "yes | head -c 1000000"});
+  EXPECT_EQ(low.exit_code, 0) << log();
+  EXPECT_TRUE(low.log_truncated);
+  EXPECT_LE(log().size(), 16384u);
+  EXPECT_GT(log().size(), 0u);
+}
+
 TEST_F(RuncTest, ContainedNoNetworkNoMountsNoModules) {
   auto r = Run({"sh", "-c",
                 "cat /proc/net/dev | grep -v -e lo: -e Inter -e face | grep -q . && exit 10;"
