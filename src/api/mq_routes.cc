@@ -504,12 +504,12 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       if (!msgs->empty() || !waiter) co_return MessagesResponse(*msgs);
       boost::system::error_code ec;
       co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      engine.CancelWait(project, queue, waiter.get());
+      bool woken = engine.CancelWait(project, queue, waiter.get());
       // A client that gave up waiting (its own timeout) gets nothing: a
       // message reserved for it would stay hidden for its timeout, or with
       // `delete` be gone.
       if (req.PeerClosed()) {
-        if (ec) engine.PassWake(project, queue);  // woken for a message it leaves
+        if (woken) engine.PassWake(project, queue);  // woken for a message it leaves
         co_return MessagesResponse({});
       }
       if (!ec) {  // the wait ran out: one last look

@@ -2,7 +2,8 @@
 // pooled keep-alive connections per scheme, host and port, a whole-request
 // timeout, TLS with certificate and host-name verification, and an optional
 // guard against loopback and private addresses (SSRF). Runs its own io
-// threads; host names are looked up by an http::Resolver. Post may be called from any thread; `done` runs on a client thread.
+// threads; host names are looked up by an http::Resolver. Post may be called from any thread;
+// `done` runs on a client thread.
 #pragma once
 
 #include <chrono>

@@ -23,7 +23,8 @@ struct Request {
   // handler may block that thread in a disk write (a synced commit)
   // without holding back anyone else's requests.
   bool sole_connection = false;
-  int socket_fd = -1;  // the connection's, for PeerClosed (-1: none, as in tests)
+  int socket_fd = -1;          // the connection's, for PeerClosed (-1: none, as in tests)
+  bool more_buffered = false;  // the client's next request has begun arriving
 
   // Whether the client has closed or reset the connection since it sent
   // this request (a look at the socket, not a wait): for handlers that wait

@@ -49,11 +49,20 @@ struct Resolver::State {
   };
   std::map<std::string, Cached> cache;               // by host + " " + port
   std::map<std::string, std::vector<Done>> waiting;  // lookups under way, and who waits
+  std::map<std::string, size_t> per_site;            // lookups under way by site
 };
 
 namespace {
 constexpr size_t kMaxCached = 4096;
+
+// The last two labels of a host name ("x.example" of "a.b.x.example").
+std::string SiteOf(const std::string& host) {
+  size_t last = host.rfind('.');
+  if (last == std::string::npos || last == 0) return host;
+  size_t before = host.rfind('.', last - 1);
+  return before == std::string::npos ? host : host.substr(before + 1);
 }
+}  // namespace
 
 // Keeps the answer and hands it to those waiting for it. Under the lock, so
 // that Close (then the client's io threads going away) waits for callbacks
@@ -65,6 +74,9 @@ void Resolver::Finish(State& state, const std::string& key, Result<Addresses> an
     std::erase_if(state.cache, [&](const auto& c) { return c.second.until <= now; });
   if (state.cache.size() >= kMaxCached) state.cache.clear();
   state.cache[key] = {now + (answer ? state.options.ttl : state.options.failure_ttl), answer};
+  std::string site = SiteOf(key.substr(0, key.rfind(' ')));
+  if (auto p = state.per_site.find(site); p != state.per_site.end() && --p->second == 0)
+    state.per_site.erase(p);
   auto w = state.waiting.find(key);
   if (w == state.waiting.end()) return;  // closed meanwhile
   for (auto& d : w->second) d(answer);
@@ -99,13 +111,18 @@ void Resolver::Resolve(const std::string& host, const std::string& port, Done do
     w->second.push_back(std::move(done));
     return;
   }
-  if (state_->closed || state_->waiting.size() >= state_->options.max_lookups) {
+  std::string site = SiteOf(host);
+  auto of_site = state_->per_site.find(site);
+  if (state_->closed || state_->waiting.size() >= state_->options.max_lookups ||
+      (of_site != state_->per_site.end() &&
+       of_site->second >= state_->options.max_lookups_per_site)) {
     bool closed = state_->closed;
     lock.unlock();
     return done(Fail(
         Error::Unavailable("cannot resolve " + host + ": " +
                            (closed ? "the client is stopping" : "too many name lookups at once"))));
   }
+  ++state_->per_site[site];
   state_->waiting[key].push_back(std::move(done));
   lock.unlock();
   // The thread holds the state, not the resolver: it may outlive both the

@@ -29,8 +29,12 @@ Result<Addresses> SystemLookup(const std::string& host, const std::string& port)
 struct ResolverOptions {
   std::chrono::milliseconds ttl{30000};
   std::chrono::milliseconds failure_ttl{5000};
-  // Lookups under way at once, all names; past it a lookup fails at once.
-  size_t max_lookups = 32;
+  // Lookups under way at once: all names, and names of one site (its last
+  // two labels: a.x.example and b.x.example are both x.example's). Past
+  // either a lookup fails at once, so that one tenant's hanging domains
+  // cannot hold every lookup slot.
+  size_t max_lookups = 256;
+  size_t max_lookups_per_site = 4;
   // Blocking lookup, run on the lookup's own thread (tests replace it).
   std::function<Result<Addresses>(const std::string& host, const std::string& port)> lookup =
       SystemLookup;

@@ -95,6 +95,30 @@ TEST(ResolverTest, PastMaxLookupsALookupFailsAtOnce) {
   ASSERT_TRUE(ResolveNow(r, "other"));  // room again
 }
 
+// One site's names (hanging, say) take at most max_lookups_per_site of the
+// lookups at once: other sites' names are still looked up.
+TEST(ResolverTest, OneSitesHangingNamesDoNotTakeEveryLookup) {
+  auto gate = std::make_shared<Gate>();
+  auto o = WithGate(gate);
+  o.max_lookups_per_site = 2;
+  o.lookup = [gate](const std::string& host, const std::string&) -> Result<Addresses> {
+    if (host.ends_with("hangs.example")) gate->opened.wait();
+    return Addresses{"10.0.0.2"};
+  };
+  Resolver r(o);
+  std::vector<std::promise<Result<Addresses>>> slow(2);
+  for (size_t i = 0; i < slow.size(); ++i)
+    r.Resolve("h" + std::to_string(i) + ".hangs.example", "80",
+              [&slow, i](Result<Addresses> a) { slow[i].set_value(a); });
+  auto third = ResolveNow(r, "h9.hangs.example");
+  ASSERT_FALSE(third);
+  EXPECT_NE(third.error().message().find("too many name lookups"), std::string::npos);
+  EXPECT_TRUE(ResolveNow(r, "fine.other.example"));
+  gate->Release();
+  for (auto& p : slow) EXPECT_TRUE(p.get_future().get());
+  EXPECT_TRUE(ResolveNow(r, "h9.hangs.example"));  // room again
+}
+
 TEST(ResolverTest, AfterCloseALookupUnderWayCallsNoOne) {
   auto gate = std::make_shared<Gate>();
   std::atomic<bool> called{false};

@@ -22,7 +22,9 @@
 namespace kiln::http {
 
 bool Request::PeerClosed() const {
-  if (socket_fd < 0) return false;
+  // Pipelined requests read already: a client that then half-closed still
+  // waits for their answers.
+  if (socket_fd < 0 || more_buffered) return false;
   char c;
   ssize_t n = recv(socket_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n > 0) return false;                                           // more requests, pipelined
@@ -178,7 +180,13 @@ struct Server::Impl {
   // destroy the sessions still suspended in them, and those must not touch
   // the connection list (destroyed before the contexts).
   std::atomic<bool> torn_down{false};
-  ~Impl() { torn_down = true; }
+  ~Impl() {
+    torn_down = true;
+    // The contexts first, while what their sessions may look at is here.
+    guards.clear();
+    acceptor.reset();
+    contexts.clear();
+  }
 
   // Run returns only after Stop has finished touching the contexts.
   std::mutex stop_mu;
@@ -373,7 +381,7 @@ struct Server::Impl {
       auto& breq = parser.get();
       bool keep_alive = breq.keep_alive();
       auto started = std::chrono::steady_clock::now();
-      Response res = co_await Handle(breq, remote, stream.native_handle());
+      Response res = co_await Handle(breq, remote, stream.native_handle(), buffer.size() > 0);
       bool keep = keep_alive && !stopping;
       WriteHead(res, breq.version(), keep, &head);
       if (options.access_log) {
@@ -409,11 +417,12 @@ struct Server::Impl {
   }
 
   awaitable<Response> Handle(bhttp::request<bhttp::string_body>& breq, const std::string& remote,
-                             int socket_fd) {
+                             int socket_fd, bool more_buffered) {
     Request req = HeadOf(breq);
     req.body = std::move(breq.body());
     req.remote = remote;
     req.socket_fd = socket_fd;
+    req.more_buffered = more_buffered;
     req.sole_connection = tl_connections == 1;
     const Handler* handler = nullptr;
     switch (router.Find(req, &handler)) {

@@ -640,11 +640,11 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
       store::Store::Writer::kCommitter);
 }
 
-void Engine::CancelWait(const std::string& project, const std::string& name, Waiter* waiter) {
+bool Engine::CancelWait(const std::string& project, const std::string& name, Waiter* waiter) {
   auto slot = Find(project, name);
-  if (!slot) return;
+  if (!slot) return false;
   std::lock_guard lock(slot->mu);
-  slot->queue.RemoveWaiter(waiter);
+  return slot->queue.RemoveWaiter(waiter);
 }
 
 void Engine::PassWake(const std::string& project, const std::string& name) {

@@ -176,7 +176,8 @@ class Engine {
   Result<std::vector<Message>> Reserve(const std::string& project, const std::string& name,
                                        const ReserveOptions& o,
                                        std::shared_ptr<Waiter> waiter = nullptr);
-  void CancelWait(const std::string& project, const std::string& name, Waiter* waiter);
+  // Unparks `waiter`; whether it had been woken (for PassWake).
+  bool CancelWait(const std::string& project, const std::string& name, Waiter* waiter);
   // A woken waiter that will not reserve (its client went away) hands its
   // wake to the next one parked: a post wakes only as many as it brings.
   void PassWake(const std::string& project, const std::string& name);
@@ -286,6 +287,7 @@ class Engine {
                    bool off_waiting_list = false);
   // The answer to the try of `subscriber` that carried `reservation`.
   void RestartWaiting(const std::string& host);
+  void RestartProjectWaiting(const std::string& project);
   void OnPushAnswer(const SlotPtr& slot, const std::string& project, uint64_t id,
                     const std::string& subscriber, uint64_t reservation, std::string host,
                     int status, std::string error);
@@ -369,8 +371,13 @@ class Engine {
   std::unordered_map<std::string, HostState> hosts_;
   int in_flight_ = 0;
   // Deliveries under way per project: at most half of all, so that one
-  // project's many slow hosts cannot hold every other project's back.
-  std::unordered_map<std::string, int> project_in_flight_;
+  // project's many slow hosts cannot hold every other project's back; the
+  // rest wait on the project's list, restarted by its answers.
+  struct ProjectState {
+    int in_flight = 0;
+    std::deque<std::pair<SlotPtr, uint64_t>> waiting;
+  };
+  std::unordered_map<std::string, ProjectState> projects_;
   // Error reports whose post failed (a store error, their queue deleted
   // meanwhile), posted again by the tick 10 s later; at most 10,000, past
   // that they wait for the next start (the message stays in the store).

@@ -193,7 +193,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
       }
       auto due = plan.Due(now);
       bool deferred = false;  // by the global limit: try again shortly
-      bool waiting = false;   // by the host's limit: its next answer restarts us
+      bool waiting = false;   // by its host's or project's limit: their next answer restarts us
       for (size_t i : due) {
         auto& d = plan.deliveries[i];
         // Deliveries follow the queue's subscriber order unless it changed since.
@@ -212,13 +212,19 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
             plan.held = waiting = true;
             continue;
           }
-          int& of_project = project_in_flight_[project];
-          if (in_flight_ >= kMaxInFlight || of_project >= kMaxInFlightPerProject) {
+          ProjectState& p = projects_[project];
+          if (p.in_flight >= kMaxInFlightPerProject) {
+            // As for a host: the project's next answer restarts it.
+            if (!plan.held) p.waiting.emplace_back(slot, id);
+            plan.held = waiting = true;
+            continue;
+          }
+          if (in_flight_ >= kMaxInFlight) {
             deferred = true;
             continue;
           }
           ++in_flight_;
-          ++of_project;
+          ++p.in_flight;
           ++h.in_flight;
         }
         d.in_flight = true;
@@ -307,6 +313,26 @@ void Engine::RestartWaiting(const std::string& host) {
   }
 }
 
+// The same for messages held back by their project's limit.
+void Engine::RestartProjectWaiting(const std::string& project) {
+  for (;;) {
+    std::pair<SlotPtr, uint64_t> next;
+    {
+      std::lock_guard lock(push_mu_);
+      auto p = projects_.find(project);
+      if (p == projects_.end()) return;
+      if (p->second.waiting.empty()) {
+        if (p->second.in_flight <= 0) projects_.erase(p);
+        return;
+      }
+      if (p->second.in_flight >= kMaxInFlightPerProject) return;
+      next = std::move(p->second.waiting.front());
+      p->second.waiting.pop_front();
+    }
+    StartPush(next.first, next.second, /*off_waiting_list=*/true);
+  }
+}
+
 void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, uint64_t id,
                           const std::string& subscriber, uint64_t reservation, std::string host,
                           int status, std::string error) {
@@ -314,11 +340,10 @@ void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, ui
     std::lock_guard lock(push_mu_);
     --in_flight_;
     if (auto h = hosts_.find(host); h != hosts_.end()) --h->second.in_flight;
-    if (auto p = project_in_flight_.find(of_project);
-        p != project_in_flight_.end() && --p->second <= 0)
-      project_in_flight_.erase(p);
+    if (auto p = projects_.find(of_project); p != projects_.end()) --p->second.in_flight;
   }
   RestartWaiting(host);
+  RestartProjectWaiting(of_project);
   std::optional<ErrorNotice> error_post;
   std::string project;
   bool again = false;

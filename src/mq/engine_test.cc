@@ -368,12 +368,13 @@ TEST_F(EngineTest, APostWakesAsManyWaitersAsItBringsMessagesInTheOrderTheyParked
   }
   PostOne("q", "one");
   EXPECT_EQ(woken, std::vector<int>{0});
-  engine_->CancelWait(kProject, "q", waiters[1].get());  // gave up: not woken
+  EXPECT_FALSE(engine_->CancelWait(kProject, "q", waiters[1].get()));  // gave up: not woken
   std::promise<Result<std::vector<uint64_t>>> p;
   engine_->Post(kProject, "q", {{"two", 0, {}}, {"three", 0, {}}},
                 [&](auto r) { p.set_value(std::move(r)); });
   ASSERT_TRUE(p.get_future().get());
   EXPECT_EQ(woken, (std::vector<int>{0, 2, 3}));
+  EXPECT_TRUE(engine_->CancelWait(kProject, "q", waiters[3].get()));
   engine_->PassWake(kProject, "q");
   EXPECT_EQ(woken, (std::vector<int>{0, 2, 3, 4}));
   for (auto& w : waiters) engine_->CancelWait(kProject, "q", w.get());

@@ -153,13 +153,19 @@ void Queue::AddWaiter(std::shared_ptr<Waiter> w) {
   if (w->parked) return;
   Waiter* raw = w.get();
   raw->parked = true;
+  raw->woken = false;
+  raw->owner = this;
   raw->at = waiters_.insert(waiters_.end(), std::move(w));
 }
 
-void Queue::RemoveWaiter(Waiter* w) {
-  if (!w->parked) return;
-  w->parked = false;
-  waiters_.erase(w->at);  // may destroy *w
+bool Queue::RemoveWaiter(Waiter* w) {
+  if (w->owner != this) return false;  // parked on a queue since deleted
+  bool woken = w->woken;
+  if (w->parked) {
+    w->parked = false;
+    waiters_.erase(w->at);  // may destroy *w
+  }
+  return woken;
 }
 
 void Queue::WakeWaiters(size_t n) {
@@ -167,6 +173,7 @@ void Queue::WakeWaiters(size_t n) {
     std::shared_ptr<Waiter> w = std::move(waiters_.front());
     waiters_.pop_front();
     w->parked = false;
+    w->woken = true;
     w->wake();
   }
 }

@@ -25,8 +25,11 @@ namespace kiln::mq {
 // must only schedule work) when messages may have become ready for it.
 struct Waiter {
   std::function<void()> wake;
-  // Kept by the queue: where it is parked, so that leaving is O(1).
-  bool parked = false;
+  // Kept by the queue, under its lock: where it is parked (so that leaving
+  // is O(1)), on which queue (a queue of the same name made after this one
+  // was deleted is another), and whether it was woken.
+  bool parked = false, woken = false;
+  const void* owner = nullptr;
   std::list<std::shared_ptr<Waiter>>::iterator at;
 };
 
@@ -81,7 +84,8 @@ class Queue {
   // messages (each woken one reserves, and with one message a thousand
   // waiters need not all try), or all of them (a delete, a stop).
   void AddWaiter(std::shared_ptr<Waiter> w);
-  void RemoveWaiter(Waiter* w);
+  // Unparks `w` if it is parked here; whether it had been woken.
+  bool RemoveWaiter(Waiter* w);
   void WakeWaiters(size_t n = SIZE_MAX);
 
  private:

@@ -129,8 +129,10 @@ TEST(QueueTest, WaitersAreWokenFirstInFirstOutAsManyAsAsked) {
   q.AddWaiter(w[0]);  // parked already: once
   q.WakeWaiters(1);
   EXPECT_EQ(woken, std::vector<int>{0});
-  q.RemoveWaiter(w[1].get());
-  q.RemoveWaiter(w[0].get());  // woken already: nothing
+  EXPECT_FALSE(q.RemoveWaiter(w[1].get()));  // not woken
+  EXPECT_TRUE(q.RemoveWaiter(w[0].get()));   // woken already: nothing to unpark
+  Queue other({});                           // as one made later under the same name
+  EXPECT_FALSE(other.RemoveWaiter(w[2].get()));
   q.WakeWaiters();
   EXPECT_EQ(woken, (std::vector<int>{0, 2, 3}));
 }

@@ -157,7 +157,10 @@ std::string BuildConfig(const ContainerSpec& spec) {
     w.EndObject();
   };
   rlimit("RLIMIT_NOFILE", 1024, 4096);
-  rlimit("RLIMIT_CORE", 0, 0);  // a crash must not start the host's core_pattern helper
+  // No core dumps: 0 stops a dump to a file, and 1 (1 byte: no file either)
+  // is what the kernel takes as "no dump" when core_pattern pipes to a
+  // helper, which it would start as host root.
+  rlimit("RLIMIT_CORE", 1, 1);
   if (spec.max_file_bytes > 0) {
     auto max = static_cast<uint64_t>(spec.max_file_bytes);
     rlimit("RLIMIT_FSIZE", max, max);

@@ -334,8 +334,8 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     if (logged >= log_cap && devnull >= 0) {
       ssize_t n = splice(pipefd[0], nullptr, devnull, nullptr, 1 << 20, SPLICE_F_NONBLOCK);
       if (n > 0) result.log_truncated = true;
-      if (n >= 0 || errno != EINVAL) return n > 0;
-      // (no splice here: read and drop below)
+      if (n >= 0 || errno == EAGAIN) return n > 0;
+      // (splice failed otherwise: read and drop below)
     }
     ssize_t n = read(pipefd[0], buf, sizeof buf);
     if (n <= 0) return false;

@@ -184,6 +184,23 @@ test('a long poll whose client went away takes no message (delete: true loses no
   assert.equal(r.body.messages[0].body, 'for someone still there');
 });
 
+test('a half-closed client with requests pipelined behind its long poll still gets its message', async () => {
+  await kiln.req('PUT', kiln.q('half'), {});
+  const body = JSON.stringify({ n: 1, wait: 10, delete: true });
+  const sock = net.connect(kiln.port, '127.0.0.1');
+  let got = '';
+  sock.on('data', (d) => { got += d; });
+  await new Promise((res) => sock.once('connect', res));
+  sock.end(`POST ${kiln.q('half')}/reservations HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}` +
+    'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');  // then FIN: it only reads now
+  await sleep(300);
+  await post('half', [{ body: 'for the half-closed' }]);
+  await eventually(async () => got.includes('{"msg":"ok"}'), 10000);
+  sock.destroy();
+  assert.match(got, /for the half-closed/);
+});
+
 test('dead letter: over-reserved messages move to the dead letter queue', async () => {
   await kiln.req('PUT', kiln.q('fragile'), {
     queue: { message_timeout: 30, dead_letter: { queue_name: 'fragile-dlq', max_reservations: 1 } },
