@@ -225,6 +225,11 @@ Result<TimeMs> GetTime(const JsonValue& o, const char* key) {
   if (it->value.IsString()) {
     auto t = ParseRfc3339(it->value.GetString());
     if (!t) return Fail(Error::InvalidArgument(std::string(key) + " must be an RFC 3339 time"));
+    // Before 1970 is Go's zero time ("0001-01-01T00:00:00Z", what Kiln sends
+    // for an unset time and clients send back): unset.
+    if (*t <= 0) return 0;
+    if (*t >= TimeMs{253402300800} * 1000)
+      return Fail(Error::InvalidArgument(std::string(key) + " is out of range"));
     return *t;
   }
   if (it->value.IsNumber()) return UnixSecondsToMs(key, it->value.GetDouble());

@@ -15,8 +15,9 @@ inline std::string FormatRfc3339(TimeMs ms) {
   std::time_t t = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char buf[48];  // a four-digit year always (strftime's %Y does not pad)
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
   return buf;
 }
 
@@ -29,8 +30,8 @@ inline std::optional<TimeMs> ParseRfc3339(const std::string& s) {
           6 ||
       n == 0)
     return std::nullopt;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61)
-    return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || !(sec >= 0 && sec < 61))
+    return std::nullopt;  // (NaN seconds fail the last test)
   std::tm tm{};
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;

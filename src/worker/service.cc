@@ -568,13 +568,12 @@ Result<Task> Service::MakeTaskLocked(const std::string& project, const NewTask& 
   return t;
 }
 
-Result<void> Service::EnqueueLocked(std::vector<Task> tasks) {
-  std::vector<const Task*> all;
+Result<void> Service::EnqueueLocked(std::vector<Task> tasks, store::Store::WorkerRecords with) {
   for (Task& t : tasks) {
     t.seq = next_seq_++;
-    all.push_back(&t);
+    with.emplace_back("task/" + t.id, EncodeTask(t));
   }
-  if (auto r = SaveAll(all); !r) return r;  // nothing queued
+  if (auto r = store_.PutWorkerRecords(with); !r) return r;  // nothing queued
   for (Task& t : tasks) {
     queued_.insert({-t.priority, t.seq, t.id});
     std::string id = t.id;
@@ -902,23 +901,31 @@ void Service::RunDueSchedules() {
     n.delay = s.task_delay;
     n.label = s.label;
     n.cluster = s.cluster;
+    // The run as it will stand once done: written in the same write as its
+    // task, so that a crash or a failed write neither runs it twice (task
+    // written, schedule not) nor counts a run that queued nothing.
+    Schedule ran = s;
+    ++ran.run_count;
+    ran.last_run_time = now;
+    ran.next_start = NextRun(ran, ran.next_start, now);
+    ran.updated_at = now;
     auto t = MakeTaskLocked(s.project_id, n, now);
-    if (t) {
-      t->schedule_id = s.id;
-      if (auto r = EnqueueLocked({std::move(*t)}); !r) {
-        ++s.error_count;
-        s.msg = r.error().message();
+    if (!t) {  // a run that cannot queue its task (the code is gone) counts as an error
+      ++ran.error_count;
+      ran.msg = t.error().message();
+      if (auto r = store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(ran)); !r) {
+        spdlog::error("schedule {}: cannot record its run: {}", s.id, r.error().message());
+        continue;  // tried again at the next tick
       }
-    } else {
-      ++s.error_count;
-      s.msg = t.error().message();
+      s = std::move(ran);
+      continue;
     }
-    ++s.run_count;
-    s.last_run_time = now;
-    s.next_start = NextRun(s, s.next_start, now);
-    s.updated_at = now;
-    if (auto r = store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s)); !r)
-      spdlog::error("schedule {}: cannot record its run: {}", s.id, r.error().message());
+    t->schedule_id = s.id;
+    if (auto r = EnqueueLocked({std::move(*t)}, {{"schedule/" + s.id, EncodeSchedule(ran)}}); !r) {
+      spdlog::error("schedule {}: cannot queue its task: {}", s.id, r.error().message());
+      continue;  // nothing written: the run is still due, tried again at the next tick
+    }
+    s = std::move(ran);
   }
 }
 

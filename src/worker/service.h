@@ -156,7 +156,9 @@ class Service {
   Result<Task> MakeTaskLocked(const std::string& project, const NewTask& n, TimeMs now);
   // Records the tasks in one write, then queues them; on a failed write
   // none is queued.
-  Result<void> EnqueueLocked(std::vector<Task> tasks);
+  // Writes `tasks` (and `with`, records that go in the same write, such as
+  // the schedule that queued them), then queues them; nothing on failure.
+  Result<void> EnqueueLocked(std::vector<Task> tasks, store::Store::WorkerRecords with = {});
   Result<Schedule> CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now);
   size_t ActiveSchedulesLocked(const std::string& project) const;
   std::optional<Task> RetryOfLocked(const Task& t, TimeMs now);  // none: no retries left

@@ -369,6 +369,46 @@ class FailingWorkerWrites : public testing::ForwardingStore {
 
 // A task is acknowledged only once it is recorded: a batch goes in one
 // write, and a failed write queues none of it and says why.
+// A schedule's run is its task and the schedule's new count in one write:
+// when the write fails, neither happened, and the next tick runs it.
+TEST(ServiceStoreFailureTest, AScheduleRunWhoseWriteFailsIsRunAtTheNextTickOnce) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto real = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FailingWorkerWrites store(*real);
+  ServiceOptions o{dir.path(), 1};
+  o.run_schedules = false;
+  auto svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode("once", "true")));
+  Schedule one;
+  one.code_name = "once";
+  one.payload = "{}";
+  one.run_times = 1;
+  auto made = svc->CreateSchedules(kProject, {one});
+  ASSERT_TRUE(made) << made.error().message();
+  std::string id = made->at(0);
+
+  store.fail = true;
+  svc->RunDueSchedules();
+  EXPECT_TRUE(svc->ListTasks(kProject, {}).empty());
+  EXPECT_EQ(svc->GetSchedule(kProject, id)->run_count, 0);
+  store.fail = false;
+  svc->RunDueSchedules();
+  svc->RunDueSchedules();
+  auto tasks = svc->ListTasks(kProject, {});
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].schedule_id, id);
+  EXPECT_EQ(svc->GetSchedule(kProject, id)->run_count, 1);
+  // And so after a restart: one run, recorded.
+  svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  svc->RunDueSchedules();
+  EXPECT_EQ(svc->ListTasks(kProject, {}).size(), 1u);
+  EXPECT_EQ(svc->GetSchedule(kProject, id)->run_count, 1);
+}
+
 TEST(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
   testing::TempDir dir;
   runner::ImageStore images(dir.path() + "/images");

@@ -422,6 +422,13 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   const upd = await kiln.req('PUT', w(`/schedules/${cronId}`), { cron: '0 12 * * *', time_zone: 'UTC' });
   assert.equal(upd.status, 200, upd.text);
   assert.equal(upd.body.next_start, '2030-01-01T12:00:00Z');
+  // A client that sends back what it read (Go's zero time for unset ones)
+  // changes nothing: the zero time stays unset.
+  const echoed = await kiln.req('PUT', w(`/schedules/${cronId}`), { end_at: upd.body.end_at, start_at: upd.body.start_at });
+  assert.equal(echoed.status, 200, echoed.text);
+  assert.equal(echoed.body.end_at, '0001-01-01T00:00:00Z');
+  assert.equal(echoed.body.next_start, '2030-01-01T12:00:00Z');
+  assert.equal(echoed.body.status, 'scheduled');
   assert.deepEqual((await kiln.req('POST', w(`/schedules/${everyId}/cancel`), {})).body, { msg: 'Cancelled' });
   assert.equal((await kiln.req('GET', w(`/schedules/${everyId}`))).body.status, 'cancelled');
 
@@ -431,6 +438,7 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal(await bad({ cron: '61 * * * *' }), 400);
   assert.equal(await bad({ cron: '* * * * *', time_zone: 'Mars/Olympus' }), 400);
   assert.equal(await bad({ start_at: 'yesterday' }), 400);
+  assert.equal(await bad({ start_at: '2030-01-01T00:00:nanZ' }), 400);
   assert.equal(await bad({ run_every: 2 ** 62 }), 400);
   // Past the limit of 100 active schedules a project: 403, as for any limit (§1.4), and none made.
   const over = await kiln.req('POST', w('/schedules'), { schedules: Array.from({ length: 101 }, () => ({ code_name: 'tick', payload: '{}', start_at: '2100-01-01T00:00:00Z' })) });
