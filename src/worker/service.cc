@@ -930,7 +930,7 @@ void Service::RunDueSchedules() {
 }
 
 size_t Service::ExpireTasks() {
-  std::vector<std::string> gone;
+  std::vector<std::string> gone, gone_schedules;
   {
     std::lock_guard lock(mu_);
     TimeMs cutoff = clock_.NowMs() - options_.task_retention.count();
@@ -942,13 +942,24 @@ size_t Service::ExpireTasks() {
       gone.push_back(it->first);
       it = tasks_.erase(it);
     }
+    // Finished schedules (complete, cancelled) go after the same time: they
+    // were kept in memory and walked by every tick forever.
+    for (auto it = schedules_.begin(); it != schedules_.end();) {
+      if (it->second.status == "scheduled" || it->second.updated_at > cutoff) {
+        ++it;
+        continue;
+      }
+      gone_schedules.push_back(it->first);
+      it = schedules_.erase(it);
+    }
   }
   // One write for all of them, outside the lock (a task that is gone from
   // memory is not written again). A failed write leaves the records for the
   // next restart to load and expire.
   std::vector<std::string> keys;
-  keys.reserve(gone.size());
+  keys.reserve(gone.size() + gone_schedules.size());
   for (const auto& id : gone) keys.push_back("task/" + id);
+  for (const auto& id : gone_schedules) keys.push_back("schedule/" + id);
   store_.DeleteWorkerRecords(keys);
   std::error_code ec;
   for (const auto& id : gone) fs::remove(LogPath(id), ec);

@@ -138,7 +138,8 @@ class Service {
   // Queues a task for every schedule that is due at the clock's now.
   void RunDueSchedules();
   // Drops finished tasks that ended more than task_retention ago, with their
-  // records and logs; returns how many. The scheduler thread calls it.
+  // records and logs, and schedules finished as long ago; returns how many
+  // tasks. The scheduler thread calls it.
   size_t ExpireTasks();
 
  private:

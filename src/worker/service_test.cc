@@ -561,8 +561,9 @@ TEST(ServiceScheduleTest, DueSchedulesQueueTasksThatRecordTheSchedule) {
   EXPECT_EQ(again.GetSchedule(kProject, sid)->run_count, 3);
 }
 
-// Finished tasks go, with their records and logs, after the retention time;
-// queued ones stay however old they are.
+// Finished tasks go, with their records and logs, after the retention time,
+// and so do finished schedules; queued tasks and schedules still to run stay
+// however old they are.
 TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
   testing::TempDir dir;
   runner::ImageStore images(dir.path() + "/images");
@@ -579,12 +580,20 @@ TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
   n.code_name = "c";
   auto ids = *svc->QueueTasks(kProject, {n, n});
   ASSERT_TRUE(svc->Cancel(kProject, ids[0]));  // finished now; ids[1] stays queued
+  Schedule later;
+  later.code_name = "c";
+  later.payload = "{}";
+  later.start_at = clock.NowMs() + 3600'000 * 1000LL;
+  auto sids = *svc->CreateSchedules(kProject, {later, later});
+  ASSERT_TRUE(svc->CancelSchedule(kProject, sids[0]));  // finished; sids[1] still to run
   std::filesystem::create_directories(dir.path() + "/task-logs");
   std::ofstream(dir.path() + "/task-logs/" + ids[0] + ".log") << "output";
   clock.Advance(23 * 3600'000);
   EXPECT_EQ(svc->ExpireTasks(), 0u);
   clock.Advance(2 * 3600'000);
   EXPECT_EQ(svc->ExpireTasks(), 1u);
+  EXPECT_FALSE(svc->GetSchedule(kProject, sids[0]));
+  EXPECT_TRUE(svc->GetSchedule(kProject, sids[1]));
   EXPECT_FALSE(svc->GetTask(kProject, ids[0]));
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/task-logs/" + ids[0] + ".log"));
   EXPECT_EQ(svc->GetTask(kProject, ids[1])->state, TaskState::kQueued);
@@ -592,6 +601,8 @@ TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
   ASSERT_TRUE(svc->Recover());
   EXPECT_FALSE(svc->GetTask(kProject, ids[0]));
   EXPECT_TRUE(svc->GetTask(kProject, ids[1]));
+  EXPECT_FALSE(svc->GetSchedule(kProject, sids[0]));
+  EXPECT_TRUE(svc->GetSchedule(kProject, sids[1]));
 }
 
 }  // namespace
