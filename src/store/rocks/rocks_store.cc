@@ -6,6 +6,7 @@
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <sys/statvfs.h>
 
 #include <atomic>
 #include <chrono>
@@ -124,7 +125,8 @@ class RocksStore final : public Store {
 
   void Commit(MessageBatch batch, Done done, Writer writer) override {
     std::vector<Pending> group;
-    std::string why;
+    std::string why = DiskTooFull();
+    if (!why.empty()) return done(Fail(Error::Unavailable(why)));
     {
       std::lock_guard lock(mu_);
       if (!stopping_ && failed_.empty()) {
@@ -308,6 +310,24 @@ class RocksStore final : public Store {
     Done done;  // null for Append
   };
 
+  // Why a Commit is refused for lack of disk space ("" when it is not):
+  // Options::min_free_bytes, looked at every 100 ms at most.
+  std::string DiskTooFull() {
+    if (options_.min_free_bytes <= 0) return {};
+    std::lock_guard lock(space_mu_);
+    auto now = std::chrono::steady_clock::now();
+    if (now - space_looked_ >= std::chrono::milliseconds(100)) {
+      space_looked_ = now;
+      struct statvfs fs;
+      space_low_ = statvfs(options_.dir.c_str(), &fs) == 0 &&
+                   static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize) <
+                       options_.min_free_bytes;
+    }
+    if (!space_low_) return {};
+    return "store: the data dir's disk has less than " +
+           std::to_string(options_.min_free_bytes >> 20) + " MB free";
+  }
+
   // Under mu_. Moves every queued batch into `group`.
   void TakePending(std::vector<Pending>* group) {
     group->swap(pending_);
@@ -427,8 +447,11 @@ class RocksStore final : public Store {
     while (!stopping_) {
       cv_sync_.wait_for(lock, std::chrono::milliseconds(options_.sync_interval_ms));
       lock.unlock();
-      db_->FlushWAL(true);
+      rocksdb::Status st = db_->FlushWAL(true);
       lock.lock();
+      // The posts since the last sync were acknowledged already; those
+      // after this are refused until the store resumes.
+      if (!st.ok() && failed_.empty()) failed_ = "store sync failed: " + st.ToString();
     }
   }
 
@@ -448,6 +471,9 @@ class RocksStore final : public Store {
   bool committer_timed_ = false;  // the committer waits on a timer: Appends need not wake it
   bool writing_ = false;          // a thread holds the writer's turn
   std::string failed_;            // set after a write failed
+  std::mutex space_mu_;           // for the look at free space, at most every 100 ms
+  std::chrono::steady_clock::time_point space_looked_;
+  bool space_low_ = false;
   std::thread committer_, syncer_;
 
   std::mutex qid_mu_;
@@ -463,6 +489,11 @@ Result<std::unique_ptr<Store>> Open(const Options& options) {
   db_options.IncreaseParallelism(2);
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 4;
+  // Past this much live log, the column families holding the oldest log are
+  // flushed: else the rarely written ones (the id floor, counters) keep every
+  // log alive up to RocksDB's default (4 x 9 x 64 MiB x 2, ~4.6 GB), all of
+  // it replayed after a kill -9.
+  db_options.max_total_wal_size = 256 << 20;
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   // (manual_wal_flush would save a write(2) per unsynced write, but a
   // FlushWAL racing a synced write's flush of the same buffer can corrupt

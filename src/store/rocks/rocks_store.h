@@ -9,6 +9,7 @@
 // a sync flushes only data (wal_prefill.h). Thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,10 @@ struct Options {
   // 0: every Commit is fsync'd before `done`. >0: Commit returns after the
   // write reaches the OS, and the log is fsync'd every `sync_interval_ms`.
   int sync_interval_ms = 0;
+  // Commits are refused (Unavailable) while the directory's filesystem has
+  // less than this available, before RocksDB meets a full disk: a write that
+  // fails there leaves the store refusing writes until a restart.
+  int64_t min_free_bytes = 64 << 20;
 };
 
 // Opens (creating when missing) the store in `options.dir`. Fails with

@@ -1,10 +1,14 @@
 #include "store/rocks/rocks_store.h"
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -164,6 +168,48 @@ TEST(RocksStoreTest, ACommitTheCallerWritesIsDurableWhenCommitReturns) {
   auto all = ReadAll(**s);
   EXPECT_EQ(all.count(1), 0u);
   EXPECT_EQ(all.count(2), 1u);
+  EXPECT_EQ(all.count(3), 1u);
+}
+
+// A nearly full disk refuses posts before RocksDB meets it (a write that
+// failed there would leave the store refusing writes until a restart), and
+// they are taken again once there is room, without a restart.
+TEST(RocksStoreTest, ANearlyFullDiskRefusesPostsUntilThereIsRoomAgain) {
+  testing::TempDir dir;
+  if (mount("kiln-test", dir.path().c_str(), "tmpfs", 0, "size=96m") != 0)
+    GTEST_SKIP() << "needs root to mount a small tmpfs: " << std::strerror(errno);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir.path()};
+  std::string db = dir.path() + "/db", filler = dir.path() + "/filler";
+  {
+    auto s = Open({.dir = db, .min_free_bytes = 16 << 20});
+    ASSERT_TRUE(s) << s.error().message();
+    ASSERT_TRUE(PutAndWait(**s, 1));
+    struct statvfs fs;
+    ASSERT_EQ(statvfs(dir.path().c_str(), &fs), 0);
+    int64_t avail = static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
+    {
+      std::ofstream f(filler, std::ios::binary);
+      std::string mb(1 << 20, 'x');
+      for (int64_t left = avail - (8 << 20); left > 0; left -= 1 << 20)
+        f.write(mb.data(), static_cast<std::streamsize>(mb.size()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // past the cached look
+    auto refused = PutAndWait(**s, 2);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+    EXPECT_NE(refused.error().message().find("less than 16 MB free"), std::string::npos);
+    std::filesystem::remove(filler);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    ASSERT_TRUE(PutAndWait(**s, 3));
+  }
+  auto s = Open({db});
+  ASSERT_TRUE(s) << s.error().message();
+  auto all = ReadAll(**s);
+  EXPECT_EQ(all.count(1), 1u);
+  EXPECT_EQ(all.count(2), 0u);
   EXPECT_EQ(all.count(3), 1u);
 }
 
