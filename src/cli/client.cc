@@ -34,7 +34,7 @@ std::string FromFile(const std::string& path, const char* key, const std::string
   std::stringstream ss;
   ss << in.rdbuf();
   rapidjson::Document d;
-  d.Parse(ss.str().c_str());
+  d.Parse<rapidjson::kParseIterativeFlag>(ss.str().c_str());
   if (d.HasParseError() || !d.IsObject()) return {};
   auto object = [](const rapidjson::Value& o, const std::string& name) -> const rapidjson::Value* {
     if (!o.IsObject()) return nullptr;

@@ -17,7 +17,7 @@ int Print(const Result<Reply>& reply, bool json,
     return 2;
   }
   rapidjson::Document d;
-  d.Parse(reply->body.c_str());
+  d.Parse<rapidjson::kParseIterativeFlag>(reply->body.c_str());
   bool ok = reply->status >= 200 && reply->status < 300;
   if (!ok) {
     std::string msg = *Str(d, "msg") ? Str(d, "msg") : reply->body;

@@ -240,7 +240,7 @@ void AddTask(CLI::App& app) {
       auto t = Call(c, "GET", path);
       if (!t || t->status != 200) std::exit(Print(t, false, [](const rapidjson::Document&) {}));
       rapidjson::Document d;
-      d.Parse(t->body.c_str());
+      d.Parse<rapidjson::kParseIterativeFlag>(t->body.c_str());
       std::string st = Str(d, "status");
       bool done = st != "queued" && st != "preparing" && st != "running";
       // Only what is new (Kiln's ?offset=).

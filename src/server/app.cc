@@ -74,18 +74,35 @@ struct App::Impl {
 
 namespace {
 
-// Readable by its owner only from the start: created 0600 (and made so if
-// it existed), before the secret is written.
+// Readable by its owner only from the start: written 0600 to a temporary
+// file, synced, then renamed into place and the directory synced, so that a
+// crash or a full disk leaves the old file or the whole new one, never an
+// empty one.
 Result<void> WriteSecretFile(const fs::path& path, const std::string& content) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  fs::path tmp = path.string() + ".tmp";
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0 || ::fchmod(fd, 0600) != 0) {
     if (fd >= 0) ::close(fd);
     return Fail(Error::Internal("cannot write " + path.string()));
   }
   std::string text = content + "\n";
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+            ::fsync(fd) == 0;
   ::close(fd);
-  if (!ok) return Fail(Error::Internal("cannot write " + path.string()));
+  ok = ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+  if (ok) {
+    int dir = ::open(path.parent_path().empty() ? "." : path.parent_path().c_str(),
+                     O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      ::fsync(dir);
+      ::close(dir);
+    }
+  }
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    return Fail(Error::Internal("cannot write " + path.string()));
+  }
   return Ok();
 }
 
@@ -96,7 +113,8 @@ Result<void> WriteSecretFile(const fs::path& path, const std::string& content) {
 // with a token, printed once and written to ./iron.json.
 Result<void> App::Impl::FirstStart(uint16_t port) {
   fs::path admin_file = fs::path(config.data_dir) / "admin.token";
-  if (!fs::exists(admin_file)) {
+  std::error_code ec;
+  if (!fs::exists(admin_file) || fs::file_size(admin_file, ec) == 0) {  // an empty one: made anew
     auto t = access->CreateToken("", "admin", true);
     if (!t) return Fail(t.error());
     if (auto w = WriteSecretFile(admin_file, t->secret); !w) return w;

@@ -5,6 +5,8 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <charconv>
 #include <thread>
 
 #include "cli/cli.h"
@@ -142,17 +144,24 @@ int main(int argc, char** argv) {
     if (fsync == "always") {
       config.fsync_interval_ms = 0;
     } else if (fsync.rfind("interval:", 0) == 0) {
+      // N ms or N s, nothing else: "50us" or "1m" are not guessed at.
       std::string d = fsync.substr(9);
-      int mult = 1;
-      if (d.size() > 2 && d.substr(d.size() - 2) == "ms") {
+      int mult = 0;
+      if (d.size() > 2 && d.ends_with("ms")) {
         d.resize(d.size() - 2);
-      } else if (!d.empty() && d.back() == 's') {
+        mult = 1;
+      } else if (d.size() > 1 && d.back() == 's' &&
+                 std::isdigit(static_cast<unsigned char>(d[d.size() - 2]))) {
         d.pop_back();
         mult = 1000;
       }
-      config.fsync_interval_ms = std::stoi(d) * mult;
-      if (config.fsync_interval_ms <= 0)
-        throw CLI::ValidationError("--fsync", "the interval must be positive");
+      int n = 0;
+      auto [end, ec] = std::from_chars(d.data(), d.data() + d.size(), n);
+      if (mult == 0 || ec != std::errc() || end != d.data() + d.size() || n <= 0 ||
+          n > 3600'000 / mult)
+        throw CLI::ValidationError("--fsync",
+                                   "expected interval:Nms or interval:Ns, N from 1 to an hour");
+      config.fsync_interval_ms = n * mult;
     } else {
       throw CLI::ValidationError("--fsync", "expected always or interval:DURATION");
     }

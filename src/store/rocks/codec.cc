@@ -176,6 +176,7 @@ Result<QueueRecord> DecodeQueue(std::string_view b) {
   q.project_id = GetStr(*d, "project_id");
   q.name = GetStr(*d, "name");
   q.type = GetStr(*d, "type");
+  if (q.type.empty()) q.type = "pull";  // a record without one is not a push queue
   q.message_timeout = GetInt(*d, "message_timeout", 60);
   q.message_expiration = GetInt(*d, "message_expiration", 604800);
   q.dead_letter_queue = GetStr(*d, "dead_letter_queue");
