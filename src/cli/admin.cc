@@ -31,6 +31,10 @@ Connection AdminConnection(const AdminFlags& f) {
   if (c.token.empty()) {
     std::ifstream in(f.data_dir + "/admin.token");
     std::getline(in, c.token);
+    // The token of a data dir here is this machine's server's: it goes to
+    // this machine unless --host says otherwise, never to a host from
+    // IRON_HOST or an iron.json (which may name another server).
+    if (!c.token.empty() && c.host.empty()) c.host = "127.0.0.1";
   }
   if (c.token.empty()) {
     std::fprintf(stderr,

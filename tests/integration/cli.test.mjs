@@ -144,6 +144,11 @@ test('project create and token create, list, revoke with the admin token', async
 
   r = await cli(['project', 'list', '--port', String(kiln.port), '--admin-token', 'nope']);
   assert.equal(r.code, 1);
+  // The data dir's admin token goes to this machine's server, whatever
+  // IRON_HOST (or an iron.json) names: not across the network in the clear.
+  r = await cli(['project', 'list', '--port', String(kiln.port)], { env: { IRON_HOST: '192.0.2.1' } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /team-b/);
 });
 
 test('mq create a push queue and mq status of a message', async () => {
