@@ -198,7 +198,9 @@ class RocksStore final : public Store {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf_[kQueues]));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       auto q = DecodeQueue(Sv(it->value()));
-      if (!q) return Fail(q.error());
+      if (!q)
+        return Fail(Error::Internal("queue record " + ToHex(Sv(it->key())) +
+                                    " does not decode: " + q.error().message()));
       std::string total;
       auto s = db_->Get({}, cf_[kCounters], EncodeU64(q->qid), &total);
       fn(*q, s.ok() ? DecodeU64(total) : 0);
@@ -214,9 +216,12 @@ class RocksStore final : public Store {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf_[kStates]));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       auto k = Sv(it->key());
-      if (k.size() != 16) return Fail(Error::Internal("corrupt message key"));
+      if (k.size() != 16) return Fail(Error::Internal("corrupt message key " + ToHex(k)));
       auto st = DecodeState(DecodeU64(k.substr(8)), Sv(it->value()));
-      if (!st) return Fail(st.error());
+      if (!st)
+        return Fail(Error::Internal("message state of queue " + std::to_string(DecodeU64(k)) +
+                                    ", message " + std::to_string(DecodeU64(k.substr(8))) +
+                                    " does not decode: " + st.error().message()));
       fn(DecodeU64(k), *st);
     }
     return Check(it->status());
@@ -227,7 +232,7 @@ class RocksStore final : public Store {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf_[kPlans]));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       auto k = Sv(it->key());
-      if (k.size() != 16) return Fail(Error::Internal("corrupt push plan key"));
+      if (k.size() != 16) return Fail(Error::Internal("corrupt push plan key " + ToHex(k)));
       fn(DecodeU64(k), DecodeU64(k.substr(8)), Sv(it->value()));
     }
     return Check(it->status());
@@ -351,6 +356,15 @@ class RocksStore final : public Store {
   }
 
   static std::string_view Sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
+  static std::string ToHex(std::string_view b) {  // a key, for an error message
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : b.substr(0, 64)) {
+      out += kDigits[c >> 4];
+      out += kDigits[c & 15];
+    }
+    return out;
+  }
   static Result<void> Check(const rocksdb::Status& s) {
     if (!s.ok()) return Fail(FromStatus(s));
     return Ok();
