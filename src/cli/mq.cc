@@ -66,7 +66,8 @@ void AddMqCommands(CLI::App& app) {
       if (!names.empty()) target += "&previous=" + Escape(names.back());
       auto reply = Call(c, "GET", target);
       rapidjson::Document d;
-      if (reply && reply->status == 200) d.Parse<rapidjson::kParseIterativeFlag>(reply->body.c_str());
+      if (reply && reply->status == 200)
+        d.Parse<rapidjson::kParseIterativeFlag>(reply->body.c_str());
       if (!reply || reply->status != 200 || !Field(d, "queues").IsArray())
         std::exit(Print(reply, f->json, [](const rapidjson::Document&) {}));
       size_t got = 0;

@@ -3,6 +3,8 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <optional>
+
 namespace kiln::runner {
 namespace {
 
@@ -87,6 +89,47 @@ void Strings(Writer& w, const List& list) {
   w.StartArray();
   for (const auto& s : list) w.String(s);
   w.EndArray();
+}
+
+// A seccomp rule: the calls `names` fail with `errno_ret`, when given, only
+// if their argument passes `test`.
+struct ArgTest {
+  unsigned index;
+  uint64_t value, value_two;
+  const char* op;
+};
+template <typename List>
+void ErrnoRule(Writer& w, const List& names, unsigned errno_ret,
+               std::optional<ArgTest> test = std::nullopt) {
+  w.StartObject();
+  w.Key("names");
+  Strings(w, names);
+  w.Key("action");
+  w.String("SCMP_ACT_ERRNO");
+  w.Key("errnoRet");
+  w.Uint(errno_ret);
+  if (test) {
+    w.Key("args");
+    w.StartArray();
+    w.StartObject();
+    w.Key("index");
+    w.Uint(test->index);
+    w.Key("value");
+    w.Uint64(test->value);
+    if (test->value_two) {
+      w.Key("valueTwo");
+      w.Uint64(test->value_two);
+    }
+    w.Key("op");
+    w.String(test->op);
+    w.EndObject();
+    w.EndArray();
+  }
+  w.EndObject();
+}
+void ErrnoRule(Writer& w, std::initializer_list<const char*> names, unsigned errno_ret,
+               std::optional<ArgTest> test = std::nullopt) {
+  ErrnoRule<std::initializer_list<const char*>>(w, names, errno_ret, test);
 }
 
 void Mount(Writer& w, const char* dest, const char* type, const char* source,
@@ -274,83 +317,23 @@ std::string BuildConfig(const ContainerSpec& spec) {
           std::initializer_list<const char*>{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"});
   w.Key("syscalls");
   w.StartArray();
-  w.StartObject();
-  w.Key("names");
-  Strings(w, kDeniedSyscalls);
-  w.Key("action");
-  w.String("SCMP_ACT_ERRNO");
-  w.Key("errnoRet");
-  w.Uint(1);  // EPERM
-  w.EndObject();
+  ErrnoRule(w, kDeniedSyscalls, 1);  // EPERM
   // clone with a namespace flag: the way around the unshare refused above
   // (a new user namespace gives CAP_NET_ADMIN over a new network one, and
   // the kernel's attack surface with it). One rule per flag: a rule's
   // conditions all have to hold, and a masked compare tests equality.
-  for (uint64_t flag : kNamespaceCloneFlags) {
-    w.StartObject();
-    w.Key("names");
-    Strings(w, std::initializer_list<const char*>{"clone"});
-    w.Key("action");
-    w.String("SCMP_ACT_ERRNO");
-    w.Key("errnoRet");
-    w.Uint(1);  // EPERM
-    w.Key("args");
-    w.StartArray();
-    w.StartObject();
-    w.Key("index");
-    w.Uint(0);  // flags, on x86
-    w.Key("value");
-    w.Uint64(flag);
-    w.Key("valueTwo");
-    w.Uint64(flag);
-    w.Key("op");
-    w.String("SCMP_CMP_MASKED_EQ");
-    w.EndObject();
-    w.EndArray();
-    w.EndObject();
-  }
+  for (uint64_t flag : kNamespaceCloneFlags)
+    ErrnoRule(w, {"clone"}, 1, ArgTest{0, flag, flag, "SCMP_CMP_MASKED_EQ"});  // arg 0: flags
   // AF_VSOCK reaches the hypervisor and its agents past a network
   // namespace: "network none" would not be.
-  w.StartObject();
-  w.Key("names");
-  Strings(w, std::initializer_list<const char*>{"socket"});
-  w.Key("action");
-  w.String("SCMP_ACT_ERRNO");
-  w.Key("errnoRet");
-  w.Uint(1);  // EPERM
-  w.Key("args");
-  w.StartArray();
-  w.StartObject();
-  w.Key("index");
-  w.Uint(0);  // domain
-  w.Key("value");
-  w.Uint(40);  // AF_VSOCK
-  w.Key("op");
-  w.String("SCMP_CMP_EQ");
-  w.EndObject();
-  w.EndArray();
-  w.EndObject();
+  ErrnoRule(w, {"socket"}, 1, ArgTest{0, 40, 0, "SCMP_CMP_EQ"});  // domain AF_VSOCK
   // fallocate reserves any number of blocks at once, between two looks of
   // the task dir's watch (and past RLIMIT_FSIZE with KEEP_SIZE): EOPNOTSUPP,
   // on which posix_fallocate falls back to writing, which the watch sees.
-  w.StartObject();
-  w.Key("names");
-  Strings(w, std::initializer_list<const char*>{"fallocate"});
-  w.Key("action");
-  w.String("SCMP_ACT_ERRNO");
-  w.Key("errnoRet");
-  w.Uint(95);  // EOPNOTSUPP
-  w.EndObject();
+  ErrnoRule(w, {"fallocate"}, 95);
   // clone3 passes its flags in memory, out of seccomp's sight: ENOSYS, on
   // which libc falls back to clone.
-  w.StartObject();
-  w.Key("names");
-  Strings(w, std::initializer_list<const char*>{"clone3"});
-  w.Key("action");
-  w.String("SCMP_ACT_ERRNO");
-  w.Key("errnoRet");
-  w.Uint(38);  // ENOSYS
-  w.EndObject();
+  ErrnoRule(w, {"clone3"}, 38);
   w.EndArray();
   w.EndObject();
   w.EndObject();
