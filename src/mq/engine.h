@@ -280,14 +280,16 @@ class Engine {
                                const std::function<Result<void>(store::QueueRecord&)>& edit);
 
   // Push delivery (engine_push.cc).
-  // `off_waiting_list`: the message was just taken off its host's waiting
-  // list (RestartWaiting), so it may be put on one again.
+  // `off_waiting_list`: the message was just taken off a host's or
+  // project's waiting list (RestartWaiting), so it may be put on one again.
   void StartPush(const SlotPtr& slot, uint64_t id, bool off_waiting_list = false);
   void StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
                    bool off_waiting_list = false);
+  struct Limited;
+  // Starts what waits on `of[key]`'s list while it is under `limit`.
+  void RestartWaiting(std::unordered_map<std::string, Limited>& of, const std::string& key,
+                      int limit);
   // The answer to the try of `subscriber` that carried `reservation`.
-  void RestartWaiting(const std::string& host);
-  void RestartProjectWaiting(const std::string& project);
   void OnPushAnswer(const SlotPtr& slot, const std::string& project, uint64_t id,
                     const std::string& subscriber, uint64_t reservation, std::string host,
                     int status, std::string error);
@@ -364,20 +366,17 @@ class Engine {
   // kHeldBodyBudget: past it, deliveries read bodies from the store.
   std::atomic<size_t> held_body_bytes_{0};
   std::priority_queue<PushDue, std::vector<PushDue>, std::greater<PushDue>> push_due_;
-  struct HostState {
-    int in_flight = 0;
-    std::deque<std::pair<SlotPtr, uint64_t>> waiting;  // messages held back by the limit
-  };
-  std::unordered_map<std::string, HostState> hosts_;
-  int in_flight_ = 0;
-  // Deliveries under way per project: at most half of all, so that one
-  // project's many slow hosts cannot hold every other project's back; the
-  // rest wait on the project's list, restarted by its answers.
-  struct ProjectState {
+  // Deliveries under way to a host, or of a project, and the messages held
+  // back by its limit, restarted by its answers.
+  struct Limited {
     int in_flight = 0;
     std::deque<std::pair<SlotPtr, uint64_t>> waiting;
   };
-  std::unordered_map<std::string, ProjectState> projects_;
+  std::unordered_map<std::string, Limited> hosts_;
+  // Per project at most half of all, so that one project's many slow hosts
+  // cannot hold every other project's back.
+  std::unordered_map<std::string, Limited> projects_;
+  int in_flight_ = 0;
   // Error reports whose post failed (a store error, their queue deleted
   // meanwhile), posted again by the tick 10 s later; at most 10,000, past
   // that they wait for the next start (the message stays in the store).

@@ -206,13 +206,13 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         std::string host = HostKey(sub->url);
         {
           std::lock_guard plock(push_mu_);
-          HostState& h = hosts_[host];
+          Limited& h = hosts_[host];
           if (h.in_flight >= kMaxInFlightPerHost) {
             if (!plan.held) h.waiting.emplace_back(slot, id);
             plan.held = waiting = true;
             continue;
           }
-          ProjectState& p = projects_[project];
+          Limited& p = projects_[project];
           if (p.in_flight >= kMaxInFlightPerProject) {
             // As for a host: the project's next answer restarts it.
             if (!plan.held) p.waiting.emplace_back(slot, id);
@@ -289,45 +289,26 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
   }
 }
 
-// Starts messages held back by the host's limit until its free slots are
-// taken. An entry may be stale (message deleted or delivered since, queue
-// cleared, its subscriber on this host removed) and start nothing, so one
-// freed slot can take several entries; stopping at the first would leave the
-// rest waiting for answers that never come.
-void Engine::RestartWaiting(const std::string& host) {
+// Starts messages held back by a host's or project's limit until its free
+// slots are taken. An entry may be stale (message deleted or delivered
+// since, queue cleared, its subscriber on this host removed) and start
+// nothing, so one freed slot can take several entries; stopping at the
+// first would leave the rest waiting for answers that never come.
+void Engine::RestartWaiting(std::unordered_map<std::string, Limited>& of, const std::string& key,
+                            int limit) {
   for (;;) {
     std::pair<SlotPtr, uint64_t> next;
     {
       std::lock_guard lock(push_mu_);
-      auto h = hosts_.find(host);
-      if (h == hosts_.end()) return;
-      if (h->second.waiting.empty()) {
-        if (h->second.in_flight <= 0) hosts_.erase(h);
+      auto it = of.find(key);
+      if (it == of.end()) return;
+      if (it->second.waiting.empty()) {
+        if (it->second.in_flight <= 0) of.erase(it);
         return;
       }
-      if (h->second.in_flight >= kMaxInFlightPerHost) return;
-      next = std::move(h->second.waiting.front());
-      h->second.waiting.pop_front();
-    }
-    StartPush(next.first, next.second, /*off_waiting_list=*/true);
-  }
-}
-
-// The same for messages held back by their project's limit.
-void Engine::RestartProjectWaiting(const std::string& project) {
-  for (;;) {
-    std::pair<SlotPtr, uint64_t> next;
-    {
-      std::lock_guard lock(push_mu_);
-      auto p = projects_.find(project);
-      if (p == projects_.end()) return;
-      if (p->second.waiting.empty()) {
-        if (p->second.in_flight <= 0) projects_.erase(p);
-        return;
-      }
-      if (p->second.in_flight >= kMaxInFlightPerProject) return;
-      next = std::move(p->second.waiting.front());
-      p->second.waiting.pop_front();
+      if (it->second.in_flight >= limit) return;
+      next = std::move(it->second.waiting.front());
+      it->second.waiting.pop_front();
     }
     StartPush(next.first, next.second, /*off_waiting_list=*/true);
   }
@@ -342,8 +323,8 @@ void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, ui
     if (auto h = hosts_.find(host); h != hosts_.end()) --h->second.in_flight;
     if (auto p = projects_.find(of_project); p != projects_.end()) --p->second.in_flight;
   }
-  RestartWaiting(host);
-  RestartProjectWaiting(of_project);
+  RestartWaiting(hosts_, host, kMaxInFlightPerHost);
+  RestartWaiting(projects_, of_project, kMaxInFlightPerProject);
   std::optional<ErrorNotice> error_post;
   std::string project;
   bool again = false;
