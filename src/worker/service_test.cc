@@ -367,20 +367,33 @@ class FailingWorkerWrites : public testing::ForwardingStore {
   }
 };
 
-// A task is acknowledged only once it is recorded: a batch goes in one
-// write, and a failed write queues none of it and says why.
+// A service over a real store whose worker writes fail on demand; Open
+// (again) is a restart over the same store.
+class ServiceStoreFailureTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+  void Open() {
+    svc.reset();
+    svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, Options());
+    ASSERT_TRUE(svc->Recover());
+  }
+  ServiceOptions Options() const {
+    ServiceOptions o{dir.path(), 1};
+    o.run_schedules = false;
+    return o;
+  }
+
+  testing::TempDir dir;
+  runner::ImageStore images{dir.path() + "/images"};
+  runner::Runc runc;
+  std::unique_ptr<store::Store> real = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FailingWorkerWrites store{*real};
+  std::unique_ptr<Service> svc;
+};
+
 // A schedule's run is its task and the schedule's new count in one write:
 // when the write fails, neither happened, and the next tick runs it.
-TEST(ServiceStoreFailureTest, AScheduleRunWhoseWriteFailsIsRunAtTheNextTickOnce) {
-  testing::TempDir dir;
-  runner::ImageStore images(dir.path() + "/images");
-  runner::Runc runc;
-  auto real = std::move(*store::rocks::Open({dir.path() + "/db"}));
-  FailingWorkerWrites store(*real);
-  ServiceOptions o{dir.path(), 1};
-  o.run_schedules = false;
-  auto svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
-  ASSERT_TRUE(svc->Recover());
+TEST_F(ServiceStoreFailureTest, AScheduleRunWhoseWriteFailsIsRunAtTheNextTickOnce) {
   ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode("once", "true")));
   Schedule one;
   one.code_name = "once";
@@ -402,23 +415,15 @@ TEST(ServiceStoreFailureTest, AScheduleRunWhoseWriteFailsIsRunAtTheNextTickOnce)
   EXPECT_EQ(tasks[0].schedule_id, id);
   EXPECT_EQ(svc->GetSchedule(kProject, id)->run_count, 1);
   // And so after a restart: one run, recorded.
-  svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
-  ASSERT_TRUE(svc->Recover());
+  Open();
   svc->RunDueSchedules();
   EXPECT_EQ(svc->ListTasks(kProject, {}).size(), 1u);
   EXPECT_EQ(svc->GetSchedule(kProject, id)->run_count, 1);
 }
 
-TEST(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
-  testing::TempDir dir;
-  runner::ImageStore images(dir.path() + "/images");
-  runner::Runc runc;
-  auto real = std::move(*store::rocks::Open({dir.path() + "/db"}));
-  FailingWorkerWrites store(*real);
-  ServiceOptions o{dir.path(), 1};
-  o.run_schedules = false;
-  auto svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
-  ASSERT_TRUE(svc->Recover());
+// A task is acknowledged only once it is recorded: a batch goes in one
+// write, and a failed write queues none of it and says why.
+TEST_F(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
   ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode("held", "true")));
   ASSERT_TRUE(svc->SetPaused(kProject, "held", true));  // nothing starts meanwhile
   NewTask n;
@@ -441,8 +446,7 @@ TEST(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
   // After a restart: exactly the three that were acknowledged, still queued
   // (their cancel never reached the store).
   store.fail = false;
-  svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
-  ASSERT_TRUE(svc->Recover());
+  Open();
   auto all = svc->ListTasks(kProject, {});
   ASSERT_EQ(all.size(), 3u);
   std::set<std::string> got, want(ids->begin(), ids->end());
@@ -456,21 +460,12 @@ TEST(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
 // A failed task's end and its retry are one write: when it fails, neither
 // is recorded, and after a restart the task (still running in the store)
 // ends and is retried once, not twice.
-TEST(ServiceStoreFailureTest, AFailedTasksEndAndItsRetryAreOneWrite) {
-  testing::TempDir dir;
-  runner::ImageStore images(dir.path() + "/images");
-  runner::Runc runc;
+TEST_F(ServiceStoreFailureTest, AFailedTasksEndAndItsRetryAreOneWrite) {
   if (auto why = runc.Unavailable(); !why.empty()) GTEST_SKIP() << why;
   if (auto img = images.Busybox(); !img) {
     ASSERT_EQ(img.error().code(), ErrorCode::kUnavailable) << img.error().message();
     GTEST_SKIP() << img.error().message();
   }
-  auto real = std::move(*store::rocks::Open({dir.path() + "/db"}));
-  FailingWorkerWrites store(*real);
-  ServiceOptions o{dir.path(), 1};
-  o.run_schedules = false;
-  auto svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
-  ASSERT_TRUE(svc->Recover());
   worker::Code c = BusyboxCode("flaky", "sleep 1; exit 3");
   c.retries = 2;
   c.retries_delay = 3600;
@@ -488,8 +483,7 @@ TEST(ServiceStoreFailureTest, AFailedTasksEndAndItsRetryAreOneWrite) {
   ASSERT_EQ(svc->GetTask(kProject, id)->state, TaskState::kError);
   EXPECT_EQ(svc->ListTasks(kProject, {}).size(), 1u);  // no retry it could not record
   svc->Stop();
-  svc = std::make_unique<Service>(store, *SystemClock::Get(), images, runc, o);
-  ASSERT_TRUE(svc->Recover());
+  Open();
   std::vector<Task> retries;
   for (const auto& t : svc->ListTasks(kProject, {}))
     if (t.original_task_id == id) retries.push_back(t);
