@@ -67,15 +67,15 @@ std::string SiteOf(const std::string& host) {
 // Keeps the answer and hands it to those waiting for it. Under the lock, so
 // that Close (then the client's io threads going away) waits for callbacks
 // under way; they only post to the client, never call back in here.
-void Resolver::Finish(State& state, const std::string& key, Result<Addresses> answer) {
+void Resolver::Finish(State& state, const std::string& host, const std::string& key,
+                      Result<Addresses> answer) {
   auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(state.mu);
   if (state.cache.size() >= kMaxCached)
     std::erase_if(state.cache, [&](const auto& c) { return c.second.until <= now; });
   if (state.cache.size() >= kMaxCached) state.cache.clear();
   state.cache[key] = {now + (answer ? state.options.ttl : state.options.failure_ttl), answer};
-  std::string site = SiteOf(key.substr(0, key.rfind(' ')));
-  if (auto p = state.per_site.find(site); p != state.per_site.end() && --p->second == 0)
+  if (auto p = state.per_site.find(SiteOf(host)); p != state.per_site.end() && --p->second == 0)
     state.per_site.erase(p);
   auto w = state.waiting.find(key);
   if (w == state.waiting.end()) return;  // closed meanwhile
@@ -130,10 +130,11 @@ void Resolver::Resolve(const std::string& host, const std::string& port, Done do
   // resolver gives up).
   try {
     std::thread([state = state_, key, host, port] {
-      Finish(*state, key, state->options.lookup(host, port));
+      Finish(*state, host, key, state->options.lookup(host, port));
     }).detach();
   } catch (const std::system_error& e) {  // no thread to be had
-    Finish(*state_, key, Fail(Error::Unavailable("cannot resolve " + host + ": " + e.what())));
+    Finish(*state_, host, key,
+           Fail(Error::Unavailable("cannot resolve " + host + ": " + e.what())));
   }
 }
 

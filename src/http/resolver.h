@@ -56,7 +56,8 @@ class Resolver {
 
  private:
   struct State;
-  static void Finish(State& state, const std::string& key, Result<Addresses> answer);
+  static void Finish(State& state, const std::string& host, const std::string& key,
+                     Result<Addresses> answer);
   std::shared_ptr<State> state_;
 };
 
