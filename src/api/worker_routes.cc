@@ -590,7 +590,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         *field = *ms;
       }
     }
-    co_return Response{200, ListJson("tasks", svc->ListTasks(project, f), WriteTask)};
+    KILN_TRY(tasks, svc->ListTasks(project, f));
+    co_return Response{200, ListJson("tasks", *tasks, WriteTask)};
   });
 
   // Kiln extension: ?wait=N (up to 30 s) answers when the task finishes, or

@@ -113,6 +113,8 @@ class Store {
   }
   // Removes the records in one write. Durable on return.
   virtual Result<void> DeleteWorkerRecords(const std::vector<std::string>& keys) = 0;
+  // The record under `key`. Errors: NotFound.
+  virtual Result<std::string> GetWorkerRecord(const std::string& key) = 0;
   virtual Result<void> ForEachWorkerRecord(
       const std::string& prefix,
       const std::function<void(std::string_view key, std::string_view value)>& fn) = 0;

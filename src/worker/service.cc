@@ -108,6 +108,8 @@ std::string Tail(const std::string& path, size_t n) {
   return s.size() > n ? s.substr(s.size() - n) : s;
 }
 
+std::string PayloadKey(const std::string& task_id) { return "payload/" + task_id; }
+
 std::string RevKey(const std::string& id, int64_t rev) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "%010lld", static_cast<long long>(rev));
@@ -208,11 +210,26 @@ std::string Service::TaskDir(const std::string& id) const {
   return options_.data_dir + "/task-work/" + id + "/task";
 }
 
-Result<void> Service::SaveAll(const std::vector<const Task*>& tasks) {
-  store::Store::WorkerRecords records;
-  records.reserve(tasks.size());
-  for (const Task* t : tasks) records.emplace_back("task/" + t->id, EncodeTask(*t));
-  return store_.PutWorkerRecords(records);
+Result<void> Service::SaveAll(const std::vector<const Task*>& tasks,
+                              store::Store::WorkerRecords with) {
+  with.reserve(with.size() + tasks.size());
+  for (const Task* t : tasks) with.emplace_back("task/" + t->id, EncodeTask(*t));
+  return store_.PutWorkerRecords(with);
+}
+
+Result<std::string> Service::PayloadOf(const std::string& task_id) const {
+  auto p = store_.GetWorkerRecord(PayloadKey(task_id));
+  if (p) return p;
+  if (p.error().code() == ErrorCode::kNotFound) return std::string();  // an empty payload
+  return Fail(
+      Error::Internal("cannot read the payload of task " + task_id + ": " + p.error().message()));
+}
+
+Result<Task> Service::WithPayload(Task t) const {
+  auto p = PayloadOf(t.id);
+  if (!p) return Fail(p.error());
+  t.payload = std::move(*p);
+  return t;
 }
 
 Result<void> Service::Save(const Task& t) { return SaveAll({&t}); }
@@ -286,9 +303,26 @@ Result<void> Service::Recover() {
     fs::remove_all(d.path(), ec);
   }
   std::vector<std::string> cut_off;  // running when Kiln died
+  // Records written before payloads had records of their own hold them:
+  // each is split in two, in the same write (a crash leaves it whole).
+  store::Store::WorkerRecords split;
+  size_t split_bytes = 0;
+  Result<void> split_written = Ok();
+  auto write_split = [&] {
+    if (split_written) split_written = store_.PutWorkerRecords(split);
+    split.clear();
+    split_bytes = 0;
+  };
   r = store_.ForEachWorkerRecord("task/", [&](std::string_view, std::string_view v) {
     auto t = DecodeTask(v);
     if (!t) return;
+    if (!t->payload.empty()) {
+      split_bytes += t->payload.size();
+      split.emplace_back(PayloadKey(t->id), std::move(t->payload));
+      t->payload.clear();
+      split.emplace_back("task/" + t->id, EncodeTask(*t));
+      if (split_bytes >= (8 << 20)) write_split();
+    }
     next_seq_ = std::max(next_seq_, t->seq + 1);
     // "preparing" is not written (only an older Kiln's progress call wrote
     // it): such a task ran nothing and waits again.
@@ -303,6 +337,8 @@ Result<void> Service::Recover() {
     tasks_[t->id] = std::move(*t);
   });
   if (!r) return r;
+  write_split();
+  if (!split_written) return split_written;
   // They failed as any error does: retried while the code allows.
   for (const auto& id : cut_off) RecordEndLocked(tasks_.at(id), now);
   return Ok();
@@ -571,6 +607,8 @@ Result<Task> Service::MakeTaskLocked(const std::string& project, const NewTask& 
 Result<void> Service::EnqueueLocked(std::vector<Task> tasks, store::Store::WorkerRecords with) {
   for (Task& t : tasks) {
     t.seq = next_seq_++;
+    if (!t.payload.empty()) with.emplace_back(PayloadKey(t.id), std::move(t.payload));
+    t.payload.clear();
     with.emplace_back("task/" + t.id, EncodeTask(t));
   }
   if (auto r = store_.PutWorkerRecords(with); !r) return r;  // nothing queued
@@ -611,7 +649,7 @@ void Service::ReadProgressLocked(Task& t) const {
   if (d.HasMember("msg") && d["msg"].IsString()) t.msg = d["msg"].GetString();
 }
 
-Result<Task> Service::GetTask(const std::string& project, const std::string& id) const {
+Result<Task> Service::FindTask(const std::string& project, const std::string& id) const {
   std::lock_guard lock(mu_);
   auto it = tasks_.find(id);
   if (it == tasks_.end() || it->second.project_id != project)
@@ -621,21 +659,31 @@ Result<Task> Service::GetTask(const std::string& project, const std::string& id)
   return t;
 }
 
+Result<Task> Service::GetTask(const std::string& project, const std::string& id) const {
+  auto t = FindTask(project, id);
+  if (!t) return t;
+  return WithPayload(std::move(*t));
+}
+
 Result<Task> Service::Watch(const std::string& project, const std::string& id, Wake wake) {
-  std::lock_guard lock(mu_);
-  auto it = tasks_.find(id);
-  if (it == tasks_.end() || it->second.project_id != project)
-    return Fail(Error::NotFound("Task not found"));
-  Task t = it->second;
-  ReadProgressLocked(t);
-  if (Final(t.state)) return t;
-  // Once the server is shutting down nobody waits: a wake kept now would
-  // outlive the io context it posts to.
-  if (watch_closed_)
-    (*wake)();
-  else
-    watchers_.emplace(id, std::move(wake));
-  return t;
+  Task t;
+  {
+    std::lock_guard lock(mu_);
+    auto it = tasks_.find(id);
+    if (it == tasks_.end() || it->second.project_id != project)
+      return Fail(Error::NotFound("Task not found"));
+    t = it->second;
+    ReadProgressLocked(t);
+    // Once the server is shutting down nobody waits: a wake kept now would
+    // outlive the io context it posts to.
+    if (!Final(t.state)) {
+      if (watch_closed_)
+        (*wake)();
+      else
+        watchers_.emplace(id, std::move(wake));
+    }
+  }
+  return WithPayload(std::move(t));
 }
 
 void Service::Unwatch(const std::string& id, const Wake& wake) {
@@ -655,8 +703,22 @@ void Service::WakeWatchers() {
   watchers_.clear();
 }
 
-std::vector<Task> Service::ListTasks(const std::string& project, const TaskFilter& f) const {
-  std::lock_guard lock(mu_);
+Result<std::vector<Task>> Service::ListTasks(const std::string& project,
+                                             const TaskFilter& f) const {
+  std::vector<Task> out;
+  {
+    std::lock_guard lock(mu_);
+    out = ListLocked(project, f);
+  }
+  for (Task& t : out)
+    if (auto p = PayloadOf(t.id); !p)
+      return Fail(p.error());
+    else
+      t.payload = std::move(*p);
+  return out;
+}
+
+std::vector<Task> Service::ListLocked(const std::string& project, const TaskFilter& f) const {
   std::vector<const Task*> hits;
   for (const auto& [id, t] : tasks_) {
     if (t.project_id != project) continue;
@@ -710,12 +772,15 @@ Result<std::string> Service::Retry(const std::string& project, const std::string
                                        ": only a finished task can be retried"));
   if (!revisions_.count({old.code_id, old.code_rev}))
     return Fail(Error::NotFound("Code not found: " + old.code_name));
+  auto payload = PayloadOf(old.id);
+  if (!payload) return Fail(payload.error());
   TimeMs now = clock_.NowMs();
   Task t;
   t.id = NewObjectId(now);
   for (auto f : {&Task::project_id, &Task::code_id, &Task::code_history_id, &Task::code_name,
-                 &Task::payload, &Task::label, &Task::cluster, &Task::schedule_id})
+                 &Task::label, &Task::cluster, &Task::schedule_id})
     t.*f = old.*f;
+  t.payload = std::move(*payload);
   t.code_rev = old.code_rev;
   t.priority = old.priority;
   t.timeout = old.timeout;
@@ -750,7 +815,7 @@ Result<void> Service::SetProgress(const std::string& project, const std::string&
 
 Result<std::string> Service::Log(const std::string& project, const std::string& id,
                                  uint64_t offset) const {
-  auto t = GetTask(project, id);
+  auto t = FindTask(project, id);
   if (!t) return Fail(t.error());
   std::error_code ec;
   if (!fs::exists(LogPath(id), ec)) {
@@ -957,8 +1022,11 @@ size_t Service::ExpireTasks() {
   // memory is not written again). A failed write leaves the records for the
   // next restart to load and expire.
   std::vector<std::string> keys;
-  keys.reserve(gone.size() + gone_schedules.size());
-  for (const auto& id : gone) keys.push_back("task/" + id);
+  keys.reserve(2 * gone.size() + gone_schedules.size());
+  for (const auto& id : gone) {
+    keys.push_back("task/" + id);
+    keys.push_back(PayloadKey(id));
+  }
   for (const auto& id : gone_schedules) keys.push_back("schedule/" + id);
   store_.DeleteWorkerRecords(keys);
   std::error_code ec;
@@ -1042,11 +1110,18 @@ void Service::RecordEndLocked(const Task& t, TimeMs now) {
   std::optional<Task> retry;
   if (t.state == TaskState::kError || t.state == TaskState::kTimeout) retry = RetryOfLocked(t, now);
   std::vector<const Task*> write{&t};
+  store::Store::WorkerRecords with;
+  Result<void> r = Ok();
   if (retry) {
     retry->seq = next_seq_++;
     write.push_back(&*retry);
+    if (auto p = PayloadOf(t.id); !p)
+      r = Fail(p.error());
+    else if (!p->empty())
+      with.emplace_back(PayloadKey(retry->id), std::move(*p));
   }
-  if (auto r = SaveAll(write); !r) {
+  if (r) r = SaveAll(write, std::move(with));
+  if (!r) {
     // The store still has the task queued or running: a restart ends it
     // (and retries it) as one cut off by a crash.
     spdlog::error("task {}: cannot record it as {}{}: {}", t.id, StateName(t.state),
@@ -1160,8 +1235,14 @@ void Service::RunTask(const std::string& id) {
                     -1);
     }
   }
+  auto payload = PayloadOf(id);
+  if (!payload) {
+    fs::remove_all(work, ec);
+    if (cancelled_before_start()) return;
+    return finish(TaskState::kError, payload.error().message(), -1);
+  }
   for (auto [file, bytes] :
-       {std::pair{"payload.json", &t.payload}, std::pair{"config.json", &code.config}}) {
+       {std::pair{"payload.json", &*payload}, std::pair{"config.json", &code.config}}) {
     if (auto w = WriteTaskFile((task_dir / file).string(), *bytes); !w) {
       fs::remove_all(work, ec);
       if (cancelled_before_start()) return;
@@ -1188,12 +1269,20 @@ void Service::RunTask(const std::string& id) {
     fs::remove_all(work, ec);
     return;
   }
+  Result<void> started = Ok();
   {
     std::lock_guard lock(mu_);
     Task& live = tasks_.at(id);
     live.state = TaskState::kRunning;
     live.start_time = live.updated_at = clock_.NowMs();
-    SaveOrLog(live);
+    started = Save(live);
+  }
+  if (!started) {
+    // Not run: the store still says queued, so a restart would run it
+    // again, with this run unrecorded.
+    fs::remove_all(work, ec);
+    return finish(TaskState::kError,
+                  "Kiln could not record the task's start: " + started.error().message(), -1);
   }
   // The task's end is recorded as soon as the container exits; the overlay
   // and work dirs go after that, before the slot takes the next task.

@@ -116,7 +116,7 @@ class Service {
   // Wakes every Watch now, and later ones at once (the server is shutting
   // down).
   void WakeWatchers();
-  std::vector<Task> ListTasks(const std::string& project, const TaskFilter& f) const;
+  Result<std::vector<Task>> ListTasks(const std::string& project, const TaskFilter& f) const;
   Result<void> Cancel(const std::string& project, const std::string& id);
   // A new task like the finished task `id`, after `delay` seconds.
   Result<std::string> Retry(const std::string& project, const std::string& id, int64_t delay);
@@ -163,8 +163,18 @@ class Service {
   Result<Schedule> CheckScheduleLocked(const std::string& project, Schedule s, TimeMs now);
   size_t ActiveSchedulesLocked(const std::string& project) const;
   std::optional<Task> RetryOfLocked(const Task& t, TimeMs now);  // none: no retries left
+  // Payloads are not kept in memory (a task is kept for its retention
+  // time, and its payload may be 64 KB): each is a record of its own,
+  // "payload/<task id>", written with its task and read when asked for.
+  // Tasks in memory have an empty payload; these fill it in.
+  Result<std::string> PayloadOf(const std::string& task_id) const;
+  Result<Task> WithPayload(Task t) const;
+  Result<Task> FindTask(const std::string& project, const std::string& id) const;  // no payload
+  std::vector<Task> ListLocked(const std::string& project, const TaskFilter& f) const;
   // Under mu_ (so that two writes of a task reach the store in order).
-  Result<void> SaveAll(const std::vector<const Task*>& tasks);
+  // `with`: records that go in the same write.
+  Result<void> SaveAll(const std::vector<const Task*>& tasks,
+                       store::Store::WorkerRecords with = {});
   Result<void> Save(const Task& t);
   void SaveOrLog(const Task& t);  // for transitions nobody waits on
   void WakeWatchersLocked(const std::string& id);

@@ -157,7 +157,7 @@ TEST_F(ServiceTest, QueuedTasksSurviveARestartAndRunningOnesEndAsErrors) {
   EXPECT_EQ(ended->state, TaskState::kError);
   EXPECT_EQ(ended->msg, "Kiln stopped while the task ran");
   // Not retried: the code has no retries.
-  EXPECT_EQ(service_->ListTasks(kProject, {}).size(), 2u);
+  EXPECT_EQ(service_->ListTasks(kProject, {})->size(), 2u);
 }
 
 TEST_F(ServiceTest, ATaskCutOffByACrashIsRetriedWhenItsCodeHasRetries) {
@@ -170,7 +170,9 @@ TEST_F(ServiceTest, ATaskCutOffByACrashIsRetriedWhenItsCodeHasRetries) {
   ASSERT_TRUE(store_->PutWorkerRecord("task/" + running.id, EncodeTask(running)));
   Open();
   std::vector<Task> retries;
-  for (const auto& t : service_->ListTasks(kProject, {}))
+  auto listed = service_->ListTasks(kProject, {});
+  ASSERT_TRUE(listed);
+  for (const auto& t : *listed)
     if (t.original_task_id == running.id) retries.push_back(t);
   ASSERT_EQ(retries.size(), 1u);
   EXPECT_EQ(retries[0].state, TaskState::kQueued);
@@ -251,7 +253,9 @@ TEST_F(ServiceTest, AStopQueuesAgainATaskBeingPreparedAndRetriesARunningOne) {
   EXPECT_EQ(ended->state, TaskState::kError);
   EXPECT_EQ(ended->msg, "Kiln stopped while the task ran");
   std::vector<Task> retries;
-  for (const auto& t : service_->ListTasks(kProject, {}))
+  auto listed = service_->ListTasks(kProject, {});
+  ASSERT_TRUE(listed);
+  for (const auto& t : *listed)
     if (t.original_task_id == running) retries.push_back(t);
   ASSERT_EQ(retries.size(), 1u);
   EXPECT_EQ(retries[0].state, TaskState::kQueued);
@@ -405,19 +409,19 @@ TEST_F(ServiceStoreFailureTest, AScheduleRunWhoseWriteFailsIsRunAtTheNextTickOnc
 
   store.fail = true;
   svc->RunDueSchedules();
-  EXPECT_TRUE(svc->ListTasks(kProject, {}).empty());
+  EXPECT_TRUE(svc->ListTasks(kProject, {})->empty());
   EXPECT_EQ(svc->GetSchedule(kProject, id)->run_count, 0);
   store.fail = false;
   svc->RunDueSchedules();
   svc->RunDueSchedules();
-  auto tasks = svc->ListTasks(kProject, {});
+  auto tasks = *svc->ListTasks(kProject, {});
   ASSERT_EQ(tasks.size(), 1u);
   EXPECT_EQ(tasks[0].schedule_id, id);
   EXPECT_EQ(svc->GetSchedule(kProject, id)->run_count, 1);
   // And so after a restart: one run, recorded.
   Open();
   svc->RunDueSchedules();
-  EXPECT_EQ(svc->ListTasks(kProject, {}).size(), 1u);
+  EXPECT_EQ(svc->ListTasks(kProject, {})->size(), 1u);
   EXPECT_EQ(svc->GetSchedule(kProject, id)->run_count, 1);
 }
 
@@ -433,7 +437,7 @@ TEST_F(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
   auto failed = svc->QueueTasks(kProject, {n, n, n});
   ASSERT_FALSE(failed);
   EXPECT_NE(failed.error().message().find("No space left"), std::string::npos);
-  EXPECT_TRUE(svc->ListTasks(kProject, {}).empty());
+  EXPECT_TRUE(svc->ListTasks(kProject, {})->empty());
 
   store.fail = false;
   auto ids = svc->QueueTasks(kProject, {n, n, n});
@@ -447,7 +451,7 @@ TEST_F(ServiceStoreFailureTest, AFailedWriteQueuesNothingAndTheCallerHearsWhy) {
   // (their cancel never reached the store).
   store.fail = false;
   Open();
-  auto all = svc->ListTasks(kProject, {});
+  auto all = *svc->ListTasks(kProject, {});
   ASSERT_EQ(all.size(), 3u);
   std::set<std::string> got, want(ids->begin(), ids->end());
   for (const auto& t : all) {
@@ -481,15 +485,42 @@ TEST_F(ServiceStoreFailureTest, AFailedTasksEndAndItsRetryAreOneWrite) {
   for (int i = 0; i < 1000 && !Final(svc->GetTask(kProject, id)->state); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(svc->GetTask(kProject, id)->state, TaskState::kError);
-  EXPECT_EQ(svc->ListTasks(kProject, {}).size(), 1u);  // no retry it could not record
+  EXPECT_EQ(svc->ListTasks(kProject, {})->size(), 1u);  // no retry it could not record
   svc->Stop();
   Open();
   std::vector<Task> retries;
-  for (const auto& t : svc->ListTasks(kProject, {}))
+  auto listed = svc->ListTasks(kProject, {});
+  ASSERT_TRUE(listed);
+  for (const auto& t : *listed)
     if (t.original_task_id == id) retries.push_back(t);
   ASSERT_EQ(retries.size(), 1u);
   EXPECT_EQ(retries[0].retry_count, 1);
   EXPECT_EQ(svc->GetTask(kProject, id)->msg, "Kiln stopped while the task ran");
+}
+
+// A task whose start cannot be recorded does not run: the store still has
+// it queued, and a restart would run it a second time, unrecorded.
+TEST_F(ServiceStoreFailureTest, ATaskWhoseStartIsNotRecordedDoesNotRun) {
+  if (auto why = runc.Unavailable(); !why.empty()) GTEST_SKIP() << why;
+  if (auto img = images.Busybox(); !img) {
+    ASSERT_EQ(img.error().code(), ErrorCode::kUnavailable) << img.error().message();
+    GTEST_SKIP() << img.error().message();
+  }
+  ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode("says", "echo ran")));
+  NewTask n;
+  n.code_name = "says";
+  auto id = svc->QueueTasks(kProject, {n})->at(0);
+  store.fail_next = 1;  // the first write from now on: "running"
+  svc->Start();
+  for (int i = 0; i < 1000 && !Final(svc->GetTask(kProject, id)->state); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto t = svc->GetTask(kProject, id);
+  ASSERT_EQ(t->state, TaskState::kError);
+  EXPECT_EQ(t->msg.rfind("Kiln could not record the task's start: ", 0), 0u) << t->msg;
+  EXPECT_EQ(*svc->Log(kProject, id), "");
+  svc->Stop();
+  Open();  // its end was recorded: it stays an error, and does not run again
+  EXPECT_EQ(svc->GetTask(kProject, id)->state, TaskState::kError);
 }
 
 // Schedules queue tasks when they are due, by the clock: a fake one here.
@@ -517,7 +548,7 @@ TEST(ServiceScheduleTest, DueSchedulesQueueTasksThatRecordTheSchedule) {
   auto count = [&] {
     TaskFilter f;
     f.code_name = "tick";
-    return svc.ListTasks(kProject, f).size();
+    return svc.ListTasks(kProject, f)->size();
   };
   svc.RunDueSchedules();
   EXPECT_EQ(count(), 0u);  // not yet due
@@ -526,7 +557,7 @@ TEST(ServiceScheduleTest, DueSchedulesQueueTasksThatRecordTheSchedule) {
   svc.RunDueSchedules();  // once per due time
   ASSERT_EQ(count(), 1u);
   TaskFilter f;
-  auto t = svc.ListTasks(kProject, f).at(0);
+  auto t = svc.ListTasks(kProject, f)->at(0);
   EXPECT_EQ(t.schedule_id, sid);
   EXPECT_EQ(t.payload, "{\"a\":1}");
   EXPECT_EQ(t.label, "nightly");
@@ -597,6 +628,66 @@ TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
   EXPECT_TRUE(svc->GetTask(kProject, ids[1]));
   EXPECT_FALSE(svc->GetSchedule(kProject, sids[0]));
   EXPECT_TRUE(svc->GetSchedule(kProject, sids[1]));
+}
+
+// A payload is a record of its own, read when it is asked for: the task's
+// record (and the service's memory) holds none. Retries copy it, expiry
+// removes it, and records of an older Kiln that held it are split at start.
+TEST(ServicePayloadTest, PayloadsAreRecordsOfTheirOwn) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FakeClock clock;
+  ServiceOptions o{dir.path(), 0};
+  o.run_schedules = false;
+  o.task_retention = std::chrono::hours(24);
+  auto svc = std::make_unique<Service>(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode("c", "true")));
+  NewTask n;
+  n.code_name = "c";
+  n.payload = std::string(60000, 'p');
+  NewTask empty = n;
+  empty.payload.clear();
+  auto ids = *svc->QueueTasks(kProject, {n, empty});
+  auto recorded = [&](const std::string& id) {
+    return DecodeTask(*store->GetWorkerRecord("task/" + id));
+  };
+  EXPECT_EQ(*store->GetWorkerRecord("payload/" + ids[0]), n.payload);
+  EXPECT_EQ(recorded(ids[0])->payload, "");
+  EXPECT_EQ(store->GetWorkerRecord("payload/" + ids[1]).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(svc->GetTask(kProject, ids[0])->payload, n.payload);
+  EXPECT_EQ(svc->GetTask(kProject, ids[1])->payload, "");
+  auto listed = svc->ListTasks(kProject, {});
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 2u);
+  for (const auto& t : *listed) EXPECT_EQ(t.payload, t.id == ids[0] ? n.payload : "");
+  EXPECT_EQ(svc->Watch(kProject, ids[0], std::make_shared<std::function<void()>>([] {}))->payload,
+            n.payload);
+
+  ASSERT_TRUE(svc->Cancel(kProject, ids[0]));
+  EXPECT_EQ(svc->GetTask(kProject, ids[0])->payload, n.payload);  // a later write keeps it
+  auto again = svc->Retry(kProject, ids[0], 0);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(svc->GetTask(kProject, *again)->payload, n.payload);
+  EXPECT_EQ(*store->GetWorkerRecord("payload/" + *again), n.payload);
+
+  // A record as an older Kiln wrote it, with its payload inside.
+  Task old = *svc->GetTask(kProject, ids[1]);
+  old.payload = "{\"old\":1}";
+  ASSERT_TRUE(store->PutWorkerRecord("task/" + old.id, EncodeTask(old)));
+  svc = std::make_unique<Service>(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  EXPECT_EQ(*store->GetWorkerRecord("payload/" + old.id), old.payload);
+  EXPECT_EQ(recorded(old.id)->payload, "");
+  EXPECT_EQ(recorded(old.id)->state, TaskState::kQueued);
+  EXPECT_EQ(svc->GetTask(kProject, old.id)->payload, old.payload);
+
+  clock.Advance(25 * 3600'000);
+  EXPECT_EQ(svc->ExpireTasks(), 1u);  // the cancelled one
+  EXPECT_EQ(store->GetWorkerRecord("payload/" + ids[0]).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(*store->GetWorkerRecord("payload/" + *again), n.payload);  // still queued
 }
 
 }  // namespace

@@ -41,6 +41,9 @@ class ForwardingStore : public store::Store {
       const std::function<void(uint64_t, uint64_t, std::string_view)>& fn) override {
     return real_.ForEachPlan(fn);
   }
+  Result<std::string> GetWorkerRecord(const std::string& key) override {
+    return real_.GetWorkerRecord(key);
+  }
   Result<void> ForEachWorkerRecord(
       const std::string& prefix,
       const std::function<void(std::string_view, std::string_view)>& fn) override {

@@ -252,6 +252,13 @@ class RocksStore final : public Store {
     return Check(db_->Write(sync_, &wb));
   }
 
+  Result<std::string> GetWorkerRecord(const std::string& key) override {
+    std::string v;
+    auto s = db_->Get({}, cf_[kWorker], key, &v);
+    if (!s.ok()) return Fail(FromStatus(s));
+    return v;
+  }
+
   Result<void> ForEachWorkerRecord(
       const std::string& prefix,
       const std::function<void(std::string_view, std::string_view)>& fn) override {
