@@ -334,7 +334,7 @@ Result<void> Service::Recover() {
       cut_off.push_back(t->id);
     }
     if (t->state == TaskState::kQueued) queued_.insert({-t->priority, t->seq, t->id});
-    tasks_[t->id] = std::move(*t);
+    IndexLocked(tasks_[t->id] = std::move(*t));
   });
   if (!r) return r;
   write_split();
@@ -540,9 +540,11 @@ Result<CodeStats> Service::Stats(const std::string& project, const std::string& 
   auto c = FindCodeLocked(project, id);
   if (!c) return Fail(c.error());
   CodeStats out{};
-  for (const auto& [tid, t] : tasks_)
-    if (t.code_id == (*c)->id && t.created_at >= from && t.created_at <= to)
-      ++out[static_cast<size_t>(t.state)];
+  auto index = by_code_name_.find({project, (*c)->name});
+  if (index == by_code_name_.end()) return out;
+  for (const auto& [created_at, seq, t] : index->second)
+    if (t->code_id == (*c)->id && created_at >= from && created_at <= to)
+      ++out[static_cast<size_t>(t->state)];
   return out;
 }
 
@@ -615,7 +617,7 @@ Result<void> Service::EnqueueLocked(std::vector<Task> tasks, store::Store::Worke
   for (Task& t : tasks) {
     queued_.insert({-t.priority, t.seq, t.id});
     std::string id = t.id;
-    tasks_[id] = std::move(t);
+    IndexLocked(tasks_[id] = std::move(t));
   }
   cv_.notify_all();
   return Ok();
@@ -718,26 +720,50 @@ Result<std::vector<Task>> Service::ListTasks(const std::string& project,
   return out;
 }
 
+void Service::IndexLocked(const Task& t) {
+  TaskOrder key{t.created_at, t.seq, &t};
+  by_project_[t.project_id].insert(key);
+  by_code_name_[{t.project_id, t.code_name}].insert(key);
+}
+
+void Service::UnindexLocked(const Task& t) {
+  TaskOrder key{t.created_at, t.seq, &t};
+  if (auto p = by_project_.find(t.project_id); p != by_project_.end()) {
+    p->second.erase(key);
+    if (p->second.empty()) by_project_.erase(p);
+  }
+  if (auto c = by_code_name_.find({t.project_id, t.code_name}); c != by_code_name_.end()) {
+    c->second.erase(key);
+    if (c->second.empty()) by_code_name_.erase(c);
+  }
+}
+
 std::vector<Task> Service::ListLocked(const std::string& project, const TaskFilter& f) const {
-  std::vector<const Task*> hits;
-  for (const auto& [id, t] : tasks_) {
-    if (t.project_id != project) continue;
-    if (!f.code_name.empty() && t.code_name != f.code_name) continue;
+  const TaskIndex* index = nullptr;
+  if (f.code_name.empty()) {
+    if (auto p = by_project_.find(project); p != by_project_.end()) index = &p->second;
+  } else if (auto c = by_code_name_.find({project, f.code_name}); c != by_code_name_.end()) {
+    index = &c->second;
+  }
+  std::vector<Task> out;
+  if (!index || f.per_page <= 0) return out;
+  // Newest first; the sequence breaks ties within a millisecond. The walk
+  // stops once the page is full.
+  size_t skip = static_cast<size_t>(std::max(f.page, 0)) * static_cast<size_t>(f.per_page);
+  for (auto it = index->rbegin(); it != index->rend(); ++it) {
+    const Task& t = *std::get<2>(*it);
+    if (f.to && t.created_at > f.to) continue;
+    if (f.from && t.created_at < f.from) break;
     if (!f.label.empty() && t.label != f.label) continue;
     if (!f.cluster.empty() && t.cluster != f.cluster) continue;
     if (!f.states.empty() && !f.states.count(t.state)) continue;
-    if (f.from && t.created_at < f.from) continue;
-    if (f.to && t.created_at > f.to) continue;
-    hits.push_back(&t);
-  }
-  // Newest first; the sequence breaks ties within a millisecond.
-  std::sort(hits.begin(), hits.end(), [](const Task* a, const Task* b) {
-    return a->created_at != b->created_at ? a->created_at > b->created_at : a->seq > b->seq;
-  });
-  std::vector<Task> out;
-  for (const Task* t : Page(std::move(hits), f.page, f.per_page)) {
-    out.push_back(*t);
+    if (skip > 0) {
+      --skip;
+      continue;
+    }
+    out.push_back(t);
     ReadProgressLocked(out.back());
+    if (out.size() == static_cast<size_t>(f.per_page)) break;
   }
   return out;
 }
@@ -1005,6 +1031,7 @@ size_t Service::ExpireTasks() {
         continue;
       }
       gone.push_back(it->first);
+      UnindexLocked(it->second);
       it = tasks_.erase(it);
     }
     // Finished schedules (complete, cancelled) go after the same time: they
@@ -1131,7 +1158,7 @@ void Service::RecordEndLocked(const Task& t, TimeMs now) {
   if (!retry) return;
   queued_.insert({-retry->priority, retry->seq, retry->id});
   std::string id = retry->id;
-  tasks_[id] = std::move(*retry);
+  IndexLocked(tasks_[id] = std::move(*retry));
   cv_.notify_all();
 }
 

@@ -171,6 +171,8 @@ class Service {
   Result<Task> WithPayload(Task t) const;
   Result<Task> FindTask(const std::string& project, const std::string& id) const;  // no payload
   std::vector<Task> ListLocked(const std::string& project, const TaskFilter& f) const;
+  void IndexLocked(const Task& t);  // once it is in tasks_, where it stays put
+  void UnindexLocked(const Task& t);
   // Under mu_ (so that two writes of a task reach the store in order).
   // `with`: records that go in the same write.
   Result<void> SaveAll(const std::vector<const Task*>& tasks,
@@ -203,6 +205,13 @@ class Service {
   std::map<std::pair<std::string, std::string>, std::string> code_by_name_;  // (project, name)
   std::unordered_map<std::string, Task> tasks_;                              // by id
   std::set<std::tuple<int, uint64_t, std::string>> queued_;                  // (-priority, seq, id)
+  // Every task of a project, and of a project's code name, oldest first: a
+  // list walks one newest first and stops when its page is full (a scan
+  // of all tasks_ took the lock for as long as the history is long).
+  using TaskOrder = std::tuple<TimeMs, uint64_t, const Task*>;  // created_at, seq
+  using TaskIndex = std::set<TaskOrder>;
+  std::unordered_map<std::string, TaskIndex> by_project_;
+  std::map<std::pair<std::string, std::string>, TaskIndex> by_code_name_;
   std::unordered_map<std::string, int> running_by_code_;
   std::unordered_map<std::string, std::shared_ptr<std::atomic<bool>>> cancels_;
   std::map<std::string, Schedule> schedules_;            // by id

@@ -630,6 +630,85 @@ TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
   EXPECT_TRUE(svc->GetSchedule(kProject, sids[1]));
 }
 
+// Lists are newest first, paged, filtered by code name, label, state and
+// creation time; stats count a code's tasks by state. Both keep to their
+// project and forget expired tasks.
+TEST(ServiceListTest, ListsAreNewestFirstPagedAndFiltered) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FakeClock clock;
+  ServiceOptions o{dir.path(), 0};
+  o.run_schedules = false;
+  o.task_retention = std::chrono::hours(1);
+  auto svc = std::make_unique<Service>(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  constexpr char kOther[] = "fedcba9876543210fedcba98";
+  for (const char* name : {"a", "b"})
+    ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode(name, "true")));
+  ASSERT_TRUE(svc->PutCode(kOther, BusyboxCode("a", "true")));
+  std::vector<std::string> a, b;  // oldest first
+  TimeMs start = clock.NowMs();
+  for (int i = 0; i < 5; ++i) {
+    NewTask n;
+    n.code_name = "a";
+    n.label = i % 2 ? "odd" : "even";
+    a.push_back(svc->QueueTasks(kProject, {n, n})->at(0));  // two in the same millisecond
+    n.code_name = "b";
+    b.push_back(svc->QueueTasks(kProject, {n})->at(0));
+    clock.Advance(1000);
+  }
+  ASSERT_TRUE(svc->QueueTasks(kOther, {NewTask{.code_name = "a"}}));
+  ASSERT_TRUE(svc->Cancel(kProject, a[1]));
+  auto ids = [&](TaskFilter f) {
+    std::vector<std::string> out;
+    auto listed = svc->ListTasks(kProject, f);
+    EXPECT_TRUE(listed) << listed.error().message();
+    for (const auto& t : *listed) out.push_back(t.id);
+    return out;
+  };
+  auto all = ids({});
+  ASSERT_EQ(all.size(), 15u);
+  EXPECT_EQ(all[0], b[4]);
+  EXPECT_EQ(all[14], a[0]);
+  TaskFilter f;
+  f.per_page = 4;
+  f.page = 1;
+  EXPECT_EQ(ids(f), std::vector<std::string>(all.begin() + 4, all.begin() + 8));
+  f.page = 4;
+  EXPECT_TRUE(ids(f).empty());
+  f = {};
+  f.code_name = "b";
+  EXPECT_EQ(ids(f), (std::vector<std::string>{b[4], b[3], b[2], b[1], b[0]}));
+  f.label = "odd";
+  EXPECT_EQ(ids(f), (std::vector<std::string>{b[3], b[1]}));
+  f = {};
+  f.code_name = "a";
+  f.states = {TaskState::kCancelled};
+  EXPECT_EQ(ids(f), (std::vector<std::string>{a[1]}));
+  f = {};
+  f.from = start + 1000;
+  f.to = start + 2000;
+  EXPECT_EQ(ids(f).size(), 6u);
+  f.code_name = "nope";
+  EXPECT_TRUE(ids(f).empty());
+  auto code_a = svc->GetCode(kProject, "a");
+  auto stats = svc->Stats(kProject, code_a->id, 0, clock.NowMs());
+  ASSERT_TRUE(stats);
+  EXPECT_EQ((*stats)[static_cast<size_t>(TaskState::kQueued)], 9);
+  EXPECT_EQ((*stats)[static_cast<size_t>(TaskState::kCancelled)], 1);
+  clock.Advance(2 * 3600'000);
+  EXPECT_EQ(svc->ExpireTasks(), 1u);
+  EXPECT_EQ(ids({}).size(), 14u);
+  stats = svc->Stats(kProject, code_a->id, 0, clock.NowMs());
+  EXPECT_EQ((*stats)[static_cast<size_t>(TaskState::kCancelled)], 0);
+  svc = std::make_unique<Service>(*store, clock, images, runc, o);  // and after a restart
+  ASSERT_TRUE(svc->Recover());
+  std::erase(all, a[1]);
+  EXPECT_EQ(ids({}), all);
+}
+
 // A payload is a record of its own, read when it is asked for: the task's
 // record (and the service's memory) holds none. Retries copy it, expiry
 // removes it, and records of an older Kiln that held it are split at start.
