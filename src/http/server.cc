@@ -319,10 +319,11 @@ struct Server::Impl {
         co_await bhttp::async_read_header(stream, buffer, parser,
                                           asio::redirect_error(use_awaitable, ec));
       bool upload = !ec && !parser.is_done() && IsUpload(parser.get().target());
-      if (upload && options.check_upload) {
-        // Only a request allowed to upload (a good token) makes the server
+      if (!ec && !parser.is_done() && options.check_body &&
+          (upload || parser.chunked() || parser.content_length().value_or(0) > kUncheckedBody)) {
+        // Only a request allowed to send it (a good token) makes the server
         // take a large body: the others are answered before it is read.
-        if (auto refused = options.check_upload(HeadOf(parser.get()))) {
+        if (auto refused = options.check_body(HeadOf(parser.get()))) {
           WriteHead(*refused, parser.get().version(), false, &head);
           std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(refused->body)};
           expires_after(std::chrono::seconds(5));

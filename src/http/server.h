@@ -22,6 +22,9 @@ class io_context;
 
 namespace kiln::http {
 
+// Bodies up to this long are read before anything checks who sent them.
+inline constexpr size_t kUncheckedBody = 64 << 10;
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 8080;  // 0: any free port
@@ -31,16 +34,17 @@ struct ServerOptions {
   // Requests whose path (without the query) this accepts may have bodies up
   // to max_upload_bytes (code uploads).
   std::function<bool(std::string_view path)> is_upload;
-  // Then asked, with the request's head (no body), whether it may send that
-  // much: an answer instead (say, a 401) is sent before any of the body is
-  // read, and the connection closed. Unset: any may.
-  std::function<std::optional<Response>(const Request& head)> check_upload;
+  // Asked, with the request's head, whether it may send its body, when that
+  // is an upload, chunked, or longer than kUncheckedBody: an answer instead
+  // (say, a 401) is sent before any of the body is read, and the
+  // connection closed. Unset: any may.
+  std::function<std::optional<Response>(const Request& head)> check_body;
   size_t max_upload_bytes = 64 << 20;
   std::chrono::seconds read_timeout{30};  // to receive one whole request
   std::chrono::seconds idle_timeout{75};  // between requests on a keep-alive connection
   bool access_log = true;
   // Open connections at most: past it a new one is closed at once (each may
-  // hold a request of up to max_body_bytes before its token is checked).
+  // hold a request of up to kUncheckedBody before its token is checked).
   size_t max_connections = 10000;
 };
 

@@ -217,13 +217,19 @@ Result<std::unique_ptr<App>> App::Open(const Config& config) {
   so.is_upload = [](std::string_view path) {  // POST /2/projects/{pid}/codes (§1.6)
     return path.starts_with("/2/projects/") && path.ends_with("/codes");
   };
-  so.check_upload =
+  so.check_body =
       [access = impl->access.get()](const http::Request& head) -> std::optional<http::Response> {
-    // /2/projects/{pid}/codes: only a token good for that project may send
-    // an upload's body.
-    std::string_view path = head.path, prefix = "/2/projects/";
-    if (path.starts_with(prefix)) path.remove_prefix(prefix.size());
-    auto ok = api::Authorize(*access, head, std::string(path.substr(0, path.find('/'))));
+    // A large body (an upload, a big post) is taken only from a token good
+    // for the project its path names (/2/projects/{pid}/..., /3/...), or an
+    // admin token on other paths: the others are answered before it is read.
+    std::string_view path = head.path;
+    Result<access::Principal> ok = Fail(Error::Internal("unchecked"));
+    if (path.starts_with("/2/projects/") || path.starts_with("/3/projects/")) {
+      path.remove_prefix(std::string_view("/2/projects/").size());
+      ok = api::Authorize(*access, head, std::string(path.substr(0, path.find('/'))));
+    } else {
+      ok = api::AuthorizeAdmin(*access, head);
+    }
     if (ok) return std::nullopt;
     return api::ErrorResponse(ok.error());
   };

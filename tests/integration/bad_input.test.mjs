@@ -129,8 +129,36 @@ test('garbage, oversized headers and half-closed connections', async () => {
   // A request cut off in the middle, then the client goes away.
   assert.equal(await raw(`POST ${kiln.q('safe')}/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"mess`), '');
   // A body longer than the server accepts (by one byte), announced up front.
-  assert.match(await raw(`POST ${kiln.q('safe')}/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 262145\r\n\r\n`), /^HTTP\/1\.1 413/);
+  assert.match(await raw(`POST ${kiln.q('safe')}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\nContent-Length: 262145\r\n\r\n`), /^HTTP\/1\.1 413/);
   assert.equal((await kiln.req('GET', '/healthz')).status, 200);
+});
+
+test('a body over 64 KiB is read only from a token good for the path: the others are answered at the head', async () => {
+  const post = (path, auth, length, extra = '') => raw(`POST ${path} HTTP/1.1\r\nHost: x\r\n${auth}${extra}` +
+    `Content-Type: application/json\r\n${length === undefined ? 'Transfer-Encoding: chunked' : `Content-Length: ${length}`}\r\n\r\n`, { end: false });
+  const m = kiln.q('safe') + '/messages';
+  const started = Date.now();
+  for (const answer of [
+    await post(m, '', 200000),                                   // no token
+    await post(m, 'Authorization: OAuth nope\r\n', 200000),     // a bad one
+    await post(m, '', undefined),                                // chunked, of unknown length
+    await post(`/3/projects/ffffffffffffffffffffffff/queues/q/messages`, `Authorization: OAuth ${kiln.token}\r\n`, 200000),
+    await post(`${kiln.q('hook')}/webhook?oauth=nope`, '', 200000),
+    await post('/kiln/v1/projects', `Authorization: OAuth ${kiln.token}\r\n`, 200000),  // a project token, an admin path
+    await post('/nothing/here', '', 200000),
+  ]) {
+    assert.match(answer, /^HTTP\/1\.1 40[13] /, answer);
+    assert.match(answer, /"msg":/, answer);
+  }
+  // Answered without waiting for bodies that never came (each would
+  // otherwise be cut at the 1 s read timeout).
+  assert.ok(Date.now() - started < 5000);
+  // A good token still sends large bodies, by the header or in the query.
+  const big = { messages: [{ body: 'b'.repeat(60000) }, { body: 'c'.repeat(60000) }] };
+  assert.equal((await kiln.req('POST', m, big)).status, 201);
+  assert.equal((await kiln.req('POST', `${kiln.q('hook')}/webhook?oauth=${kiln.token}`, 'h'.repeat(65000), { token: '' })).status, 201);
+  // Small bodies are not checked before they are read, and get their 401 after.
+  expectError(await kiln.req('POST', m, { messages: [{ body: 'small' }] }, { token: 'nope' }), 401);
 });
 
 test('a HEAD answer has no body, so the next answer on the connection stays whole', async () => {
