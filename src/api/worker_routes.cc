@@ -569,7 +569,7 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
                        })};
   });
 
-  router.Add("GET", base + "/tasks", [svc, acc](Request& req) -> awaitable<Response> {
+  router.Add("GET", base + "/tasks", [svc, acc, disk](Request& req) -> awaitable<Response> {
     KILN_AUTH(*acc, req, project);
     KILN_TRY(p, GetPaging(req));
     worker::TaskFilter f;
@@ -590,13 +590,14 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         *field = *ms;
       }
     }
-    KILN_TRY(tasks, svc->ListTasks(project, f));
+    // A page's payloads are read from the store: off the io thread.
+    KILN_TRY(tasks, co_await OffIoThread(*disk, [&] { return svc->ListTasks(project, f); }));
     co_return Response{200, ListJson("tasks", *tasks, WriteTask)};
   });
 
   // Kiln extension: ?wait=N (up to 30 s) answers when the task finishes, or
   // after N seconds with the task as it is then; no polling needed.
-  router.Add("GET", base + "/tasks/:task", [svc, acc](Request& req) -> awaitable<Response> {
+  router.Add("GET", base + "/tasks/:task", [svc, acc, disk](Request& req) -> awaitable<Response> {
     KILN_AUTH(*acc, req, project);
     std::string id(req.Param("task"));
     int64_t wait_s = 0;
@@ -606,20 +607,22 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         co_return ErrorResponse(Error::InvalidArgument("wait must be between 0 and 30"));
       wait_s = *n;
     }
+    // The payload is read from the store: off the io thread.
+    auto get = [&] { return OffIoThread(*disk, [&] { return svc->GetTask(project, id); }); };
     if (wait_s == 0) {
-      KILN_TRY(task, svc->GetTask(project, id));
+      KILN_TRY(task, co_await get());
       co_return Response{200, Json([&](JsonWriter& w) { WriteTask(w, *task); })};
     }
     auto ex = co_await boost::asio::this_coro::executor;
     auto timer = std::make_shared<boost::asio::steady_timer>(ex, std::chrono::seconds(wait_s));
     auto wake = std::make_shared<std::function<void()>>(
         [timer, ex] { boost::asio::post(ex, [timer] { timer->cancel(); }); });
-    KILN_TRY(task, svc->Watch(project, id, wake));
+    KILN_TRY(task, co_await OffIoThread(*disk, [&] { return svc->Watch(project, id, wake); }));
     if (!worker::Final(task->state)) {
       boost::system::error_code ec;
       co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
       svc->Unwatch(id, wake);
-      KILN_TRY(now, svc->GetTask(project, id));
+      KILN_TRY(now, co_await get());
       *task = std::move(*now);
     }
     co_return Response{200, Json([&](JsonWriter& w) { WriteTask(w, *task); })};
@@ -634,7 +637,7 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
           KILN_AUTH(*acc, req, project);
           std::string id(req.Param("task"));
           if (outlog) {
-            KILN_TRY(t, svc->GetTask(project, id));
+            KILN_TRY(t, co_await OffIoThread(*disk, [&] { return svc->GetTask(project, id); }));
             if (!worker::Final(t->state))
               co_return ErrorResponse(Error::NotFound("Output log not ready"));
           }

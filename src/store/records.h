@@ -12,7 +12,12 @@
 
 namespace kiln::store {
 
+// The version of each record's encoding ("v" of the JSON records).
 inline constexpr int kFormatVersion = 1;
+// The data directory's format_version: 2 since task payloads are records of
+// their own. A store of version 1 is opened and raised to 2; an older Kiln
+// refuses a store of 2 rather than run its tasks with empty payloads.
+inline constexpr int kStoreVersion = 2;
 
 // A push queue's subscriber: where each message of the queue is POSTed.
 struct Subscriber {

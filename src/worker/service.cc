@@ -228,6 +228,11 @@ Result<std::string> Service::PayloadOf(const std::string& task_id) const {
 Result<Task> Service::WithPayload(Task t) const {
   auto p = PayloadOf(t.id);
   if (!p) return Fail(p.error());
+  if (p->empty()) {
+    // None, or expired (with its task) since `t` was copied.
+    std::lock_guard lock(mu_);
+    if (!tasks_.count(t.id)) return Fail(Error::NotFound("Task not found"));
+  }
   t.payload = std::move(*p);
   return t;
 }
@@ -685,7 +690,9 @@ Result<Task> Service::Watch(const std::string& project, const std::string& id, W
         watchers_.emplace(id, std::move(wake));
     }
   }
-  return WithPayload(std::move(t));
+  auto filled = WithPayload(std::move(t));
+  if (!filled) Unwatch(id, wake);
+  return filled;
 }
 
 void Service::Unwatch(const std::string& id, const Wake& wake) {
@@ -712,12 +719,16 @@ Result<std::vector<Task>> Service::ListTasks(const std::string& project,
     std::lock_guard lock(mu_);
     out = ListLocked(project, f);
   }
-  for (Task& t : out)
-    if (auto p = PayloadOf(t.id); !p)
-      return Fail(p.error());
-    else
-      t.payload = std::move(*p);
-  return out;
+  std::vector<Task> filled;
+  filled.reserve(out.size());
+  for (Task& t : out) {
+    auto w = WithPayload(std::move(t));
+    if (w)
+      filled.push_back(std::move(*w));
+    else if (w.error().code() != ErrorCode::kNotFound)  // else expired meanwhile
+      return Fail(w.error());
+  }
+  return filled;
 }
 
 void Service::IndexLocked(const Task& t) {
@@ -1138,17 +1149,18 @@ void Service::RecordEndLocked(const Task& t, TimeMs now) {
   if (t.state == TaskState::kError || t.state == TaskState::kTimeout) retry = RetryOfLocked(t, now);
   std::vector<const Task*> write{&t};
   store::Store::WorkerRecords with;
-  Result<void> r = Ok();
   if (retry) {
-    retry->seq = next_seq_++;
-    write.push_back(&*retry);
-    if (auto p = PayloadOf(t.id); !p)
-      r = Fail(p.error());
-    else if (!p->empty())
-      with.emplace_back(PayloadKey(retry->id), std::move(*p));
+    if (auto p = PayloadOf(t.id); !p) {
+      // The end is recorded all the same; the retry would run without it.
+      spdlog::error("task {}: not retried: {}", t.id, p.error().message());
+      retry.reset();
+    } else {
+      retry->seq = next_seq_++;
+      write.push_back(&*retry);
+      if (!p->empty()) with.emplace_back(PayloadKey(retry->id), std::move(*p));
+    }
   }
-  if (r) r = SaveAll(write, std::move(with));
-  if (!r) {
+  if (auto r = SaveAll(write, std::move(with)); !r) {
     // The store still has the task queued or running: a restart ends it
     // (and retries it) as one cut off by a crash.
     spdlog::error("task {}: cannot record it as {}{}: {}", t.id, StateName(t.state),

@@ -109,14 +109,13 @@ class RocksStore final : public Store {
   Result<void> Init() {
     std::string v;
     auto s = db_->Get({}, cf_[kDefault], kFormatKey, &v);
-    if (s.IsNotFound()) {
-      auto w = db_->Put(sync_, cf_[kDefault], kFormatKey, std::to_string(kFormatVersion));
+    if (!s.ok() && !s.IsNotFound()) return Fail(FromStatus(s));
+    if (s.IsNotFound() || v == "1") {  // new, or of a Kiln whose tasks held their payloads
+      auto w = db_->Put(sync_, cf_[kDefault], kFormatKey, std::to_string(kStoreVersion));
       if (!w.ok()) return Fail(FromStatus(w));
-    } else if (!s.ok()) {
-      return Fail(FromStatus(s));
-    } else if (v != std::to_string(kFormatVersion)) {
+    } else if (v != std::to_string(kStoreVersion)) {
       return Fail(Error::Internal("data directory has format version " + v + ", this Kiln reads " +
-                                  std::to_string(kFormatVersion)));
+                                  std::to_string(kStoreVersion) + " (and 1)"));
     }
     s = db_->Get({}, cf_[kDefault], kNextQidKey, &v);
     next_qid_ = s.ok() ? DecodeU64(v) : 1;

@@ -1,6 +1,7 @@
 #include "store/rocks/rocks_store.h"
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -83,6 +84,42 @@ bool EndsInZeros(const std::filesystem::path& p) {
 
 // The process dies without closing the store, as with kill -9: the log has
 // zeros written ahead of its end, and every committed batch must replay.
+// Sets (or, with `to` empty, reads) the data dir's format_version, as
+// another Kiln would have left it, with RocksDB itself.
+std::string FormatVersion(const std::string& dir, const std::string& to = "") {
+  std::vector<std::string> names;
+  EXPECT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (const auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  EXPECT_TRUE(rocksdb::DB::Open({}, dir, cfs, &handles, &db).ok());
+  std::string v;
+  if (to.empty())
+    db->Get({}, "format_version", &v);
+  else
+    EXPECT_TRUE(db->Put({}, "format_version", to).ok());
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  delete db;
+  return v;
+}
+
+// A store of version 1 (task payloads inside task records) opens and is
+// raised to 2, so that a Kiln that reads only 1 refuses it; others are refused.
+TEST(RocksStoreTest, AnOlderFormatIsRaisedAndAnUnknownOneRefused) {
+  testing::TempDir dir;
+  ASSERT_TRUE(Open({dir.path()}));
+  EXPECT_EQ(FormatVersion(dir.path()), "2");
+  FormatVersion(dir.path(), "1");
+  ASSERT_TRUE(Open({dir.path()}));
+  EXPECT_EQ(FormatVersion(dir.path()), "2");
+  FormatVersion(dir.path(), "3");
+  auto refused = Open({dir.path()});
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("format version 3"), std::string::npos)
+      << refused.error().message();
+}
+
 TEST(RocksStoreTest, ACrashLosesNoCommittedMessageInAPrefilledLog) {
   testing::TempDir dir;
   constexpr uint64_t kMessages = 300;  // ~9 MB: the log crosses several prefill chunks
