@@ -10,6 +10,10 @@ std::string Why(archive* a) {
 }  // namespace
 
 Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::string& name) {
+  // A member whose data runs past the size its header says (a zip entry
+  // that says 0 bytes and inflates to a gigabyte) is refused: the checks
+  // at upload counted the sizes headers say.
+  la_int64_t declared = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;
   if (archive_write_header(disk, e) != ARCHIVE_OK)
     return Fail(Error::InvalidArgument("cannot extract " + name + ": " + Why(disk)));
   const void* buf;
@@ -18,6 +22,10 @@ Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::
   int r;
   while ((r = archive_read_data_block(in, &buf, &size, &offset)) == ARCHIVE_OK ||
          r == ARCHIVE_WARN) {
+    if (declared >= 0 &&
+        (offset < 0 || offset > declared || size > static_cast<size_t>(declared - offset)))
+      return Fail(Error::InvalidArgument("cannot extract " + name + ": it holds more than the " +
+                                         std::to_string(declared) + " bytes its header says"));
     // A full disk, say: the entry would be cut short without a word.
     if (archive_write_data_block(disk, buf, size, offset) < ARCHIVE_WARN)
       return Fail(Error::Unavailable("cannot write " + name + ": " + Why(disk)));

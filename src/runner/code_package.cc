@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "runner/archive_copy.h"
@@ -22,12 +23,19 @@ ReadArchive NewZipReader() {
   return a;
 }
 
+// Relative, no "..", and short: libarchive writes a path longer than
+// PATH_MAX by chdir-ing along it, which moves the working directory of
+// every thread of the server while it does.
+constexpr size_t kMaxName = 1024, kMaxComponent = 255, kMaxDepth = 64;
+
 bool SafeName(const std::string& name) {
-  if (name.empty() || name.front() == '/') return false;
+  if (name.empty() || name.front() == '/' || name.size() > kMaxName) return false;
+  size_t depth = 0;
   for (size_t i = 0; i <= name.size();) {
     size_t j = name.find('/', i);
     if (j == std::string::npos) j = name.size();
-    if (name.compare(i, j - i, "..") == 0) return false;
+    if (name.compare(i, j - i, "..") == 0 || j - i > kMaxComponent || ++depth > kMaxDepth)
+      return false;
     i = j + 1;
   }
   return true;
@@ -45,12 +53,17 @@ Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked, int64_t
   if (archive_read_open_memory(a.get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
     return Fail(Error::InvalidArgument("the file part is not a zip archive"));
   ZipInfo info;
+  std::set<std::string, std::less<>> dirs;  // made on the way to members: inodes too
   archive_entry* e;
   int r;
   while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
     std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
     if (!SafeName(name))
-      return Fail(Error::InvalidArgument("unsafe path in the zip archive: " + name));
+      return Fail(Error::InvalidArgument("unsafe path (or longer than " + std::to_string(kMaxName) +
+                                         " bytes, " + std::to_string(kMaxDepth) +
+                                         " levels) in the zip archive: " + name.substr(0, 200)));
+    for (size_t at = name.find('/'); at != std::string::npos; at = name.find('/', at + 1))
+      if (dirs.insert(name.substr(0, at)).second) ++info.files;
     if (++info.files > max_entries)
       return Fail(Error::TooLarge("the zip archive has more than " + std::to_string(max_entries) +
                                   " entries (each run unpacks them all)"));

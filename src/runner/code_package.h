@@ -18,8 +18,11 @@ struct ZipInfo {
 };
 
 // InvalidArgument when `bytes` is not a readable zip archive or has an
-// unsafe member; TooLarge when it unpacks to more than `max_unpacked` bytes
-// or has more than `max_entries` entries (inodes on every run).
+// unsafe member (absolute, with "..", a name over 1024 bytes or 64 levels);
+// TooLarge when it unpacks to more than `max_unpacked` bytes or has more
+// than `max_entries` entries, the directories its names imply counted
+// (inodes on every run). ExtractZip refuses a member that holds more than
+// its header says.
 inline constexpr int64_t kMaxZipEntries = 100'000;
 Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked,
                          int64_t max_entries = kMaxZipEntries);

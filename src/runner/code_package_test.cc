@@ -1,10 +1,16 @@
 // Code packages: what an upload's zip may hold.
 #include "runner/code_package.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "tests/support/temp_dir.h"
 
@@ -29,6 +35,98 @@ TEST(CodePackageTest, ThePackagesBytesAndEntriesAreBounded) {
   ASSERT_FALSE(big);
   EXPECT_EQ(big.error().code(), ErrorCode::kTooLarge);
   EXPECT_FALSE(CheckZip("not a zip", 1 << 20));
+}
+
+// A zip of regular files (name, bytes), deflated, made in memory.
+std::string MakeZip(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::unique_ptr<archive, int (*)(archive*)> a(archive_write_new(), archive_write_free);
+  archive_write_set_format_zip(a.get());
+  archive_write_set_options(a.get(), "zip:compression=deflate");
+  archive_write_set_bytes_in_last_block(a.get(), 1);
+  std::string out;
+  auto write_cb = [](archive*, void* ud, const void* buf, size_t n) -> la_ssize_t {
+    static_cast<std::string*>(ud)->append(static_cast<const char*>(buf), n);
+    return static_cast<la_ssize_t>(n);
+  };
+  EXPECT_EQ(archive_write_open(a.get(), &out, nullptr, write_cb, nullptr), ARCHIVE_OK);
+  for (const auto& [name, data] : files) {
+    std::unique_ptr<archive_entry, void (*)(archive_entry*)> e(archive_entry_new(),
+                                                               archive_entry_free);
+    archive_entry_set_pathname(e.get(), name.c_str());
+    archive_entry_set_filetype(e.get(), AE_IFREG);
+    archive_entry_set_perm(e.get(), 0644);
+    archive_entry_set_size(e.get(), static_cast<la_int64_t>(data.size()));
+    EXPECT_EQ(archive_write_header(a.get(), e.get()), ARCHIVE_OK) << name.substr(0, 80);
+    archive_write_data(a.get(), data.data(), data.size());
+  }
+  EXPECT_EQ(archive_write_close(a.get()), ARCHIVE_OK);
+  return out;
+}
+
+// Names: relative, no "..", at most 1024 bytes, 64 levels and 255 bytes a
+// level (longer ones make libarchive chdir along them, which moves every
+// thread of the server); and the directories names imply count as entries.
+TEST(CodePackageTest, LongDeepAndEscapingNamesAreRefusedAndImpliedDirsCount) {
+  std::string deep, long_name(1025, 'n');
+  for (int i = 0; i < 65; ++i) deep += "d/";
+  deep += "f";
+  for (const std::string& bad : {long_name, deep, std::string(256, 'c') + "/f", std::string("../f"),
+                                 std::string("/f"), std::string("a/../../f")}) {
+    auto r = CheckZip(MakeZip({{bad, "x"}}), 1 << 20);
+    ASSERT_FALSE(r) << bad.substr(0, 80);
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  }
+  std::string fine;
+  for (int i = 0; i < 63; ++i) fine += "d/";
+  std::string long_ok = std::string(255, 'o') + "/" + std::string(255, 'o') + "/" +
+                        std::string(255, 'o') + "/" + std::string(255, 'o');  // 1023 bytes
+  ASSERT_TRUE(CheckZip(MakeZip({{fine + "f", "x"}, {long_ok, "y"}}), 1 << 20));
+  // One file ten levels down: eleven inodes.
+  auto nested = MakeZip({{"a/b/c/d/e/f/g/h/i/j/file", "x"}});
+  EXPECT_EQ(CheckZip(nested, 1 << 20, 11)->files, 11);
+  auto over = CheckZip(nested, 1 << 20, 10);
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code(), ErrorCode::kTooLarge);
+}
+
+// A member whose data is longer than its header says is not unpacked: the
+// upload's check counted what the headers say.
+TEST(CodePackageTest, AMemberThatHoldsMoreThanItsHeaderSaysIsRefused) {
+  testing::TempDir dir;
+  std::string honest = MakeZip({{"small", "ok"}, {"zeros", std::string(100000, '\0')}});
+  std::string lying = honest;
+  // The uncompressed size: at offset 22 of a local header, 24 of a central
+  // directory header; both say 10.
+  size_t patched = 0;
+  for (auto [signature, offset] : {std::pair{"PK\x03\x04", 22}, std::pair{"PK\x01\x02", 24}})
+    for (size_t at = lying.find(signature); at != std::string::npos;
+         at = lying.find(signature, at + 4)) {
+      uint32_t size;
+      std::memcpy(&size, lying.data() + at + offset, 4);
+      if (size != 100000) continue;
+      uint32_t small = 10;
+      std::memcpy(lying.data() + at + offset, &small, 4);
+      ++patched;
+    }
+  ASSERT_EQ(patched, 2u);
+  auto check = CheckZip(lying, 1 << 20);
+  ASSERT_TRUE(check) << check.error().message();
+  EXPECT_EQ(check->unpacked_bytes, 12);  // what it says
+  for (auto [name, bytes] : {std::pair{"honest", &honest}, std::pair{"lying", &lying}}) {
+    std::string zip = dir.path() + "/" + name + ".zip", out = dir.path() + "/" + name;
+    std::ofstream(zip, std::ios::binary) << *bytes;
+    fs::create_directories(out);
+    auto r = ExtractZip(zip, out);
+    if (bytes == &honest) {
+      ASSERT_TRUE(r) << r.error().message();
+      EXPECT_EQ(fs::file_size(out + "/zeros"), 100000u);
+    } else {
+      ASSERT_FALSE(r);
+      EXPECT_NE(r.error().message().find("more than the 10 bytes its header says"),
+                std::string::npos)
+          << r.error().message();
+    }
+  }
 }
 
 }  // namespace

@@ -26,6 +26,14 @@ using ReadArchive = std::unique_ptr<archive, int (*)(archive*)>;
 
 constexpr const char* kBusyboxName = "busybox";
 
+// Images keep their files' owners and modes (setuid ones too): only root
+// may reach into the store.
+void MakePrivate(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+}
+
 bool IsImageId(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -35,7 +43,11 @@ bool IsImageId(std::string_view s) {
 ReadArchive OpenRead(const std::string& path) {
   ReadArchive a(archive_read_new(), archive_read_free);
   archive_read_support_format_tar(a.get());
-  archive_read_support_filter_all(a.get());  // gzip, zstd, ... layers
+  // Layers as images have them; not filter_all, which would also run
+  // external programs (lrzip, lzop, ...) as root where they are installed.
+  for (auto* add : {archive_read_support_filter_gzip, archive_read_support_filter_zstd,
+                    archive_read_support_filter_xz, archive_read_support_filter_bzip2})
+    add(a.get());
   if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK)
     return {nullptr, archive_read_free};
   return a;
@@ -58,7 +70,8 @@ struct RemovedAtExit {
 };
 
 // A tar member path made relative and clean; "" when it must be refused.
-std::string CleanPath(std::string p) {
+std::string CleanPath(const char* raw) {  // "" for none (and a name with "..")
+  std::string p = raw ? raw : "";
   while (p.rfind("./", 0) == 0) p = p.substr(2);
   while (!p.empty() && p.front() == '/') p.erase(0, 1);
   while (!p.empty() && p.back() == '/') p.pop_back();
@@ -184,6 +197,9 @@ bool IsImageName(std::string_view name) {
 Result<void> ImageStore::Name(const std::string& name, const std::string& id) {
   if (name.empty()) return Ok();
   if (!IsImageName(name)) return Fail(Error::InvalidArgument("bad image name: " + name));
+  // Names are looked up before ids: a name that is an id would hide that image.
+  if (IsImageId(name))
+    return Fail(Error::InvalidArgument("an image name cannot be an image id: " + name));
   fs::create_directories(fs::path(dir_) / "names");
   std::string file = name;
   for (auto& c : file)
@@ -206,6 +222,7 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
 
 Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
                                             const std::string& name) {
+  MakePrivate(dir_);
   fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
   std::error_code ec;
   fs::create_directories(tmp / "archive", ec);
@@ -316,6 +333,16 @@ Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
 Result<ImageInfo> ImageStore::ImportRootfs(const std::string& tarball, const std::string& name) {
   if (name == kBusyboxName)
     return Fail(Error::InvalidArgument("busybox is the name of the built-in image"));
+  try {
+    return ImportRootfsTarball(tarball, name);
+  } catch (const std::exception& e) {
+    return Fail(Error::InvalidArgument(std::string("cannot import the tarball: ") + e.what()));
+  }
+}
+
+Result<ImageInfo> ImageStore::ImportRootfsTarball(const std::string& tarball,
+                                                  const std::string& name) {
+  MakePrivate(dir_);
   std::string id = Sha256FileHex(tarball);
   if (id.empty()) return Fail(Error::InvalidArgument("cannot read " + tarball));
   fs::path image = fs::path(dir_) / "images" / id;
@@ -335,6 +362,7 @@ Result<ImageInfo> ImageStore::ImportRootfs(const std::string& tarball, const std
 
 Result<ImageInfo> ImageStore::Busybox() {
   if (auto found = Find("busybox")) return found;
+  MakePrivate(dir_);
   fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
   if (auto r = BuildBusyboxRootfs((tmp / "rootfs").string()); !r) return Fail(r.error());
   std::string id = Sha256Hex("kiln-builtin-busybox-" + ReadFile("/bin/busybox").substr(0, 4096));

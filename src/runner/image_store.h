@@ -49,6 +49,7 @@ class ImageStore {
 
  private:
   Result<ImageInfo> ImportArchive(const std::string& archive, const std::string& name);
+  Result<ImageInfo> ImportRootfsTarball(const std::string& tarball, const std::string& name);
   Result<void> Name(const std::string& name, const std::string& id);
   std::string dir_;
 };

@@ -227,6 +227,27 @@ TEST_F(ImageStoreTest, TheSameConfigWithOtherLayersIsAnotherImageAndBusyboxKeeps
   EXPECT_FALSE(store_.Find("busybox"));  // not taken by the archive
 }
 
+// Names are looked up before ids: an archive whose tag is another image's id
+// would make that id lead to its own files. Such a tag, or name, is refused.
+// The store itself is for root only (images keep setuid files and owners).
+TEST_F(ImageStoreTest, ANameCannotBeAnImageIdAndOnlyRootEntersTheStore) {
+  auto good = store_.Import(DockerSave({{{"who", 'f', "good"}}}, "{\"config\":1}"));
+  ASSERT_TRUE(good) << good.error().message();
+  EXPECT_EQ(fs::status(dir_.path() + "/store").permissions(), fs::perms::owner_all);
+  std::vector<Entry> outer = {{"l/layer.tar", 'f', Slurp(Path("layer0.tar"))},
+                              {"cfg.json", 'f', "{\"config\":2}"},
+                              {"manifest.json", 'f',
+                               "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"" + good->id +
+                                   "\"],\"Layers\":[\"l/layer.tar\"]}]"}};
+  WriteTar(Path("hiding.tar"), outer);
+  auto hiding = store_.Import(Path("hiding.tar"));
+  ASSERT_FALSE(hiding);
+  EXPECT_NE(hiding.error().message().find("cannot be an image id"), std::string::npos)
+      << hiding.error().message();
+  EXPECT_FALSE(store_.Import(DockerSave({{{"x", 'f', "x"}}}, "{\"config\":3}"), good->id));
+  EXPECT_EQ(Slurp(fs::path(store_.Find(good->id)->rootfs) / "who"), "good");
+}
+
 // Whiteouts of nothing (".wh.", ".wh..", ".wh...") and outer archives that
 // cannot be unpacked fail the import cleanly, leaving no scratch files.
 TEST_F(ImageStoreTest, MalformedLayersAndArchivesFailCleanly) {

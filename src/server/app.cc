@@ -163,10 +163,14 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
 App::App(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 App::~App() = default;
 
-Result<std::unique_ptr<App>> App::Open(const Config& config) {
+Result<std::unique_ptr<App>> App::Open(const Config& given) {
   auto impl = std::make_unique<Impl>();
-  impl->config = config;
+  impl->config = given;
+  Config& config = impl->config;
   std::error_code ec;
+  // Every path below is absolute, whatever the working directory is later.
+  config.data_dir = fs::absolute(config.data_dir, ec).string();
+  if (ec) return Fail(Error::Unavailable("no data dir " + given.data_dir + ": " + ec.message()));
   fs::create_directories(config.data_dir, ec);
   if (ec) return Fail(Error::Unavailable("cannot create " + config.data_dir + ": " + ec.message()));
   // Tokens, messages and task directories: no one else's to read or enter

@@ -381,9 +381,11 @@ Result<const Code*> Service::FindCodeLocked(const std::string& project,
 
 Result<Code> Service::PutCode(const std::string& project, Code spec, const std::string& zip) {
   if (spec.name.empty()) return Fail(Error::InvalidArgument("name is required"));
+  int64_t unpacked_bytes = 0;
   if (!zip.empty()) {
     auto info = runner::CheckZip(zip, kMaxUnpacked);
     if (!info) return Fail(info.error());
+    unpacked_bytes = info->unpacked_bytes;
     if (spec.file_name.empty() && spec.command.empty())
       return Fail(Error::InvalidArgument("a zip code needs file_name (with runtime) or command"));
     if (!spec.file_name.empty() &&
@@ -420,6 +422,10 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   if (spec.disk_mb < kMinDiskMb || spec.disk_mb > kMaxDiskMb)
     return Fail(Error::InvalidArgument("disk must be between " + std::to_string(kMinDiskMb) +
                                        " and " + std::to_string(kMaxDiskMb) + " MB"));
+  if (unpacked_bytes > (spec.disk_mb << 20))  // unpacked into the task dir on every run
+    return Fail(Error::InvalidArgument(
+        "the zip archive unpacks to " + std::to_string(unpacked_bytes >> 20) +
+        " MB, more than the code's disk limit (disk: " + std::to_string(spec.disk_mb) + " MB)"));
 
   // The package goes to disk, synced, before the lock; it is renamed into
   // place under the lock once its revision number is known.

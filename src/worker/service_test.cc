@@ -709,6 +709,34 @@ TEST(ServiceListTest, ListsAreNewestFirstPagedAndFiltered) {
   EXPECT_EQ(ids({}), all);
 }
 
+// A zip code is unpacked into the task dir on every run: one that unpacks
+// to more than the code's disk limit is refused at upload.
+TEST(ServiceCodeTest, AZipThatUnpacksPastTheDiskLimitIsRefused) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  ServiceOptions o{dir.path(), 0};
+  o.run_schedules = false;
+  Service svc(*store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc.Recover());
+  std::filesystem::create_directories(dir.path() + "/pkg");
+  std::ofstream(dir.path() + "/pkg/big") << std::string(17 << 20, '\0');
+  auto zip = runner::ZipDirectory(dir.path() + "/pkg");
+  ASSERT_TRUE(zip);
+  worker::Code c;
+  c.name = "big";
+  c.command = "true";
+  c.disk_mb = 16;
+  auto refused = svc.PutCode(kProject, c, *zip);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message().find("more than the code's disk limit"), std::string::npos)
+      << refused.error().message();
+  c.disk_mb = 32;
+  EXPECT_TRUE(svc.PutCode(kProject, c, *zip));
+}
+
 // A payload is a record of its own, read when it is asked for: the task's
 // record (and the service's memory) holds none. Retries copy it, expiry
 // removes it, and records of an older Kiln that held it are split at start.
