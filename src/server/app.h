@@ -27,10 +27,11 @@ struct Config {
   size_t max_connections = 10000;      // open at once
   int idle_timeout_s = 75;             // between requests on a keep-alive connection
   bool access_log = true;
-  bool write_iron_json = true;  // on first start, into the working directory
-  std::string public_host;      // written to iron.json; default: host
-  int runner_slots = -1;        // tasks at once on this server; -1: one per core, 0: no runner
-  int task_retention_days = 7;  // finished tasks and their logs are kept this long
+  bool write_iron_json = true;      // on first start, into the working directory
+  std::string public_host;          // written to iron.json; default: host
+  int runner_slots = -1;            // tasks at once on this server; -1: one per core, 0: no runner
+  int max_running_per_project = 0;  // tasks of one project at once; 0: no limit
+  int task_retention_days = 7;      // finished tasks and their logs are kept this long
   // Push delivery.
   std::string push_ca_file;          // extra CAs to trust for https subscribers
   bool push_forbid_private = false;  // refuse loopback and private subscriber addresses

@@ -108,6 +108,12 @@ int main(int argc, char** argv) {
                    "Tasks run at once here (-1: one per core, 0: no runner)")
       ->envname("KILN_RUNNER_SLOTS");
   serve
+      ->add_option("--max-running-per-project", config.max_running_per_project,
+                   "Tasks of one project run at once at most (0: no limit; slots are shared "
+                   "fairly between projects either way)")
+      ->check(CLI::Range(0, 1 << 20))
+      ->envname("KILN_MAX_RUNNING_PER_PROJECT");
+  serve
       ->add_option("--task-retention-days", config.task_retention_days,
                    "Days finished tasks and their logs are kept")
       ->envname("KILN_TASK_RETENTION_DAYS");

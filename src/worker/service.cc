@@ -253,16 +253,15 @@ void Service::EndQueuedLocked(Task& t, const std::string& msg) {
 }
 
 Result<int64_t> Service::CancelQueuedLocked(const std::string& code_id, const std::string& msg) {
+  std::vector<Task*> found;
+  for (const auto& [project, queue] : queued_)
+    for (const auto& key : queue)
+      if (Task& t = tasks_.at(std::get<2>(key)); t.code_id == code_id) found.push_back(&t);
   std::vector<const Task*> ended;
-  for (auto it = queued_.begin(); it != queued_.end();) {
-    Task& t = tasks_.at(std::get<2>(*it));
-    if (t.code_id != code_id) {
-      ++it;
-      continue;
-    }
-    it = queued_.erase(it);
-    EndQueuedLocked(t, msg);
-    ended.push_back(&t);
+  for (Task* t : found) {
+    UnqueueLocked(*t);
+    EndQueuedLocked(*t, msg);
+    ended.push_back(t);
   }
   // One write for all of them. Should it fail, they stay cancelled here
   // (none runs) and the caller hears why; a restart would queue them again.
@@ -338,7 +337,7 @@ Result<void> Service::Recover() {
       t->end_time = t->updated_at = now;
       cut_off.push_back(t->id);
     }
-    if (t->state == TaskState::kQueued) queued_.insert({-t->priority, t->seq, t->id});
+    if (t->state == TaskState::kQueued) QueueLocked(*t);
     IndexLocked(tasks_[t->id] = std::move(*t));
   });
   if (!r) return r;
@@ -626,7 +625,7 @@ Result<void> Service::EnqueueLocked(std::vector<Task> tasks, store::Store::Worke
   }
   if (auto r = store_.PutWorkerRecords(with); !r) return r;  // nothing queued
   for (Task& t : tasks) {
-    queued_.insert({-t.priority, t.seq, t.id});
+    QueueLocked(t);
     std::string id = t.id;
     IndexLocked(tasks_[id] = std::move(t));
   }
@@ -793,7 +792,7 @@ Result<void> Service::Cancel(const std::string& project, const std::string& id) 
   Task& t = it->second;
   if (Final(t.state)) return Ok();
   if (t.state == TaskState::kQueued) {
-    queued_.erase({-t.priority, t.seq, t.id});
+    UnqueueLocked(t);
     EndQueuedLocked(t, "Cancelled");
     return Save(t);
   }
@@ -1095,29 +1094,69 @@ void Service::ScheduleLoop() {
 
 // ---- Running ----
 
+void Service::QueueLocked(const Task& t) {
+  queued_[t.project_id].insert({-t.priority, t.seq, t.id});
+}
+
+void Service::UnqueueLocked(const Task& t) {
+  auto q = queued_.find(t.project_id);
+  if (q == queued_.end()) return;
+  q->second.erase({-t.priority, t.seq, t.id});
+  if (q->second.empty()) queued_.erase(q);
+}
+
+int Service::RunningLocked(const std::string& project) const {
+  auto r = running_by_project_.find(project);
+  return r == running_by_project_.end() ? 0 : r->second;
+}
+
 std::string Service::PickLocked(TimeMs now) {
-  for (const auto& [neg, seq, id] : queued_) {
-    const Task& t = tasks_.at(id);
-    if (t.run_after > now) continue;
-    auto c = codes_.find(t.code_id);
-    if (c != codes_.end() && c->second.paused) continue;
-    if (c != codes_.end() && c->second.max_concurrency > 0 &&
-        running_by_code_[t.code_id] >= c->second.max_concurrency)
+  // Fair between projects: the first runnable task (by priority, then age)
+  // of the project that runs the fewest tasks now; among projects that run
+  // as many, the one whose last start is oldest (round robin), then the
+  // higher priority and the older task. A project at
+  // max_running_per_project waits.
+  const QueuedTask* best = nullptr;
+  int best_running = 0;
+  uint64_t best_turn = 0;
+  for (const auto& [project, queue] : queued_) {
+    int running = RunningLocked(project);
+    auto last = last_start_.find(project);
+    uint64_t turn = last == last_start_.end() ? 0 : last->second;
+    if (best && std::tie(running, turn) > std::tie(best_running, best_turn)) continue;
+    if (options_.max_running_per_project > 0 && running >= options_.max_running_per_project)
       continue;
-    std::string picked = id;
-    queued_.erase({neg, seq, id});
-    // Taken under the lock, so that a cancel from now on reaches the slot.
-    // Not written: a task that Kiln loses while preparing ran nothing and
-    // is queued again after a restart. "running" is written before the
-    // container starts.
-    Task& live = tasks_.at(picked);
-    live.state = TaskState::kPreparing;
-    live.updated_at = now;
-    ++running_by_code_[live.code_id];
-    cancels_[picked] = std::make_shared<std::atomic<bool>>(false);
-    return picked;
+    for (const auto& key : queue) {
+      const Task& t = tasks_.at(std::get<2>(key));
+      if (t.run_after > now) continue;
+      auto c = codes_.find(t.code_id);
+      if (c != codes_.end() && c->second.paused) continue;
+      if (c != codes_.end() && c->second.max_concurrency > 0 &&
+          running_by_code_[t.code_id] >= c->second.max_concurrency)
+        continue;
+      if (!best || std::tie(running, turn, key) < std::tie(best_running, best_turn, *best)) {
+        best = &key;
+        best_running = running;
+        best_turn = turn;
+      }
+      break;  // the project's first runnable task
+    }
   }
-  return "";
+  if (!best) return "";
+  std::string picked = std::get<2>(*best);
+  // Taken under the lock, so that a cancel from now on reaches the slot.
+  // Not written: a task that Kiln loses while preparing ran nothing and
+  // is queued again after a restart. "running" is written before the
+  // container starts.
+  Task& live = tasks_.at(picked);
+  UnqueueLocked(live);
+  live.state = TaskState::kPreparing;
+  live.updated_at = now;
+  ++running_by_code_[live.code_id];
+  ++running_by_project_[live.project_id];
+  last_start_[live.project_id] = ++starts_;
+  cancels_[picked] = std::make_shared<std::atomic<bool>>(false);
+  return picked;
 }
 
 void Service::SlotLoop() {
@@ -1145,6 +1184,7 @@ void Service::FinishLocked(Task& t, TaskState state, std::string msg, int exit_c
   auto size = fs::file_size(LogPath(t.id), ec);
   t.log_size = ec ? 0 : static_cast<int64_t>(size);
   --running_by_code_[t.code_id];
+  --running_by_project_[t.project_id];
   cancels_.erase(t.id);
   RecordEndLocked(t, now);
   WakeWatchersLocked(t.id);
@@ -1174,7 +1214,7 @@ void Service::RecordEndLocked(const Task& t, TimeMs now) {
     return;
   }
   if (!retry) return;
-  queued_.insert({-retry->priority, retry->seq, retry->id});
+  QueueLocked(*retry);
   std::string id = retry->id;
   IndexLocked(tasks_[id] = std::move(*retry));
   cv_.notify_all();
@@ -1231,8 +1271,9 @@ void Service::RunTask(const std::string& id) {
     live.state = TaskState::kQueued;
     live.updated_at = clock_.NowMs();
     --running_by_code_[live.code_id];
+    --running_by_project_[live.project_id];
     cancels_.erase(id);
-    queued_.insert({-live.priority, live.seq, id});
+    QueueLocked(live);
     SaveOrLog(live);
     return true;
   };

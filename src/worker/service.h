@@ -52,6 +52,10 @@ struct ServiceOptions {
   // limit and the size of its root filesystem's tmpfs. -1: this host's
   // physical memory.
   int64_t max_task_memory_mb = -1;
+  // Tasks of one project that may run at once (0: no limit). Slots are
+  // shared fairly anyway: each next task is of the project running the
+  // fewest; this keeps a project's long tasks from holding every slot.
+  int max_running_per_project = 0;
 };
 
 struct NewTask {
@@ -147,6 +151,9 @@ class Service {
   void ScheduleLoop();
   // Under mu_: the next task that may start now, or "".
   std::string PickLocked(TimeMs now);
+  void QueueLocked(const Task& t);  // into its project's queue
+  void UnqueueLocked(const Task& t);
+  int RunningLocked(const std::string& project) const;
   void RunTask(const std::string& id);
   // Under mu_: the task as it ends; queues its retry when the code allows.
   void FinishLocked(Task& t, TaskState state, std::string msg, int exit_code);
@@ -204,7 +211,12 @@ class Service {
   std::map<std::pair<std::string, int64_t>, Code> revisions_;                // (id, rev)
   std::map<std::pair<std::string, std::string>, std::string> code_by_name_;  // (project, name)
   std::unordered_map<std::string, Task> tasks_;                              // by id
-  std::set<std::tuple<int, uint64_t, std::string>> queued_;                  // (-priority, seq, id)
+  // Queued tasks, by project: (-priority, seq, id).
+  using QueuedTask = std::tuple<int, uint64_t, std::string>;
+  std::unordered_map<std::string, std::set<QueuedTask>> queued_;
+  std::unordered_map<std::string, int> running_by_project_;  // preparing or running
+  std::unordered_map<std::string, uint64_t> last_start_;     // by project: starts_ then
+  uint64_t starts_ = 0;
   // Every task of a project, and of a project's code name, oldest first: a
   // list walks one newest first and stops when its page is full (a scan
   // of all tasks_ took the lock for as long as the history is long).

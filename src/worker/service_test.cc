@@ -43,6 +43,7 @@ class ServiceTest : public ::testing::Test {
     store_ = std::move(*store::rocks::Open({dir_.path() + "/db"}));
     ServiceOptions o{dir_.path(), slots};
     o.max_task_memory_mb = max_task_memory_mb_;
+    o.max_running_per_project = max_running_per_project_;
     service_ = std::make_unique<Service>(*store_, *SystemClock::Get(), images_, runc_, o);
     ASSERT_TRUE(service_->Recover());
   }
@@ -88,6 +89,7 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<Service> service_;
   int64_t max_task_memory_mb_ = -1;  // ServiceOptions of Open
+  int max_running_per_project_ = 0;
 };
 
 TEST_F(ServiceTest, RunsATaskWithItsPayloadAndKeepsItsLog) {
@@ -142,6 +144,72 @@ TEST_F(ServiceTest, HigherPriorityFirstThenFifoOnOneSlot) {
   std::vector<std::string> order;
   for (auto& [at, id] : starts) order.push_back(id);
   EXPECT_EQ(order, (std::vector<std::string>{block, high, high2, mid, low}));
+}
+
+// Projects take turns at the slots: priorities order a project's own tasks,
+// not one project's before another's.
+TEST_F(ServiceTest, ProjectsTakeTurnsAtTheSlots) {
+  NeedContainers();
+  Open(1);
+  constexpr char kOther[] = "fedcba9876543210fedcba98";
+  Code("job", "true");
+  Code("blocker", "sleep 1");
+  ASSERT_TRUE(service_->PutCode(kOther, BusyboxCode("job", "true")));
+  service_->Start();
+  auto block = Queue("blocker");
+  for (int i = 0; i < 1500 && service_->GetTask(kProject, block)->state == TaskState::kQueued; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // until the slot has it
+  ASSERT_NE(service_->GetTask(kProject, block)->state, TaskState::kQueued);
+  auto a1 = Queue("job", "{}", 2), a2 = Queue("job", "{}", 2);
+  NewTask n;
+  n.code_name = "job";
+  n.priority = 0;
+  auto b1 = service_->QueueTasks(kOther, {n})->at(0), b2 = service_->QueueTasks(kOther, {n})->at(0);
+  auto start = [&](const std::string& project, const std::string& id) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto t = service_->GetTask(project, id);
+      if (t && Final(t->state)) return t->start_time;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << id << " did not finish";
+    return TimeMs{0};
+  };
+  std::vector<std::pair<TimeMs, std::string>> starts = {{start(kProject, block), "block"},
+                                                        {start(kProject, a1), "a1"},
+                                                        {start(kProject, a2), "a2"},
+                                                        {start(kOther, b1), "b1"},
+                                                        {start(kOther, b2), "b2"}};
+  std::sort(starts.begin(), starts.end());
+  std::vector<std::string> order;
+  for (auto& [at, id] : starts) order.push_back(id);
+  EXPECT_EQ(order, (std::vector<std::string>{"block", "b1", "a1", "b2", "a2"}));
+}
+
+// --max-running-per-project: a project's tasks beyond it wait, while
+// another project's use the free slot.
+TEST_F(ServiceTest, AProjectRunsAtMostItsLimitAtOnce) {
+  NeedContainers();
+  max_running_per_project_ = 1;
+  Open(2);
+  constexpr char kOther[] = "fedcba9876543210fedcba98";
+  Code("nap", "sleep 0.5");
+  ASSERT_TRUE(service_->PutCode(kOther, BusyboxCode("nap", "sleep 0.5")));
+  auto a1 = Queue("nap"), a2 = Queue("nap");
+  NewTask n;
+  n.code_name = "nap";
+  auto b1 = service_->QueueTasks(kOther, {n})->at(0);
+  service_->Start();
+  Task first = WaitFinal(a1), second = WaitFinal(a2);
+  Task other;
+  for (int i = 0; i < 1500; ++i) {
+    other = *service_->GetTask(kOther, b1);
+    if (Final(other.state)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(other.state, TaskState::kComplete) << other.msg;
+  EXPECT_GE(second.start_time, first.end_time);  // one of the project's at a time
+  EXPECT_LT(other.start_time, first.end_time);   // the other project's ran meanwhile
 }
 
 TEST_F(ServiceTest, QueuedTasksSurviveARestartAndRunningOnesEndAsErrors) {
