@@ -372,7 +372,7 @@ class Engine {
     int in_flight = 0;
     std::deque<std::pair<SlotPtr, uint64_t>> waiting;
   };
-  std::unordered_map<std::string, Limited> hosts_;
+  std::unordered_map<std::string, Limited> hosts_;  // by "project scheme://host:port"
   // Per project at most half of all, so that one project's many slow hosts
   // cannot hold every other project's back.
   std::unordered_map<std::string, Limited> projects_;

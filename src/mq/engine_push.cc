@@ -17,8 +17,9 @@
 namespace kiln::mq {
 namespace {
 
-constexpr int kMaxInFlight = 1024;       // deliveries at once, all hosts
-constexpr int kMaxInFlightPerHost = 32;  // so that one slow host cannot take them all
+constexpr int kMaxInFlight = 1024;  // deliveries at once, all hosts
+// Per (project, host), so that one slow host cannot take them all.
+constexpr int kMaxInFlightPerHost = 32;
 constexpr int kMaxInFlightPerProject = kMaxInFlight / 2;  // nor one project's many hosts
 constexpr TimeMs kDeferMs = 20;              // when all hosts together are at kMaxInFlight
 constexpr size_t kFinishedKept = 1000;       // per queue
@@ -203,7 +204,10 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
                 : std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
                                [&](const store::Subscriber& s) { return s.name == d.subscriber; });
         if (sub == rec.subscribers.end()) continue;
-        std::string host = HostKey(sub->url);
+        // A project's own: another project's backlog to the same host
+        // (a shared webhook service, or ironmq:// of this server) does not
+        // make this one's wait.
+        std::string host = project + " " + HostKey(sub->url);
         {
           std::lock_guard plock(push_mu_);
           Limited& h = hosts_[host];
