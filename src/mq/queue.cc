@@ -14,8 +14,21 @@ void Queue::Add(const store::MessageState& s, TimeMs now) {
   if (ready) {
     MakeReady(s.id);
   } else {
-    timed_.push({s.visible_at, s.id});
+    PushTimed(s.visible_at, s.id);
   }
+}
+
+void Queue::PushTimed(TimeMs at, uint64_t id) {
+  timed_.push({at, id});
+  // A touch, a release or a delete leaves the entry it replaces in the heap
+  // until its time comes (a day, for a reservation of 86400 s): once stale
+  // ones outnumber the messages, the heap is made anew from the entries
+  // (amortized: at least as many pushes as entries looked at).
+  if (timed_.size() <= 2 * entries_.size() + 1024) return;
+  std::vector<Timed> live;
+  for (const auto& [mid, e] : entries_)
+    if (e.visible_at > 0) live.emplace_back(e.visible_at, mid);
+  timed_ = decltype(timed_)(std::greater<Timed>(), std::move(live));
 }
 
 void Queue::MakeReady(uint64_t id) {
@@ -100,7 +113,7 @@ store::MessageState Queue::Reserve(uint64_t id, uint64_t reservation, TimeMs unt
   e.visible_at = until;
   e.reservation = reservation;
   if (count) ++e.reserved_count;
-  timed_.push({until, id});
+  PushTimed(until, id);
   return StateOf(id, e);
 }
 
@@ -112,7 +125,7 @@ store::MessageState Queue::Release(uint64_t id, TimeMs at, TimeMs now) {
     MakeReady(id);
   } else {
     e.visible_at = at;
-    timed_.push({at, id});
+    PushTimed(at, id);
   }
   return StateOf(id, e);
 }

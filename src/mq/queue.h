@@ -76,6 +76,7 @@ class Queue {
   void Clear();
   // Ids the ready lists hold, stale ones included (tests, stats).
   size_t ready_backlog() const { return ready_tail_.size() + ready_front_.size(); }
+  size_t timed_backlog() const { return timed_.size(); }  // live and stale deadlines
 
   // The earliest time a timed message becomes visible, or nullopt.
   std::optional<TimeMs> NextDeadline() const;
@@ -98,8 +99,9 @@ class Queue {
   using Timed = std::pair<TimeMs, uint64_t>;  // (visible_at, id)
 
   void MakeReady(uint64_t id);
-  bool Stale(uint64_t id) const;  // a ready-list id no longer ready
-  void TrimReady();               // stale ids off the tail list's head; compacts when many
+  void PushTimed(TimeMs at, uint64_t id);  // compacts the heap when stale entries pile up
+  bool Stale(uint64_t id) const;           // a ready-list id no longer ready
+  void TrimReady();                        // stale ids off the tail list's head; compacts when many
   store::MessageState StateOf(uint64_t id, const Entry& e) const;
 
   store::QueueRecord record_;

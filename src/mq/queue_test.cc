@@ -31,6 +31,29 @@ TEST(QueueTest, RemovedMessagesDoNotPileUpInTheReadyLists) {
   EXPECT_FALSE(q.PopReady());
 }
 
+// Every touch (and every reserve of a message deleted before its timeout)
+// leaves a deadline in the heap until its time: they are dropped once they
+// outnumber the messages, and the live ones still fire.
+TEST(QueueTest, StaleDeadlinesDoNotPileUp) {
+  Queue q({});
+  q.Add(Ready(1), kNow);
+  q.PopReady();
+  for (uint64_t r = 1; r <= 100'000; ++r) q.Reserve(1, r, kNow + 86'400'000, true);  // touches
+  EXPECT_LE(q.timed_backlog(), 1'100u);
+  EXPECT_FALSE(q.Tick(kNow + 86'399'999));
+  EXPECT_EQ(q.Tick(kNow + 86'400'000), 1u);  // the last touch's deadline
+  EXPECT_EQ(q.PopReady()->id, 1u);
+  for (uint64_t r = 1; r <= 10'000; ++r) {  // reserved, then deleted
+    q.Add(Ready(100 + r), kNow);
+    q.PopReady();
+    q.Reserve(100 + r, r, kNow + 60'000, true);
+    q.Remove(100 + r);
+  }
+  EXPECT_LE(q.timed_backlog(), 1'100u);
+  EXPECT_FALSE(q.PopReady());
+  EXPECT_FALSE(q.Tick(kNow + 86'400'000 + 60'000));  // nothing left to come back
+}
+
 TEST(QueueTest, ExpiredReservationReturnsMessageToFront) {
   Queue q({});
   for (uint64_t id : {1, 2, 3}) q.Add(Ready(id), kNow);
