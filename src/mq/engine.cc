@@ -303,25 +303,36 @@ Result<QueueInfo> Engine::UpdateQueue(const std::string& project, const std::str
 }
 
 Result<void> Engine::DeleteQueue(const std::string& project, const std::string& name) {
-  SlotPtr slot;
+  SlotPtr slot = Find(project, name);
+  if (!slot) return Fail(QueueNotFound());
+  uint64_t qid;
+  {
+    std::lock_guard lock(slot->mu);
+    qid = slot->queue.record().qid;
+  }
+  // Written first: a delete the store refuses (a failed store) leaves the
+  // queue as it was, rather than gone from memory and whole on disk.
+  store::MessageBatch batch;
+  batch.DropQueue(qid);
+  if (auto r = CommitAndWait(std::move(batch)); !r) return r;
   {
     std::unique_lock lock(map_mu_);
     auto it = queues_.find(Key(project, name));
-    if (it == queues_.end()) return Fail(QueueNotFound());
-    slot = it->second;
+    if (it == queues_.end() || it->second != slot) return Ok();  // a delete that overlapped
     queues_.erase(it);
   }
-  uint64_t qid;
   {
     std::lock_guard lock(slot->mu);
     slot->deleted = true;
     slot->queue.Clear();
     slot->queue.WakeWaiters();
-    qid = slot->queue.record().qid;
   }
-  store::MessageBatch batch;
-  batch.DropQueue(qid);
-  return CommitAndWait(std::move(batch));
+  // Posts that were written after the drop and before the queue was marked
+  // deleted: their records go too.
+  store::MessageBatch sweep;
+  sweep.DropQueue(qid);
+  store_.Append(std::move(sweep));
+  return Ok();
 }
 
 Result<void> Engine::CommitAndWait(store::MessageBatch batch) {
@@ -372,9 +383,16 @@ void Engine::Post(const std::string& project, const std::string& name,
 void Engine::PostChecked(const std::string& project, const std::string& name,
                          std::vector<NewMessage> messages, PostDone done,
                          store::Store::Writer writer, store::MessageBatch batch) {
-  auto found = FindOrCreate(project, name);
-  if (!found) return done(Fail(found.error()));
-  SlotPtr slot = *found;
+  // A post makes its queue: one that meets the queue as it is deleted
+  // makes it anew, as a post just after the delete would.
+  SlotPtr slot;
+  for (int tries = 0; tries < 3; ++tries) {
+    auto found = FindOrCreate(project, name);
+    if (!found) return done(Fail(found.error()));
+    slot = *found;
+    std::lock_guard lock(slot->mu);
+    if (!slot->deleted) break;
+  }
 
   TimeMs now = clock_.NowMs();
   std::vector<store::MessageState> states;

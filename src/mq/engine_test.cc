@@ -472,8 +472,45 @@ class FailingQueueWrites : public testing::ForwardingStore {
     if (failing == 2) return Fail(Error::Unavailable("disk full"));
     return ForwardingStore::PutQueue(q);
   }
+  void Commit(store::MessageBatch b, Done d, Writer w) override {
+    bool drop = std::any_of(b.ops().begin(), b.ops().end(), [](const auto& op) {
+      return op.kind == store::MessageBatch::Kind::kDropQueue;
+    });
+    if (failing == 3 && drop) return d(Fail(Error::Unavailable("store write failed")));
+    ForwardingStore::Commit(std::move(b), std::move(d), w);
+  }
   int failing = 0;
 };
+
+// A queue delete the store refuses changes nothing: the queue and its
+// messages are all there, now and after a restart, and a later delete works.
+TEST(EngineQueueWriteFailureTest, ARefusedQueueDeleteLeavesTheQueueWhole) {
+  testing::TempDir dir;
+  FakeClock clock;
+  auto real = std::move(*store::rocks::Open({dir.path()}));
+  FailingQueueWrites store(*real);
+  auto engine = std::make_unique<Engine>(store, clock);
+  ASSERT_TRUE(engine->Recover());
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine->Post(kProject, "q", {{"keep", 0}}, [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  store.failing = 3;
+  auto refused = engine->DeleteQueue(kProject, "q");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(engine->GetQueue(kProject, "q")->size, 1u);
+  EXPECT_EQ(engine->Peek(kProject, "q", 1)->at(0).body, "keep");
+  store.failing = 0;
+  engine = std::make_unique<Engine>(store, clock);
+  ASSERT_TRUE(engine->Recover());
+  EXPECT_EQ(engine->GetQueue(kProject, "q")->size, 1u);
+  ASSERT_TRUE(engine->DeleteQueue(kProject, "q"));
+  EXPECT_FALSE(engine->GetQueue(kProject, "q"));
+  engine->Flush();
+  engine = std::make_unique<Engine>(store, clock);
+  ASSERT_TRUE(engine->Recover());
+  EXPECT_FALSE(engine->GetQueue(kProject, "q"));
+}
 
 // A queue whose id or record could not be written is not created: the post
 // that would have created it fails and nothing of it is left, in memory or

@@ -4,6 +4,7 @@
 // Implementations are thread-safe: any thread may call any method.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,13 @@ class MessageBatch {
   void DropQueue(uint64_t qid) { ops_.push_back({Kind::kDropQueue, qid, {}, {}}); }
   bool empty() const { return ops_.empty(); }
   const std::vector<Op>& ops() const { return ops_; }
+  // Only removes (deletes, clears, drops): what frees space, taken even
+  // when the disk is nearly full.
+  bool only_removes() const {
+    return std::all_of(ops_.begin(), ops_.end(), [](const Op& op) {
+      return op.kind == Kind::kDelete || op.kind == Kind::kClear || op.kind == Kind::kDropQueue;
+    });
+  }
 
  private:
   std::vector<Op> ops_;

@@ -124,7 +124,7 @@ class RocksStore final : public Store {
 
   void Commit(MessageBatch batch, Done done, Writer writer) override {
     std::vector<Pending> group;
-    std::string why = DiskTooFull();
+    std::string why = batch.only_removes() ? std::string() : DiskTooFull();
     if (!why.empty()) return done(Fail(Error::Unavailable(why)));
     {
       std::lock_guard lock(mu_);
