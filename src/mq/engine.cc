@@ -550,7 +550,12 @@ Result<std::vector<Message>> Engine::Reserve(const std::string& project, const s
       }
       out.push_back(std::move(m));
     }
-    if (out.empty() && waiter && !failed) q.AddWaiter(std::move(waiter));
+    if (out.empty() && waiter && !failed) {
+      if (waking_all_)
+        waiter->wake();  // the server is stopping: a waiter parked now would sleep its wait out
+      else
+        q.AddWaiter(std::move(waiter));
+    }
     notices = CheckAlerts(*slot, now);
     // Under the lock: the store sees a message's changes in the order the
     // index made them (a release racing this reserve, say).
@@ -957,6 +962,7 @@ Result<QueueInfo> Engine::RemoveAlerts(const std::string& project, const std::st
 }
 
 void Engine::WakeAll() {
+  waking_all_ = true;  // before any queue's lock: a reserve that parks later sees it
   std::shared_lock lock(map_mu_);
   for (auto& [k, s] : queues_) {
     std::lock_guard l(s->mu);

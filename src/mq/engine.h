@@ -203,7 +203,7 @@ class Engine {
   // Returns timed-out reservations and finished delays to ready, drops
   // expired messages, and wakes long-pollers. Call a few times a second.
   void Tick();
-  // Wakes every parked long poll (at shutdown).
+  // Wakes every parked long poll, and those that would park later (at shutdown).
   void WakeAll();
 
   // Push queues. SetPushTransport before serving; `public_url` (scheme, host
@@ -348,6 +348,7 @@ class Engine {
   mutable std::shared_mutex map_mu_;
   std::map<std::string, SlotPtr> queues_;  // by Key(project, name)
   std::atomic<uint64_t> next_id_{0};
+  std::atomic<bool> waking_all_{false};  // WakeAll was called: nobody parks from now on
   // Ids up to id_floor_ may be handed out; the store's floor is kept there
   // (raised by options_.id_lease at a time: see NextMessageId).
   std::mutex id_floor_mu_;

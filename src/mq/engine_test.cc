@@ -354,6 +354,21 @@ TEST_F(EngineTest, PostWakesParkedWaiter) {
   EXPECT_EQ(woken, 1);
 }
 
+// At shutdown every parked long poll is woken, and one that comes to park
+// after that is woken at once instead of sleeping its wait out.
+TEST_F(EngineTest, AfterWakeAllNobodyParks) {
+  ASSERT_TRUE(engine_->PutQueue(kProject, "q", {}));
+  int early = 0, late = 0;
+  auto before = std::make_shared<Waiter>(Waiter{[&] { ++early; }});
+  ASSERT_TRUE(engine_->Reserve(kProject, "q", {}, before)->empty());
+  engine_->WakeAll();
+  EXPECT_EQ(early, 1);
+  auto after = std::make_shared<Waiter>(Waiter{[&] { ++late; }});
+  ASSERT_TRUE(engine_->Reserve(kProject, "q", {}, after)->empty());
+  EXPECT_EQ(late, 1);
+  EXPECT_FALSE(engine_->CancelWait(kProject, "q", after.get()));  // never parked
+}
+
 // A post wakes as many parked consumers as it brings messages, first
 // parked first: a thousand long polls are not all woken for one message.
 // One woken that leaves it (its client gone) passes the wake on.
