@@ -101,6 +101,7 @@ Result<void> Engine::Recover() {
   });
   if (!r) return r;
   for (auto& [qid, slot] : by_qid) slot->alert_size = slot->queue.size();
+  for (const auto& [key, slot] : queues_) ++per_project_[slot->queue.record().project_id];
   // Push deliveries resume where they were; one in flight at the crash is due again.
   r = store_.ForEachPlan([&](uint64_t qid, uint64_t id, std::string_view blob) {
     auto it = by_qid.find(qid);
@@ -135,8 +136,17 @@ Result<Engine::SlotPtr> Engine::FindOrCreate(const std::string& project, const s
   if (created) *created = false;
   if (auto s = Find(project, name)) return s;
   if (auto v = ValidateQueueName(name); !v) return Fail(v.error());
-  std::unique_lock lock(map_mu_);
-  if (auto it = queues_.find(Key(project, name)); it != queues_.end()) return it->second;
+  // One create at a time; its two synced writes happen outside map_mu_, so
+  // that lookups (every request) go on meanwhile.
+  std::lock_guard create(create_mu_);
+  {
+    std::shared_lock lock(map_mu_);
+    if (auto it = queues_.find(Key(project, name)); it != queues_.end()) return it->second;
+    if (auto n = per_project_.find(project);
+        n != per_project_.end() && n->second >= options_.max_queues_per_project)
+      return Fail(Error::PermissionDenied(
+          "a project has at most " + std::to_string(options_.max_queues_per_project) + " queues"));
+  }
   store::QueueRecord rec;
   rec.project_id = project;
   rec.name = name;
@@ -151,7 +161,11 @@ Result<Engine::SlotPtr> Engine::FindOrCreate(const std::string& project, const s
   rec.qid = *qid;
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   auto slot = std::make_shared<Slot>(std::move(rec));
-  queues_.emplace(Key(project, name), slot);
+  {
+    std::unique_lock lock(map_mu_);
+    queues_.emplace(Key(project, name), slot);
+    ++per_project_[project];
+  }
   if (created) *created = true;
   return slot;
 }
@@ -320,6 +334,8 @@ Result<void> Engine::DeleteQueue(const std::string& project, const std::string& 
     auto it = queues_.find(Key(project, name));
     if (it == queues_.end() || it->second != slot) return Ok();  // a delete that overlapped
     queues_.erase(it);
+    if (auto n = per_project_.find(project); n != per_project_.end() && --n->second == 0)
+      per_project_.erase(n);
   }
   {
     std::lock_guard lock(slot->mu);

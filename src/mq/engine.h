@@ -37,6 +37,10 @@ struct EngineOptions {
   // Message ids handed out per write of the store's id floor: one synced
   // write every 2^36 messages (two days at 400,000 a second).
   uint64_t id_lease = uint64_t{1} << 36;
+  // Queues a project may have (each costs memory and a look every tick);
+  // a post, an update or a dead-letter move that would make one more is
+  // refused (403).
+  size_t max_queues_per_project = 100'000;
 };
 
 // Limits of the wire contract (iron-api.md §1.6).
@@ -346,7 +350,9 @@ class Engine {
   const Clock& clock_;
   EngineOptions options_;
   mutable std::shared_mutex map_mu_;
-  std::map<std::string, SlotPtr> queues_;  // by Key(project, name)
+  std::mutex create_mu_;                                 // FindOrCreate's creates, one at a time
+  std::unordered_map<std::string, size_t> per_project_;  // queues, under map_mu_
+  std::map<std::string, SlotPtr> queues_;                // by Key(project, name)
   std::atomic<uint64_t> next_id_{0};
   std::atomic<bool> waking_all_{false};  // WakeAll was called: nobody parks from now on
   // Ids up to id_floor_ may be handed out; the store's floor is kept there

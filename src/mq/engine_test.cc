@@ -354,6 +354,35 @@ TEST_F(EngineTest, PostWakesParkedWaiter) {
   EXPECT_EQ(woken, 1);
 }
 
+// A project has at most max_queues_per_project queues: the post that would
+// make one more is refused (403), others' and existing queues are not.
+TEST(EngineLimitTest, AProjectHasAtMostItsQueueLimit) {
+  testing::TempDir dir;
+  FakeClock clock;
+  auto store = std::move(*store::rocks::Open({dir.path()}));
+  Engine engine(*store, clock, EngineOptions{.max_queues_per_project = 2});
+  ASSERT_TRUE(engine.Recover());
+  auto post = [&](const std::string& project, const std::string& q) {
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine.Post(project, q, {{"m", 0}}, [&](auto r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  constexpr char kOther[] = "fedcba9876543210fedcba98";
+  ASSERT_TRUE(post(kProject, "a"));
+  ASSERT_TRUE(post(kProject, "b"));
+  auto refused = post(kProject, "c");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_FALSE(engine.PutQueue(kProject, "c", {}));
+  ASSERT_TRUE(post(kProject, "a"));  // an existing one takes posts
+  ASSERT_TRUE(post(kOther, "c"));    // another project's count is its own
+  ASSERT_TRUE(engine.DeleteQueue(kProject, "b"));
+  ASSERT_TRUE(post(kProject, "c"));
+  Engine again(*store, clock, EngineOptions{.max_queues_per_project = 2});  // counted at start
+  ASSERT_TRUE(again.Recover());
+  EXPECT_FALSE(again.PutQueue(kProject, "d", {}));
+}
+
 // At shutdown every parked long poll is woken, and one that comes to park
 // after that is woken at once instead of sleeping its wait out.
 TEST_F(EngineTest, AfterWakeAllNobodyParks) {

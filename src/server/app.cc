@@ -181,8 +181,10 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
   auto store = store::rocks::Open({config.data_dir, config.fsync_interval_ms});
   if (!store) return Fail(store.error());
   impl->store = std::move(*store);
-  impl->engine = std::make_unique<mq::Engine>(*impl->store, *SystemClock::Get(),
-                                              mq::EngineOptions{config.max_message_bytes});
+  impl->engine = std::make_unique<mq::Engine>(
+      *impl->store, *SystemClock::Get(),
+      mq::EngineOptions{.max_message_bytes = config.max_message_bytes,
+                        .max_queues_per_project = config.max_queues_per_project});
   if (auto r = impl->engine->Recover(); !r) return Fail(r.error());
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started)

@@ -82,6 +82,11 @@ int main(int argc, char** argv) {
       ->envname("KILN_THREADS");
   serve->add_option("--fsync", fsync, "always, or interval:DURATION (e.g. interval:50ms)")
       ->envname("KILN_FSYNC");
+  serve
+      ->add_option("--max-queues-per-project", config.max_queues_per_project,
+                   "Queues one project may have")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 32))
+      ->envname("KILN_MAX_QUEUES_PER_PROJECT");
   serve->add_option("--max-message-bytes", config.max_message_bytes, "Largest message body")
       ->envname("KILN_MAX_MESSAGE_BYTES");
   serve->add_option("--max-request-bytes", config.max_request_bytes, "Largest request body")
