@@ -21,9 +21,20 @@ struct AdminFlags {
   bool json = false;
 };
 
+// The admin token reaches every project: it goes where --host and --port
+// say (or KILN_HOST, KILN_PORT), by default this machine's 127.0.0.1:8080,
+// and never where IRON_* variables or an iron.json of the working directory
+// or ~ point (a cloned repository's iron.json could name any server).
 Connection AdminConnection(const AdminFlags& f) {
   Connection c = f.conn;
-  c.project_id = "-";  // not used; keeps Resolve from reading it
+  c.scheme = "http";
+  c.project_id = "-";  // not used
+  if (c.host.empty())
+    if (const char* v = std::getenv("KILN_HOST")) c.host = v;
+  if (c.port.empty())
+    if (const char* v = std::getenv("KILN_PORT")) c.port = v;
+  if (c.host.empty()) c.host = "127.0.0.1";
+  if (c.port.empty()) c.port = "8080";
   c.token = f.admin_token;
   if (c.token.empty()) {
     if (const char* v = std::getenv("KILN_ADMIN_TOKEN")) c.token = v;
@@ -31,10 +42,6 @@ Connection AdminConnection(const AdminFlags& f) {
   if (c.token.empty()) {
     std::ifstream in(f.data_dir + "/admin.token");
     std::getline(in, c.token);
-    // The token of a data dir here is this machine's server's: it goes to
-    // this machine unless --host says otherwise, never to a host from
-    // IRON_HOST or an iron.json (which may name another server).
-    if (!c.token.empty() && c.host.empty()) c.host = "127.0.0.1";
   }
   if (c.token.empty()) {
     std::fprintf(stderr,
@@ -43,12 +50,12 @@ Connection AdminConnection(const AdminFlags& f) {
                  f.data_dir.c_str());
     std::exit(2);
   }
-  return Resolve(c);
+  return c;
 }
 
 void Common(CLI::App* cmd, AdminFlags& f) {
-  cmd->add_option("--host", f.conn.host, "Server host");
-  cmd->add_option("--port", f.conn.port, "Server port");
+  cmd->add_option("--host", f.conn.host, "Server host (KILN_HOST; default 127.0.0.1)");
+  cmd->add_option("--port", f.conn.port, "Server port (KILN_PORT; default 8080)");
   cmd->add_option("--admin-token", f.admin_token, "Admin token (KILN_ADMIN_TOKEN)");
   cmd->add_option("--data", f.data_dir, "Data directory holding admin.token")->envname("KILN_DATA");
   cmd->add_flag("--json", f.json, "Print the server's JSON reply");

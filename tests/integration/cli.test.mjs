@@ -149,6 +149,13 @@ test('project create and token create, list, revoke with the admin token', async
   r = await cli(['project', 'list', '--port', String(kiln.port)], { env: { IRON_HOST: '192.0.2.1' } });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /team-b/);
+  // So does one given outright: the port too comes from --port or KILN_PORT
+  // only (the working directory's iron.json names this server's port, and
+  // IRON_PORT another).
+  r = await cli(['project', 'list', '--admin-token', kiln.adminToken],
+    { env: { IRON_HOST: '192.0.2.1', IRON_PORT: '1', KILN_PORT: String(kiln.port) } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /team-b/);
 });
 
 test('mq create a push queue and mq status of a message', async () => {
