@@ -425,7 +425,7 @@ std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, b
       w.Key("url");
       auto sub = std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
                               [&](const store::Subscriber& s) { return s.name == d.subscriber; });
-      str(sub == rec.subscribers.end() ? std::string() : sub->url);
+      str(sub == rec.subscribers.end() ? std::string() : WithoutSecret(sub->url));
       w.Key("code");
       w.Int(d.status_code);
       w.Key("msg");

@@ -264,6 +264,18 @@ std::optional<IronMqUrl> ParseIronMqUrl(std::string_view url) {
   return u;
 }
 
+std::string WithoutSecret(std::string_view url) {
+  size_t scheme = url.find("://");
+  if (scheme == std::string_view::npos) return std::string(url);
+  size_t start = scheme + 3;
+  size_t end = url.find_first_of("/?#", start);
+  size_t at = url.substr(0, end).rfind('@');
+  if (at == std::string_view::npos || at < start) return std::string(url);
+  size_t colon = url.substr(0, at).find(':', start);
+  size_t secret = colon == std::string_view::npos ? start : colon + 1;
+  return std::string(url.substr(0, secret)) + "***" + std::string(url.substr(at));
+}
+
 std::optional<IronMqUrl> ParseIronWorkerUrl(std::string_view url) {
   auto u = ParseIronUrl(url, "ironworker://");
   if (!u || u->queue.empty() || u->queue.size() > 255) return std::nullopt;

@@ -142,6 +142,10 @@ std::optional<IronMqUrl> ParseIronMqUrl(std::string_view url);
 // queues a task of the code with the message's body as its payload. The
 // same checks, and a code name of 1-255 bytes without '/', '?' or controls.
 std::optional<IronMqUrl> ParseIronWorkerUrl(std::string_view url);
+// `url` with the secret of its user info, if any, as "***"
+// (ironmq://<project>:***@host/q, https://user:***@host/): for reports that
+// leave the queue's settings, such as an error queue's messages.
+std::string WithoutSecret(std::string_view url);
 
 std::string EncodePlan(const PushPlan& plan);
 std::optional<PushPlan> DecodePlan(std::string_view b);

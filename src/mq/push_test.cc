@@ -163,6 +163,15 @@ TEST(PushPlanTest, AUnicastFailoverGoesOnFromTheSameSubscriberAfterAChange) {
   EXPECT_EQ(plan.NextDue(), kNow + 10'000);
 }
 
+TEST(IronMqUrlTest, SecretsOfUserInfoAreLeftOutOfReports) {
+  EXPECT_EQ(WithoutSecret("ironmq://0123456789abcdef01234567:tok@mq.example:8080/q"),
+            "ironmq://0123456789abcdef01234567:***@mq.example:8080/q");
+  EXPECT_EQ(WithoutSecret("https://user:pa:ss@host/x?a=b@c"), "https://user:***@host/x?a=b@c");
+  EXPECT_EQ(WithoutSecret("https://token@host/x"), "https://***@host/x");
+  EXPECT_EQ(WithoutSecret("http://host/a@b"), "http://host/a@b");
+  EXPECT_EQ(WithoutSecret("ironmq:///q"), "ironmq:///q");
+}
+
 TEST(IronMqUrlTest, ParsesAndRefusesWhatCannotNameAQueue) {
   auto same = ParseIronMqUrl("ironmq:///orders");
   ASSERT_TRUE(same);

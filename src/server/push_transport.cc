@@ -18,8 +18,11 @@ std::optional<std::string> PushTransport::ProjectFor(const mq::IronMqUrl& u,
                                                      const mq::PushRequest& request) {
   std::string project = u.project_id.empty() ? request.project_id : u.project_id;
   if (project == request.project_id) return project;
+  // A project's token: an admin token, which reaches every project, does
+  // not belong in a queue's settings, which every holder of its project's
+  // token can read.
   auto p = access_.Authenticate(u.token);
-  if (!p || (!p->admin && p->project_id != project)) return std::nullopt;
+  if (!p || p->admin || p->project_id != project) return std::nullopt;
   return project;
 }
 
@@ -31,8 +34,8 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
                  std::move(done), request.qid);
     return;
   }
-  auto parsed = mq::ParseIronMqUrl(request.url);  // checked when the subscriber was set
-  if (!parsed) return done(0, "malformed ironmq url: " + request.url);
+  auto parsed = mq::ParseIronMqUrl(request.url);        // checked when the subscriber was set
+  if (!parsed) return done(0, "malformed ironmq url");  // not shown: it holds a token
   mq::IronMqUrl& u = *parsed;
   std::string project = u.project_id.empty() ? request.project_id : u.project_id;
   if (u.host.empty() || u.host == self_) {
@@ -68,7 +71,7 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
 void PushTransport::SendToWorker(mq::PushRequest request,
                                  std::function<void(int, std::string)> done) {
   auto parsed = mq::ParseIronWorkerUrl(request.url);  // checked when the subscriber was set
-  if (!parsed) return done(0, "malformed ironworker url: " + request.url);
+  if (!parsed) return done(0, "malformed ironworker url");
   mq::IronMqUrl& u = *parsed;
   std::string project = u.project_id.empty() ? request.project_id : u.project_id;
   if (u.host.empty() || u.host == self_) {

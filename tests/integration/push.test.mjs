@@ -91,7 +91,7 @@ test('failures are retried after retries_delay; each subscriber on its own', asy
 
 test('after the last retry the message goes to the error queue', async () => {
   const bad = await sink(() => 500);
-  const refused = 'http://127.0.0.1:9/never';
+  const refused = 'http://who:secret@127.0.0.1:9/never';
   await put('doomed', { type: 'multicast', push: { retries: 1, retries_delay: 3, error_queue: 'doomed-errors',
     subscribers: [{ name: 'bad', url: bad.url }, { name: 'gone', url: refused }] } });
   const id = (await post('doomed', [{ body: 'lost cause', push_headers: { 'X-Trace': 't1' } }])).body.ids[0];
@@ -108,7 +108,9 @@ test('after the last retry the message goes to the error queue', async () => {
   assert.equal(e.source_msg_id, id);
   assert.equal(e.body, 'lost cause');
   assert.deepEqual(e.headers, { 'X-Trace': 't1' });
-  assert.deepEqual(e.subscribers.map((s) => [s.name, s.url, s.code]), [['bad', bad.url, 500], ['gone', refused, 0]]);
+  // The report leaves the queue: the URL's secret stays behind.
+  assert.deepEqual(e.subscribers.map((s) => [s.name, s.url, s.code]),
+    [['bad', bad.url, 500], ['gone', 'http://who:***@127.0.0.1:9/never', 0]]);
   for (const s of e.subscribers) assert.equal(typeof s.msg, 'string');
 });
 
@@ -177,6 +179,21 @@ test('ironmq:// subscribers fan out into other queues of this server', async () 
   }
   assert.deepEqual((await finalStatus('fan', id)).subscribers.map((s) => [s.status, s.status_code]),
     [['deleted', 201], ['deleted', 201], ['deleted', 201]]);
+});
+
+test("ironmq:// into another project needs that project's token, not an admin token", async () => {
+  const created = await kiln.req('POST', '/kiln/v1/projects', { name: 'fan-target' }, { token: kiln.adminToken });
+  assert.equal(created.status, 201, created.text);
+  const other = created.body.project.id, otherToken = created.body.token.token;
+  const url = (token) => `ironmq://${other}:${token}@127.0.0.1:${kiln.port}/inbox`;
+  await put('cross', { type: 'multicast', push: { retries: 0, subscribers: [
+    { name: 'own', url: url(otherToken) }, { name: 'admin', url: url(kiln.adminToken) }] } });
+  const id = (await post('cross', [{ body: 'to the other project' }])).body.ids[0];
+  const st = await finalStatus('cross', id);
+  assert.deepEqual(st.subscribers.map((s) => [s.name, s.status, s.status_code]),
+    [['own', 'deleted', 201], ['admin', 'error', 401]]);
+  const got = await kiln.req('GET', `/3/projects/${other}/queues/inbox/messages?n=5`, undefined, { token: otherToken });
+  assert.deepEqual(got.body.messages.map((m) => m.body), ['to the other project']);  // once: by its own token
 });
 
 test('queues that push into each other stop after ten hops; a queue cannot push to itself', async () => {
