@@ -361,7 +361,9 @@ struct Client::Impl {
   awaitable<void> Do(std::string url, Headers headers, std::string body, Done done) {
     Url u;
     if (!ParseUrl(url, &u)) {
-      done(0, "unsupported url: " + url);
+      // Not quoted: a URL's user info may hold a secret, and this reaches
+      // delivery statuses and error reports.
+      done(0, "unsupported url (http:// or https://, with a host)");
       co_return;
     }
     std::string head = RequestHead(u, headers, body.size());

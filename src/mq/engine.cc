@@ -332,7 +332,8 @@ Result<void> Engine::DeleteQueue(const std::string& project, const std::string& 
   {
     std::unique_lock lock(map_mu_);
     auto it = queues_.find(Key(project, name));
-    if (it == queues_.end() || it->second != slot) return Ok();  // a delete that overlapped
+    if (it == queues_.end() || it->second != slot)
+      return Fail(QueueNotFound());  // deleted meanwhile
     queues_.erase(it);
     if (auto n = per_project_.find(project); n != per_project_.end() && --n->second == 0)
       per_project_.erase(n);
@@ -343,11 +344,12 @@ Result<void> Engine::DeleteQueue(const std::string& project, const std::string& 
     slot->queue.Clear();
     slot->queue.WakeWaiters();
   }
-  // Posts that were written after the drop and before the queue was marked
-  // deleted: their records go too.
+  // Whatever was written after the drop and before the queue was marked
+  // deleted (a post, a settings write that would bring the record back)
+  // goes too, synced: the delete was answered.
   store::MessageBatch sweep;
   sweep.DropQueue(qid);
-  store_.Append(std::move(sweep));
+  CommitAndWait(std::move(sweep));
   return Ok();
 }
 

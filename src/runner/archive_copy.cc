@@ -9,7 +9,8 @@ std::string Why(archive* a) {
 }
 }  // namespace
 
-Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::string& name) {
+Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::string& name,
+                       int64_t* budget) {
   // A member whose data runs past the size its header says (a zip entry
   // that says 0 bytes and inflates to a gigabyte) is refused: the checks
   // at upload counted the sizes headers say.
@@ -26,6 +27,9 @@ Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::
         (offset < 0 || offset > declared || size > static_cast<size_t>(declared - offset)))
       return Fail(Error::InvalidArgument("cannot extract " + name + ": it holds more than the " +
                                          std::to_string(declared) + " bytes its header says"));
+    if (budget && (*budget -= static_cast<int64_t>(size)) < 0)
+      return Fail(Error::InvalidArgument("cannot extract " + name +
+                                         ": the archive unpacks to more than it may"));
     // A full disk, say: the entry would be cut short without a word.
     if (archive_write_data_block(disk, buf, size, offset) < ARCHIVE_WARN)
       return Fail(Error::Unavailable("cannot write " + name + ": " + Why(disk)));

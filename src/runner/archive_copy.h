@@ -13,7 +13,10 @@
 namespace kiln::runner {
 
 // Writes member `e` (already renamed to its place) read from `in` to `disk`.
-// InvalidArgument naming `name` when the writer refuses it.
-Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::string& name);
+// InvalidArgument naming `name` when the writer refuses it, or when its data
+// runs past the size its header says or, with `budget`, past what is left
+// of it (each member's bytes are taken off).
+Result<void> CopyEntry(archive* in, archive* disk, archive_entry* e, const std::string& name,
+                       int64_t* budget = nullptr);
 
 }  // namespace kiln::runner

@@ -31,7 +31,7 @@ constexpr size_t kMaxName = 1024, kMaxComponent = 255, kMaxDepth = 64;
 bool SafeName(const std::string& name) {
   if (name.empty() || name.front() == '/' || name.size() > kMaxName) return false;
   size_t depth = 0;
-  for (size_t i = 0; i <= name.size();) {
+  for (size_t i = 0; i < name.size();) {  // a trailing '/' (a directory) is no level
     size_t j = name.find('/', i);
     if (j == std::string::npos) j = name.size();
     if (name.compare(i, j - i, "..") == 0 || j - i > kMaxComponent || ++depth > kMaxDepth)
@@ -62,15 +62,35 @@ Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked, int64_t
       return Fail(Error::InvalidArgument("unsafe path (or longer than " + std::to_string(kMaxName) +
                                          " bytes, " + std::to_string(kMaxDepth) +
                                          " levels) in the zip archive: " + name.substr(0, 200)));
-    for (size_t at = name.find('/'); at != std::string::npos; at = name.find('/', at + 1))
-      if (dirs.insert(name.substr(0, at)).second) ++info.files;
-    if (++info.files > max_entries)
+    std::string path = name;
+    bool dir = !path.empty() && path.back() == '/';
+    if (dir) path.pop_back();
+    for (size_t at = path.find('/'); at != std::string::npos; at = path.find('/', at + 1))
+      if (dirs.insert(path.substr(0, at)).second) ++info.files;
+    if (dir ? dirs.insert(path).second : true) ++info.files;
+    if (info.files > max_entries)
       return Fail(Error::TooLarge("the zip archive has more than " + std::to_string(max_entries) +
                                   " entries (each run unpacks them all)"));
-    info.unpacked_bytes += archive_entry_size(e);
+    la_int64_t declared = archive_entry_size(e);
+    info.unpacked_bytes += declared;
     if (info.unpacked_bytes > max_unpacked)
       return Fail(Error::TooLarge("the zip archive unpacks to more than " +
                                   std::to_string(max_unpacked >> 20) + " MB"));
+    // What it holds, against what it says: inflating stops at the first
+    // byte past it, so a bomb costs little to find.
+    const void* buf;
+    size_t size;
+    la_int64_t offset, held = 0;
+    while ((r = archive_read_data_block(a.get(), &buf, &size, &offset)) == ARCHIVE_OK) {
+      held = std::max<la_int64_t>(held, offset + static_cast<la_int64_t>(size));
+      if (held > declared)
+        return Fail(Error::InvalidArgument("the zip archive's member " + name.substr(0, 200) +
+                                           " holds more than the " + std::to_string(declared) +
+                                           " bytes it says"));
+    }
+    if (r != ARCHIVE_EOF)
+      return Fail(Error::InvalidArgument("bad zip archive: " + name.substr(0, 200) + ": " +
+                                         ErrorText(a.get())));
   }
   if (r != ARCHIVE_EOF)
     return Fail(Error::InvalidArgument(std::string("bad zip archive: ") + ErrorText(a.get())));
@@ -123,7 +143,7 @@ Result<std::string> ZipDirectory(const std::string& dir) {
   return out;
 }
 
-Result<void> ExtractZip(const std::string& zip_path, const std::string& dir) {
+Result<void> ExtractZip(const std::string& zip_path, const std::string& dir, int64_t max_bytes) {
   auto a = NewZipReader();
   if (archive_read_open_filename(a.get(), zip_path.c_str(), 1 << 16) != ARCHIVE_OK)
     return Fail(Error::Internal("cannot open code package " + zip_path));
@@ -148,7 +168,9 @@ Result<void> ExtractZip(const std::string& zip_path, const std::string& dir) {
     if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) continue;
     std::string out = root + "/" + name;
     archive_entry_set_pathname(e, out.c_str());
-    if (auto w = CopyEntry(a.get(), disk.get(), e, name); !w) return Fail(w.error());
+    if (type == AE_IFREG && !archive_entry_size_is_set(e))
+      return Fail(Error::InvalidArgument("a file without a size in the code package: " + name));
+    if (auto w = CopyEntry(a.get(), disk.get(), e, name, &max_bytes); !w) return Fail(w.error());
   }
   if (r != ARCHIVE_EOF)
     return Fail(Error::InvalidArgument(std::string("bad code package: ") + ErrorText(a.get())));

@@ -31,7 +31,8 @@ Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked,
 // for `kiln worker upload`. Symlinks are stored as links.
 Result<std::string> ZipDirectory(const std::string& dir);
 
-// Unpacks the zip archive at `zip_path` into the existing directory `dir`.
-Result<void> ExtractZip(const std::string& zip_path, const std::string& dir);
+// Unpacks the zip archive at `zip_path` into the existing directory `dir`,
+// writing at most `max_bytes` of file data.
+Result<void> ExtractZip(const std::string& zip_path, const std::string& dir, int64_t max_bytes);
 
 }  // namespace kiln::runner

@@ -53,8 +53,9 @@ std::string MakeZip(const std::vector<std::pair<std::string, std::string>>& file
     std::unique_ptr<archive_entry, void (*)(archive_entry*)> e(archive_entry_new(),
                                                                archive_entry_free);
     archive_entry_set_pathname(e.get(), name.c_str());
-    archive_entry_set_filetype(e.get(), AE_IFREG);
-    archive_entry_set_perm(e.get(), 0644);
+    bool dir = name.back() == '/';
+    archive_entry_set_filetype(e.get(), dir ? AE_IFDIR : AE_IFREG);
+    archive_entry_set_perm(e.get(), dir ? 0755 : 0644);
     archive_entry_set_size(e.get(), static_cast<la_int64_t>(data.size()));
     EXPECT_EQ(archive_write_header(a.get(), e.get()), ARCHIVE_OK) << name.substr(0, 80);
     archive_write_data(a.get(), data.data(), data.size());
@@ -109,14 +110,30 @@ TEST(CodePackageTest, AMemberThatHoldsMoreThanItsHeaderSaysIsRefused) {
       ++patched;
     }
   ASSERT_EQ(patched, 2u);
+  // Refused at upload, inflating no further than the first byte past it ...
   auto check = CheckZip(lying, 1 << 20);
-  ASSERT_TRUE(check) << check.error().message();
-  EXPECT_EQ(check->unpacked_bytes, 12);  // what it says
+  ASSERT_FALSE(check);
+  EXPECT_EQ(check.error().code(), ErrorCode::kInvalidArgument) << check.error().message();
+  EXPECT_TRUE(CheckZip(honest, 1 << 20));
+  // A bomb: a megabyte said to be 10 bytes is found by its first chunk.
+  std::string bomb = MakeZip({{"big", std::string(8 << 20, '\0')}});
+  for (auto [signature, offset] : {std::pair{"PK\x03\x04", 22}, std::pair{"PK\x01\x02", 24}})
+    for (size_t at = bomb.find(signature); at != std::string::npos;
+         at = bomb.find(signature, at + 4)) {
+      uint32_t small = 10;
+      std::memcpy(bomb.data() + at + offset, &small, 4);
+    }
+  auto found = CheckZip(bomb, 1 << 30);
+  ASSERT_FALSE(found);
+  EXPECT_NE(found.error().message().find("holds more than the 10 bytes it says"),
+            std::string::npos)
+      << found.error().message();
+  // ... and, had it been stored (by an older Kiln), when a run unpacks it.
   for (auto [name, bytes] : {std::pair{"honest", &honest}, std::pair{"lying", &lying}}) {
     std::string zip = dir.path() + "/" + name + ".zip", out = dir.path() + "/" + name;
     std::ofstream(zip, std::ios::binary) << *bytes;
     fs::create_directories(out);
-    auto r = ExtractZip(zip, out);
+    auto r = ExtractZip(zip, out, 1 << 20);
     if (bytes == &honest) {
       ASSERT_TRUE(r) << r.error().message();
       EXPECT_EQ(fs::file_size(out + "/zeros"), 100000u);
@@ -127,6 +144,50 @@ TEST(CodePackageTest, AMemberThatHoldsMoreThanItsHeaderSaysIsRefused) {
           << r.error().message();
     }
   }
+}
+
+// A streamed member ("length at end", general purpose bit 3) whose headers
+// say 0 bytes has no size until it is unpacked: refused at upload and when
+// a run unpacks it. And a run writes no more than its budget however the
+// sizes were checked.
+TEST(CodePackageTest, AMemberWithoutASizeIsRefusedAndARunHasABudget) {
+  testing::TempDir dir;
+  std::string honest = MakeZip({{"zeros", std::string(100000, '\0')}});
+  std::string streamed = honest;
+  size_t patched = 0;
+  for (auto [signature, flags, size] :
+       {std::tuple{"PK\x03\x04", 6, 22}, std::tuple{"PK\x01\x02", 8, 24}})
+    for (size_t at = streamed.find(signature); at != std::string::npos;
+         at = streamed.find(signature, at + 4)) {
+      streamed[at + flags] = static_cast<char>(streamed[at + flags] | 0x08);
+      std::memset(streamed.data() + at + size, 0, 4);
+      ++patched;
+    }
+  ASSERT_EQ(patched, 2u);
+  auto check = CheckZip(streamed, 1 << 20);
+  EXPECT_FALSE(check) << "unpacks to " << check->unpacked_bytes;
+  EXPECT_TRUE(CheckZip(honest, 1 << 20));
+  std::string zip = dir.path() + "/streamed.zip", out = dir.path() + "/out";
+  std::ofstream(zip, std::ios::binary) << streamed;
+  fs::create_directories(out);
+  EXPECT_FALSE(ExtractZip(zip, out, 1 << 20));
+  EXPECT_FALSE(fs::exists(out + "/zeros") && fs::file_size(out + "/zeros") > 0);
+
+  std::string whole = dir.path() + "/honest.zip";
+  std::ofstream(whole, std::ios::binary) << honest;
+  auto over = ExtractZip(whole, out, 99999);
+  ASSERT_FALSE(over);
+  EXPECT_NE(over.error().message().find("unpacks to more than it may"), std::string::npos)
+      << over.error().message();
+  EXPECT_TRUE(ExtractZip(whole, out, 100000));
+}
+
+// A directory member counts once, with the directories other names imply.
+TEST(CodePackageTest, ADirectoryCountsOnce) {
+  auto zip = MakeZip({{"d/", ""}, {"d/e/f", "x"}, {"d/e/", ""}});
+  auto info = CheckZip(zip, 1 << 20);
+  ASSERT_TRUE(info) << info.error().message();
+  EXPECT_EQ(info->files, 3);  // d, d/e, d/e/f
 }
 
 }  // namespace

@@ -45,9 +45,11 @@ ReadArchive OpenRead(const std::string& path) {
   archive_read_support_format_tar(a.get());
   // Layers as images have them; not filter_all, which would also run
   // external programs (lrzip, lzop, ...) as root where they are installed.
+  // A decoder libarchive lacks would be an external program too (it says
+  // so with ARCHIVE_WARN): such an archive is not read.
   for (auto* add : {archive_read_support_filter_gzip, archive_read_support_filter_zstd,
                     archive_read_support_filter_xz, archive_read_support_filter_bzip2})
-    add(a.get());
+    if (add(a.get()) != ARCHIVE_OK) return {nullptr, archive_read_free};
   if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK)
     return {nullptr, archive_read_free};
   return a;

@@ -41,7 +41,9 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
   if (u.host.empty() || u.host == self_) {
     // This server: post in-process, with the same checks as over HTTP.
     auto to = ProjectFor(u, request);
-    if (!to) return done(401, "ironmq url: token not valid for project " + project);
+    if (!to)
+      return done(401, "ironmq url: the token is not a token of project " + project +
+                           " (an admin token is not taken)");
     engine_.Post(*to, u.queue, {mq::NewMessage{std::move(request.body), 0, {}, request.hops + 1}},
                  [done = std::move(done)](Result<std::vector<uint64_t>> r) {
                    if (r) return done(201, "");
@@ -77,7 +79,9 @@ void PushTransport::SendToWorker(mq::PushRequest request,
   if (u.host.empty() || u.host == self_) {
     // This server: a task of the code, queued as POST /tasks would.
     auto to = ProjectFor(u, request);
-    if (!to) return done(401, "ironworker url: token not valid for project " + project);
+    if (!to)
+      return done(401, "ironworker url: the token is not a token of project " + project +
+                           " (an admin token is not taken)");
     if (!worker_) return done(503, "this server runs no tasks");
     worker::NewTask t;
     t.code_name = u.queue;

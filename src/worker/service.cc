@@ -1314,7 +1314,9 @@ void Service::RunTask(const std::string& id) {
   fs::create_directories(fs::path(options_.data_dir) / "task-logs", ec);
   const std::string in = runner::kTaskDirInContainer;
   if (code.zip()) {
-    if (auto r = runner::ExtractZip(PackagePath(code.id, code.rev), task_dir.string()); !r) {
+    if (auto r = runner::ExtractZip(PackagePath(code.id, code.rev), task_dir.string(),
+                                    std::min(code.disk_mb << 20, kMaxUnpacked));
+        !r) {
       fs::remove_all(work, ec);
       if (cancelled_before_start()) return;
       return finish(TaskState::kError, "Cannot unpack the code package: " + r.error().message(),
