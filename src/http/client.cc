@@ -141,7 +141,8 @@ bool IsPrivate(const asio::ip::address& a) {
          (b[0] == 198 && (b[1] & 0xfe) == 18) || b[0] >= 240;  // benchmarking; reserved
 }
 
-constexpr size_t kAnswerRead = 16 * 1024;  // bytes asked for by an answer's first read
+constexpr size_t kAnswerRead = 16 * 1024;       // bytes asked for by an answer's first read
+constexpr uint64_t kMaxAnswerBody = 64 * 1024;  // of a subscriber's answer: read, then dropped
 
 struct Conn {
   std::string key;
@@ -329,8 +330,12 @@ struct Client::Impl {
     }
     if (asio::buffer_size(out) > 0) co_await asio::async_write(s, out, use_awaitable);
     for (;;) {
+      // Answers are judged by their status: a body is read (to keep the
+      // connection) up to 64 KiB, so that 1,024 deliveries in flight hold
+      // at most 64 MiB of answers; past it the answer stands, the
+      // connection goes.
       bhttp::response_parser<bhttp::string_body> parser;
-      parser.body_limit(1 << 20);
+      parser.body_limit(kMaxAnswerBody);
       boost::system::error_code ec;
       bool parsed = false;
       if constexpr (kPlain) {

@@ -25,6 +25,10 @@ constexpr TimeMs kDeferMs = 20;              // when all hosts together are at k
 constexpr size_t kFinishedKept = 1000;       // per queue
 constexpr size_t kMaxFailedReports = 10000;  // error reports waiting to be posted again
 constexpr TimeMs kReportRetryMs = 10'000;    // and how long each waits
+// An error report past this leaves the message's body out: reports of
+// error queues that report to each other hold each other, escaped again at
+// every round (the hop limit ends the loop; this, the growth).
+constexpr size_t kMaxReportBytes = 1 << 20;
 
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -371,6 +375,63 @@ void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, ui
   if (again) StartPush(slot, id);
 }
 
+// The JSON an error queue receives for message `id` (iron-api.md §2.4).
+static std::string ErrorReport(const PushPlan& plan, const store::QueueRecord& rec, uint64_t id,
+                               const std::string& text, bool with_body) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  auto str = [&](const std::string& s) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  };
+  w.StartObject();
+  w.Key("source_msg_id");
+  str(std::to_string(id));
+  w.Key("source_queue");
+  str(rec.name);
+  // The report is JSON: a body that is not UTF-8 (push queues take any
+  // bytes) goes as base64 instead, whole.
+  if (!with_body) {
+    w.Key("body");
+    str("");
+    w.Key("body_omitted");
+    w.Bool(true);
+  } else if (IsUtf8(text)) {
+    w.Key("body");
+    str(text);
+  } else {
+    w.Key("body");
+    str("");
+    w.Key("body_base64");
+    str(Base64(text));
+  }
+  w.Key("headers");
+  w.StartObject();
+  for (const auto& [k, v] : plan.headers) {
+    str(k);
+    str(v);
+  }
+  w.EndObject();
+  w.Key("subscribers");
+  w.StartArray();
+  for (const auto& d : plan.deliveries) {
+    w.StartObject();
+    w.Key("name");
+    str(d.subscriber);
+    w.Key("url");
+    auto sub = std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
+                            [&](const store::Subscriber& s) { return s.name == d.subscriber; });
+    str(sub == rec.subscribers.end() ? std::string() : WithoutSecret(sub->url));
+    w.Key("code");
+    w.Int(d.status_code);
+    w.Key("msg");
+    str(d.msg);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
 std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, bool persist) {
   auto it = slot.plans.find(id);
   if (it == slot.plans.end()) return std::nullopt;
@@ -385,58 +446,20 @@ std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, b
     return std::nullopt;
   }
   std::optional<ErrorNotice> out;
-  if (plan.Failed() && !rec.error_queue.empty()) {
+  bool report = plan.Failed() && !rec.error_queue.empty();
+  if (report && plan.hops + 1 > kMaxHops) {
+    // As any post passed on too often: the loop of error queues ends here.
+    spdlog::warn("push message {} of {}: no error report to {}: passed on {} times already", id,
+                 rec.name, rec.error_queue, plan.hops);
+    report = false;
+  }
+  if (report) {
     auto body = store_.GetBody(rec.qid, id);
-    rapidjson::StringBuffer sb;
-    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-    auto str = [&](const std::string& s) {
-      w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-    };
-    w.StartObject();
-    w.Key("source_msg_id");
-    str(std::to_string(id));
-    w.Key("source_queue");
-    str(rec.name);
-    // The report is JSON: a body that is not UTF-8 (push queues take any
-    // bytes) goes as base64 instead, whole.
     std::string text = body ? *body : std::string();
-    if (IsUtf8(text)) {
-      w.Key("body");
-      str(text);
-    } else {
-      w.Key("body");
-      str("");
-      w.Key("body_base64");
-      str(Base64(text));
-    }
-    w.Key("headers");
-    w.StartObject();
-    for (const auto& [k, v] : plan.headers) {
-      str(k);
-      str(v);
-    }
-    w.EndObject();
-    w.Key("subscribers");
-    w.StartArray();
-    for (const auto& d : plan.deliveries) {
-      w.StartObject();
-      w.Key("name");
-      str(d.subscriber);
-      w.Key("url");
-      auto sub = std::find_if(rec.subscribers.begin(), rec.subscribers.end(),
-                              [&](const store::Subscriber& s) { return s.name == d.subscriber; });
-      str(sub == rec.subscribers.end() ? std::string() : WithoutSecret(sub->url));
-      w.Key("code");
-      w.Int(d.status_code);
-      w.Key("msg");
-      str(d.msg);
-      w.EndObject();
-    }
-    w.EndArray();
-    w.EndObject();
-    out = ErrorNotice{rec.error_queue,
-                      NewMessage{std::string(sb.GetString(), sb.GetSize()), 0, {}, plan.hops + 1},
-                      rec.qid, id};
+    std::string json = ErrorReport(plan, rec, id, text, /*with_body=*/true);
+    if (json.size() > kMaxReportBytes) json = ErrorReport(plan, rec, id, text, /*with_body=*/false);
+    out = ErrorNotice{rec.error_queue, NewMessage{std::move(json), 0, {}, plan.hops + 1}, rec.qid,
+                      id};
   } else {
     batch.Delete(rec.qid, id, true);
     store_.Append(std::move(batch));
@@ -489,6 +512,18 @@ void Engine::PostErrorNotice(const std::string& project, std::optional<ErrorNoti
       project, queue, std::move(messages),
       [this, project, notice = std::move(*notice)](auto r) mutable {
         if (r) return;
+        auto code = r.error().code();
+        if (code == ErrorCode::kPermissionDenied || code == ErrorCode::kInvalidArgument ||
+            code == ErrorCode::kTooLarge) {
+          // Refused for good (its project is at its queue limit, say): the
+          // message goes without its report, rather than waiting forever.
+          spdlog::error("push message {}: its error report to {} is refused: {}; dropped",
+                        notice.source_id, notice.queue, r.error().message());
+          store::MessageBatch drop;
+          drop.Delete(notice.source_qid, notice.source_id, true);
+          store_.Append(std::move(drop));
+          return;
+        }
         // The message stays in the store until its report is posted.
         std::lock_guard lock(push_mu_);
         bool again = failed_reports_.size() < kMaxFailedReports;

@@ -401,6 +401,76 @@ TEST_F(EnginePushTest, TheErrorReportOfAMessageAtTheSizeLimitIsPostedAndRemovesI
   EXPECT_TRUE(transport_.Take().empty());
 }
 
+// Two push queues that are each other's error queue: each report holds the
+// last one, escaped again. The hop limit ends the loop, and a report past
+// 1 MiB leaves the body out, so nothing grows without end.
+TEST_F(EnginePushTest, ErrorQueuesReportingToEachOtherStopAndStayBounded) {
+  for (auto [q, other] : {std::pair{"ping", "pong"}, std::pair{"pong", "ping"}}) {
+    QueueSettings s;
+    s.type = "multicast";
+    s.subscribers = std::vector<store::Subscriber>{{"x", "http://x/hook", {}}};
+    s.retries = 0;
+    s.error_queue = other;
+    ASSERT_TRUE(engine_->PutQueue(kProject, q, s));
+  }
+  Post("ping", std::string(60 * 1024, '"'));  // every round doubles the backslashes
+  size_t rounds = 0, largest = 0;
+  bool omitted = false;
+  for (;;) {
+    engine_->Flush();
+    auto sent = transport_.Take();
+    if (sent.empty()) break;
+    ASSERT_LT(++rounds, 50u) << "the loop did not end";
+    for (auto& d : sent) {
+      largest = std::max(largest, d.request.body.size());
+      omitted = omitted || d.request.body.find("\"body_omitted\":true") != std::string::npos;
+      d.done(500, "");
+    }
+  }
+  EXPECT_EQ(rounds, static_cast<size_t>(kMaxHops) + 1);  // the post and ten reports
+  EXPECT_TRUE(omitted);
+  EXPECT_LE(largest, size_t{1} << 20);
+  EXPECT_EQ(engine_->GetQueue(kProject, "ping")->size + engine_->GetQueue(kProject, "pong")->size,
+            0u);  // the last one, past the hop limit, is dropped without a report
+}
+
+// A report refused for good (its error queue would be one queue past the
+// project's limit) is dropped with its message, not retried forever.
+TEST(EnginePushLimitTest, AReportRefusedForGoodIsDroppedWithItsMessage) {
+  testing::TempDir dir;
+  FakeClock clock;
+  FakeTransport transport;
+  auto store = std::move(*store::rocks::Open({dir.path()}));
+  Engine engine(*store, clock, EngineOptions{.max_queues_per_project = 1});
+  ASSERT_TRUE(engine.Recover());
+  engine.SetPushTransport(&transport, "http://kiln:1");
+  QueueSettings s;
+  s.type = "multicast";
+  s.subscribers = std::vector<store::Subscriber>{{"x", "http://x/hook", {}}};
+  s.retries = 0;
+  s.error_queue = "errors";  // cannot be made: the project has its one queue
+  ASSERT_TRUE(engine.PutQueue(kProject, "pq", s));
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine.Post(kProject, "pq", {{"failing", 0}}, [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  engine.Flush();
+  auto sent = transport.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  sent[0].done(500, "");
+  engine.Flush();
+  EXPECT_EQ(engine.GetQueue(kProject, "pq")->size, 0u);
+  EXPECT_FALSE(engine.GetQueue(kProject, "errors"));
+  clock.Advance(60'000);  // no report comes back to be tried again
+  engine.Tick();
+  engine.Flush();
+  EXPECT_FALSE(engine.GetQueue(kProject, "errors"));
+  Engine again(*store, clock, EngineOptions{.max_queues_per_project = 1});
+  ASSERT_TRUE(again.Recover());
+  again.SetPushTransport(&transport, "http://kiln:1");
+  EXPECT_EQ(again.GetQueue(kProject, "pq")->size, 0u);  // gone from the store too
+  EXPECT_TRUE(transport.Take().empty());
+}
+
 // A push queue takes any bytes; the error report (JSON, in a pull queue)
 // carries a body that is not UTF-8 as base64, whole.
 TEST_F(EnginePushTest, TheErrorReportOfABinaryBodyCarriesItAsBase64) {
