@@ -284,11 +284,11 @@ class Engine {
                                const std::function<Result<void>(store::QueueRecord&)>& edit);
 
   // Push delivery (engine_push.cc).
-  // `off_waiting_list`: the message was just taken off a host's or
-  // project's waiting list (RestartWaiting), so it may be put on one again.
-  void StartPush(const SlotPtr& slot, uint64_t id, bool off_waiting_list = false);
+  // `off_list`: the key of the host's or project's waiting list the
+  // message was just taken off (RestartWaiting), so it may go on it again.
+  void StartPush(const SlotPtr& slot, uint64_t id, const std::string* off_list = nullptr);
   void StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
-                   bool off_waiting_list = false);
+                   const std::string* off_list = nullptr);
   struct Limited;
   // Starts what waits on `of[key]`'s list while it is under `limit`.
   void RestartWaiting(std::unordered_map<std::string, Limited>& of, const std::string& key,

@@ -155,14 +155,14 @@ void Engine::TickPush(TimeMs now) {
   for (auto& r : reports) PostErrorNotice(r.project, std::move(r.notice));
 }
 
-void Engine::StartPush(const SlotPtr& slot, uint64_t id, bool off_waiting_list) {
-  StartPushes(slot, {&id, 1}, off_waiting_list);
+void Engine::StartPush(const SlotPtr& slot, uint64_t id, const std::string* off_list) {
+  StartPushes(slot, {&id, 1}, off_list);
 }
 
 // One lock of the queue for all of `ids` (a post's batch): the answers of
 // deliveries under way need the same lock.
 void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
-                         bool off_waiting_list) {
+                         const std::string* off_list) {
   PushTransport* transport = transport_;
   if (!transport) return;
   struct Send {
@@ -189,8 +189,15 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
       if (it == slot->plans.end()) continue;
       PushPlan& plan = it->second;
       // On a host's list it stays there once, however often it is due (a
-      // retry deferred by the global limit comes back every kDeferMs).
-      if (off_waiting_list) plan.held = false;
+      // retry deferred by the global limit comes back every kDeferMs); on
+      // each list that holds one of its deliveries back.
+      if (off_list) std::erase(plan.held_on, *off_list);
+      auto hold = [&](Limited& list, const std::string& key) {
+        if (std::find(plan.held_on.begin(), plan.held_on.end(), key) == plan.held_on.end()) {
+          list.waiting.emplace_back(slot, id);
+          plan.held_on.push_back(key);
+        }
+      };
       ExpireReservations(plan, rec, now);
       if (plan.Complete()) {
         notices.push_back(SettlePlan(*slot, id));
@@ -216,15 +223,15 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
           std::lock_guard plock(push_mu_);
           Limited& h = hosts_[host];
           if (h.in_flight >= kMaxInFlightPerHost) {
-            if (!plan.held) h.waiting.emplace_back(slot, id);
-            plan.held = waiting = true;
+            hold(h, host);
+            waiting = true;
             continue;
           }
           Limited& p = projects_[project];
           if (p.in_flight >= kMaxInFlightPerProject) {
             // As for a host: the project's next answer restarts it.
-            if (!plan.held) p.waiting.emplace_back(slot, id);
-            plan.held = waiting = true;
+            hold(p, project);
+            waiting = true;
             continue;
           }
           if (in_flight_ >= kMaxInFlight) {
@@ -318,7 +325,7 @@ void Engine::RestartWaiting(std::unordered_map<std::string, Limited>& of, const 
       next = std::move(it->second.waiting.front());
       it->second.waiting.pop_front();
     }
-    StartPush(next.first, next.second, /*off_waiting_list=*/true);
+    StartPush(next.first, next.second, &key);
   }
 }
 
@@ -362,7 +369,7 @@ void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, ui
     error_post = SettlePlan(*slot, id, !delivered);
     it = slot->plans.find(id);
     if (it != slot->plans.end()) {
-      if (it->second.held) {
+      if (!it->second.held_on.empty()) {
         // Its host's next answer restarts it.
       } else if (!it->second.Due(now).empty()) {
         again = true;  // unicast: the next subscriber at once

@@ -253,6 +253,29 @@ TEST_F(EnginePushTest, AMessageHeldByItsHostsLimitIsSentWhenStaleEntriesAheadOfI
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }
 
+// Multicast: a message held back by a dead host's limit and by a healthy
+// host's waits on both lists, so the healthy host's answers send it there
+// at the healthy host's pace, not at the dead one's.
+TEST_F(EnginePushTest, AMulticastMessageWaitsOnEveryHostThatHoldsItBack) {
+  QueueSettings s;
+  s.type = "multicast";
+  s.subscribers = std::vector<store::Subscriber>{{"dead", "http://dead/hook", {}},
+                                                 {"live", "http://live/hook", {}}};
+  ASSERT_TRUE(engine_->PutQueue(kProject, "pq", s));
+  std::vector<NewMessage> burst(40, NewMessage{"x", 0, {}});
+  std::optional<Result<std::vector<uint64_t>>> posted;
+  engine_->Post(kProject, "pq", std::move(burst), [&](auto r) { posted = std::move(r); });
+  engine_->Flush();
+  ASSERT_TRUE(posted && *posted);
+  auto first = transport_.Take();
+  ASSERT_EQ(first.size(), 64u);  // 32 to each host, its limit
+  for (auto& d : first)
+    if (d.request.url == "http://live/hook") d.done(200, "");  // the dead host never answers
+  auto more = transport_.Take();
+  ASSERT_EQ(more.size(), 8u);
+  for (auto& d : more) EXPECT_EQ(d.request.url, "http://live/hook");
+}
+
 // A project whose subscribers are on many slow hosts takes at most half of
 // the deliveries under way (1,024): another project's message still goes
 // out at once, and the first project's wait their turn.

@@ -90,8 +90,10 @@ struct PushPlan {
   size_t round_start = 0;            // unicast: where the current round began
   int64_t retries_remaining = 0;     // unicast: rounds left after this one
   int hops = 0;                      // of its message (NewMessage::hops)
-  bool held = false;                 // waiting on a host's list for a free slot; not persisted
-  HeldBody body;                     // the body, while held in memory; not persisted
+  // The waiting lists (of a host, of a project) it is on for a free slot,
+  // each once: a multicast message may wait on several hosts. Not persisted.
+  std::vector<std::string> held_on;
+  HeldBody body;  // the body, while held in memory; not persisted
 
   // Every subscriber is done with it (delivered or given up).
   bool Complete() const;
