@@ -383,6 +383,11 @@ class Engine {
   // Per project at most half of all, so that one project's many slow hosts
   // cannot hold every other project's back.
   std::unordered_map<std::string, Limited> projects_;
+  // Messages held back by the limit of all (kMaxInFlight) alone, by project,
+  // and the projects in the order they get the next free slot.
+  std::unordered_map<std::string, Limited> global_waiting_;
+  std::deque<std::string> global_turns_;  // each project with a waiting message, once
+  void RestartGlobal();
   int in_flight_ = 0;
   // Error reports whose post failed (a store error, their queue deleted
   // meanwhile), posted again by the tick 10 s later; at most 10,000, past

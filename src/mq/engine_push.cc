@@ -21,8 +21,7 @@ constexpr int kMaxInFlight = 1024;  // deliveries at once, all hosts
 // Per (project, host), so that one slow host cannot take them all.
 constexpr int kMaxInFlightPerHost = 32;
 constexpr int kMaxInFlightPerProject = kMaxInFlight / 2;  // nor one project's many hosts
-constexpr TimeMs kDeferMs = 20;              // when all hosts together are at kMaxInFlight
-constexpr size_t kFinishedKept = 1000;       // per queue
+constexpr size_t kFinishedKept = 1000;                    // per queue
 constexpr size_t kMaxFailedReports = 10000;  // error reports waiting to be posted again
 constexpr TimeMs kReportRetryMs = 10'000;    // and how long each waits
 // An error report past this leaves the message's body out: reports of
@@ -36,6 +35,10 @@ bool IEquals(std::string_view a, std::string_view b) {
                   std::tolower(static_cast<unsigned char>(y));
          });
 }
+
+// The key of a project's list of messages waiting for any free slot (host
+// keys hold "://", project keys are 24 hex).
+std::string GlobalKey(const std::string& project) { return "* " + project; }
 
 // "scheme://host:port" of a URL: the unit of the per-host limit.
 std::string HostKey(const std::string& url) {
@@ -193,10 +196,11 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
       // each list that holds one of its deliveries back.
       if (off_list) std::erase(plan.held_on, *off_list);
       auto hold = [&](Limited& list, const std::string& key) {
-        if (std::find(plan.held_on.begin(), plan.held_on.end(), key) == plan.held_on.end()) {
-          list.waiting.emplace_back(slot, id);
-          plan.held_on.push_back(key);
-        }
+        if (std::find(plan.held_on.begin(), plan.held_on.end(), key) != plan.held_on.end())
+          return false;
+        list.waiting.emplace_back(slot, id);
+        plan.held_on.push_back(key);
+        return true;
       };
       ExpireReservations(plan, rec, now);
       if (plan.Complete()) {
@@ -204,8 +208,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         continue;
       }
       auto due = plan.Due(now);
-      bool deferred = false;  // by the global limit: try again shortly
-      bool waiting = false;   // by its host's or project's limit: their next answer restarts us
+      bool waiting = false;  // on a list, whose next free slot restarts it
       for (size_t i : due) {
         auto& d = plan.deliveries[i];
         // Deliveries follow the queue's subscriber order unless it changed since.
@@ -235,7 +238,11 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
             continue;
           }
           if (in_flight_ >= kMaxInFlight) {
-            deferred = true;
+            // Every slot is taken: it waits its project's turn for the next.
+            Limited& g = global_waiting_[project];
+            bool first = g.waiting.empty();
+            if (hold(g, GlobalKey(project)) && first) global_turns_.push_back(project);
+            waiting = true;
             continue;
           }
           ++in_flight_;
@@ -272,8 +279,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         sends.push_back(std::move(send));
       }
       auto next = plan.NextDue();
-      if (deferred) next = std::min(next.value_or(now + kDeferMs), now + kDeferMs);
-      if (next && (!waiting || deferred)) SchedulePush(slot, id, *next);
+      if (next && !waiting) SchedulePush(slot, id, *next);
     }
   }
   for (auto& n : notices) PostErrorNotice(project, std::move(n));
@@ -329,6 +335,36 @@ void Engine::RestartWaiting(std::unordered_map<std::string, Limited>& of, const 
   }
 }
 
+// Fills free slots from the messages that wait for one, a project at a
+// time in turn: two projects with deep backlogs to slow hosts cannot keep
+// every slot between them (each answer would restart its own project's).
+void Engine::RestartGlobal() {
+  for (;;) {
+    std::pair<SlotPtr, uint64_t> next;
+    std::string key;
+    {
+      std::lock_guard lock(push_mu_);
+      if (in_flight_ >= kMaxInFlight || global_turns_.empty()) return;
+      std::string project = std::move(global_turns_.front());
+      global_turns_.pop_front();
+      auto it = global_waiting_.find(project);
+      if (it == global_waiting_.end()) continue;
+      if (it->second.waiting.empty()) {
+        global_waiting_.erase(it);
+        continue;
+      }
+      next = std::move(it->second.waiting.front());
+      it->second.waiting.pop_front();
+      if (it->second.waiting.empty())
+        global_waiting_.erase(it);
+      else
+        global_turns_.push_back(project);
+      key = GlobalKey(project);
+    }
+    StartPush(next.first, next.second, &key);
+  }
+}
+
 void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, uint64_t id,
                           const std::string& subscriber, uint64_t reservation, std::string host,
                           int status, std::string error) {
@@ -338,6 +374,7 @@ void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, ui
     if (auto h = hosts_.find(host); h != hosts_.end()) --h->second.in_flight;
     if (auto p = projects_.find(of_project); p != projects_.end()) --p->second.in_flight;
   }
+  RestartGlobal();  // first: what waits for any slot, by turns
   RestartWaiting(hosts_, host, kMaxInFlightPerHost);
   RestartWaiting(projects_, of_project, kMaxInFlightPerProject);
   std::optional<ErrorNotice> error_post;

@@ -328,6 +328,49 @@ TEST_F(EnginePushTest, OneProjectsManySlowHostsDoNotHoldAnotherProjectsDeliverie
   EXPECT_EQ(engine_->GetQueue(kProject, "wide")->size, 0u);
 }
 
+// Two projects with deep backlogs to slow hosts take every slot (512 each):
+// a third's message waits its turn and gets the next free slot, rather than
+// each answer handing its slot back to its own project. Nothing is polled.
+TEST_F(EnginePushTest, WhenEverySlotIsTakenProjectsGetTheFreedOnesInTurn) {
+  auto wide = [&](const std::string& project) {
+    QueueSettings s;
+    s.type = "multicast";
+    s.subscribers = std::vector<store::Subscriber>{};
+    for (int i = 0; i < 20; ++i)  // 20 hosts x 32 = 640, past the project's 512
+      s.subscribers->push_back(
+          {"s" + std::to_string(i), "http://" + project + "-h" + std::to_string(i) + "/hook", {}});
+    ASSERT_TRUE(engine_->PutQueue(project, "wide", s));
+    std::vector<NewMessage> backlog(40, NewMessage{"x", 0, {}});
+    std::optional<Result<std::vector<uint64_t>>> posted;
+    engine_->Post(project, "wide", std::move(backlog), [&](auto r) { posted = std::move(r); });
+    engine_->Flush();
+    ASSERT_TRUE(posted && *posted);
+  };
+  constexpr char kB[] = "76543210fedcba9876543210", kC[] = "fedcba9876543210fedcba98";
+  wide(kProject);
+  wide(kB);
+  auto held = transport_.Take();
+  ASSERT_EQ(held.size(), 1024u);  // every slot
+  QueueSettings one;
+  one.type = "unicast";
+  one.subscribers = std::vector<store::Subscriber>{{"a", "http://c/hook", {}}};
+  ASSERT_TRUE(engine_->PutQueue(kC, "narrow", one));
+  std::optional<Result<std::vector<uint64_t>>> posted;
+  engine_->Post(kC, "narrow", {NewMessage{"mine", 0, {}}}, [&](auto r) { posted = std::move(r); });
+  engine_->Flush();
+  ASSERT_TRUE(posted && *posted);
+  EXPECT_TRUE(transport_.Take().empty());  // no slot
+  clock_.Advance(1000);
+  engine_->Tick();
+  EXPECT_TRUE(transport_.Take().empty());  // and no polling for one
+  held[0].done(200, "");  // the first project's answer frees a slot: the third's turn
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].request.body, "mine");
+  sent[0].done(200, "");  // then back to the busy ones
+  EXPECT_EQ(transport_.Take().size(), 1u);
+}
+
 TEST_F(EnginePushTest, AnAcknowledgementThatArrivesBeforeIts202IsRead) {
   MakeQueue("multicast", 1);
   auto id = Post("pq", "quick");
