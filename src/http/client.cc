@@ -126,10 +126,21 @@ bool IsPrivate(const asio::ip::address& a) {
       return IsPrivate(asio::ip::address_v4({b[i], b[i + 1], b[i + 2], b[i + 3]}));
     };
     // IPv6 forms that carry an IPv4 address a gateway may reach: NAT64
-    // (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16), IPv4-compatible (::/96).
-    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) return v4_at(12);
+    // (64:ff9b::/96; the local-use 64:ff9b:1::/48 may embed it anywhere, so
+    // all of it), 6to4 (2002::/16), IPv4-compatible (::/96), IPv4-translated
+    // (SIIT, ::ffff:0:0/96) and Teredo (2001::/32, all of it: the client's
+    // address is obfuscated in it).
+    auto zeros = [&](size_t from, size_t to) {
+      return std::all_of(b.begin() + from, b.begin() + to, [](unsigned char x) { return x == 0; });
+    };
+    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) {
+      if (b[4] == 0x00 && b[5] == 0x01) return true;
+      return zeros(4, 12) ? v4_at(12) : true;
+    }
     if (b[0] == 0x20 && b[1] == 0x02) return v4_at(2);
-    if (std::all_of(b.begin(), b.begin() + 12, [](unsigned char x) { return x == 0; })) return true;
+    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00) return true;
+    if (zeros(0, 8) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0) return true;
+    if (zeros(0, 12)) return true;
     return v6.is_link_local() || v6.is_site_local() ||  // fe80::/10, fec0::/10
            (b[0] & 0xfe) == 0xfc;                       // fc00::/7
   }

@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "http/message.h"
+
 namespace kiln::http {
 namespace {
 
@@ -163,6 +165,17 @@ TEST(ClientTest, ANameWhoseLookupHangsHoldsNoOtherName) {
   EXPECT_EQ(hung_status.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
   release->set_value();
   EXPECT_EQ(hung_status.get(), 0);  // then port 1 refuses it
+}
+
+// Header text from subscribers, messages and handlers loses every control
+// byte but HT: no CR or LF to start a line of its own, no NUL to cut at.
+TEST(HeaderTextTest, ControlBytesAreDropped) {
+  std::string out;
+  constexpr char kText[] =
+      "a\r\nX-Evil: 1\0b\tc\x7f\x01"
+      "d";
+  AppendHeaderText(std::string(kText, sizeof kText - 1), &out);
+  EXPECT_EQ(out, "aX-Evil: 1b\tcd");
 }
 
 }  // namespace

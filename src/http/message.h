@@ -60,15 +60,22 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
-// Appends `s` to a header being written, without CR and LF: a name or value
-// from a handler, a subscriber or a message cannot end the header early and
-// add lines of its own (response splitting, request smuggling).
+// Appends `s` to a header being written, without CR, LF or any other
+// control byte but HT: a name or value from a handler, a subscriber or a
+// message cannot end the header early and add lines of its own (response
+// splitting, request smuggling), nor carry a NUL a peer may cut at.
 inline void AppendHeaderText(std::string_view s, std::string* out) {
-  for (size_t cut; (cut = s.find_first_of("\r\n")) != std::string_view::npos;) {
-    out->append(s.substr(0, cut));
-    s.remove_prefix(cut + 1);
-  }
-  out->append(s);
+  auto control = [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return (u < 0x20 && u != '\t') || u == 0x7f;
+  };
+  size_t from = 0;
+  for (size_t i = 0; i < s.size(); ++i)
+    if (control(s[i])) {
+      out->append(s.substr(from, i - from));
+      from = i + 1;
+    }
+  out->append(s.substr(from));
 }
 
 // Percent-decodes `s` ('+' stays '+' in paths; in queries it means a space).

@@ -93,9 +93,11 @@ describe('slow push cases', { concurrency: true }, () => {
     try {
       const s = await sink();
       const port = new URL(s.url).port;
-      // Loopback, also as an IPv4-compatible, a NAT64 and a 6to4 IPv6 address.
+      // Loopback, also as an IPv4-compatible, a NAT64, a 6to4 and an
+      // IPv4-translated (SIIT) IPv6 address, and a local-use NAT64 one.
       const urls = [s.url, `http://[::127.0.0.1]:${port}/`, `http://[64:ff9b::7f00:1]:${port}/`,
-        `http://[2002:7f00:1::1]:${port}/`];
+        `http://[2002:7f00:1::1]:${port}/`, `http://[::ffff:0:7f00:1]:${port}/`,
+        `http://[64:ff9b:1::7f00:1]:${port}/`];
       await put(k, 'ssrf', { type: 'multicast', push: { retries: 0,
         subscribers: urls.map((url, i) => ({ name: `s${i}`, url })) } });
       const id = (await post(k, 'ssrf', 'x')).body.ids[0];
