@@ -199,6 +199,7 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
   wo.data_dir = fs::absolute(config.data_dir).string();
   wo.slots = config.runner_slots;
   wo.max_running_per_project = config.max_running_per_project;
+  wo.max_queued_tasks_per_project = config.max_queued_tasks_per_project;
   wo.task_retention = std::chrono::hours(24) * config.task_retention_days;
   wo.allow_host_network = config.allow_host_network;
   wo.max_task_memory_mb = config.max_task_memory_mb;

@@ -119,6 +119,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 20))
       ->envname("KILN_MAX_RUNNING_PER_PROJECT");
   serve
+      ->add_option("--max-queued-tasks-per-project", config.max_queued_tasks_per_project,
+                   "Queued tasks one project may have")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 32))
+      ->envname("KILN_MAX_QUEUED_TASKS_PER_PROJECT");
+  serve
       ->add_option("--task-retention-days", config.task_retention_days,
                    "Days finished tasks and their logs are kept")
       ->envname("KILN_TASK_RETENTION_DAYS");

@@ -643,10 +643,20 @@ Result<std::vector<std::string>> Service::QueueTasks(const std::string& project,
     if (!t) return Fail(t.error());
     made.push_back(std::move(*t));
   }
+  if (auto r = RoomToQueueLocked(project, made.size()); !r) return Fail(r.error());
   std::vector<std::string> ids;
   for (const auto& t : made) ids.push_back(t.id);
   if (auto r = EnqueueLocked(std::move(made)); !r) return Fail(r.error());
   return ids;
+}
+
+Result<void> Service::RoomToQueueLocked(const std::string& project, size_t more) const {
+  auto q = queued_.find(project);
+  size_t queued = q == queued_.end() ? 0 : q->second.size();
+  if (queued + more <= options_.max_queued_tasks_per_project) return Ok();
+  return Fail(Error::PermissionDenied("a project has at most " +
+                                      std::to_string(options_.max_queued_tasks_per_project) +
+                                      " queued tasks (" + std::to_string(queued) + " now)"));
 }
 
 void Service::ReadProgressLocked(Task& t) const {
@@ -814,6 +824,7 @@ Result<std::string> Service::Retry(const std::string& project, const std::string
                                        ": only a finished task can be retried"));
   if (!revisions_.count({old.code_id, old.code_rev}))
     return Fail(Error::NotFound("Code not found: " + old.code_name));
+  if (auto r = RoomToQueueLocked(project, 1); !r) return Fail(r.error());
   auto payload = PayloadOf(old.id);
   if (!payload) return Fail(payload.error());
   TimeMs now = clock_.NowMs();

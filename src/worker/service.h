@@ -56,6 +56,10 @@ struct ServiceOptions {
   // shared fairly anyway: each next task is of the project running the
   // fewest; this keeps a project's long tasks from holding every slot.
   int max_running_per_project = 0;
+  // Queued tasks one project may have (each costs about 1 KB of memory):
+  // a POST /tasks or retry past it is refused (403). Schedules and
+  // automatic retries are not held to it.
+  size_t max_queued_tasks_per_project = 1'000'000;
 };
 
 struct NewTask {
@@ -154,6 +158,8 @@ class Service {
   void QueueLocked(const Task& t);  // into its project's queue
   void UnqueueLocked(const Task& t);
   int RunningLocked(const std::string& project) const;
+  // PermissionDenied when `more` tasks would take the project past its cap.
+  Result<void> RoomToQueueLocked(const std::string& project, size_t more) const;
   void RunTask(const std::string& id);
   // Under mu_: the task as it ends; queues its retry when the code allows.
   void FinishLocked(Task& t, TaskState state, std::string msg, int exit_code);

@@ -777,6 +777,38 @@ TEST(ServiceListTest, ListsAreNewestFirstPagedAndFiltered) {
   EXPECT_EQ(ids({}), all);
 }
 
+// A project has at most max_queued_tasks_per_project queued tasks: a batch
+// that would pass it is refused whole (403), and so is a retry; another
+// project's are its own, and room comes back as tasks leave the queue.
+TEST(ServiceLimitTest, AProjectQueuesAtMostItsLimit) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  ServiceOptions o{dir.path(), 0};
+  o.run_schedules = false;
+  o.max_queued_tasks_per_project = 3;
+  Service svc(*store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc.Recover());
+  constexpr char kOther[] = "fedcba9876543210fedcba98";
+  ASSERT_TRUE(svc.PutCode(kProject, BusyboxCode("c", "true")));
+  ASSERT_TRUE(svc.PutCode(kOther, BusyboxCode("c", "true")));
+  NewTask n;
+  n.code_name = "c";
+  auto two = svc.QueueTasks(kProject, {n, n});
+  ASSERT_TRUE(two);
+  auto refused = svc.QueueTasks(kProject, {n, n});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(svc.ListTasks(kProject, {})->size(), 2u);  // all or nothing
+  ASSERT_TRUE(svc.QueueTasks(kOther, {n, n, n}));
+  ASSERT_TRUE(svc.QueueTasks(kProject, {n}));
+  ASSERT_TRUE(svc.Cancel(kProject, two->at(0)));
+  auto retry = svc.Retry(kProject, two->at(0), 0);  // the cancel made room for one
+  ASSERT_TRUE(retry) << retry.error().message();
+  EXPECT_FALSE(svc.Retry(kProject, two->at(0), 0));
+}
+
 // A zip code is unpacked into the task dir on every run: one that unpacks
 // to more than the code's disk limit is refused at upload.
 TEST(ServiceCodeTest, AZipThatUnpacksPastTheDiskLimitIsRefused) {
