@@ -24,6 +24,7 @@ constexpr int kMaxInFlightPerProject = kMaxInFlight / 2;  // nor one project's m
 constexpr size_t kFinishedKept = 1000;                    // per queue
 constexpr size_t kMaxFailedReports = 10000;  // error reports waiting to be posted again
 constexpr TimeMs kReportRetryMs = 10'000;    // and how long each waits
+constexpr TimeMs kStartAgainMs = 1'000;      // after a delivery could not start
 // An error report past this leaves the message's body out: reports of
 // error queues that report to each other hold each other, escaped again at
 // every round (the hop limit ends the loop; this, the growth).
@@ -154,7 +155,16 @@ void Engine::TickPush(TimeMs now) {
       failed_reports_.pop_front();
     }
   }
-  for (auto& d : due) StartPush(d.slot, d.id);
+  // One that cannot start now (out of memory, a transport that throws) is
+  // due again in a second: popped, it would otherwise wait for a restart.
+  for (auto& d : due) {
+    try {
+      StartPush(d.slot, d.id);
+    } catch (const std::exception& e) {
+      spdlog::error("push message {}: cannot start its delivery: {}; again in 1 s", d.id, e.what());
+      SchedulePush(d.slot, d.id, now + kStartAgainMs);
+    }
+  }
   for (auto& r : reports) PostErrorNotice(r.project, std::move(r.notice));
 }
 
@@ -191,9 +201,8 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
       auto it = slot->plans.find(id);
       if (it == slot->plans.end()) continue;
       PushPlan& plan = it->second;
-      // On a host's list it stays there once, however often it is due (a
-      // retry deferred by the global limit comes back every kDeferMs); on
-      // each list that holds one of its deliveries back.
+      // On a list it stays there once, however often it is due; on each
+      // list that holds one of its deliveries back.
       if (off_list) std::erase(plan.held_on, *off_list);
       auto hold = [&](Limited& list, const std::string& key) {
         if (std::find(plan.held_on.begin(), plan.held_on.end(), key) != plan.held_on.end())
@@ -302,11 +311,17 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
   }
   for (auto& s : sends) {
     if (s.need_body) continue;  // its body could not be read
-    transport->Send(std::move(s.request),
-                    [this, slot, project, id = s.id, sub = s.subscriber, rsv = s.reservation,
-                     host = s.host](int status, std::string error) {
-                      OnPushAnswer(slot, project, id, sub, rsv, host, status, std::move(error));
-                    });
+    try {
+      transport->Send(std::move(s.request),
+                      [this, slot, project, id = s.id, sub = s.subscriber, rsv = s.reservation,
+                       host = s.host](int status, std::string error) {
+                        OnPushAnswer(slot, project, id, sub, rsv, host, status, std::move(error));
+                      });
+    } catch (const std::exception& e) {
+      // Counted as a failed try, which frees its slots: no answer will come.
+      OnPushAnswer(slot, project, s.id, s.subscriber, s.reservation, s.host, 0,
+                   std::string("could not send: ") + e.what());
+    }
   }
 }
 

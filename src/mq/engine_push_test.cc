@@ -5,6 +5,7 @@
 
 #include <future>
 #include <mutex>
+#include <stdexcept>
 
 #include "mq/engine.h"
 #include "store/rocks/rocks_store.h"
@@ -24,7 +25,15 @@ class FakeTransport : public PushTransport {
   };
   void Send(PushRequest r, std::function<void(int, std::string)> done) override {
     std::lock_guard lock(mu_);
+    if (throws_ > 0) {
+      --throws_;
+      throw std::runtime_error("no memory for it");
+    }
     sent_.push_back({std::move(r), std::move(done)});
+  }
+  void ThrowNext(int n) {
+    std::lock_guard lock(mu_);
+    throws_ = n;
   }
   std::vector<Sent> Take() {
     std::lock_guard lock(mu_);
@@ -34,6 +43,7 @@ class FakeTransport : public PushTransport {
  private:
   std::mutex mu_;
   std::vector<Sent> sent_;
+  int throws_ = 0;
 };
 
 std::string HeaderOf(const PushRequest& r, const std::string& name) {
@@ -129,6 +139,29 @@ TEST_F(EnginePushTest, RetriesOnTimeThenGivesUpToTheErrorQueue) {
   EXPECT_NE(body.find("\"source_msg_id\":\"" + std::to_string(id) + "\""), std::string::npos);
   EXPECT_NE(body.find("\"body\":\"doomed\""), std::string::npos);
   EXPECT_NE(body.find("\"code\":0,\"msg\":\"connection refused\""), std::string::npos);
+}
+
+// A send that throws is a failed try: retried after retries_delay, with
+// its slot freed (the limits would otherwise hold it forever).
+TEST_F(EnginePushTest, ASendThatThrowsIsAFailedTryAndIsRetried) {
+  MakeQueue("multicast", 1);
+  transport_.ThrowNext(1);
+  auto id = Post("pq", "again");
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 1u);  // a's send threw; b's went
+  EXPECT_EQ(sent[0].request.url, "http://b/hook");
+  sent[0].done(200, "");
+  auto st = engine_->PushStatus(kProject, "pq", id);
+  ASSERT_TRUE(st);
+  EXPECT_EQ((*st)[0].status, "retrying");
+  EXPECT_NE((*st)[0].msg.find("no memory for it"), std::string::npos);
+  clock_.Advance(10'000);
+  engine_->Tick();
+  auto retry = transport_.Take();
+  ASSERT_EQ(retry.size(), 1u);
+  EXPECT_EQ(retry[0].request.url, "http://a/hook");
+  retry[0].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }
 
 TEST_F(EnginePushTest, UnicastFailsOverAndA202WaitsForItsAcknowledgement) {
