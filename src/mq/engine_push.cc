@@ -513,9 +513,14 @@ std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, b
     report = false;
   }
   if (report) {
+    // A body that cannot be read is left out as a too-large one is
+    // (`body_omitted`), not reported as an empty one.
     auto body = store_.GetBody(rec.qid, id);
+    if (!body)
+      spdlog::error("push message {} of {}: its error report goes without its body: {}", id,
+                    rec.name, body.error().message());
     std::string text = body ? *body : std::string();
-    std::string json = ErrorReport(plan, rec, id, text, /*with_body=*/true);
+    std::string json = ErrorReport(plan, rec, id, text, /*with_body=*/body.has_value());
     if (json.size() > kMaxReportBytes) json = ErrorReport(plan, rec, id, text, /*with_body=*/false);
     out = ErrorNotice{rec.error_queue, NewMessage{std::move(json), 0, {}, plan.hops + 1}, rec.qid,
                       id};

@@ -733,7 +733,46 @@ class FailingCommits : public testing::ForwardingStore {
     if (fail > 0 && fail--) return d(Fail(Error::Internal("store: IO error: No space left")));
     real_.Commit(std::move(b), std::move(d), w);
   }
+  bool fail_bodies = false;
+  Result<std::string> GetBody(uint64_t q, uint64_t id) override {
+    if (fail_bodies) return Fail(Error::Internal("store: Corruption: block checksum mismatch"));
+    return real_.GetBody(q, id);
+  }
 };
+
+// A message whose body cannot be read is reported without it, said so
+// (`body_omitted`), not as a message with an empty body.
+TEST(EnginePushStoreFailureTest, AReportOfAnUnreadableBodyOmitsIt) {
+  testing::TempDir dir;
+  FakeClock clock;
+  FakeTransport transport;
+  auto real = std::move(*store::rocks::Open({dir.path()}));
+  FailingCommits store(*real);
+  Engine engine(store, clock);
+  ASSERT_TRUE(engine.Recover());
+  engine.SetPushTransport(&transport, "http://kiln:1");
+  QueueSettings s;
+  s.type = "multicast";
+  s.retries = 0;
+  s.error_queue = "errors";
+  s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
+  ASSERT_TRUE(engine.PutQueue(kProject, "pq", s));
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine.Post(kProject, "pq", {{"lost", 0, {}}}, [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  engine.Flush();
+  auto sent = transport.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  store.fail_bodies = true;
+  sent[0].done(500, "");
+  engine.Flush();
+  store.fail_bodies = false;
+  auto errors = engine.Peek(kProject, "errors", 10);
+  ASSERT_TRUE(errors);
+  ASSERT_EQ(errors->size(), 1u);
+  EXPECT_NE((*errors)[0].body.find("\"body_omitted\":true"), std::string::npos)
+      << (*errors)[0].body;
+}
 
 // An error report whose post fails is posted again a little later, without
 // a restart: the message is reported once and removed.
