@@ -1,9 +1,11 @@
 #include "http/resolver.h"
 
 #include <arpa/inet.h>
+#include <libpsl.h>
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -55,12 +57,18 @@ struct Resolver::State {
 namespace {
 constexpr size_t kMaxCached = 4096;
 
-// The last two labels of a host name ("x.example" of "a.b.x.example").
+// A host's registrable domain by the Public Suffix List ("x.example.co.uk"
+// of "a.b.x.example.co.uk"), so that one owner's names share one cap and
+// every owner under co.uk does not; the host itself when it has none (an
+// address, a bare suffix). The list: the publicsuffix package's, when
+// installed and newer than libpsl's built-in one.
 std::string SiteOf(const std::string& host) {
-  size_t last = host.rfind('.');
-  if (last == std::string::npos || last == 0) return host;
-  size_t before = host.rfind('.', last - 1);
-  return before == std::string::npos ? host : host.substr(before + 1);
+  static const psl_ctx_t* const psl = psl_latest(nullptr);
+  std::string lower = host;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!lower.empty() && lower.back() == '.') lower.pop_back();
+  const char* site = psl ? psl_registrable_domain(psl, lower.c_str()) : nullptr;
+  return site ? std::string(site) : lower;
 }
 }  // namespace
 

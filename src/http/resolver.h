@@ -29,8 +29,9 @@ Result<Addresses> SystemLookup(const std::string& host, const std::string& port)
 struct ResolverOptions {
   std::chrono::milliseconds ttl{30000};
   std::chrono::milliseconds failure_ttl{5000};
-  // Lookups under way at once: all names, and names of one site (its last
-  // two labels: a.x.example and b.x.example are both x.example's). Past
+  // Lookups under way at once: all names, and names of one site (its
+  // registrable domain by the Public Suffix List: a.x.example.co.uk and
+  // b.x.example.co.uk are both x.example.co.uk's). Past
   // either a lookup fails at once, so that one tenant's hanging domains
   // cannot hold every lookup slot.
   size_t max_lookups = 256;
