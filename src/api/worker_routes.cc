@@ -615,8 +615,14 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     }
     auto ex = co_await boost::asio::this_coro::executor;
     auto timer = std::make_shared<boost::asio::steady_timer>(ex, std::chrono::seconds(wait_s));
-    auto wake = std::make_shared<std::function<void()>>(
-        [timer, ex] { boost::asio::post(ex, [timer] { timer->cancel(); }); });
+    // The wake may come before the wait below starts (Watch runs on the
+    // disk thread, and the task can end before this coroutine is back):
+    // moving the expiry into the past, unlike a cancel, also ends a wait
+    // that starts later.
+    auto wake = std::make_shared<std::function<void()>>([timer, ex] {
+      boost::asio::post(
+          ex, [timer] { timer->expires_at(std::chrono::steady_clock::time_point::min()); });
+    });
     KILN_TRY(task, co_await OffIoThread(*disk, [&] { return svc->Watch(project, id, wake); }));
     if (!worker::Final(task->state)) {
       boost::system::error_code ec;

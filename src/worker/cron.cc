@@ -43,6 +43,7 @@ bool ParseValue(const Field& f, std::string s, int* out) {
 template <size_t N>
 Result<void> ParseField(const Field& f, const std::string& text, std::bitset<N>* bits) {
   if (text.empty()) return Fail(Bad(f, text, "empty"));
+  if (text.back() == ',') return Fail(Bad(f, text, "empty list item"));  // getline drops it
   bool weekday = f.names == kDayNames;
   int hi = weekday ? 7 : f.hi;  // day of week: 7 is Sunday too
   std::stringstream items(text);

@@ -32,6 +32,8 @@ TEST(CronTest, RefusesBadExpressions) {
     EXPECT_NE(c.error().message().find(field), std::string::npos) << c.error().message();
   }
   EXPECT_FALSE(CronSchedule::Parse("@reboot", ""));
+  EXPECT_FALSE(CronSchedule::Parse("5, * * * *", ""));  // an empty last item
+  EXPECT_FALSE(CronSchedule::Parse("1,2, * * * *", ""));
   auto zone = CronSchedule::Parse("* * * * *", "Mars/Olympus_Mons");
   ASSERT_FALSE(zone);
   EXPECT_NE(zone.error().message().find("time zone"), std::string::npos);

@@ -1,5 +1,7 @@
 #include "worker/schedule.h"
 
+#include <algorithm>
+
 #include "worker/cron.h"
 
 namespace kiln::worker {
@@ -42,18 +44,23 @@ Result<void> CheckTiming(const Schedule& s) {
   return Ok();
 }
 
-TimeMs FirstRun(const Schedule& s) {
+TimeMs FirstRun(const Schedule& s, TimeMs now) {
   if (s.cron.empty()) return s.start_at;
   auto c = CronSchedule::Parse(s.cron, s.time_zone);
   if (!c) return 0;
-  TimeMs t = CronAtOrAfter(*c, s.start_at);
+  TimeMs t = CronAtOrAfter(*c, std::max(s.start_at, now));
   if (s.end_at > 0 && t > s.end_at) return 0;  // its first match is past end_at
   return t < 0 ? 0 : t;
 }
 
 TimeMs NextRunAfterChange(Schedule& s, TimeMs now) {
+  if (s.run_times > 0 && s.run_count >= s.run_times) {
+    s.status = "complete";
+    s.msg = "Ran max times.";
+    return 0;
+  }
   if (s.run_count == 0 || s.start_at > s.last_run_time) {
-    TimeMs first = FirstRun(s);
+    TimeMs first = FirstRun(s, now);
     if (first == 0) {
       s.status = "complete";
       s.msg = "No run matches the schedule.";

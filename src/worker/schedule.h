@@ -16,10 +16,12 @@ namespace kiln::worker {
 // both run_every and cron, end_at before start_at, negative run_times.
 Result<void> CheckTiming(const Schedule& s);
 
-// The first run of a new (or updated) schedule: start_at, or for cron the
-// first match at or after start_at. 0 when it would never run (no match,
-// or none before end_at).
-TimeMs FirstRun(const Schedule& s);
+// The first run of a new (or updated) schedule: start_at (at once when
+// that is past), or for cron the first match at or after start_at and not
+// before `now` (a past start_at says from when it applies, and runs no
+// match that is already over). 0 when it would never run (no match, or
+// none before end_at).
+TimeMs FirstRun(const Schedule& s, TimeMs now);
 
 // The run after one that was due at `due`, skipping runs missed before
 // `now` (Kiln was down). Sets s.status/s.msg and returns 0 when no run is
@@ -27,9 +29,10 @@ TimeMs FirstRun(const Schedule& s);
 TimeMs NextRun(Schedule& s, TimeMs due, TimeMs now);
 
 // The next run of a schedule just changed (or created), setting s.status
-// and s.msg when there is none: start_at (FirstRun) when it has not run
-// since start_at (new, or start_at moved past its last run); else the run
-// after its last one, on the rhythm start_at and run_every set.
+// and s.msg when there is none: none once it ran run_times times; start_at
+// (FirstRun) when it has not run since start_at (new, or start_at moved
+// past its last run); else the run after its last one, on the rhythm
+// start_at and run_every set.
 TimeMs NextRunAfterChange(Schedule& s, TimeMs now);
 
 // Whether the due run (s.next_start, never past end_at) comes too late to

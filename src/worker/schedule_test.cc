@@ -20,7 +20,8 @@ Schedule Every(int64_t seconds) {
 TEST(ScheduleTest, RunEveryStartsAtStartAtAndKeepsItsRhythm) {
   Schedule s = Every(3600);
   ASSERT_TRUE(CheckTiming(s));
-  EXPECT_EQ(FirstRun(s), kStart);
+  EXPECT_EQ(FirstRun(s, kStart - kMin), kStart);
+  EXPECT_EQ(FirstRun(s, kStart + 10 * kMin), kStart);  // past: at once
   s.run_count = 1;
   // Ran a little late: the next run stays on the hour after start_at.
   EXPECT_EQ(NextRun(s, kStart, kStart + 5000), kStart + 3600'000);
@@ -104,19 +105,47 @@ TEST(ScheduleTest, AChangedScheduleRunsFromANewStartAtOrGoesOnFromItsLastRun) {
   EXPECT_EQ(again.status, "scheduled");
 }
 
+// A cron schedule's past start_at says from when it applies: its first
+// run is the next match from now, not one already over (which would run at
+// once, off the schedule).
+TEST(ScheduleTest, ACronScheduleWithAPastStartAtRunsAtItsNextMatch) {
+  Schedule s;
+  s.start_at = 1'577'836'800'000;  // 2020-01-01T00:00:00Z
+  s.cron = "0 0 1 1 *";
+  TimeMs now = 1'904'824'800'000;                            // 2030-05-12T15:20:00Z
+  EXPECT_EQ(NextRunAfterChange(s, now), 1'924'992'000'000);  // 2031-01-01T00:00:00Z
+  EXPECT_EQ(s.status, "scheduled");
+}
+
+// A schedule that ran its run_times does not run again because start_at
+// moved: run_times must rise (or go to 0) for that.
+TEST(ScheduleTest, MovingStartAtDoesNotRunPastRunTimes) {
+  Schedule s = Every(3600);
+  s.run_times = 3;
+  s.run_count = 3;
+  s.last_run_time = kStart + 2 * 3600'000;
+  s.start_at = kStart + 24 * 3600'000LL;
+  EXPECT_EQ(NextRunAfterChange(s, kStart + 3 * 3600'000), 0);
+  EXPECT_EQ(s.status, "complete");
+  EXPECT_EQ(s.msg, "Ran max times.");
+  s.run_times = 4;
+  s.status = "scheduled";
+  EXPECT_EQ(NextRunAfterChange(s, kStart + 3 * 3600'000), s.start_at);
+}
+
 TEST(ScheduleTest, CronInATimeZone) {
   Schedule s;
   s.start_at = 1'893'456'000'000;  // 2030-01-01T00:00:00Z, a Tuesday
   s.cron = "30 4 * * mon";
   s.time_zone = "Europe/Berlin";
   ASSERT_TRUE(CheckTiming(s));
-  TimeMs first = FirstRun(s);
+  TimeMs first = FirstRun(s, s.start_at);
   EXPECT_EQ(first, 1'893'987'000'000);  // Monday 2030-01-07 04:30 CET = 03:30Z
   s.run_count = 1;
   EXPECT_EQ(NextRun(s, first, first + 1000), first + 7 * 24 * 3600'000LL);
   s.run_count = 0;
   s.end_at = first - 1;  // the first match is past end_at: no run at all
-  EXPECT_EQ(FirstRun(s), 0);
+  EXPECT_EQ(FirstRun(s, s.start_at), 0);
 }
 
 TEST(ScheduleTest, BadTimingIsRefused) {

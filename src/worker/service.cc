@@ -901,6 +901,8 @@ Result<Schedule> Service::CheckScheduleLocked(const std::string& project, Schedu
   s.project_id = project;
   s.updated_at = now;
   if (s.status == "scheduled") s.next_start = NextRunAfterChange(s, now);
+  if (s.run_count == 0 && s.next_start == 0)  // a cron with no match (before end_at)
+    return Fail(Error::InvalidArgument("the schedule would never run: " + s.msg));
   return s;
 }
 

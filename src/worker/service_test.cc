@@ -652,6 +652,16 @@ TEST(ServiceScheduleTest, DueSchedulesQueueTasksThatRecordTheSchedule) {
   ASSERT_TRUE(again.Recover());
   EXPECT_EQ(again.GetSchedule(kProject, other)->status, "cancelled");
   EXPECT_EQ(again.GetSchedule(kProject, sid)->run_count, 3);
+
+  // A schedule that could never run is refused, not made complete.
+  Schedule never;
+  never.code_name = "tick";
+  never.payload = "{}";
+  never.cron = "0 0 30 2 *";
+  auto refused = again.CreateSchedules(kProject, {never});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message().find("never run"), std::string::npos);
 }
 
 // Finished tasks go, with their records and logs, after the retention time,

@@ -439,6 +439,14 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal(await bad({ cron: '* * * * *', time_zone: 'Mars/Olympus' }), 400);
   assert.equal(await bad({ start_at: 'yesterday' }), 400);
   assert.equal(await bad({ start_at: '2030-01-01T00:00:nanZ' }), 400);
+  assert.equal(await bad({ start_at: '2031-02-29T09:00:00Z' }), 400);  // no such day
+  assert.equal(await bad({ cron: '0 0 30 2 *' }), 400);  // would never run
+  // A past start_at of a cron schedule: its next match, not one already over.
+  const past = await kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'tick', payload: '{}', cron: '0 0 1 1 *', start_at: '2020-01-01T00:00:00Z' }] });
+  assert.equal(past.status, 200, past.text);
+  const pastNext = (await kiln.req('GET', w(`/schedules/${past.body.schedules[0].id}`))).body.next_start;
+  assert.equal(pastNext, `${new Date().getUTCFullYear() + 1}-01-01T00:00:00Z`);
+  await kiln.req('POST', w(`/schedules/${past.body.schedules[0].id}/cancel`), {});
   assert.equal(await bad({ run_every: 2 ** 62 }), 400);
   // Past the limit of 100 active schedules a project: 403, as for any limit (§1.4), and none made.
   const over = await kiln.req('POST', w('/schedules'), { schedules: Array.from({ length: 101 }, () => ({ code_name: 'tick', payload: '{}', start_at: '2100-01-01T00:00:00Z' })) });
