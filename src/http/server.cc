@@ -235,17 +235,17 @@ struct Server::Impl {
     co_await asio::async_write(s, out, asio::redirect_error(use_awaitable, *ec));
   }
 
-  // Cancels the connection's pending read or write once its deadline passed.
+  // Cancels the connection's pending read or write once its deadline
+  // passed, and again at every look until the session sets a new one: a
+  // cancel finds nothing to cancel when the operation's completion is
+  // already queued, and the operation after it must not run unwatched.
   static awaitable<void> Watchdog(std::shared_ptr<Watch> w, tcp::socket* sock) {
     for (;;) {
       w->timer.expires_after(kWatchEvery);
       boost::system::error_code ec;
       co_await w->timer.async_wait(asio::redirect_error(use_awaitable, ec));
       if (w->done) co_return;
-      if (std::chrono::steady_clock::now() >= w->deadline) {
-        sock->cancel(ec);
-        w->deadline = std::chrono::steady_clock::time_point::max();
-      }
+      if (std::chrono::steady_clock::now() >= w->deadline) sock->cancel(ec);
     }
   }
 

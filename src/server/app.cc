@@ -58,6 +58,10 @@ struct App::Impl {
     // worker service, and hands its request back to an io context (stopped
     // by now, still there).
     if (disk) disk->join();
+    // Posts still in the committer (an fsync past the stop's grace) hand
+    // their answers to an io context: they finish while the contexts are
+    // still there (stopped: the answers are dropped, nothing is lost).
+    if (engine) engine->Flush();
     server.reset();
     // Pushes stop before the worker goes: ironworker:// deliveries call it.
     if (engine) engine->StopPushes();  // nothing reaches the transport after this
@@ -106,6 +110,28 @@ Result<void> WriteSecretFile(const fs::path& path, const std::string& content) {
   return Ok();
 }
 
+// The host clients reach this server at (iron.json, push acknowledgement
+// urls): --public-host, else the listen host, a wildcard one as loopback,
+// an IPv6 address in brackets.
+std::string ReachableHost(const Config& config) {
+  if (!config.public_host.empty()) return config.public_host;
+  if (config.host == "0.0.0.0" || config.host == "::") return "127.0.0.1";
+  if (config.host.find(':') != std::string::npos) return "[" + config.host + "]";
+  return config.host;
+}
+
+// Whether `dir` may be made Kiln's data dir: a data dir already (RocksDB's
+// CURRENT, or the admin token), or holding nothing but a fresh volume's
+// lost+found and images that `kiln image import` or `kiln stack build` put
+// there before the first start.
+bool IsKilnsDir(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir / "CURRENT", ec) || fs::exists(dir / "admin.token", ec)) return true;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (auto name = entry.path().filename(); name != "lost+found" && name != "images") return false;
+  return !ec;
+}
+
 }  // namespace
 
 // Creates what a new installation needs: an admin token (kept in
@@ -138,9 +164,7 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
   if (!p) return Fail(p.error());
   auto t = access->CreateToken(p->id, "default");
   if (!t) return Fail(t.error());
-  std::string host = config.public_host.empty()
-                         ? (config.host == "0.0.0.0" ? "127.0.0.1" : config.host)
-                         : config.public_host;
+  std::string host = ReachableHost(config);
   std::string json = "{\n  \"project_id\": \"" + p->id + "\",\n  \"token\": \"" + t->secret +
                      "\",\n  \"host\": \"" + host + "\",\n  \"port\": " + std::to_string(port) +
                      ",\n  \"scheme\": \"http\"\n}";
@@ -171,10 +195,16 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
   // Every path below is absolute, whatever the working directory is later.
   config.data_dir = fs::absolute(config.data_dir, ec).string();
   if (ec) return Fail(Error::Unavailable("no data dir " + given.data_dir + ": " + ec.message()));
-  fs::create_directories(config.data_dir, ec);
+  bool created = fs::create_directories(config.data_dir, ec);
   if (ec) return Fail(Error::Unavailable("cannot create " + config.data_dir + ": " + ec.message()));
   // Tokens, messages and task directories: no one else's to read or enter
-  // (a task can leave setuid files in its directory).
+  // (a task can leave setuid files in its directory). The directory is made
+  // 0700, so it must be Kiln's own: new, empty (a fresh volume's lost+found
+  // aside) or holding Kiln's store already, never /tmp or a home directory.
+  if (!created && !IsKilnsDir(config.data_dir))
+    return Fail(Error::Unavailable(
+        "the data dir " + config.data_dir +
+        " holds files that are not Kiln's: give Kiln a directory of its own (--data)"));
   fs::permissions(config.data_dir, fs::perms::owner_all, ec);
 
   auto started = std::chrono::steady_clock::now();
@@ -254,10 +284,7 @@ Result<uint16_t> App::Listen() {
   auto port = impl_->server->Listen();
   if (!port) return port;
   if (auto r = impl_->FirstStart(*port); !r) return Fail(r.error());
-  std::string host = impl_->config.public_host.empty()
-                         ? (impl_->config.host == "0.0.0.0" ? "127.0.0.1" : impl_->config.host)
-                         : impl_->config.public_host;
-  std::string self = host + ":" + std::to_string(*port);
+  std::string self = ReachableHost(impl_->config) + ":" + std::to_string(*port);
   http::ClientOptions co;
   co.ca_file = impl_->config.push_ca_file;
   co.forbid_private = impl_->config.push_forbid_private;

@@ -32,7 +32,9 @@ void RaiseOpenFileLimit(size_t max_connections) {
 }
 
 int Serve(const kiln::server::Config& config, const std::string& log_level) {
-  spdlog::set_level(spdlog::level::from_str(log_level));
+  std::string level = log_level;  // checked against the names, in any case
+  for (char& c : level) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   // Block the stop signals in every thread; one thread waits for them.
   sigset_t stop_signals;
@@ -106,8 +108,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 3600));
   serve->add_flag("--no-access-log", quiet, "Do not log every request")
       ->envname("KILN_NO_ACCESS_LOG");
-  serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")
-      ->envname("KILN_LOG_LEVEL");
+  serve->add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
+      ->envname("KILN_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"},
+                            CLI::ignore_case));
   serve
       ->add_option("--runner-slots", config.runner_slots,
                    "Tasks run at once here (-1: one per core, 0: no runner)")
@@ -153,10 +157,20 @@ int main(int argc, char** argv) {
                  "Refuse push to loopback, private and link-local addresses (SSRF guard)")
       ->envname("KILN_PUSH_FORBID_PRIVATE");
   serve->callback([&] {
+    // HOST:PORT, an IPv6 address in brackets ([::1]:8080); the port a
+    // number 0-65535 (0: any free one), nothing after it.
     auto colon = listen.rfind(':');
-    if (colon == std::string::npos) throw CLI::ValidationError("--listen", "expected HOST:PORT");
-    config.host = listen.substr(0, colon);
-    config.port = static_cast<uint16_t>(std::stoi(listen.substr(colon + 1)));
+    if (colon == std::string::npos || colon == 0)
+      throw CLI::ValidationError("--listen", "expected HOST:PORT, not " + listen);
+    std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    unsigned n = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || n > 65535)
+      throw CLI::ValidationError("--listen", "the port must be a number 0-65535, not " + port);
+    config.host = host;
+    config.port = static_cast<uint16_t>(n);
     if (fsync == "always") {
       config.fsync_interval_ms = 0;
     } else if (fsync.rfind("interval:", 0) == 0) {

@@ -2,7 +2,11 @@
 // kill -9 in the middle of concurrent posts loses no acknowledged message.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { Kiln, sleep } from '../support/kiln.mjs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kiln, KILN_BIN, sleep } from '../support/kiln.mjs';
 
 async function drain(kiln, queue) {
   const seen = new Map();
@@ -101,5 +105,26 @@ test('kill -9 after reserve and delete: a message may come back, never vanish', 
   } finally {
     await kiln.stop();
     kiln.cleanup();
+  }
+});
+
+test('a start refuses a data dir that is not its own (its mode untouched) and a bad --listen', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-foreign-'));
+  try {
+    writeFileSync(join(dir, 'notes.txt'), 'not kiln\'s');
+    chmodSync(dir, 0o1777);
+    const r = spawnSync(KILN_BIN, ['serve', '--listen', '127.0.0.1:0', '--data', dir], { encoding: 'utf8', timeout: 20000 });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stdout + r.stderr, /not Kiln's: give Kiln a directory of its own/);
+    assert.equal(statSync(dir).mode & 0o7777, 0o1777);
+    for (const listen of ['127.0.0.1:abc', '127.0.0.1:70000', '127.0.0.1:80x', '127.0.0.1:']) {
+      const b = spawnSync(KILN_BIN, ['serve', '--listen', listen, '--data', join(dir, 'new')], { encoding: 'utf8', timeout: 20000 });
+      assert.notEqual(b.status, 0, listen);
+      assert.match(b.stderr, /the port must be a number 0-65535/, listen);
+    }
+    const level = spawnSync(KILN_BIN, ['serve', '--log-level', 'loud', '--data', join(dir, 'new')], { encoding: 'utf8', timeout: 20000 });
+    assert.notEqual(level.status, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
