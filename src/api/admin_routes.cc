@@ -100,6 +100,9 @@ void AddAdminRoutes(http::Router& router, const Services& s) {
     KILN_TRY(admin, GetBool(*doc, "admin"));
     if (!*pid && !admin->value_or(false))
       co_return ErrorResponse(Error::InvalidArgument("project_id is required"));
+    if (*pid && admin->value_or(false))  // one that reaches every project, or one project's?
+      co_return ErrorResponse(
+          Error::InvalidArgument("an admin token belongs to no project: give admin or project_id"));
     KILN_TRY(t,
              s.access->CreateToken(pid->value_or(""), name->value_or(""), admin->value_or(false)));
     co_return Response{201, Json([&](JsonWriter& w) {

@@ -556,7 +556,8 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       } else if (item.IsObject()) {
         KILN_TRY(id, GetString(item, "id"));
         KILN_TRY(rid, GetString(item, "reservation_id"));
-        id_text = id->value_or("");
+        if (!*id) co_return ErrorResponse(Error::InvalidArgument("each of ids needs an id"));
+        id_text = **id;
         ref.reservation_id = rid->value_or("");
       } else {
         co_return ErrorResponse(Error::InvalidArgument("each of ids must be an object"));

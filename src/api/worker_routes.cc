@@ -21,6 +21,7 @@
 #include "base/check.h"
 #include "base/ids.h"
 #include "base/time_format.h"
+#include "base/url.h"
 
 namespace kiln::api {
 namespace {
@@ -278,7 +279,7 @@ Result<worker::Code> CodeFromData(const std::string& data) {
   auto default_priority = NarrowInt("default_priority", prio->value_or(0));
   if (!default_priority) return Fail(default_priority.error());
   c.default_priority = *default_priority;
-  if (c.max_concurrency < 0) c.max_concurrency = 0;  // Go sends -1 for "no limit"
+  if (c.max_concurrency == -1) c.max_concurrency = 0;  // Go sends -1 for "no limit"
   auto net = GetString(*doc, "network");
   if (!net) return Fail(net.error());
   if (*net && **net != "none" && **net != "host")
@@ -291,7 +292,8 @@ Result<worker::Code> CodeFromData(const std::string& data) {
     for (const auto& m : (*env)->GetObject()) {
       if (!m.value.IsString())
         return Fail(Error::InvalidArgument("env_vars values must be strings"));
-      c.env_vars.emplace_back(m.name.GetString(), m.value.GetString());
+      c.env_vars.emplace_back(std::string(m.name.GetString(), m.name.GetStringLength()),
+                              std::string(m.value.GetString(), m.value.GetStringLength()));
     }
   }
   return c;
@@ -318,9 +320,9 @@ Result<worker::NewTask> TaskFromJson(const JsonValue& o) {
   for (const auto* r : {&label, &cluster})
     if (!*r) return Fail(r->error());
   if (!sync) return Fail(sync.error());
-  // Go and ironcli send -3 for "the code's default" (§3.3); the range is
-  // checked by the service.
-  if (*priority && **priority != -3) {
+  // Go and ironcli send -3 for "the code's default" (§3.3), and any
+  // negative value means it too; past 2 is refused by the service.
+  if (*priority && **priority >= 0) {
     auto p = NarrowInt("priority", **priority);
     if (!p) return Fail(p.error());
     n.priority = *p;
@@ -363,7 +365,7 @@ Result<worker::Schedule> ScheduleFromJson(const JsonValue& o, worker::Schedule s
   if (s.timeout == 0) s.timeout = 3600;
   auto prio = GetInt(o, "priority");
   if (!prio) return Fail(prio.error());
-  if (*prio && **prio == -3) {
+  if (*prio && **prio < 0) {
     s.priority.reset();  // as for tasks (§3.3): the code's default_priority
   } else if (*prio) {
     auto p = NarrowInt("priority", **prio);
@@ -462,6 +464,7 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         int64_t rev = 0;
         if (auto v = req.Query("revision"); v && !v->empty()) {
           KILN_TRY(n, ParseIntParam("revision", *v));
+          if (*n < 1) co_return ErrorResponse(Error::InvalidArgument("revision must be 1 or more"));
           rev = *n;
         }
         std::string code(req.Param("code"));
@@ -469,7 +472,15 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
                  co_await OffIoThread(*disk, [&] { return svc->Download(project, code, rev); }));
         Response r{200, std::move(zip->second)};
         r.content_type = "application/zip";
-        r.headers.emplace_back("Content-Disposition", "attachment; filename=" + zip->first);
+        // Quoted, with the exact name in RFC 5987 form beside a plain one.
+        std::string plain = zip->first;
+        for (char& c : plain)
+          if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f ||
+              c == '"' || c == '\\')
+            c = '_';
+        r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + plain +
+                                                          "\"; filename*=UTF-8''" +
+                                                          PercentEncode(zip->first));
         co_return r;
       });
 
@@ -680,9 +691,14 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         KILN_TRY(doc, ParseObject(req.body));
         KILN_TRY(percent, GetInt(*doc, "percent"));
         KILN_TRY(msg, GetString(*doc, "msg"));
-        KILN_TRY(p, NarrowInt("percent", percent->value_or(0)));
-        KILN_TRY(r,
-                 svc->SetProgress(project, std::string(req.Param("task")), *p, msg->value_or("")));
+        // Only what is given changes: a msg alone keeps the percent.
+        std::optional<int> p;
+        if (*percent) {
+          if (**percent < 0 || **percent > 100)
+            co_return ErrorResponse(Error::InvalidArgument("percent must be between 0 and 100"));
+          p = static_cast<int>(**percent);
+        }
+        KILN_TRY(r, svc->SetProgress(project, std::string(req.Param("task")), p, *msg));
         co_return Response{200, MsgJson("Progress set")};
       });
 
@@ -732,8 +748,11 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     KILN_TRY(doc, ParseObject(req.body));
     const JsonValue* o = &doc->root();
     if (auto it = doc->root().FindMember("schedule");
-        it != doc->root().MemberEnd() && it->value.IsObject())
+        it != doc->root().MemberEnd() && !it->value.IsNull()) {
+      if (!it->value.IsObject())
+        co_return ErrorResponse(Error::InvalidArgument("schedule must be an object"));
       o = &it->value;  // {"schedule": {...}} as well as the bare fields
+    }
     KILN_TRY(sc, ScheduleFromJson(*o, *old));
     KILN_TRY(updated, svc->UpdateSchedule(project, std::move(*sc)));
     co_return Response{200, Json([&](JsonWriter& w) { WriteSchedule(w, *updated); })};

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -26,9 +27,12 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kMaxPayload = 64 * 1024;
+constexpr size_t kMaxCommand = 16 * 1024;    // a code's command
+constexpr size_t kMaxEnvBytes = 64 * 1024;   // a code's env_vars, names and values
 constexpr int64_t kMaxUnpacked = 1LL << 30;  // what a zip may unpack to
 constexpr char kProgressFile[] = ".progress.json";
 constexpr size_t kMaxProgressFile = 4096;    // what is read of it
+constexpr size_t kMaxProgressMsg = 4096;     // a progress msg set through the API
 constexpr size_t kMaxActiveSchedules = 100;  // per project
 
 Error TooManySchedules() {  // a limit: 403 (§1.4)
@@ -378,8 +382,44 @@ Result<const Code*> Service::FindCodeLocked(const std::string& project,
   return &it->second;
 }
 
-Result<Code> Service::PutCode(const std::string& project, Code spec, const std::string& zip) {
+namespace {
+
+bool HasControlByte(const std::string& s) {
+  return std::any_of(s.begin(), s.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+}
+
+// What a code's settings may hold: every revision is kept in memory, and
+// its env goes into every task's environment (execve refuses a string
+// past 128 KiB).
+Result<void> CheckCodeFields(const Code& spec) {
   if (spec.name.empty()) return Fail(Error::InvalidArgument("name is required"));
+  if (spec.name.size() > 255 || HasControlByte(spec.name))
+    return Fail(Error::InvalidArgument("name must be 1-255 bytes without control bytes"));
+  if (spec.command.size() > kMaxCommand)
+    return Fail(Error::InvalidArgument("command must be at most 16384 bytes"));
+  if (spec.file_name.size() > 1024)
+    return Fail(Error::InvalidArgument("file_name must be at most 1024 bytes"));
+  size_t env_bytes = 0;
+  for (const auto& [k, v] : spec.env_vars) {
+    bool name_ok = !k.empty() && k.size() <= 255 &&
+                   !std::isdigit(static_cast<unsigned char>(k[0])) &&
+                   std::all_of(k.begin(), k.end(),
+                               [](unsigned char c) { return std::isalnum(c) || c == '_'; });
+    if (!name_ok)
+      return Fail(Error::InvalidArgument("env_vars names are letters, digits and _, not " +
+                                         std::string(k.size() > 64 ? k.substr(0, 64) + "..." : k)));
+    if (v.find('\0') != std::string::npos)  // execve would cut it there
+      return Fail(Error::InvalidArgument("env_vars values cannot hold a NUL byte: " + k));
+    env_bytes += k.size() + v.size() + 2;
+  }
+  if (env_bytes > kMaxEnvBytes) return Fail(Error::TooLarge("env_vars exceed 64 KB in all"));
+  return Ok();
+}
+
+}  // namespace
+
+Result<Code> Service::PutCode(const std::string& project, Code spec, const std::string& zip) {
+  if (auto r = CheckCodeFields(spec); !r) return Fail(r.error());
   int64_t unpacked_bytes = 0;
   if (!zip.empty()) {
     auto info = runner::CheckZip(zip, kMaxUnpacked);
@@ -846,17 +886,19 @@ Result<std::string> Service::Retry(const std::string& project, const std::string
   return new_id;
 }
 
-Result<void> Service::SetProgress(const std::string& project, const std::string& id, int percent,
-                                  const std::string& msg) {
-  if (percent < 0 || percent > 100)
+Result<void> Service::SetProgress(const std::string& project, const std::string& id,
+                                  std::optional<int> percent, std::optional<std::string> msg) {
+  if (percent && (*percent < 0 || *percent > 100))
     return Fail(Error::InvalidArgument("percent must be between 0 and 100"));
+  if (msg && msg->size() > kMaxProgressMsg)
+    return Fail(Error::TooLarge("msg must be at most 4096 bytes"));
   std::lock_guard lock(mu_);
   auto it = tasks_.find(id);
   if (it == tasks_.end() || it->second.project_id != project)
     return Fail(Error::NotFound("Task not found"));
   Task& t = it->second;
-  t.percent = percent;
-  t.msg = msg;
+  if (percent) t.percent = *percent;  // what is not given stays
+  if (msg) t.msg = std::move(*msg);
   t.updated_at = clock_.NowMs();
   if (t.state != TaskState::kPreparing) return Save(t);
   // "preparing" is never written (a task lost while preparing is queued
@@ -894,6 +936,8 @@ Result<Schedule> Service::CheckScheduleLocked(const std::string& project, Schedu
     return Fail(Error::InvalidArgument("priority must be 0, 1 or 2"));
   if (s.timeout < 1 || s.timeout > 3600)
     return Fail(Error::InvalidArgument("timeout must be between 1 and 3600"));
+  if (s.max_concurrency < -1)
+    return Fail(Error::InvalidArgument("max_concurrency must be -1 (no limit) or more"));
   if (s.task_delay < 0 || s.task_delay > 604800)
     return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
   if (s.start_at == 0) s.start_at = now;

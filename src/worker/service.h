@@ -128,8 +128,8 @@ class Service {
   Result<void> Cancel(const std::string& project, const std::string& id);
   // A new task like the finished task `id`, after `delay` seconds.
   Result<std::string> Retry(const std::string& project, const std::string& id, int64_t delay);
-  Result<void> SetProgress(const std::string& project, const std::string& id, int percent,
-                           const std::string& msg);
+  Result<void> SetProgress(const std::string& project, const std::string& id,
+                           std::optional<int> percent, std::optional<std::string> msg);
   // The task's combined output so far; NotFound ("Log not found") before it ran.
   // The task's output from byte `offset` on (a follower asks for what is new).
   Result<std::string> Log(const std::string& project, const std::string& id,

@@ -56,6 +56,9 @@ test('wrong types and missing fields are 400', async () => {
   expectError(await kiln.req('POST', m, { messages: [{ body: 'x', delay: 604801 }] }), 400);
   expectError(await kiln.req('DELETE', m, { ids: [{ id: 5 }] }), 400);
   expectError(await kiln.req('DELETE', m, { ids: null }), 400);  // not a clear
+  expectError(await kiln.req('DELETE', m, { ids: [{ reservation_id: 'ab' }] }), 400);  // no id
+  // An admin token belongs to no project: asking for both is a mistake.
+  expectError(await kiln.req('POST', '/kiln/v1/tokens', { project_id: kiln.project, admin: true }, { token: kiln.adminToken }), 400);
   // A dead letter change without queue_name keeps the queue it names.
   assert.equal((await kiln.req('PUT', kiln.q('dl-src'), { queue: { dead_letter: { queue_name: 'dl-dst', max_reservations: 3 } } })).status, 200);
   const dl = await kiln.req('PATCH', kiln.q('dl-src'), { queue: { dead_letter: { max_reservations: 5 } } });

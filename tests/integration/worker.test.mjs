@@ -126,10 +126,17 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
   for (const task of [{ priority: 5 }, { timeout: 7200 }, { timeout: -1 }, { delay: -1 }, { delay: 604801 },
     { priority: 'high' }, { timeout: '60' }, { code_name: 7 }, { label: {} },
     // past the range of an int: not wrapped round into 0-2
-    { priority: 4294967298 }, { priority: -4294967295 }]) {
+    { priority: 4294967298 }]) {
     const r = await bad(task);
     assert.equal(r.status, 400, JSON.stringify(task));
     assert.equal(typeof r.body.msg, 'string');
+  }
+  // A negative priority (Go's -3 among them) means the code's default.
+  for (const priority of [-1, -3, -4294967295]) {
+    const r = await bad({ priority });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((await kiln.req('GET', w(`/tasks/${r.body.tasks[0].id}`))).body.priority, 0);
+    await kiln.req('POST', w(`/tasks/${r.body.tasks[0].id}/cancel`), {});
   }
   // A payload object is written back out as text: nested too deep for that, it is refused.
   const deep = await kiln.req('POST', w('/tasks'), `{"tasks":[{"code_name":"valid","payload":${'['.repeat(100000)}${']'.repeat(100000)}}]}`);
@@ -206,16 +213,25 @@ test('a zip code on the busybox stack gets the contract arguments; revisions and
   const listed = (await kiln.req('GET', w('/codes'))).body.codes.map((c) => c.name);
   assert.ok(listed.includes('zipper') && listed.includes('hello'), listed.join());
 
-  // A code name with CR LF in it cannot add a header to the download's answer.
+  // A code name with CR LF in it is refused (it could not add a header to
+  // the download's answer either); an odd one is quoted there.
   const evil = await upload({ name: 'evil\r\nSet-Cookie: owned=1', file_name: '__runner__.sh', runtime: 'sh' }, zip1);
-  if (evil.status === 200) {
-    const got = await fetch(`${kiln.base}${w(`/codes/${evil.body.id}/download`)}`, { headers: { authorization: `OAuth ${kiln.token}` } });
-    assert.equal(got.status, 200);
-    assert.equal(got.headers.get('set-cookie'), null);
-    assert.match(got.headers.get('content-disposition'), /evilSet-Cookie: owned=1_1\.zip/);
-  } else {
-    assert.equal(evil.status, 400, evil.text);
+  assert.equal(evil.status, 400, evil.text);
+  const odd = await upload({ name: 'my job;v2 "x"', file_name: '__runner__.sh', runtime: 'sh' }, zip1);
+  assert.equal(odd.status, 200, odd.text);
+  const oddDl = await fetch(`${kiln.base}${w(`/codes/${odd.body.id}/download`)}`, { headers: { authorization: `OAuth ${kiln.token}` } });
+  assert.equal(oddDl.headers.get('content-disposition'),
+    `attachment; filename="my job;v2 _x__1.zip"; filename*=UTF-8''my%20job%3Bv2%20%22x%22_1.zip`);
+  for (const rev of ['0', '-5'])
+    assert.equal((await fetch(`${kiln.base}${w(`/codes/${odd.body.id}/download?revision=${rev}`)}`, { headers: { authorization: `OAuth ${kiln.token}` } })).status, 400);
+  // Settings that every revision keeps in memory and every task gets in
+  // its environment are bounded.
+  for (const bad of [{ env_vars: { BIG: 'x'.repeat(70000) } }, { env_vars: { 'A=B': '1' } },
+    { env_vars: { '1X': '1' } }, { env_vars: { NUL: 'a\u0000b' } }, { command: 'x'.repeat(20000) }, { name: 'n'.repeat(256) }]) {
+    const r = await upload({ name: 'bounded', image: 'busybox', command: 'true', ...bad });
+    assert.ok(r.status === 400 || r.status === 413, `${JSON.stringify(bad).slice(0, 60)}: ${r.status} ${r.text}`);
   }
+  assert.equal((await upload({ name: 'bounded', image: 'busybox', command: 'true', env_vars: { GOOD_1: 'x'.repeat(60000) } })).status, 200);
 
   const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'zipper', payload: 'P' }] });
   const task = await finished(q.body.tasks[0].id);
@@ -306,6 +322,13 @@ test('progress from the API and from inside the task; webhook payloads; outlog',
   const after = (await kiln.req('GET', w(`/tasks/${id}`))).body;
   assert.equal(after.percent, 100);
   assert.equal(after.msg, 'done');
+  // Only what is given changes.
+  await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 40 });
+  await kiln.req('POST', w(`/tasks/${id}/progress`), { msg: 'step 2' });
+  const partial = (await kiln.req('GET', w(`/tasks/${id}`))).body;
+  assert.equal(partial.percent, 40);
+  assert.equal(partial.msg, 'step 2');
+  assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { msg: 'm'.repeat(5000) })).status, 413);
   assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 101 })).status, 400);
   assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 4294967346 })).status, 400);
   assert.equal((await kiln.req('POST', w('/tasks/webhook'), 'x')).status, 400);
@@ -441,6 +464,8 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal(await bad({ start_at: '2030-01-01T00:00:nanZ' }), 400);
   assert.equal(await bad({ start_at: '2031-02-29T09:00:00Z' }), 400);  // no such day
   assert.equal(await bad({ cron: '0 0 30 2 *' }), 400);  // would never run
+  assert.equal(await bad({ max_concurrency: -7 }), 400);
+  assert.equal((await kiln.req('PUT', w(`/schedules/${cronId}`), { schedule: 'oops' })).status, 400);
   // A past start_at of a cron schedule: its next match, not one already over.
   const past = await kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'tick', payload: '{}', cron: '0 0 1 1 *', start_at: '2020-01-01T00:00:00Z' }] });
   assert.equal(past.status, 200, past.text);
