@@ -734,12 +734,13 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     co_return Response{200, Json([&](JsonWriter& w) { WriteSchedule(w, *sc); })};
   });
 
-  router.Add("POST", base + "/schedules/:schedule/cancel",
-             [svc, acc](Request& req) -> awaitable<Response> {
-               KILN_AUTH(*acc, req, project);
-               KILN_TRY(r, svc->CancelSchedule(project, std::string(req.Param("schedule"))));
-               co_return Response{200, MsgJson("Cancelled")};
-             });
+  router.Add(
+      "POST", base + "/schedules/:schedule/cancel",
+      [svc, acc](Request& req) -> awaitable<Response> {
+        KILN_AUTH(*acc, req, project);
+        KILN_TRY(was, svc->CancelSchedule(project, std::string(req.Param("schedule"))));
+        co_return Response{200, MsgJson(*was == "scheduled" ? "Cancelled" : "Already " + *was)};
+      });
 
   // S5: the same fields as create, on one schedule; absent ones stay.
   router.Add("PUT", base + "/schedules/:schedule", [svc, acc](Request& req) -> awaitable<Response> {

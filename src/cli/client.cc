@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -87,6 +88,14 @@ Connection Resolve(Connection c, Product product) {
   if (c.scheme.empty()) c.scheme = "http";
   if (c.host.empty()) c.host = "127.0.0.1";
   if (c.port.empty()) c.port = "8080";
+  if (c.project_id.empty()) {
+    // Every request names it: without one it would be /projects//..., a 404
+    // that says nothing of why.
+    std::fprintf(stderr,
+                 "kiln: no project id: give --project-id, set IRON_PROJECT_ID, or put "
+                 "\"project_id\" in iron.json\n");
+    std::exit(2);
+  }
   return c;
 }
 

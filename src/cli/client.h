@@ -22,7 +22,8 @@ struct Connection {
 // product (contract §4: $IRON_<P>_CONFIG / $IRON_CONFIG files, IRON_<P>_*
 // then IRON_* variables, iron-<p>.json, iron_<p>.json, iron.json with or
 // without a dot in the working directory and in ~); defaults to
-// http://127.0.0.1:8080.
+// http://127.0.0.1:8080. Exits 2, saying where to give one, when no
+// project id is found.
 enum class Product { kMq, kWorker };
 Connection Resolve(Connection c, Product product = Product::kMq);
 

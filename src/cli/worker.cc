@@ -1,9 +1,13 @@
 // `kiln worker ...` (codes), `kiln task ...` and `kiln schedule ...`: the
 // IronWorker v2 API from the shell, found and authorized like `kiln mq`.
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -33,6 +37,36 @@ std::shared_ptr<Flags> AddConnectionFlags(CLI::App* cmd) {
 }
 
 std::string Base(const Connection& c) { return "/2/projects/" + c.project_id; }
+
+// Lists every page of `path` (objects in the array `key`, 100 a page, as
+// many pages as the API gives: 101), printing each object with `one`, or
+// with --json all of them as one {"key":[...]}; exits.
+[[noreturn]] void ListAll(const Connection& c, const std::string& path, const char* key, bool json,
+                          const std::function<void(const rapidjson::Value&)>& one) {
+  std::string all;
+  for (int page = 0; page <= 100; ++page) {
+    auto reply = Call(c, "GET", path + "?per_page=100&page=" + std::to_string(page));
+    rapidjson::Document d;
+    if (reply && reply->status == 200) d.Parse<rapidjson::kParseIterativeFlag>(reply->body.c_str());
+    if (!reply || reply->status != 200 || !Field(d, key).IsArray())
+      std::exit(Print(reply, json, [](const rapidjson::Document&) {}));
+    size_t got = 0;
+    for (const auto& x : Array(d, key)) {
+      ++got;
+      if (!json) {
+        one(x);
+        continue;
+      }
+      rapidjson::StringBuffer sb;
+      rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+      x.Accept(w);
+      all += (all.empty() ? "" : ",") + std::string(sb.GetString(), sb.GetSize());
+    }
+    if (got < 100) break;
+  }
+  if (json) std::printf("{\"%s\":[%s]}\n", key, all.c_str());
+  std::exit(0);
+}
 
 // The id of the first object of the array `key` (a batch of one created).
 const char* FirstId(const rapidjson::Value& d, const char* key) {
@@ -161,12 +195,10 @@ void AddWorker(CLI::App& app) {
 
   worker->add_subcommand("ls", "List codes")->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
-    std::exit(Print(Call(c, "GET", Base(c) + "/codes?per_page=100"), f->json,
-                    [](const rapidjson::Document& d) {
-                      for (const auto& x : Array(d, "codes"))
-                        std::printf("%s  %-20s rev %ld  %s\n", Str(x, "id"), Str(x, "name"),
-                                    static_cast<long>(Int(x, "rev")), Str(x, "status"));
-                    }));
+    ListAll(c, Base(c) + "/codes", "codes", f->json, [](const rapidjson::Value& x) {
+      std::printf("%s  %-20s rev %ld  %s\n", Str(x, "id"), Str(x, "name"),
+                  static_cast<long>(Int(x, "rev")), Str(x, "status"));
+    });
   });
 }
 
@@ -200,14 +232,22 @@ void AddTask(CLI::App& app) {
   auto* ls = task->add_subcommand("ls", "List tasks, newest first");
   auto status = std::make_shared<std::string>();
   ls->add_option("--code", *code, "Only tasks of this code");
-  ls->add_option("--status", *status, "Only tasks in this state (queued, running, error, ...)");
+  ls->add_option("--status", *status, "Only tasks in this state (queued, running, error, ...)")
+      ->check(CLI::IsMember({"queued", "preparing", "running", "complete", "error", "cancelled",
+                             "killed", "timeout"}));
+  auto page = std::make_shared<int>(0);
+  ls->add_option("--page", *page, "Older tasks: page N of 100 (0: the newest 100)")
+      ->check(CLI::Range(0, 100));
   ls->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
-    std::string target = Base(c) + "/tasks?per_page=100";
+    std::string target = Base(c) + "/tasks?per_page=100&page=" + std::to_string(*page);
     if (!code->empty()) target += "&code_name=" + Escape(*code);
     if (!status->empty()) target += "&" + Escape(*status) + "=1";
-    std::exit(Print(Call(c, "GET", target), f->json, [](const rapidjson::Document& d) {
+    int p = *page;
+    std::exit(Print(Call(c, "GET", target), f->json, [p](const rapidjson::Document& d) {
       for (const auto& t : Array(d, "tasks")) PrintTask(t);
+      if (Array(d, "tasks").Size() == 100 && p < 100)
+        std::fprintf(stderr, "(100 shown; --page %d for older ones)\n", p + 1);
     }));
   });
 
@@ -292,13 +332,11 @@ void AddSchedule(CLI::App& app) {
 
   sched->add_subcommand("ls", "List schedules")->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
-    std::exit(Print(Call(c, "GET", Base(c) + "/schedules?per_page=100"), f->json,
-                    [](const rapidjson::Document& d) {
-                      for (const auto& s : Array(d, "schedules"))
-                        std::printf("%s  %-9s  %s  next %s  runs %ld\n", Str(s, "id"),
-                                    Str(s, "status"), Str(s, "code_name"), Str(s, "next_start"),
-                                    static_cast<long>(Int(s, "run_count")));
-                    }));
+    ListAll(c, Base(c) + "/schedules", "schedules", f->json, [](const rapidjson::Value& s) {
+      std::printf("%s  %-9s  %s  next %s  runs %ld\n", Str(s, "id"), Str(s, "status"),
+                  Str(s, "code_name"), Str(s, "next_start"),
+                  static_cast<long>(Int(s, "run_count")));
+    });
   });
 
   auto* cancel = sched->add_subcommand("cancel", "Cancel a schedule");

@@ -1003,18 +1003,21 @@ std::vector<Schedule> Service::ListSchedules(const std::string& project, int pag
   return Page(std::move(all), page, per_page);
 }
 
-Result<void> Service::CancelSchedule(const std::string& project, const std::string& id) {
+Result<std::string> Service::CancelSchedule(const std::string& project, const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = schedules_.find(id);
   if (it == schedules_.end() || it->second.project_id != project)
     return Fail(Error::NotFound("Schedule not found"));
-  Schedule& s = it->second;
-  if (s.status != "scheduled") return Ok();
+  if (it->second.status != "scheduled") return it->second.status;
+  Schedule s = it->second;  // changed once it is written
   s.status = "cancelled";
   s.msg = "Cancelled";
   s.next_start = 0;
   s.updated_at = clock_.NowMs();
-  return store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s));
+  if (auto r = store_.PutWorkerRecord("schedule/" + s.id, EncodeSchedule(s)); !r)
+    return Fail(r.error());
+  it->second = std::move(s);
+  return std::string("scheduled");
 }
 
 Result<Schedule> Service::UpdateSchedule(const std::string& project, Schedule s) {

@@ -140,7 +140,9 @@ class Service {
                                                    std::vector<Schedule> specs);
   Result<Schedule> GetSchedule(const std::string& project, const std::string& id) const;
   std::vector<Schedule> ListSchedules(const std::string& project, int page, int per_page) const;
-  Result<void> CancelSchedule(const std::string& project, const std::string& id);
+  // The schedule's status before: "scheduled" when this cancelled it; a
+  // complete or cancelled one stays as it is.
+  Result<std::string> CancelSchedule(const std::string& project, const std::string& id);
   // Replaces the settings of a schedule (as GetSchedule returned them, edited).
   Result<Schedule> UpdateSchedule(const std::string& project, Schedule s);
   // Queues a task for every schedule that is due at the clock's now.

@@ -216,6 +216,9 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   assert.match(r.stdout, new RegExp(`${id}  complete\\s+shell rev 1`));
   r = await cli(['task', 'ls', '--code', 'shell', '--status', 'complete']);
   assert.equal(r.stdout.trim().split('\n').length, 1);
+  r = await cli(['task', 'ls', '--status', 'failed']);  // a typo lists nothing, and says so
+  assert.notEqual(r.code, 0);
+  assert.equal(r.stdout, '');
   r = await cli(['task', 'queue', 'img', '--delay', '3600']);
   const later = r.stdout.trim();
   r = await cli(['task', 'cancel', later]);
@@ -233,9 +236,20 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   assert.match(r.stdout, new RegExp(`${sid}  scheduled\\s+img  next 2031-06-01T10:00:00Z  runs 0`));
   r = await cli(['schedule', 'cancel', sid]);
   assert.equal(r.stdout.trim(), 'Cancelled');
+  r = await cli(['schedule', 'cancel', sid]);
+  assert.equal(r.stdout.trim(), 'Already cancelled');
+  r = await cli(['schedule', 'ls', '--json']);
+  assert.ok(JSON.parse(r.stdout).schedules.some((s) => s.id === sid));
   r = await cli(['schedule', 'create', 'img', '--run-every', '5']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /run_every/);
+});
+
+test('without a project id the CLI says where to give one (exit 2), sending nothing', async () => {
+  const r = await new Promise((resolve) => execFile(KILN_BIN, ['mq', 'list'], { cwd: '/', env: { PATH: process.env.PATH } },
+    (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /no project id: give --project-id, set IRON_PROJECT_ID/);
 });
 
 test('--json failures are JSON on stdout; replies of another shape do not crash the CLI', async () => {

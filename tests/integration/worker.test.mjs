@@ -454,6 +454,7 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal(echoed.body.status, 'scheduled');
   assert.deepEqual((await kiln.req('POST', w(`/schedules/${everyId}/cancel`), {})).body, { msg: 'Cancelled' });
   assert.equal((await kiln.req('GET', w(`/schedules/${everyId}`))).body.status, 'cancelled');
+  assert.deepEqual((await kiln.req('POST', w(`/schedules/${everyId}/cancel`), {})).body, { msg: 'Already cancelled' });
 
   const bad = async (s) => (await kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'tick', payload: '{}', ...s }] })).status;
   assert.equal(await bad({ run_every: 30 }), 400);
