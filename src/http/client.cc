@@ -303,7 +303,10 @@ struct Client::Impl {
     c->key = u.key();
     if (u.tls) {
       c->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ioc, tls_ctx);
-      if (!SSL_set_tlsext_host_name(c->tls->native_handle(), u.host.c_str()))
+      // SNI names hosts only: an address is never sent as one (RFC 6066 §3).
+      boost::system::error_code not_ip;
+      asio::ip::make_address(u.host, not_ip);
+      if (not_ip && !SSL_set_tlsext_host_name(c->tls->native_handle(), u.host.c_str()))
         throw std::runtime_error("cannot set TLS server name");
       c->tls->set_verify_callback(ssl::host_name_verification(u.host));
     } else {

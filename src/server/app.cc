@@ -141,10 +141,20 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
   fs::path admin_file = fs::path(config.data_dir) / "admin.token";
   std::error_code ec;
   if (!fs::exists(admin_file) || fs::file_size(admin_file, ec) == 0) {  // an empty one: made anew
+    // Removing the file is how the admin token is rotated: the one it
+    // held (named "admin", made here) is revoked once the new one is
+    // written. Admin tokens made with `kiln token create --admin` stay.
+    auto before = access->ListTokens();
+    if (!before) return Fail(before.error());
     auto t = access->CreateToken("", "admin", true);
     if (!t) return Fail(t.error());
     if (auto w = WriteSecretFile(admin_file, t->secret); !w) return w;
     spdlog::info("admin token written to {}", admin_file.string());
+    for (const auto& old : *before)
+      if (old.admin && old.name == "admin" && old.project_id.empty()) {
+        if (auto r = access->RevokeToken(old.id); !r) return Fail(r.error());
+        spdlog::info("the earlier admin token {} is revoked", old.id);
+      }
   }
   auto projects = access->ListProjects();
   if (!projects) return Fail(projects.error());
@@ -169,9 +179,14 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
                      "\",\n  \"host\": \"" + host + "\",\n  \"port\": " + std::to_string(port) +
                      ",\n  \"scheme\": \"http\"\n}";
   std::string where = "not written: iron.json exists here";
+  if (!config.write_iron_json) where = "not written";
   if (config.write_iron_json && !fs::exists("iron.json")) {
-    if (WriteSecretFile("iron.json", json))
+    if (auto w = WriteSecretFile("iron.json", json); w) {
       where = "written to " + fs::absolute("iron.json").string();
+    } else {
+      where = "not written: " + w.error().message();
+      spdlog::warn("iron.json {}", where);
+    }
   }
   std::printf(
       "\nKiln created project %s with token %s (iron.json %s)\n"

@@ -128,3 +128,23 @@ test('a start refuses a data dir that is not its own (its mode untouched) and a 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('removing admin.token and restarting rotates the admin token: the old one is revoked', async () => {
+  const kiln = await new Kiln().start();
+  try {
+    const old = kiln.adminToken;
+    const made = await kiln.req('POST', '/kiln/v1/tokens', { admin: true, name: 'ops' }, { token: old });
+    assert.equal(made.status, 201, made.text);
+    await kiln.stop();
+    rmSync(join(kiln.dir, 'data', 'admin.token'));
+    await kiln.start();
+    assert.notEqual(kiln.adminToken, old);
+    assert.equal((await kiln.req('GET', '/kiln/v1/projects', undefined, { token: kiln.adminToken })).status, 200);
+    assert.equal((await kiln.req('GET', '/kiln/v1/projects', undefined, { token: old })).status, 401);
+    // One made on purpose, under another name, stays.
+    assert.equal((await kiln.req('GET', '/kiln/v1/projects', undefined, { token: made.body.token.token })).status, 200);
+  } finally {
+    await kiln.stop();
+    kiln.cleanup();
+  }
+});
