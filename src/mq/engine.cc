@@ -91,7 +91,6 @@ Result<void> Engine::Recover() {
   if (!r) return r;
   TimeMs now = clock_.NowMs();
   uint64_t max_id = 0;
-  std::vector<uint64_t> orphans;
   r = store_.ForEachMessage([&](uint64_t qid, const store::MessageState& s) {
     max_id = std::max(max_id, s.id);
     auto it = by_qid.find(qid);
@@ -103,17 +102,25 @@ Result<void> Engine::Recover() {
   for (auto& [qid, slot] : by_qid) slot->alert_size = slot->queue.size();
   for (const auto& [key, slot] : queues_) ++per_project_[slot->queue.record().project_id];
   // Push deliveries resume where they were; one in flight at the crash is due again.
+  std::string unreadable;  // the first plan that cannot be read
   r = store_.ForEachPlan([&](uint64_t qid, uint64_t id, std::string_view blob) {
     auto it = by_qid.find(qid);
-    if (it == by_qid.end()) return;
+    if (it == by_qid.end() || !unreadable.empty()) return;
     auto plan = DecodePlan(blob);
-    if (!plan) return;
+    if (!plan) {
+      // As for every other record: not skipped (its message would never
+      // be delivered, nor counted), but said.
+      unreadable = "the push plan of message " + std::to_string(id) + " of queue " +
+                   it->second->queue.record().name + " cannot be read";
+      return;
+    }
     FollowSubscribers(*plan, it->second->queue.record(), now);
     auto next = plan->NextDue();
     it->second->plans.emplace(id, std::move(*plan));
     SchedulePush(it->second, id, next.value_or(now));
   });
   if (!r) return r;
+  if (!unreadable.empty()) return Fail(Error::Internal(unreadable));
   // Ids grow with time, (ms << 20) leaving room for 2^20 per ms, and stay
   // above the store's floor, which is ahead of every id handed out before:
   // unique across restarts even when the newest messages were deleted and

@@ -199,6 +199,28 @@ TEST_F(EnginePushTest, InFlightAndUnwrittenDeliveriesAreSentAgainAfterReopen) {
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }
 
+// A plan that cannot be read stops the start, naming its message, as
+// every other record does: skipped, its message would never be delivered.
+TEST_F(EnginePushTest, AnUnreadablePlanStopsTheStartAndSaysWhich) {
+  MakeQueue("multicast", 1);
+  auto id = Post("pq", "x");
+  uint64_t qid = 0;
+  ASSERT_TRUE(store_->ForEachQueue([&](const store::QueueRecord& r, uint64_t) {
+    if (r.name == "pq") qid = r.qid;
+  }));
+  store::MessageBatch b;
+  b.PutPlan(qid, id, "garbage");
+  store_->Append(std::move(b));
+  engine_->Flush();
+  engine_.reset();
+  Engine again(*store_, clock_);
+  auto r = again.Recover();
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("push plan of message " + std::to_string(id)),
+            std::string::npos)
+      << r.error().message();
+}
+
 TEST_F(EnginePushTest, RecordedRetriesResumeOnTimeAfterReopen) {
   MakeQueue("multicast", 2);
   Post("pq", "retry me");

@@ -118,6 +118,12 @@ class RocksStore final : public Store {
                                   std::to_string(kStoreVersion) + " (and 1)"));
     }
     s = db_->Get({}, cf_[kDefault], kNextQidKey, &v);
+    if (!s.ok() && !s.IsNotFound()) return Fail(FromStatus(s));
+    // Starting again at 1 would give a new queue the id, and the messages,
+    // of an old one.
+    if (s.ok() && v.size() != 8)
+      return Fail(Error::Internal("the store's next queue id is " + std::to_string(v.size()) +
+                                  " bytes, not 8: the data directory is damaged"));
     next_qid_ = s.ok() ? DecodeU64(v) : 1;
     return Ok();
   }

@@ -84,9 +84,10 @@ bool EndsInZeros(const std::filesystem::path& p) {
 
 // The process dies without closing the store, as with kill -9: the log has
 // zeros written ahead of its end, and every committed batch must replay.
-// Sets (or, with `to` empty, reads) the data dir's format_version, as
-// another Kiln would have left it, with RocksDB itself.
-std::string FormatVersion(const std::string& dir, const std::string& to = "") {
+// Sets (or, with `to` empty, reads) a key of the data dir's default column
+// family, as another Kiln (or a damaged disk) would have left it, with
+// RocksDB itself.
+std::string RawKey(const std::string& dir, const std::string& key, const std::string& to = "") {
   std::vector<std::string> names;
   EXPECT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir, &names).ok());
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
@@ -96,12 +97,31 @@ std::string FormatVersion(const std::string& dir, const std::string& to = "") {
   EXPECT_TRUE(rocksdb::DB::Open({}, dir, cfs, &handles, &db).ok());
   std::string v;
   if (to.empty())
-    db->Get({}, "format_version", &v);
+    db->Get({}, key, &v);
   else
-    EXPECT_TRUE(db->Put({}, "format_version", to).ok());
+    EXPECT_TRUE(db->Put({}, key, to).ok());
   for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
   delete db;
   return v;
+}
+
+std::string FormatVersion(const std::string& dir, const std::string& to = "") {
+  return RawKey(dir, "format_version", to);
+}
+
+// A damaged next queue id stops the start: starting again at 1 would give
+// a new queue the id, and so the messages, of an old one.
+TEST(RocksStoreTest, ADamagedNextQueueIdIsRefused) {
+  testing::TempDir dir;
+  {
+    auto store = Open({dir.path()});
+    ASSERT_TRUE(store);
+    ASSERT_TRUE((*store)->NextQueueId());
+  }
+  RawKey(dir.path(), "next_qid", "abc");
+  auto refused = Open({dir.path()});
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("next queue id"), std::string::npos);
 }
 
 // A store of version 1 (task payloads inside task records) opens and is
