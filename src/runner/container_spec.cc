@@ -98,9 +98,10 @@ struct ArgTest {
   uint64_t value, value_two;
   const char* op;
 };
+// A rule with `tests` holds when all of them do.
 template <typename List>
 void ErrnoRule(Writer& w, const List& names, unsigned errno_ret,
-               std::optional<ArgTest> test = std::nullopt) {
+               std::initializer_list<ArgTest> tests = {}) {
   w.StartObject();
   w.Key("names");
   Strings(w, names);
@@ -108,28 +109,28 @@ void ErrnoRule(Writer& w, const List& names, unsigned errno_ret,
   w.String("SCMP_ACT_ERRNO");
   w.Key("errnoRet");
   w.Uint(errno_ret);
-  if (test) {
+  if (tests.size()) {
     w.Key("args");
     w.StartArray();
-    w.StartObject();
-    w.Key("index");
-    w.Uint(test->index);
-    w.Key("value");
-    w.Uint64(test->value);
-    if (test->value_two) {
+    for (const auto& test : tests) {
+      w.StartObject();
+      w.Key("index");
+      w.Uint(test.index);
+      w.Key("value");
+      w.Uint64(test.value);
       w.Key("valueTwo");
-      w.Uint64(test->value_two);
+      w.Uint64(test.value_two);
+      w.Key("op");
+      w.String(test.op);
+      w.EndObject();
     }
-    w.Key("op");
-    w.String(test->op);
-    w.EndObject();
     w.EndArray();
   }
   w.EndObject();
 }
 void ErrnoRule(Writer& w, std::initializer_list<const char*> names, unsigned errno_ret,
-               std::optional<ArgTest> test = std::nullopt) {
-  ErrnoRule<std::initializer_list<const char*>>(w, names, errno_ret, test);
+               std::initializer_list<ArgTest> tests = {}) {
+  ErrnoRule<std::initializer_list<const char*>>(w, names, errno_ret, tests);
 }
 
 void Mount(Writer& w, const char* dest, const char* type, const char* source,
@@ -323,10 +324,18 @@ std::string BuildConfig(const ContainerSpec& spec) {
   // the kernel's attack surface with it). One rule per flag: a rule's
   // conditions all have to hold, and a masked compare tests equality.
   for (uint64_t flag : kNamespaceCloneFlags)
-    ErrnoRule(w, {"clone"}, 1, ArgTest{0, flag, flag, "SCMP_CMP_MASKED_EQ"});  // arg 0: flags
+    ErrnoRule(w, {"clone"}, 1, {ArgTest{0, flag, flag, "SCMP_CMP_MASKED_EQ"}});  // arg 0: flags
   // AF_VSOCK reaches the hypervisor and its agents past a network
   // namespace: "network none" would not be.
-  ErrnoRule(w, {"socket"}, 1, ArgTest{0, 40, 0, "SCMP_CMP_EQ"});  // domain AF_VSOCK
+  // The kernel reads the domain as an int: the upper 32 bits of the
+  // register are masked off, or (1 << 32 | 40) would pass.
+  ErrnoRule(w, {"socket"}, 1, {ArgTest{0, 0xffffffff, 40, "SCMP_CMP_MASKED_EQ"}});  // AF_VSOCK
+  // RLIMIT_CORE (4) stays 1 (see the rlimits): lowered to 0, a crash would
+  // start core_pattern's helper as host root. Reading it (prlimit64 with
+  // no new limit) is allowed; glibc's setrlimit is prlimit64.
+  ErrnoRule(w, {"setrlimit"}, 1, {ArgTest{0, 0xffffffff, 4, "SCMP_CMP_MASKED_EQ"}});
+  ErrnoRule(w, {"prlimit64"}, 1,
+            {ArgTest{1, 0xffffffff, 4, "SCMP_CMP_MASKED_EQ"}, ArgTest{2, 0, 0, "SCMP_CMP_NE"}});
   // fallocate reserves any number of blocks at once, between two looks of
   // the task dir's watch (and past RLIMIT_FSIZE with KEEP_SIZE): EOPNOTSUPP,
   // on which posix_fallocate falls back to writing, which the watch sees.

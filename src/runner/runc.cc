@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runner/disk_usage.h"
+#include "runner/remove_tree.h"
 
 extern char** environ;
 
@@ -217,8 +218,7 @@ void Runc::Sweep(const std::string& id, const std::string& work_dir) const {
   RuncCommand({"delete", "--force", id});
   umount2((fs::path(work_dir) / "bundle" / "rootfs").c_str(), MNT_DETACH);
   umount2(work_dir.c_str(), MNT_DETACH);  // its tmpfs, when it had one
-  std::error_code ec;
-  fs::remove_all(work_dir, ec);
+  RemoveTree(work_dir);
 }
 
 RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
@@ -254,7 +254,7 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
     if (fs::exists(fs::path(state_root_) / o.id, ec)) RuncCommand({"delete", "--force", o.id});
     umount2(rootfs.c_str(), MNT_DETACH);
     umount2(work.c_str(), MNT_DETACH);
-    fs::remove_all(work, ec);
+    RemoveTree(work.string());
   };
   if (ec) {
     result.error = "cannot create " + o.work_dir + ": " + ec.message();

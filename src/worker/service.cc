@@ -19,6 +19,7 @@
 #include "base/ids.h"
 #include "runner/code_package.h"
 #include "runner/disk_usage.h"
+#include "runner/remove_tree.h"
 #include "worker/schedule.h"
 
 namespace kiln::worker {
@@ -81,11 +82,17 @@ bool WriteFully(int fd, const std::string& bytes) {
   return true;
 }
 
+// A task's work dir, however deep the task nested it (runner::RemoveTree);
+// what cannot be removed is logged and left.
+void RemoveRunDir(const fs::path& dir) {
+  if (auto r = runner::RemoveTree(dir.string()); !r)
+    spdlog::error("cannot remove {}: {}", dir.string(), r.error().message());
+}
+
 // Replaces whatever is at `path` (a symlink from the package, say: removed,
 // not followed) with a new file holding `bytes`.
 Result<void> WriteTaskFile(const std::string& path, const std::string& bytes) {
-  std::error_code ec;
-  fs::remove_all(path, ec);
+  if (auto r = runner::RemoveTree(path); !r) return r;
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return Fail(Error::Internal("cannot write " + path + ": " + std::strerror(errno)));
   bool ok = WriteFully(fd, bytes);
@@ -308,7 +315,7 @@ Result<void> Service::Recover() {
   for (const auto& d : fs::directory_iterator(fs::path(options_.data_dir) / "task-work", ec)) {
     std::string id = d.path().filename().string();
     runc_.Sweep("kiln-" + id, (d.path() / "run").string());
-    fs::remove_all(d.path(), ec);
+    RemoveRunDir(d.path());
   }
   std::vector<std::string> cut_off;  // running when Kiln died
   // Records written before payloads had records of their own hold them:
@@ -1377,7 +1384,7 @@ void Service::RunTask(const std::string& id) {
     if (auto r = runner::ExtractZip(PackagePath(code.id, code.rev), task_dir.string(),
                                     std::min(code.disk_mb << 20, kMaxUnpacked));
         !r) {
-      fs::remove_all(work, ec);
+      RemoveRunDir(work);
       if (cancelled_before_start()) return;
       return finish(TaskState::kError, "Cannot unpack the code package: " + r.error().message(),
                     -1);
@@ -1385,14 +1392,14 @@ void Service::RunTask(const std::string& id) {
   }
   auto payload = PayloadOf(id);
   if (!payload) {
-    fs::remove_all(work, ec);
+    RemoveRunDir(work);
     if (cancelled_before_start()) return;
     return finish(TaskState::kError, payload.error().message(), -1);
   }
   for (auto [file, bytes] :
        {std::pair{"payload.json", &*payload}, std::pair{"config.json", &code.config}}) {
     if (auto w = WriteTaskFile((task_dir / file).string(), *bytes); !w) {
-      fs::remove_all(work, ec);
+      RemoveRunDir(work);
       if (cancelled_before_start()) return;
       return finish(TaskState::kError, w.error().message(), -1);
     }
@@ -1414,7 +1421,7 @@ void Service::RunTask(const std::string& id) {
   for (const auto& e : code.env_vars) spec.env.push_back(e);
 
   if (cancelled_before_start()) {
-    fs::remove_all(work, ec);
+    RemoveRunDir(work);
     return;
   }
   Result<void> started = Ok();
@@ -1428,7 +1435,7 @@ void Service::RunTask(const std::string& id) {
   if (!started) {
     // Not run: the store still says queued, so a restart would run it
     // again, with this run unrecorded.
-    fs::remove_all(work, ec);
+    RemoveRunDir(work);
     return finish(TaskState::kError,
                   "Kiln could not record the task's start: " + started.error().message(), -1);
   }
@@ -1480,7 +1487,7 @@ void Service::RunTask(const std::string& id) {
   o.on_exit = report;
   auto r = runc_.Run(spec, o);
   if (!reported) report(r);  // it could not run at all
-  fs::remove_all(work, ec);
+  RemoveRunDir(work);
 }
 
 }  // namespace kiln::worker

@@ -9,8 +9,13 @@
 //   6  fanotify_init: host root's per-user limits (container root is uid 0)
 //   7  fallocate(FALLOC_FL_KEEP_SIZE) in the task dir: not EPERM but
 //      EOPNOTSUPP, so that posix_fallocate falls back to writing
+//   8  socket(AF_VSOCK) with the domain's upper 32 bits set (the kernel
+//      reads an int)
+//   9  RLIMIT_CORE lowered to 0 (core_pattern's helper would run again),
+//      by setrlimit or prlimit64; reading it still works
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -44,5 +49,13 @@ int main() {
   fd = open("/task/ns_probe.reserved", O_CREAT | O_WRONLY, 0600);
   r = syscall(SYS_fallocate, fd, FALLOC_FL_KEEP_SIZE, 0L, 100L << 20);
   if (fd < 0 || r == 0 || errno != EOPNOTSUPP) return 7;
+  r = syscall(SYS_socket, (1UL << 32) | 40, SOCK_STREAM, 0);
+  if (r >= 0 || errno != EPERM) return 8;
+  struct rlimit core;
+  if (getrlimit(RLIMIT_CORE, &core) != 0) return 9;
+  struct rlimit zero = {0, core.rlim_max};
+  if (setrlimit(RLIMIT_CORE, &zero) == 0 || errno != EPERM) return 9;
+  if (syscall(SYS_setrlimit, RLIMIT_CORE, &zero) == 0 || errno != EPERM) return 9;
+  if (syscall(SYS_prlimit64, 0, RLIMIT_CORE, &zero, nullptr) == 0 || errno != EPERM) return 9;
   return 0;
 }
