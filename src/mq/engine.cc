@@ -909,6 +909,9 @@ void Engine::Tick() {
         q.Remove(head[0].id);
         batch.Delete(q.record().qid, head[0].id, q.record().push());
       }
+      // And those that expire out of posting order.
+      if (!q.record().push())
+        for (uint64_t id : q.SweepExpired(now)) batch.Delete(q.record().qid, id, false);
       if (due) q.WakeWaiters(due);
       if (!batch.empty()) notices = CheckAlerts(*slot, now);
       if (slot->total_dirty) {

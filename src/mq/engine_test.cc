@@ -145,6 +145,26 @@ TEST_F(EngineTest, MessagesExpire) {
   EXPECT_TRUE(Reserve("q").empty());
 }
 
+// Messages that expire out of posting order (the queue's expiration was
+// lowered after the first) leave `size` too, not only those at the head.
+TEST_F(EngineTest, MessagesExpireBehindALiveHead) {
+  ASSERT_TRUE(engine_->PutQueue(kProject, "q", {.message_expiration = 604800}));
+  PostOne("q", "kept");
+  ASSERT_TRUE(engine_->PutQueue(kProject, "q", {.message_expiration = 60}));
+  PostOne("q", "short 1");
+  PostOne("q", "short 2");
+  clock_.Advance(61'000);
+  engine_->Tick();
+  clock_.Advance(Queue::kSweepEvery);
+  engine_->Tick();
+  engine_->Flush();
+  EXPECT_EQ(engine_->GetQueue(kProject, "q")->size, 1u);
+  auto left = engine_->Peek(kProject, "q", 10);
+  ASSERT_TRUE(left);
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].body, "kept");
+}
+
 TEST_F(EngineTest, OverReservedMessageMovesToDeadLetterQueue) {
   QueueSettings s;
   s.dead_letter_queue = "dlq";

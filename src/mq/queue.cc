@@ -150,6 +150,26 @@ void Queue::Remove(uint64_t id) {
   TrimReady();
 }
 
+std::vector<uint64_t> Queue::SweepExpired(TimeMs now) {
+  std::vector<uint64_t> expired;
+  if (now < next_sweep_ || entries_.empty()) return expired;
+  next_sweep_ = now + kSweepEvery;
+  // By bucket, so that a look goes on where the last one stopped; a rehash
+  // in between moves entries, which the next round through finds.
+  size_t buckets = entries_.bucket_count(), seen = 0;
+  for (size_t n = 0; n < buckets && seen < kSweepBudget; ++n) {
+    size_t b = sweep_bucket_++ % buckets;
+    for (auto it = entries_.begin(b); it != entries_.end(b); ++it, ++seen) {
+      const Entry& e = it->second;
+      bool reserved = e.reservation != 0 && e.visible_at > now;
+      if (e.expires_at <= now && !reserved) expired.push_back(it->first);
+    }
+  }
+  sweep_bucket_ %= buckets;
+  for (uint64_t id : expired) Remove(id);
+  return expired;
+}
+
 void Queue::Clear() {
   entries_.clear();
   ready_tail_.clear();

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace kiln::mq {
 namespace {
 
@@ -16,6 +18,42 @@ TEST(QueueTest, ServesReadyMessagesInIdOrder) {
   EXPECT_EQ(q.PopReady()->id, 2u);
   EXPECT_EQ(q.PopReady()->id, 3u);
   EXPECT_FALSE(q.PopReady());
+}
+
+// Expired messages go wherever they are in the queue (behind a live head
+// too), at most once per kSweepEvery; a reserved one waits for its
+// reservation to end.
+TEST(QueueTest, ExpiredMessagesAreSweptWhereverTheyAre) {
+  Queue q({});
+  q.Add({1, 0, kNow + 600'000, 0, 0}, kNow);  // the head lives on
+  q.Add({2, 0, kNow + 100, 0, 0}, kNow);
+  q.Add({3, kNow + 50'000, kNow + 100, 0, 0}, kNow);   // delayed past its expiry
+  q.Add({4, kNow + 30'000, kNow + 100, 1, 77}, kNow);  // reserved, then expired
+  EXPECT_TRUE(q.SweepExpired(kNow).empty());
+  EXPECT_TRUE(q.SweepExpired(kNow + 200).empty());  // looked at kNow: not again yet
+  auto swept = q.SweepExpired(kNow + Queue::kSweepEvery);
+  std::sort(swept.begin(), swept.end());
+  EXPECT_EQ(swept, (std::vector<uint64_t>{2, 3}));
+  EXPECT_EQ(q.size(), 2u);
+  EXPECT_EQ(q.SweepExpired(kNow + 40'000), std::vector<uint64_t>{4});  // its reservation ran out
+  EXPECT_EQ(q.size(), 1u);
+  EXPECT_EQ(q.PopReady()->id, 1u);
+}
+
+// A queue larger than one slice is looked through slice by slice.
+TEST(QueueTest, ASweepLooksAtASliceAndGoesOnFromThere) {
+  Queue q({});
+  size_t n = Queue::kSweepBudget * 2 + 10;
+  for (uint64_t id = 1; id <= n; ++id) q.Add({id, 0, kNow + 100, 0, 0}, kNow);
+  size_t swept = 0;
+  TimeMs t = kNow + 1000;
+  for (int round = 0; round < 5 && q.size() > 0; ++round, t += Queue::kSweepEvery) {
+    size_t got = q.SweepExpired(t).size();
+    EXPECT_LE(got, Queue::kSweepBudget + 64);  // a slice ends at a whole bucket
+    swept += got;
+  }
+  EXPECT_EQ(swept, n);
+  EXPECT_EQ(q.size(), 0u);
 }
 
 // Messages deleted without being reserved (after a peek) leave the ready

@@ -53,11 +53,14 @@ class MessageBatch {
   void DropQueue(uint64_t qid) { ops_.push_back({Kind::kDropQueue, qid, {}, {}}); }
   bool empty() const { return ops_.empty(); }
   const std::vector<Op>& ops() const { return ops_; }
-  // Only removes (deletes, clears, drops): what frees space, taken even
-  // when the disk is nearly full.
+  // Only removes (deletes, clears, drops) and queue totals (a few bytes,
+  // written with them and at a clean stop, where refusing them would bring
+  // total_messages back short after a restart): taken even when the disk
+  // is nearly full.
   bool only_removes() const {
     return std::all_of(ops_.begin(), ops_.end(), [](const Op& op) {
-      return op.kind == Kind::kDelete || op.kind == Kind::kClear || op.kind == Kind::kDropQueue;
+      return op.kind == Kind::kDelete || op.kind == Kind::kClear || op.kind == Kind::kDropQueue ||
+             op.kind == Kind::kSetTotal;
     });
   }
 

@@ -262,6 +262,7 @@ TEST(RocksStoreTest, ANearlyFullDiskRefusesPostsUntilThereIsRoomAgain) {
     MessageBatch removes;
     removes.Delete(kQid, 1, false);
     removes.DropQueue(kQid + 1);
+    removes.SetTotal(kQid, 7);  // the totals that go with them, and at a clean stop
     ASSERT_TRUE(CommitAndWait(**s, std::move(removes)));
     std::filesystem::remove(filler);
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
