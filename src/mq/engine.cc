@@ -19,6 +19,10 @@ Error ReservationMismatch() { return Error::PermissionDenied("Reservation timed 
 
 TimeMs Seconds(int64_t s) { return s * 1000; }
 
+// How long messages whose dead-letter move failed wait before a reserve
+// takes them (and tries the move) again.
+constexpr TimeMs kDeadLetterRetryMs = 5'000;
+
 Result<void> CheckRange(const char* what, int64_t v, int64_t lo, int64_t hi) {
   if (v < lo || v > hi)
     return Fail(Error::InvalidArgument(std::string(what) + " must be between " +
@@ -602,13 +606,25 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
     from_qid = from->queue.record().qid;
     from_push = from->queue.record().push();
   }
-  auto restore = [this, from, from_clears](const std::vector<store::MessageState>& back) {
+  // A move that cannot be made now (the dead letter queue cannot be made,
+  // the store failed) puts the messages back for a later reserve to try
+  // again: delayed a little, so that a long poll does not take them back
+  // at once, fail again and spin for its whole wait.
+  auto restore = [this, project, from, from_clears](const std::vector<store::MessageState>& back) {
     if (back.empty()) return;
-    std::lock_guard lock(from->mu);
-    if (from->deleted || from->clears != from_clears) return;  // taken by the clear
-    TimeMs now = clock_.NowMs();
-    for (const auto& s : back) from->queue.Add(s, now);
-    from->queue.WakeWaiters(back.size());
+    Notices notices;
+    {
+      std::lock_guard lock(from->mu);
+      if (from->deleted || from->clears != from_clears) return;  // taken by the clear
+      TimeMs now = clock_.NowMs();
+      for (auto s : back) {
+        s.visible_at = now + kDeadLetterRetryMs;
+        s.reservation = 0;
+        from->queue.Add(s, now);
+      }
+      notices = CheckAlerts(*from, now);
+    }
+    if (!notices.empty()) PostNotices(project, std::move(notices));
   };
   auto slot = FindOrCreate(project, dlq);
   if (!slot) return restore(states);

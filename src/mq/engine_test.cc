@@ -627,10 +627,22 @@ TEST(EngineQueueWriteFailureTest, AFailedDeadLetterMoveKeepsTheMessage) {
   ASSERT_EQ(engine.Reserve(kProject, "q", {1, 30, false})->size(), 1u);
   clock.Advance(30'000);
   store.failing = 1;  // the dead letter queue cannot be made
-  EXPECT_TRUE(engine.Reserve(kProject, "q", {1, {}, false})->empty());
+  // A long poll is not woken for the message it could not move: it would
+  // take it back, fail again and spin for its whole wait.
+  bool woken = false;
+  auto waiter = std::make_shared<Waiter>();
+  waiter->wake = [&] { woken = true; };
+  EXPECT_TRUE(engine.Reserve(kProject, "q", {1, {}, false}, waiter)->empty());
+  EXPECT_FALSE(woken);
+  engine.CancelWait(kProject, "q", waiter.get());
   engine.Flush();
   EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 1u);
   store.failing = 0;
+  EXPECT_TRUE(engine.Reserve(kProject, "q", {1, {}, false})->empty());  // back in 5 s, not now
+  engine.Flush();
+  EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 1u);
+  clock.Advance(5'000);
+  engine.Tick();
   EXPECT_TRUE(engine.Reserve(kProject, "q", {1, {}, false})->empty());  // moved now
   engine.Flush();
   EXPECT_EQ(engine.GetQueue(kProject, "q")->size, 0u);

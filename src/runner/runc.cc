@@ -213,6 +213,14 @@ int Runc::RuncCommand(std::initializer_list<std::string> args) const {
   return ExitCodeOf(status);
 }
 
+std::vector<std::string> Runc::Containers() const {
+  std::vector<std::string> ids;
+  std::error_code ec;
+  for (const auto& d : fs::directory_iterator(state_root_, ec))
+    if (d.is_directory(ec)) ids.push_back(d.path().filename().string());
+  return ids;
+}
+
 void Runc::Sweep(const std::string& id, const std::string& work_dir) const {
   RuncCommand({"kill", id, "KILL"});
   RuncCommand({"delete", "--force", id});

@@ -12,6 +12,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "runner/container_spec.h"
 
@@ -84,6 +85,10 @@ class Runc {
   // Removes what a run left behind when Kiln itself died during it: the
   // container `id` (killed if still running), its overlay mount and `work_dir`.
   void Sweep(const std::string& id, const std::string& work_dir) const;
+
+  // The ids of the containers runc holds state for under this state root
+  // (every server's on this host that shares it).
+  std::vector<std::string> Containers() const;
 
  private:
   int RuncCommand(std::initializer_list<std::string> args) const;

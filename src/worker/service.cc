@@ -356,6 +356,18 @@ Result<void> Service::Recover() {
   if (!split_written) return split_written;
   // They failed as any error does: retried while the code allows.
   for (const auto& id : cut_off) RecordEndLocked(tasks_.at(id), now);
+  // Containers of this server's tasks left without a work dir (a `runc
+  // delete` that failed as a run ended, then the dir went): nothing runs
+  // yet, so every one is an orphan. Other servers' on this host are theirs.
+  for (const auto& c : runc_.Containers()) {
+    constexpr std::string_view kPrefix = "kiln-";
+    if (c.rfind(kPrefix, 0) == 0 && tasks_.count(c.substr(kPrefix.size()))) {
+      spdlog::warn("container {} of an earlier run is left: removed", c);
+      runc_.Sweep(
+          c,
+          (fs::path(options_.data_dir) / "task-work" / c.substr(kPrefix.size()) / "run").string());
+    }
+  }
   return Ok();
 }
 

@@ -5,10 +5,14 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -226,6 +230,50 @@ TEST_F(ServiceTest, QueuedTasksSurviveARestartAndRunningOnesEndAsErrors) {
   EXPECT_EQ(ended->msg, "Kiln stopped while the task ran");
   // Not retried: the code has no retries.
   EXPECT_EQ(service_->ListTasks(kProject, {})->size(), 2u);
+}
+
+// A container of this server's task that outlived its work dir (its `runc
+// delete` failed, then the dir went) is found by its runc state and
+// removed at the next start; another server's on the host is left alone.
+TEST_F(ServiceTest, AnOrphanContainerWithoutAWorkDirIsRemovedAtStart) {
+  namespace fs = std::filesystem;
+  NeedContainers();
+  Code("done", "true");
+  service_->Start();
+  auto id = Queue("done");
+  ASSERT_EQ(WaitFinal(id).state, TaskState::kComplete);
+  // The orphan: a bare runc container named as this task's run was.
+  std::string bundle = dir_.path() + "/orphan-bundle";
+  fs::create_directories(bundle);
+  ASSERT_EQ(std::system(("cd " + bundle + " && runc spec").c_str()), 0);
+  rapidjson::Document spec;
+  {
+    std::ifstream in(bundle + "/config.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    spec.Parse(text.str().c_str());
+  }
+  auto& a = spec.GetAllocator();
+  spec["process"]["terminal"] = false;
+  spec["process"]["args"].SetArray().PushBack("sleep", a).PushBack("300", a);
+  spec["root"]["path"].SetString(images_.Busybox()->rootfs.c_str(), a);
+  {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    spec.Accept(w);
+    std::ofstream(bundle + "/config.json") << sb.GetString();
+  }
+  std::string name = "kiln-" + id, other = "kiln-other-server-" + id;
+  for (const auto& c : {name, other})
+    ASSERT_EQ(std::system(("runc --root /run/kiln-runc run -d --bundle " + bundle + " " + c +
+                           " </dev/null >/dev/null 2>&1")
+                              .c_str()),
+              0);
+  ASSERT_TRUE(fs::exists("/run/kiln-runc/" + name));
+  Open();
+  EXPECT_FALSE(fs::exists("/run/kiln-runc/" + name));
+  EXPECT_TRUE(fs::exists("/run/kiln-runc/" + other));
+  std::system(("runc --root /run/kiln-runc delete --force " + other + " >/dev/null 2>&1").c_str());
 }
 
 TEST_F(ServiceTest, ATaskCutOffByACrashIsRetriedWhenItsCodeHasRetries) {
