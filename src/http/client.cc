@@ -1,6 +1,7 @@
 #include "http/client.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
@@ -10,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -198,8 +200,23 @@ struct Client::Impl {
     return now - c.idle_since >= options.idle_timeout;
   }
 
-  // The host's most recently idle connection, unless even that one is stale
-  // (then all of the host's are: they are kept oldest first).
+  // Whether an idle connection can carry the next request: the peer has
+  // not closed it, nor (plain http) sent anything unasked, such as a 408
+  // before closing, that would be read as the next request's answer. (TLS
+  // may have records of its own waiting, a session ticket: only a close
+  // counts there.)
+  static bool StillGood(Conn& c) {
+    if (c.buffer.size() > 0) return false;  // read with the last answer, past its end
+    char byte;
+    ssize_t n = ::recv(c.lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return false;
+    if (n > 0) return c.tls != nullptr;
+    return errno == EAGAIN || errno == EWOULDBLOCK;
+  }
+
+  // The host's most recently idle connection that is still good, unless
+  // even the newest is stale (then all of the host's are: they are kept
+  // oldest first).
   std::unique_ptr<Conn> TakeIdle(const std::string& key) {
     auto it = idle.find(key);
     if (it == idle.end()) return nullptr;
@@ -209,9 +226,13 @@ struct Client::Impl {
       idle.erase(it);
       return nullptr;
     }
-    auto c = std::move(v.back());
-    v.pop_back();
-    --idle_count;
+    std::unique_ptr<Conn> c;
+    while (!v.empty() && !c) {
+      c = std::move(v.back());
+      v.pop_back();
+      --idle_count;
+      if (!StillGood(*c)) c.reset();
+    }
     if (v.empty()) idle.erase(it);
     return c;
   }

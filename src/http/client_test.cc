@@ -25,7 +25,9 @@ namespace {
 // closed it.
 class KeepAliveServer {
  public:
-  KeepAliveServer() {
+  // `then_408`: after its first answer, a connection sends a 408 nobody
+  // asked for (as servers do before closing an idle one), and stays open.
+  explicit KeepAliveServer(bool then_408 = false) : then_408_(then_408) {
     listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -83,7 +85,12 @@ class KeepAliveServer {
       for (size_t end; (end = in.find("\r\n\r\n")) != std::string::npos;) {
         in.erase(0, end + 4);
         std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-        if (write(fd, ok.data(), ok.size()) < 0) break;
+        if (send(fd, ok.data(), ok.size(), MSG_NOSIGNAL) < 0) break;
+        if (then_408_) {  // after the answer was read
+          std::this_thread::sleep_for(std::chrono::milliseconds(30));
+          std::string late = "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n";
+          if (send(fd, late.data(), late.size(), MSG_NOSIGNAL) < 0) break;
+        }
       }
     }
     std::lock_guard lock(mu_);
@@ -91,6 +98,7 @@ class KeepAliveServer {
     cv_.notify_all();
   }
 
+  bool then_408_ = false;
   int listen_fd_ = -1;
   uint16_t port_ = 0;
   std::thread acceptor_;
@@ -121,6 +129,18 @@ TEST(ClientTest, ReusesAnIdleConnectionThenClosesItAfterTheIdleTimeout) {
   EXPECT_TRUE(server.ClosedByClient(0, kLong));
   // The next request gets a new connection.
   ASSERT_EQ(PostAndWait(client, server.url()), 200);
+  EXPECT_EQ(server.accepted(), 2u);
+}
+
+// An idle connection on which the server sent something unasked (a 408
+// before closing it) is not reused: that would be read as the next
+// request's answer.
+TEST(ClientTest, AnIdleConnectionWithBytesWaitingIsNotReused) {
+  KeepAliveServer server(/*then_408=*/true);
+  Client client(ClientOptions{});
+  ASSERT_EQ(PostAndWait(client, server.url()), 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the 408 arrives
+  EXPECT_EQ(PostAndWait(client, server.url()), 200);
   EXPECT_EQ(server.accepted(), 2u);
 }
 
