@@ -227,11 +227,12 @@ struct Client::Impl {
       return nullptr;
     }
     std::unique_ptr<Conn> c;
+    auto now = std::chrono::steady_clock::now();
     while (!v.empty() && !c) {
       c = std::move(v.back());
       v.pop_back();
       --idle_count;
-      if (!StillGood(*c)) c.reset();
+      if (Stale(*c, now) || !StillGood(*c)) c.reset();
     }
     if (v.empty()) idle.erase(it);
     return c;

@@ -56,6 +56,12 @@ class KeepAliveServer {
     std::lock_guard lock(mu_);
     return fds_.size();
   }
+  // Waits (up to `limit`) until `n` unasked 408s were sent (then_408):
+  // on loopback they are in the client's socket once sent.
+  bool LateSent(size_t n, std::chrono::milliseconds limit) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, limit, [&] { return late_sent_ >= n; });
+  }
   // Waits (up to `limit`) until the client closed connection `i`.
   bool ClosedByClient(size_t i, std::chrono::milliseconds limit) {
     std::unique_lock lock(mu_);
@@ -90,6 +96,9 @@ class KeepAliveServer {
           std::this_thread::sleep_for(std::chrono::milliseconds(30));
           std::string late = "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n";
           if (send(fd, late.data(), late.size(), MSG_NOSIGNAL) < 0) break;
+          std::lock_guard lock(mu_);
+          ++late_sent_;
+          cv_.notify_all();
         }
       }
     }
@@ -99,6 +108,7 @@ class KeepAliveServer {
   }
 
   bool then_408_ = false;
+  size_t late_sent_ = 0;
   int listen_fd_ = -1;
   uint16_t port_ = 0;
   std::thread acceptor_;
@@ -139,7 +149,7 @@ TEST(ClientTest, AnIdleConnectionWithBytesWaitingIsNotReused) {
   KeepAliveServer server(/*then_408=*/true);
   Client client(ClientOptions{});
   ASSERT_EQ(PostAndWait(client, server.url()), 200);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the 408 arrives
+  ASSERT_TRUE(server.LateSent(1, kLong));  // the 408 is there
   EXPECT_EQ(PostAndWait(client, server.url()), 200);
   EXPECT_EQ(server.accepted(), 2u);
 }

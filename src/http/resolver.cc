@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <libpsl.h>
 #include <netdb.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <cctype>
@@ -62,13 +63,26 @@ constexpr size_t kMaxCached = 4096;
 // every owner under co.uk does not; the host itself when it has none (an
 // address, a bare suffix). The list: the publicsuffix package's, when
 // installed and newer than libpsl's built-in one.
+// Without a list (libpsl built without one, none installed), the last two
+// labels, as a guess that errs towards one cap for more names.
 std::string SiteOf(const std::string& host) {
-  static const psl_ctx_t* const psl = psl_latest(nullptr);
+  static const psl_ctx_t* const psl = [] {
+    const psl_ctx_t* p = psl_latest(nullptr);
+    if (!p) p = psl_builtin();
+    if (!p) spdlog::warn("no Public Suffix List: name lookups are capped by their last two labels");
+    return p;
+  }();
   std::string lower = host;
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (!lower.empty() && lower.back() == '.') lower.pop_back();
-  const char* site = psl ? psl_registrable_domain(psl, lower.c_str()) : nullptr;
-  return site ? std::string(site) : lower;
+  if (psl) {
+    const char* site = psl_registrable_domain(psl, lower.c_str());
+    return site ? std::string(site) : lower;
+  }
+  size_t last = lower.rfind('.');
+  if (last == std::string::npos || last == 0) return lower;
+  size_t before = lower.rfind('.', last - 1);
+  return before == std::string::npos ? lower : lower.substr(before + 1);
 }
 }  // namespace
 

@@ -156,8 +156,10 @@ std::vector<uint64_t> Queue::SweepExpired(TimeMs now) {
   next_sweep_ = now + kSweepEvery;
   // By bucket, so that a look goes on where the last one stopped; a rehash
   // in between moves entries, which the next round through finds.
+  // Buckets are counted too: the map does not shrink, and one that once
+  // held millions of messages and now a few is mostly empty buckets.
   size_t buckets = entries_.bucket_count(), seen = 0;
-  for (size_t n = 0; n < buckets && seen < kSweepBudget; ++n) {
+  for (size_t n = 0; n < buckets && seen < kSweepBudget && n < 4 * kSweepBudget; ++n) {
     size_t b = sweep_bucket_++ % buckets;
     for (auto it = entries_.begin(b); it != entries_.end(b); ++it, ++seen) {
       const Entry& e = it->second;

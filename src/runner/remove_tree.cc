@@ -27,14 +27,15 @@ struct Remover {
   // Removes what the directory `dir` holds. Returns whether it moved a
   // subtree up to `top` (which then needs another pass).
   bool EmptyDir(int dir, int depth) {
-    int fd = ::dup(dir);
+    // Its own open, close-on-exec: a dup would share `dir`'s offset and
+    // leave the descriptor to a child spawned meanwhile.
+    int fd = ::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR* d = fd < 0 ? nullptr : ::fdopendir(fd);
     if (!d) {
       if (fd >= 0) ::close(fd);
       Note("cannot read", "a directory");
       return false;
     }
-    ::rewinddir(d);  // the dup shares its offset with `dir`, read to its end before
     bool again = false;
     std::vector<std::string> names;  // read first: removing while reading may skip entries
     while (dirent* e = ::readdir(d)) {

@@ -141,20 +141,21 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
   fs::path admin_file = fs::path(config.data_dir) / "admin.token";
   std::error_code ec;
   if (!fs::exists(admin_file) || fs::file_size(admin_file, ec) == 0) {  // an empty one: made anew
-    // Removing the file is how the admin token is rotated: the one it
-    // held (named "admin", made here) is revoked once the new one is
-    // written. Admin tokens made with `kiln token create --admin` stay.
+    // Removing the file is how the admin token is rotated: the ones made
+    // here before (named "admin") are revoked first, so that a failure
+    // leaves no file and the next start tries again. Admin tokens made
+    // through POST /kiln/v1/tokens under another name stay.
     auto before = access->ListTokens();
     if (!before) return Fail(before.error());
-    auto t = access->CreateToken("", "admin", true);
-    if (!t) return Fail(t.error());
-    if (auto w = WriteSecretFile(admin_file, t->secret); !w) return w;
-    spdlog::info("admin token written to {}", admin_file.string());
     for (const auto& old : *before)
       if (old.admin && old.name == "admin" && old.project_id.empty()) {
         if (auto r = access->RevokeToken(old.id); !r) return Fail(r.error());
         spdlog::info("the earlier admin token {} is revoked", old.id);
       }
+    auto t = access->CreateToken("", "admin", true);
+    if (!t) return Fail(t.error());
+    if (auto w = WriteSecretFile(admin_file, t->secret); !w) return w;
+    spdlog::info("admin token written to {}", admin_file.string());
   }
   auto projects = access->ListProjects();
   if (!projects) return Fail(projects.error());
