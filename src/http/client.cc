@@ -205,6 +205,7 @@ struct Client::Impl {
   // before closing, that would be read as the next request's answer. (TLS
   // may have records of its own waiting, a session ticket: only a close
   // counts there.)
+  static constexpr auto kLookAfterIdle = std::chrono::milliseconds(500);
   static bool StillGood(Conn& c) {
     if (c.buffer.size() > 0) return false;  // read with the last answer, past its end
     char byte;
@@ -232,7 +233,10 @@ struct Client::Impl {
       c = std::move(v.back());
       v.pop_back();
       --idle_count;
-      if (Stale(*c, now) || !StillGood(*c)) c.reset();
+      // Looked at only after a while idle: a connection reused at once (a
+      // busy subscriber's) saves the system call, and peers close or time
+      // out idle ones after seconds, not milliseconds.
+      if (Stale(*c, now) || (now - c->idle_since >= kLookAfterIdle && !StillGood(*c))) c.reset();
     }
     if (v.empty()) idle.erase(it);
     return c;

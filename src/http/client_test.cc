@@ -149,7 +149,8 @@ TEST(ClientTest, AnIdleConnectionWithBytesWaitingIsNotReused) {
   KeepAliveServer server(/*then_408=*/true);
   Client client(ClientOptions{});
   ASSERT_EQ(PostAndWait(client, server.url()), 200);
-  ASSERT_TRUE(server.LateSent(1, kLong));  // the 408 is there
+  ASSERT_TRUE(server.LateSent(1, kLong));                       // the 408 is there
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // idle long enough to be looked at
   EXPECT_EQ(PostAndWait(client, server.url()), 200);
   EXPECT_EQ(server.accepted(), 2u);
 }
