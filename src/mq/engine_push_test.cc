@@ -762,34 +762,49 @@ class FailingCommits : public testing::ForwardingStore {
   }
 };
 
-// A message whose body cannot be read is reported without it, said so
-// (`body_omitted`), not as a message with an empty body.
-TEST(EnginePushStoreFailureTest, AReportOfAnUnreadableBodyOmitsIt) {
+// An engine over a store that fails when told to, with a multicast queue
+// "pq" (one subscriber, no retries) that reports to "errors".
+struct FailingStoreRig {
+  FailingStoreRig() {
+    EXPECT_TRUE(engine.Recover());
+    engine.SetPushTransport(&transport, "http://kiln:1");
+    QueueSettings s;
+    s.type = "multicast";
+    s.retries = 0;
+    s.error_queue = "errors";
+    s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
+    EXPECT_TRUE(engine.PutQueue(kProject, "pq", s));
+  }
+  // Posts `body` to "pq"; its delivery is in transport.Take() afterwards.
+  uint64_t Post(const std::string& body) {
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine.Post(kProject, "pq", {{body, 0, {}}}, [&](auto r) { p.set_value(std::move(r)); });
+    auto ids = p.get_future().get();
+    EXPECT_TRUE(ids);
+    engine.Flush();  // its deliveries start after the post's answer
+    return ids ? ids->at(0) : 0;
+  }
+
   testing::TempDir dir;
   FakeClock clock;
   FakeTransport transport;
-  auto real = std::move(*store::rocks::Open({dir.path()}));
-  FailingCommits store(*real);
-  Engine engine(store, clock);
-  ASSERT_TRUE(engine.Recover());
-  engine.SetPushTransport(&transport, "http://kiln:1");
-  QueueSettings s;
-  s.type = "multicast";
-  s.retries = 0;
-  s.error_queue = "errors";
-  s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
-  ASSERT_TRUE(engine.PutQueue(kProject, "pq", s));
-  std::promise<Result<std::vector<uint64_t>>> p;
-  engine.Post(kProject, "pq", {{"lost", 0, {}}}, [&](auto r) { p.set_value(std::move(r)); });
-  ASSERT_TRUE(p.get_future().get());
-  engine.Flush();
-  auto sent = transport.Take();
+  std::unique_ptr<store::Store> real = std::move(*store::rocks::Open({dir.path()}));
+  FailingCommits store{*real};
+  Engine engine{store, clock};
+};
+
+// A message whose body cannot be read is reported without it, said so
+// (`body_omitted`), not as a message with an empty body.
+TEST(EnginePushStoreFailureTest, AReportOfAnUnreadableBodyOmitsIt) {
+  FailingStoreRig rig;
+  rig.Post("lost");
+  auto sent = rig.transport.Take();
   ASSERT_EQ(sent.size(), 1u);
-  store.fail_bodies = true;
+  rig.store.fail_bodies = true;
   sent[0].done(500, "");
-  engine.Flush();
-  store.fail_bodies = false;
-  auto errors = engine.Peek(kProject, "errors", 10);
+  rig.engine.Flush();
+  rig.store.fail_bodies = false;
+  auto errors = rig.engine.Peek(kProject, "errors", 10);
   ASSERT_TRUE(errors);
   ASSERT_EQ(errors->size(), 1u);
   EXPECT_NE((*errors)[0].body.find("\"body_omitted\":true"), std::string::npos)
@@ -799,25 +814,12 @@ TEST(EnginePushStoreFailureTest, AReportOfAnUnreadableBodyOmitsIt) {
 // An error report whose post fails is posted again a little later, without
 // a restart: the message is reported once and removed.
 TEST(EnginePushStoreFailureTest, AnErrorReportThatCouldNotBePostedIsPostedAgain) {
-  testing::TempDir dir;
-  FakeClock clock;
-  FakeTransport transport;
-  auto real = std::move(*store::rocks::Open({dir.path()}));
-  FailingCommits store(*real);
-  Engine engine(store, clock);
-  ASSERT_TRUE(engine.Recover());
-  engine.SetPushTransport(&transport, "http://kiln:1");
-  QueueSettings s;
-  s.type = "multicast";
-  s.retries = 0;
-  s.error_queue = "errors";
-  s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
-  ASSERT_TRUE(engine.PutQueue(kProject, "pq", s));
-  std::promise<Result<std::vector<uint64_t>>> p;
-  engine.Post(kProject, "pq", {{"doomed", 0, {}}}, [&](auto r) { p.set_value(std::move(r)); });
-  auto id = p.get_future().get()->at(0);
-  engine.Flush();  // its deliveries start after the post's answer
-  auto sent = transport.Take();
+  FailingStoreRig rig;
+  Engine& engine = rig.engine;
+  FakeClock& clock = rig.clock;
+  auto& store = rig.store;
+  auto id = rig.Post("doomed");
+  auto sent = rig.transport.Take();
   ASSERT_EQ(sent.size(), 1u);
   store.fail = 1;  // the report's post
   sent[0].done(500, "");
