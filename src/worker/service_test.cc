@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -355,12 +356,23 @@ TEST_F(ServiceTest, AStopQueuesAgainATaskBeingPreparedAndRetriesARunningOne) {
   ASSERT_EQ(service_->GetTask(kProject, prepared)->state, TaskState::kPreparing);
   // The stop waits for the slot in the unpack; the FIFO's writer lets it
   // go on a second later, with nothing to read.
+  // A slot that saw the stop before it opened the package never reads it:
+  // the writer does not wait for a reader then (O_NONBLOCK: ENXIO without
+  // one), it tries until the stop is over.
+  std::atomic<bool> stopped{false};
   std::thread writer([&] {
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    int fd = open(package.c_str(), O_WRONLY);
-    if (fd >= 0) close(fd);
+    while (!stopped) {
+      int fd = open(package.c_str(), O_WRONLY | O_NONBLOCK);
+      if (fd >= 0) {
+        close(fd);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   });
   service_->Stop();
+  stopped = true;
   writer.join();
   EXPECT_EQ(service_->GetTask(kProject, prepared)->state, TaskState::kQueued);
   Open();
