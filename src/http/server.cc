@@ -352,8 +352,23 @@ struct Server::Impl {
         co_await asio::async_write(stream, asio::buffer(kContinue.data(), kContinue.size()),
                                    asio::redirect_error(use_awaitable, ec));
       }
-      if (!ec && !parser.is_done() && !ParseBuffered(parser, buffer, /*whole=*/true, &ec))
-        co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+      if (!ec && !parser.is_done() && !ParseBuffered(parser, buffer, /*whole=*/true, &ec)) {
+        if (parser.chunked()) {
+          // A chunked body has no length to time by: its deadline grows with
+          // what has come, at the same slowest rate (a chunked upload over a
+          // slow link is not cut at the read timeout; a trickle still is).
+          auto began = std::chrono::steady_clock::now();
+          uint64_t got = 0;
+          while (!ec && !parser.is_done()) {
+            got += co_await bhttp::async_read_some(stream, buffer, parser,
+                                                   asio::redirect_error(use_awaitable, ec));
+            watch->deadline = began + options.read_timeout + TransferTime(got);
+          }
+        } else {
+          co_await bhttp::async_read(stream, buffer, parser,
+                                     asio::redirect_error(use_awaitable, ec));
+        }
+      }
       if (ec) {
         int status = 0;
         const char* msg = nullptr;

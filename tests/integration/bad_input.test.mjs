@@ -237,6 +237,48 @@ test('a large body sent slowly gets more than the read timeout: a second per 64 
   assert.match(got, /^HTTP\/1\.1 201/, got.slice(0, 200));
 });
 
+test('a chunked body sent slowly gets a second per 64 KiB that has come; a trickle is cut', async () => {
+  const head = (q) => `POST ${kiln.q(q)}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\n` +
+    'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n';
+  const chunk = (text) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+  const open = async () => {
+    const sock = net.connect(kiln.port, '127.0.0.1');
+    const state = { got: '', closed: false };
+    sock.on('data', (d) => { state.got += d; });
+    sock.on('close', () => { state.closed = true; });
+    sock.on('error', () => {});
+    await new Promise((res) => sock.once('connect', res));
+    return { sock, state };
+  };
+  // ~200 KB over ~2 s: past the 1 s read timeout, within what has come allows.
+  const body = JSON.stringify({ messages: Array.from({ length: 4 }, (_, i) => ({ body: String(i).repeat(50000) })) });
+  const fast = await open();
+  fast.sock.write(head('slow-chunked'));
+  const step = Math.ceil(body.length / 8);
+  for (let at = 0; at < body.length && !fast.state.closed; at += step) {
+    await sleep(250);
+    fast.sock.write(chunk(body.slice(at, at + step)));
+  }
+  fast.sock.write('0\r\n\r\n');
+  await eventually(async () => fast.state.got.includes('\r\n\r\n') || fast.state.closed, 10000);
+  fast.sock.destroy();
+  assert.match(fast.state.got, /^HTTP\/1\.1 201/, fast.state.got.slice(0, 200));
+  assert.equal((await kiln.req('GET', kiln.q('slow-chunked'))).body.queue.size, 4);
+  // A few bytes every 300 ms earn nothing: closed unanswered after about 1 s.
+  const slow = await open();
+  slow.sock.write(head('trickle-chunked') + chunk('{"messages":'));
+  const t0 = Date.now();
+  for (let i = 0; i < 20 && !slow.state.closed; i++) {
+    await sleep(300);
+    slow.sock.write(chunk(' '));
+  }
+  const waited = Date.now() - t0;
+  slow.sock.destroy();
+  assert.ok(slow.state.closed, 'a trickling chunked body was not cut off');
+  assert.equal(slow.state.got, '');
+  assert.ok(waited < 5500, `closed after ${waited} ms`);
+});
+
 test('past --max-connections a new connection is closed at once; the open ones still work', async () => {
   const small = await new Kiln({ args: ['--max-connections', '3'] }).start();
   const open = () => new Promise((resolve, reject) => {
