@@ -128,6 +128,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(size_t{1}, size_t{1} << 32))
       ->envname("KILN_MAX_QUEUED_TASKS_PER_PROJECT");
   serve
+      ->add_option("--max-code-revisions", config.max_code_revisions,
+                   "Revisions kept of each code: an upload past it removes the oldest that no "
+                   "queued or running task needs (0: keep all)")
+      ->check(CLI::Range(0, 1 << 20))
+      ->envname("KILN_MAX_CODE_REVISIONS");
+  serve
       ->add_option("--task-retention-days", config.task_retention_days,
                    "Days finished tasks and their logs are kept")
       ->envname("KILN_TASK_RETENTION_DAYS");

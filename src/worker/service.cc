@@ -530,8 +530,45 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   code_by_name_[{project, spec.name}] = spec.id;
   codes_[spec.id] = spec;
   revisions_[{spec.id, spec.rev}] = spec;
+  PruneRevisionsLocked(spec);
   cv_.notify_all();  // a higher max_concurrency may let tasks start
   return spec;
+}
+
+void Service::PruneRevisionsLocked(const Code& code) {
+  int64_t keep_from = code.rev - options_.max_code_revisions + 1;
+  if (options_.max_code_revisions <= 0 || keep_from <= 1) return;
+  auto from = revisions_.lower_bound({code.id, 0});
+  if (from == revisions_.end() || from->first.first != code.id || from->first.second >= keep_from)
+    return;
+  // Revisions a task still needs: it runs the one it was queued with.
+  std::set<int64_t> needed;
+  auto need = [&](const std::string& task_id) {
+    auto t = tasks_.find(task_id);
+    if (t != tasks_.end() && t->second.code_id == code.id) needed.insert(t->second.code_rev);
+  };
+  if (auto q = queued_.find(code.project_id); q != queued_.end())
+    for (const auto& [prio, seq, id] : q->second) need(id);
+  for (const auto& [id, cancel] : cancels_) need(id);  // preparing or running
+  std::vector<std::string> keys;
+  std::vector<int64_t> revs;
+  for (auto it = from;
+       it != revisions_.end() && it->first.first == code.id && it->first.second < keep_from; ++it)
+    if (!needed.count(it->first.second)) {
+      keys.push_back(RevKey(code.id, it->first.second));
+      revs.push_back(it->first.second);
+    }
+  if (keys.empty()) return;
+  // Should the write fail the revisions stay, to be tried at the next upload.
+  if (auto r = store_.DeleteWorkerRecords(keys); !r) {
+    spdlog::warn("code {}: old revisions not removed: {}", code.id, r.error().message());
+    return;
+  }
+  for (int64_t rev : revs) {
+    revisions_.erase({code.id, rev});
+    std::error_code ec;
+    fs::remove(PackagePath(code.id, rev), ec);
+  }
 }
 
 Result<Code> Service::GetCode(const std::string& project, const std::string& name_or_id) const {
@@ -881,8 +918,10 @@ Result<std::string> Service::Retry(const std::string& project, const std::string
   if (!Final(old.state))
     return Fail(Error::InvalidArgument("Task is " + std::string(StateName(old.state)) +
                                        ": only a finished task can be retried"));
+  if (!codes_.count(old.code_id)) return Fail(Error::NotFound("Code not found: " + old.code_name));
   if (!revisions_.count({old.code_id, old.code_rev}))
-    return Fail(Error::NotFound("Code not found: " + old.code_name));
+    return Fail(Error::NotFound("Revision " + std::to_string(old.code_rev) + " of code " +
+                                old.code_name + " is no longer kept (--max-code-revisions)"));
   if (auto r = RoomToQueueLocked(project, 1); !r) return Fail(r.error());
   auto payload = PayloadOf(old.id);
   if (!payload) return Fail(payload.error());

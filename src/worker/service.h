@@ -60,6 +60,11 @@ struct ServiceOptions {
   // a POST /tasks or retry past it is refused (403). Schedules and
   // automatic retries are not held to it.
   size_t max_queued_tasks_per_project = 1'000'000;
+  // Revisions kept of each code (0: all). An upload past it removes the
+  // oldest revisions, records and packages, that no queued or running task
+  // still needs, so that a code uploaded on every commit does not fill the
+  // disk.
+  int max_code_revisions = 50;
 };
 
 struct NewTask {
@@ -162,6 +167,9 @@ class Service {
   int RunningLocked(const std::string& project) const;
   // PermissionDenied when `more` tasks would take the project past its cap.
   Result<void> RoomToQueueLocked(const std::string& project, size_t more) const;
+  // Under mu_: drops revisions of `code` past options_.max_code_revisions
+  // that no queued, preparing or running task was queued with.
+  void PruneRevisionsLocked(const Code& code);
   void RunTask(const std::string& id);
   // Under mu_: the task as it ends; queues its retry when the code allows.
   void FinishLocked(Task& t, TaskState state, std::string msg, int exit_code);

@@ -768,6 +768,76 @@ TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
   EXPECT_TRUE(svc->GetSchedule(kProject, sids[1]));
 }
 
+// An upload past --max-code-revisions removes the oldest revisions, their
+// records and packages, but not one a queued task was queued with: that one
+// goes at an upload after the task has ended. A retry of a task whose
+// revision is gone is refused; the removal lasts past a restart.
+TEST(ServiceRevisionsTest, OldRevisionsGoOnceNoTaskNeedsThem) {
+  namespace fs = std::filesystem;
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FakeClock clock;
+  ServiceOptions o{dir.path(), 0};  // no slots: tasks stay queued
+  o.run_schedules = false;
+  o.max_code_revisions = 2;
+  auto svc = std::make_unique<Service>(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  fs::path src = fs::path(dir.path()) / "src";
+  fs::create_directories(src);
+  auto upload = [&](int n) {
+    std::ofstream(src / "run.sh") << "echo " << n << "\n";
+    auto zip = runner::ZipDirectory(src.string());
+    EXPECT_TRUE(zip);
+    worker::Code c;
+    c.name = "app";
+    c.command = "sh run.sh";
+    auto code = svc->PutCode(kProject, c, *zip);
+    EXPECT_TRUE(code) << code.error().message();
+    return *code;
+  };
+  auto package = [&](const worker::Code& c, int64_t rev) {
+    return fs::path(dir.path()) / "codes" / c.id / (std::to_string(rev) + ".zip");
+  };
+  auto revs = [&](const worker::Code& c) {
+    std::vector<int64_t> out;
+    auto all = svc->Revisions(kProject, c.id, 0, 100);
+    EXPECT_TRUE(all);
+    for (const auto& r : *all) out.push_back(r.rev);
+    return out;
+  };
+  worker::Code c = upload(1);
+  NewTask n;
+  n.code_name = "app";
+  std::string pinned = svc->QueueTasks(kProject, {n})->at(0);  // runs revision 1
+  upload(2);
+  std::string ended = svc->QueueTasks(kProject, {n})->at(0);  // revision 2
+  ASSERT_TRUE(svc->Cancel(kProject, ended));
+  upload(3);
+  EXPECT_EQ(revs(c), (std::vector<int64_t>{3, 2, 1}));  // 1 is past the two kept but queued
+  upload(4);
+  // Revision 1 is still needed by its queued task; 2 has no task left.
+  EXPECT_EQ(revs(c), (std::vector<int64_t>{4, 3, 1}));
+  EXPECT_TRUE(fs::exists(package(c, 1)));
+  EXPECT_FALSE(fs::exists(package(c, 2)));
+  EXPECT_EQ(svc->Download(kProject, c.id, 2).error().code(), ErrorCode::kNotFound);
+  auto retry = svc->Retry(kProject, ended, 0);
+  ASSERT_FALSE(retry);
+  EXPECT_EQ(retry.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(svc->GetTask(kProject, pinned)->code_rev, 1);
+  ASSERT_TRUE(svc->Cancel(kProject, pinned));
+  upload(5);
+  EXPECT_EQ(revs(c), (std::vector<int64_t>{5, 4}));
+  EXPECT_FALSE(fs::exists(package(c, 1)));
+  EXPECT_FALSE(fs::exists(package(c, 3)));
+  EXPECT_TRUE(fs::exists(package(c, 4)));
+  svc = std::make_unique<Service>(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  EXPECT_EQ(revs(c), (std::vector<int64_t>{5, 4}));
+  EXPECT_TRUE(svc->Download(kProject, c.id, 4));
+}
+
 // Lists are newest first, paged, filtered by code name, label, state and
 // creation time; stats count a code's tasks by state. Both keep to their
 // project and forget expired tasks.
