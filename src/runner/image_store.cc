@@ -3,13 +3,16 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <rapidjson/document.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -34,11 +37,12 @@ void MakePrivate(const std::string& dir) {
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
 }
 
-bool IsImageId(std::string_view s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
+bool IsHex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
+
+bool IsImageId(std::string_view s) { return s.size() == 64 && IsHex(s); }
 
 ReadArchive OpenRead(const std::string& path) {
   ReadArchive a(archive_read_new(), archive_read_free);
@@ -86,26 +90,96 @@ std::string CleanPath(const char* raw) {  // "" for none (and a name with "..")
   return p;
 }
 
-// Whether `p`, once its existing parents are resolved, stays inside `root`
-// (relative symlinks of the image are followed within it).
-bool Inside(const fs::path& root, const fs::path& p) {
-  std::error_code ec;
-  fs::path parent = fs::weakly_canonical(p.parent_path(), ec);
-  if (ec) return false;
-  auto r = root.string(), s = parent.string();
-  return s == r || s.rfind(r + "/", 0) == 0;
+// `rel` (relative, clean) resolved inside `root` as a process whose root it
+// is would see it: each symlink met on the way is followed, an absolute
+// target from `root` and ".." never above it, so that the result is always
+// under `root` (the host's own /run is not where an image's
+// var/run -> /run leads). The last component is followed only when
+// `follow_last`. None when links go round more than 40 times.
+std::optional<fs::path> ResolveInRoot(const fs::path& root, std::string_view rel,
+                                      bool follow_last) {
+  auto split = [](std::string_view path, std::deque<std::string>* into, bool front) {
+    std::vector<std::string> parts;
+    for (size_t i = 0; i <= path.size();) {
+      size_t j = std::min(path.find('/', i), path.size());
+      if (j > i) parts.emplace_back(path.substr(i, j - i));
+      i = j + 1;
+    }
+    if (front)
+      into->insert(into->begin(), parts.begin(), parts.end());
+    else
+      into->insert(into->end(), parts.begin(), parts.end());
+  };
+  std::deque<std::string> todo;
+  split(rel, &todo, false);
+  std::vector<std::string> done;
+  int links = 0;
+  while (!todo.empty()) {
+    std::string part = std::move(todo.front());
+    todo.pop_front();
+    if (part == ".") continue;
+    if (part == "..") {
+      if (!done.empty()) done.pop_back();
+      continue;
+    }
+    fs::path here = root;
+    for (const auto& d : done) here /= d;
+    here /= part;
+    struct stat st {};
+    if ((!todo.empty() || follow_last) && lstat(here.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+      if (++links > 40) return std::nullopt;
+      std::error_code ec;
+      std::string target = fs::read_symlink(here, ec).string();
+      if (ec) return std::nullopt;
+      if (!target.empty() && target.front() == '/') done.clear();
+      split(target, &todo, true);
+      continue;
+    }
+    done.push_back(std::move(part));
+  }
+  fs::path out = root;
+  for (const auto& d : done) out /= d;
+  return out;
+}
+
+// Where member `name` of a layer lands: its parent resolved inside `root`,
+// then its own name (an entry replaces a symlink, it does not go through
+// it). None when it cannot be placed.
+std::optional<fs::path> PlaceInRoot(const fs::path& root, const std::string& name) {
+  size_t slash = name.rfind('/');
+  std::string base = slash == std::string::npos ? name : name.substr(slash + 1);
+  if (base == "." || base.empty()) return root;
+  auto parent = ResolveInRoot(root, slash == std::string::npos ? "" : name.substr(0, slash), true);
+  if (!parent) return std::nullopt;
+  return *parent / base;
 }
 
 // Extracts the regular archive `path` (the outer image tarball) into `dir`.
+// Its links (an older docker save writes a layer seen twice as a symlink
+// to the first) become hard links to the file they name inside `dir`.
 Result<void> Unpack(const std::string& path, const fs::path& dir) {
   auto a = OpenRead(path);
   if (!a) return Fail(Error::InvalidArgument("not a tar archive: " + path));
+  std::vector<std::pair<std::string, std::string>> links;  // member, the member it names
   archive_entry* e;
   int r;
   while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
     const char* raw = archive_entry_pathname(e);
     std::string name = CleanPath(raw ? raw : "");
-    if (name.empty() || archive_entry_filetype(e) != AE_IFREG) continue;
+    if (name.empty()) continue;
+    if (const char* hard = archive_entry_hardlink(e)) {
+      links.emplace_back(name, CleanPath(hard));
+      continue;
+    }
+    if (archive_entry_filetype(e) == AE_IFLNK) {
+      const char* to = archive_entry_symlink(e);
+      if (to && *to && *to != '/') {
+        std::string named = (fs::path(name).parent_path() / to).lexically_normal().string();
+        links.emplace_back(name, CleanPath(named.c_str()));
+      }
+      continue;
+    }
+    if (archive_entry_filetype(e) != AE_IFREG) continue;
     fs::path out = dir / name;
     std::error_code ec;
     fs::create_directories(out.parent_path(), ec);
@@ -125,11 +199,24 @@ Result<void> Unpack(const std::string& path, const fs::path& dir) {
   if (r != ARCHIVE_EOF)
     return Fail(
         Error::InvalidArgument(std::string("bad archive: ") + archive_error_string(a.get())));
+  // A link may name another link: a few rounds, each linking what it can.
+  for (int round = 0; round < 8 && !links.empty(); ++round) {
+    std::erase_if(links, [&](const auto& link) {
+      std::error_code ec;
+      fs::path to = dir / link.second;
+      if (link.second.empty() || !fs::is_regular_file(fs::symlink_status(to, ec))) return false;
+      fs::create_directories((dir / link.first).parent_path(), ec);
+      fs::remove(dir / link.first, ec);
+      fs::create_hard_link(to, dir / link.first, ec);
+      return !ec;
+    });
+  }
   return Ok();
 }
 
 // Applies one layer to `root`: whiteouts first (they hide what lower layers
-// put there), then the files.
+// put there), then the files. Every path is placed inside `root` by
+// PlaceInRoot; an entry replaces what is there unless both are directories.
 Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
   std::error_code ec;
   {
@@ -139,18 +226,19 @@ Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
     while (archive_read_next_header(a.get(), &e) == ARCHIVE_OK) {
       std::string name = CleanPath(archive_entry_pathname(e));
       if (name.empty()) continue;
-      fs::path p = root / name;
-      std::string base = p.filename().string();
+      std::string base = fs::path(name).filename().string();
       if (base.rfind(".wh.", 0) != 0) continue;
       std::string hidden = base.substr(4);
       if (base != ".wh..wh..opq" && (hidden.empty() || hidden == "." || hidden == ".."))
         return Fail(Error::InvalidArgument("layer has a whiteout of nothing: " + name));
-      if (!Inside(root, p)) return Fail(Error::InvalidArgument("layer escapes the root: " + name));
+      auto at = PlaceInRoot(root, name);
+      if (!at) return Fail(Error::InvalidArgument("layer has a symlink loop: " + name));
+      fs::path dir = at->parent_path();
       if (base == ".wh..wh..opq") {
-        for (auto& child : fs::directory_iterator(p.parent_path(), ec))
-          fs::remove_all(child.path(), ec);
+        if (fs::is_directory(fs::symlink_status(dir, ec)))
+          for (auto& child : fs::directory_iterator(dir, ec)) fs::remove_all(child.path(), ec);
       } else {
-        fs::remove_all(p.parent_path() / hidden, ec);
+        fs::remove_all(dir / hidden, ec);  // a symlink goes, not what it names
       }
     }
   }
@@ -159,24 +247,32 @@ Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
   std::unique_ptr<archive, int (*)(archive*)> disk(archive_write_disk_new(), archive_write_free);
   archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER |
                                                  ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_UNLINK |
-                                                 ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+                                                 ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                                 ARCHIVE_EXTRACT_SECURE_SYMLINKS);
   archive_entry* e;
   int r;
   while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
     std::string name = CleanPath(archive_entry_pathname(e));
     if (name.empty()) continue;
-    fs::path p = root / name;
-    if (p.filename().string().rfind(".wh.", 0) == 0) continue;
+    if (fs::path(name).filename().string().rfind(".wh.", 0) == 0) continue;
     auto type = archive_entry_filetype(e);
     if (type == AE_IFCHR || type == AE_IFBLK) continue;  // no devices from images
-    if (!Inside(root, p)) return Fail(Error::InvalidArgument("layer escapes the root: " + name));
-    archive_entry_set_pathname(e, p.c_str());
+    auto at = PlaceInRoot(root, name);
+    if (!at) return Fail(Error::InvalidArgument("layer has a symlink loop: " + name));
     if (const char* link = archive_entry_hardlink(e)) {
       std::string target = CleanPath(link);
-      if (target.empty() || !Inside(root, root / target))
-        return Fail(Error::InvalidArgument("hard link escapes the root: " + name));
-      archive_entry_set_hardlink(e, (root / target).c_str());
+      auto to = target.empty() ? std::nullopt : PlaceInRoot(root, target);
+      if (!to) return Fail(Error::InvalidArgument("bad hard link: " + name));
+      archive_entry_set_hardlink(e, to->c_str());
     }
+    // What is there goes, unless both are directories (a directory entry
+    // over a symlink makes a directory: its files do not land where the
+    // symlink pointed).
+    struct stat st {};
+    if (*at != root && lstat(at->c_str(), &st) == 0 &&
+        !(S_ISDIR(st.st_mode) && type == AE_IFDIR && !archive_entry_hardlink(e)))
+      fs::remove_all(*at, ec);
+    archive_entry_set_pathname(e, at->c_str());
     if (auto w = CopyEntry(a.get(), disk.get(), e, name); !w) return Fail(w.error());
   }
   if (r != ARCHIVE_EOF)
@@ -196,17 +292,35 @@ bool IsImageName(std::string_view name) {
   return true;
 }
 
-Result<void> ImageStore::Name(const std::string& name, const std::string& id) {
-  if (name.empty()) return Ok();
+Result<void> ImageStore::CheckName(const std::string& name) {
   if (!IsImageName(name)) return Fail(Error::InvalidArgument("bad image name: " + name));
   // Names are looked up before ids: a name that is an id would hide that image.
   if (IsImageId(name))
     return Fail(Error::InvalidArgument("an image name cannot be an image id: " + name));
-  fs::create_directories(fs::path(dir_) / "names");
+  return Ok();
+}
+
+Result<void> ImageStore::Name(const std::string& name, const std::string& id) {
+  if (name.empty()) return Ok();
+  if (auto r = CheckName(name); !r) return r;
+  fs::path names = fs::path(dir_) / "names";
+  fs::create_directories(names);
   std::string file = name;
   for (auto& c : file)
     if (c == '/') c = '%';
-  std::ofstream(fs::path(dir_) / "names" / file) << id;
+  // Written aside and renamed: a reader never sees half an id.
+  fs::path tmp = names / (".tmp-" + RandomHex(8));
+  {
+    std::ofstream out(tmp);
+    out << id;
+    if (!out.flush()) return Fail(Error::Internal("cannot write the name " + name));
+  }
+  std::error_code ec;
+  fs::rename(tmp, names / file, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    return Fail(Error::Internal("cannot write the name " + name + ": " + ec.message()));
+  }
   return Ok();
 }
 
@@ -305,12 +419,22 @@ Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
   // The id covers the layers' bytes as well as the config: an archive that
   // copies another image's config but brings its own layers is another
   // image, and cannot take the place of that one's unpacked files.
-  std::string chain = config;
+  // Each part by its own hash, and their number first: no config can be
+  // made to end with another image's first layer hashes and so take that
+  // image's id with fewer layers.
+  std::string chain = "kiln-image-v2\n" + Sha256Hex(config) + "\n" + std::to_string(layers.size());
   for (const auto& l : layers) {
     std::string h = l.empty() ? "" : Sha256FileHex((tmp / "archive" / l).string());
     if (h.empty()) return Fail(Error::InvalidArgument("cannot read the layer " + l));
     chain += "\n" + h;
   }
+  // Names are checked before the work: a bad tag does not leave an image
+  // without a name behind.
+  std::erase_if(tags, [](const std::string& t) { return t == kBusyboxName; });  // built-in's
+  for (const auto& n : tags)
+    if (auto r = CheckName(n); !r) return Fail(r.error());
+  if (!name.empty())
+    if (auto r = CheckName(name); !r) return Fail(r.error());
   std::string id = Sha256Hex(chain);
   fs::path image = fs::path(dir_) / "images" / id;
   if (!fs::exists(image / "rootfs")) {  // unpacked once per content
@@ -321,15 +445,23 @@ Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
       if (l.empty()) return Fail(Error::InvalidArgument("bad layer path"));
       if (auto r = ApplyLayer((tmp / "archive" / l).string(), root); !r) return Fail(r.error());
     }
-    fs::create_directories(image, ec);
-    fs::rename(rootfs, image / "rootfs", ec);
-    if (ec) return Fail(Error::Internal("cannot store the image: " + ec.message()));
+    if (auto r = Store(rootfs, image); !r) return Fail(r.error());
   }
   for (const auto& t : tags)
-    if (t != kBusyboxName)  // the built-in image keeps its name
-      if (auto r = Name(t, id); !r) return Fail(r.error());
+    if (auto r = Name(t, id); !r) return Fail(r.error());
   if (auto r = Name(name, id); !r) return Fail(r.error());
   return Find(id);
+}
+
+Result<void> ImageStore::Store(const fs::path& rootfs, const fs::path& image) {
+  std::error_code ec;
+  fs::create_directories(image, ec);
+  fs::rename(rootfs, image / "rootfs", ec);
+  // An import of the same image at the same time got there first: the same
+  // content, already in place.
+  if (ec && fs::is_directory(image / "rootfs")) return Ok();
+  if (ec) return Fail(Error::Internal("cannot store the image: " + ec.message()));
+  return Ok();
 }
 
 Result<ImageInfo> ImageStore::ImportRootfs(const std::string& tarball, const std::string& name) {
@@ -354,9 +486,7 @@ Result<ImageInfo> ImageStore::ImportRootfsTarball(const std::string& tarball,
     RemovedAtExit cleanup{tmp};
     fs::create_directories(tmp / "rootfs", ec);
     if (auto r = ApplyLayer(tarball, fs::canonical(tmp / "rootfs")); !r) return Fail(r.error());
-    fs::create_directories(image, ec);
-    fs::rename(tmp / "rootfs", image / "rootfs", ec);
-    if (ec) return Fail(Error::Internal("cannot store the image: " + ec.message()));
+    if (auto r = Store(tmp / "rootfs", image); !r) return Fail(r.error());
   }
   if (auto r = Name(name, id); !r) return Fail(r.error());
   return Find(id);
@@ -388,7 +518,20 @@ Result<ImageInfo> ImageStore::Find(const std::string& name_or_id) const {
     if (c == '/') c = '%';
   std::error_code ec;
   fs::path named = fs::path(dir_) / "names" / file;
-  if (fs::is_regular_file(named, ec)) id = ReadFile(named);
+  if (fs::is_regular_file(named, ec)) {
+    id = ReadFile(named);
+  } else if (name_or_id.size() >= 4 && name_or_id.size() < 64 && IsHex(name_or_id)) {
+    // The start of an id (`image ls` shows 12 hex), when one image's alone.
+    std::string found;
+    for (auto& i : fs::directory_iterator(fs::path(dir_) / "images", ec)) {
+      std::string name = i.path().filename().string();
+      if (name.rfind(name_or_id, 0) != 0) continue;
+      if (!found.empty())
+        return Fail(Error::InvalidArgument("more than one image id starts with " + name_or_id));
+      found = name;
+    }
+    if (!found.empty()) id = found;
+  }
   fs::path image = fs::path(dir_) / "images" / id;
   if (!IsImageId(id) || !fs::is_directory(image / "rootfs", ec)) return missing();
   ImageInfo info{id, {}, (image / "rootfs").string()};

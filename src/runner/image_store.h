@@ -1,16 +1,17 @@
 // The image store: images imported from OCI image archives or `docker save`
 // tarballs, each unpacked once into a root filesystem under
-// DIR/images/<id>/rootfs (id: SHA-256 of the image's config and its layers'
-// hashes), with names (repo:tag) in DIR/names. OCI blobs are checked
+// DIR/images/<id>/rootfs (id: SHA-256 of the hashes of the image's config
+// and of its layers), with names (repo:tag) in DIR/names. OCI blobs are checked
 // against their sha256 digests. Layers are applied in order with whiteouts
 // (.wh.NAME, .wh..wh..opq), symlinks, hard links, modes and owners; device
-// nodes are skipped; an entry that would land outside the root filesystem
-// fails the import. "busybox" names the built-in image only: an archive's
-// tag of that name is not taken. Not thread-safe: one importer at a time
-// per directory.
+// nodes are skipped; paths are resolved inside the root filesystem as the
+// container will see them (symlinks, absolute ones too, never lead out). "busybox" names the
+// built-in image only: an archive's tag of that name is not taken. Not thread-safe: one importer at
+// a time per directory.
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,7 +51,11 @@ class ImageStore {
  private:
   Result<ImageInfo> ImportArchive(const std::string& archive, const std::string& name);
   Result<ImageInfo> ImportRootfsTarball(const std::string& tarball, const std::string& name);
+  static Result<void> CheckName(const std::string& name);  // InvalidArgument
   Result<void> Name(const std::string& name, const std::string& id);
+  // Moves an unpacked `rootfs` into place as `image`/rootfs.
+  static Result<void> Store(const std::filesystem::path& rootfs,
+                            const std::filesystem::path& image);
   std::string dir_;
 };
 

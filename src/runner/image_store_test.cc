@@ -134,14 +134,20 @@ TEST_F(ImageStoreTest, DockerSaveLayersWithWhiteoutsLinksAndModes) {
   EXPECT_TRUE(store_.List().empty());
 }
 
+// A path is resolved inside the root as the container sees it: an absolute
+// symlink leads to the image's own directory of that name, never the
+// host's, and ".." stops at the root.
 TEST_F(ImageStoreTest, ALayerCannotWriteOutsideItsRoot) {
   fs::path outside = fs::path(dir_.path()) / "outside";
   fs::create_directories(outside);
-  auto archive = DockerSave({{{"escape", 'l', outside.string()}}, {{"escape/pwned", 'f', "x"}}},
+  auto archive = DockerSave({{{"escape", 'l', outside.string()}, {"up", 'l', "../../.."}},
+                             {{"escape/pwned", 'f', "x"}, {"up/upped", 'f', "y"}}},
                             "{\"config\":2}");
   auto img = store_.Import(archive);
-  EXPECT_FALSE(img);
+  ASSERT_TRUE(img) << img.error().message();
   EXPECT_FALSE(fs::exists(outside / "pwned"));
+  EXPECT_EQ(Slurp(fs::path(img->rootfs) / outside.relative_path() / "pwned"), "x");
+  EXPECT_EQ(Slurp(fs::path(img->rootfs) / "upped"), "y");
   auto dots = DockerSave({{{"../../dotdot", 'f', "x"}}}, "{\"config\":3}");
   auto ok = store_.Import(dots);  // the entry is dropped, not written outside
   ASSERT_TRUE(ok);
@@ -246,6 +252,104 @@ TEST_F(ImageStoreTest, ANameCannotBeAnImageIdAndOnlyRootEntersTheStore) {
       << hiding.error().message();
   EXPECT_FALSE(store_.Import(DockerSave({{{"x", 'f', "x"}}}, "{\"config\":3}"), good->id));
   EXPECT_EQ(Slurp(fs::path(store_.Find(good->id)->rootfs) / "who"), "good");
+}
+
+// Debian images have var/run -> /run: a later layer's var/run/x goes to the
+// image's run/x. A directory over a symlink replaces the symlink: its files
+// do not land where the symlink pointed. A whiteout through a symlinked
+// parent removes the image's file.
+TEST_F(ImageStoreTest, SymlinksAreFollowedInsideTheImageAndReplacedByDirectories) {
+  auto img = store_.Import(DockerSave({{{"run", 'd'},
+                                        {"var", 'd'},
+                                        {"var/run", 'l', "/run"},
+                                        {"usr", 'd'},
+                                        {"usr/lib", 'd'},
+                                        {"usr/lib/orig", 'f', "o"},
+                                        {"lib", 'l', "usr/lib"},
+                                        {"run/gone", 'f', "g"}},
+                                       {{"var/run/app.pid", 'f', "42"},
+                                        {"lib", 'd'},
+                                        {"lib/new", 'f', "n"},
+                                        {"var/run/.wh.gone", 'f', ""}}},
+                                      "{\"config\":\"links\"}"));
+  ASSERT_TRUE(img) << img.error().message();
+  fs::path root = img->rootfs;
+  EXPECT_EQ(Slurp(root / "run/app.pid"), "42");
+  EXPECT_TRUE(fs::is_symlink(root / "var/run"));
+  EXPECT_FALSE(fs::exists(root / "run/gone"));
+  EXPECT_FALSE(fs::is_symlink(root / "lib"));
+  EXPECT_EQ(Slurp(root / "lib/new"), "n");
+  EXPECT_FALSE(fs::exists(root / "usr/lib/new"));
+  EXPECT_EQ(Slurp(root / "usr/lib/orig"), "o");
+}
+
+// Older docker save writes a layer it has twice as a symlink to the first.
+TEST_F(ImageStoreTest, ADockerSaveLayerThatIsASymlinkToAnotherIsRead) {
+  WriteTar(Path("shared.tar"), {{"same", 'f', "s"}});
+  WriteTar(Path("top.tar"), {{"top", 'f', "t"}});
+  WriteTar(Path("linked.tar"),
+           {{"a/layer.tar", 'f', Slurp(Path("shared.tar"))},
+            {"b/layer.tar", 'f', Slurp(Path("top.tar"))},
+            {"c/layer.tar", 'l', "../a/layer.tar"},
+            {"cfg.json", 'f', "{\"config\":\"linked\"}"},
+            {"manifest.json", 'f',
+             "[{\"Config\":\"cfg.json\",\"Layers\":[\"a/layer.tar\",\"b/layer.tar\","
+             "\"c/layer.tar\"]}]"}});
+  auto img = store_.Import(Path("linked.tar"), "linked:1");
+  ASSERT_TRUE(img) << img.error().message();
+  EXPECT_EQ(Slurp(fs::path(img->rootfs) / "same"), "s");
+  EXPECT_EQ(Slurp(fs::path(img->rootfs) / "top"), "t");
+}
+
+// The id hashes the config on its own: a config made to end with another
+// image's first layer hash, over that image's other layers, is another id,
+// and importing it first does not leave that image without its base.
+TEST_F(ImageStoreTest, AConfigCannotBorrowAnotherImagesLayersToTakeItsId) {
+  WriteTar(Path("base.tar"), {{"base", 'f', "b"}});
+  WriteTar(Path("app.tar"), {{"app", 'f', "a"}});
+  std::string base = Slurp(Path("base.tar")), app = Slurp(Path("app.tar"));
+  auto save = [&](const std::string& file, const std::string& cfg,
+                  std::vector<std::pair<std::string, std::string>> layers) {
+    std::vector<Entry> outer{{"cfg.json", 'f', cfg}};
+    std::string list;
+    for (auto& [n, bytes] : layers) {
+      outer.push_back({n, 'f', bytes});
+      list += (list.empty() ? "\"" : ",\"") + n + "\"";
+    }
+    outer.push_back(
+        {"manifest.json", 'f', "[{\"Config\":\"cfg.json\",\"Layers\":[" + list + "]}]"});
+    WriteTar(Path(file), outer);
+    return Path(file);
+  };
+  std::string cfg = "{\"victim\":1}";
+  auto forged = store_.Import(
+      save("forged.tar", cfg + "\n" + Sha256Hex(base), {{"l1/layer.tar", app}}), "forged:1");
+  auto victim = store_.Import(
+      save("victim.tar", cfg, {{"l0/layer.tar", base}, {"l1/layer.tar", app}}), "victim:1");
+  ASSERT_TRUE(forged && victim);
+  EXPECT_NE(forged->id, victim->id);
+  EXPECT_EQ(Slurp(fs::path(store_.Find("victim:1")->rootfs) / "base"), "b");
+}
+
+// `image ls` shows 12 hex of an id: that, or any start of one id alone,
+// finds it. A bad tag fails the import before anything is stored.
+TEST_F(ImageStoreTest, AnIdsStartFindsItAndABadTagStoresNothing) {
+  auto img = store_.Import(DockerSave({{{"x", 'f', "x"}}}, "{\"config\":\"short\"}"));
+  ASSERT_TRUE(img);
+  auto found = store_.Find(img->id.substr(0, 12));
+  ASSERT_TRUE(found) << found.error().message();
+  EXPECT_EQ(found->id, img->id);
+  EXPECT_FALSE(store_.Find("zzzz"));
+  ASSERT_TRUE(store_.Remove(img->id.substr(0, 12)));
+  EXPECT_TRUE(store_.List().empty());
+  WriteTar(
+      Path("badtag.tar"),
+      {{"l/layer.tar", 'f', Slurp(Path("layer0.tar"))},
+       {"cfg.json", 'f', "{\"config\":\"badtag\"}"},
+       {"manifest.json", 'f',
+        "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"bad tag!\"],\"Layers\":[\"l/layer.tar\"]}]"}});
+  EXPECT_FALSE(store_.Import(Path("badtag.tar")));
+  EXPECT_TRUE(store_.List().empty());
 }
 
 // Whiteouts of nothing (".wh.", ".wh..", ".wh...") and outer archives that
