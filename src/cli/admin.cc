@@ -7,6 +7,7 @@
 #include <fstream>
 #include <memory>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/output.h"
@@ -79,7 +80,7 @@ void AddAdminCommands(CLI::App& app) {
   projects->fallthrough();
   Common(projects, *f);
   auto* pcreate = projects->add_subcommand("create", "Create a project and its first token");
-  pcreate->add_option("name", *name, "Project name")->required();
+  pcreate->add_option("name", *name, "Project name")->required()->check(kNonEmpty);
   pcreate->callback([=] {
     auto c = AdminConnection(*f);
     std::string body = "{\"name\":" + JsonString(*name) + "}";
@@ -102,7 +103,7 @@ void AddAdminCommands(CLI::App& app) {
   tokens->fallthrough();
   Common(tokens, *f);
   auto* tcreate = tokens->add_subcommand("create", "Create a token for a project");
-  tcreate->add_option("--project", *project, "Project id")->required();
+  tcreate->add_option("--project", *project, "Project id")->required()->check(kNonEmpty);
   tcreate->add_option("--name", *name, "A name to recognise it by");
   tcreate->callback([=] {
     auto c = AdminConnection(*f);
@@ -122,7 +123,7 @@ void AddAdminCommands(CLI::App& app) {
     }));
   });
   auto* revoke = tokens->add_subcommand("revoke", "Revoke a token by its id");
-  revoke->add_option("id", *name, "Token id (from token list)")->required();
+  revoke->add_option("id", *name, "Token id (from token list)")->required()->check(kNonEmpty);
   revoke->callback([=] {
     auto c = AdminConnection(*f);
     std::exit(Print(Call(c, "DELETE", "/kiln/v1/tokens/" + Escape(*name)), f->json,

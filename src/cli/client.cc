@@ -105,14 +105,25 @@ Result<Reply> Call(const Connection& c, const std::string& method, const std::st
                    const std::string& body, const std::string& content_type) {
   if (c.scheme != "http")
     return Fail(Error::InvalidArgument("the CLI speaks http only (scheme " + c.scheme + ")"));
+  // iron.json of a server on IPv6 says "[::1]": the brackets are for URLs
+  // and Host headers, not for the resolver.
+  std::string host = c.host, host_header = c.host;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  else if (host.find(':') != std::string::npos)
+    host_header = "[" + host + "]";
+  // Each step gets its own minute, and a transfer a minute more for each
+  // stretch without progress: a large upload or download over a slow link
+  // is not cut, a server that stops answering still is.
+  constexpr auto kStep = std::chrono::seconds(60);
   try {
     asio::io_context ioc;
     asio::ip::tcp::resolver resolver(ioc);
     beast::tcp_stream stream(ioc);
-    stream.expires_after(std::chrono::seconds(60));
-    stream.connect(resolver.resolve(c.host, c.port));
+    stream.expires_after(kStep);
+    stream.connect(resolver.resolve(host, c.port));
     bhttp::request<bhttp::string_body> req{bhttp::string_to_verb(method), target, 11};
-    req.set(bhttp::field::host, c.host);
+    req.set(bhttp::field::host, host_header);
     req.set(bhttp::field::user_agent, "kiln-cli");
     if (!c.token.empty()) req.set(bhttp::field::authorization, "OAuth " + c.token);
     if (method != "GET") {
@@ -120,11 +131,18 @@ Result<Reply> Call(const Connection& c, const std::string& method, const std::st
       req.body() = body.empty() ? "{}" : body;
       req.prepare_payload();
     }
-    bhttp::write(stream, req);
+    bhttp::request_serializer<bhttp::string_body> out(req);
+    while (!out.is_done()) {
+      stream.expires_after(kStep);
+      bhttp::write_some(stream, out);
+    }
     beast::flat_buffer buf;
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(1ULL << 30);  // code downloads
-    bhttp::read(stream, buf, parser);
+    while (!parser.is_done()) {
+      stream.expires_after(kStep);
+      bhttp::read_some(stream, buf, parser);
+    }
     auto& res = parser.get();
     beast::error_code ec;
     stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "runner/image_store.h"
 
@@ -23,7 +24,7 @@ void AddImageCommands(CLI::App& app) {
 
   auto* import =
       image->add_subcommand("import", "Import an OCI image archive or a docker save tarball");
-  import->add_option("file", *file, "The archive")->required();
+  import->add_option("file", *file, "The archive")->required()->check(kNonEmpty);
   import->add_option("--name", *name, "A name for it (repo:tag)");
   import->callback([=] {
     auto img = store().Import(*file, *name);
@@ -47,7 +48,7 @@ image->add_subcommand("ls", "List images")->callback([=] {
 });
 
 auto* rm = image->add_subcommand("rm", "Remove an image and its names");
-rm->add_option("image", *name, "Name or id")->required();
+rm->add_option("image", *name, "Name or id")->required()->check(kNonEmpty);
 rm->callback([=] {
   auto r = store().Remove(*name);
   if (!r) {

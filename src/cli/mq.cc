@@ -6,6 +6,7 @@
 #include <iterator>
 #include <memory>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/output.h"
@@ -94,7 +95,7 @@ void AddMqCommands(CLI::App& app) {
   auto expiration = std::make_shared<int64_t>(0);
   auto dlq = std::make_shared<std::string>();
   auto max_res = std::make_shared<int64_t>(0);
-  create->add_option("queue", *name, "Queue name")->required();
+  create->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
   create->add_option("--message-timeout", *timeout, "Reservation length in seconds (30-86400)");
   create->add_option("--message-expiration", *expiration, "Seconds a message lives");
   create->add_option("--dead-letter", *dlq, "Queue that receives over-reserved messages");
@@ -105,7 +106,8 @@ void AddMqCommands(CLI::App& app) {
   auto retries_delay = std::make_shared<int64_t>(0);
   auto error_queue = std::make_shared<std::string>();
   create->add_option("--type", *type, "pull, multicast or unicast");
-  create->add_option("--subscriber", *subs, "Push subscriber NAME=URL (repeatable)");
+  create->add_option("--subscriber", *subs, "Push subscriber NAME=URL (repeatable)")
+      ->allow_extra_args(false);  // one value each: the next word is not taken
   create->add_option("--retries", *retries, "Push: retries after a failed delivery (0-100)");
   create->add_option("--retries-delay", *retries_delay, "Push: seconds between retries");
   create->add_option("--error-queue", *error_queue, "Push: queue for messages given up on");
@@ -153,7 +155,7 @@ void AddMqCommands(CLI::App& app) {
   });
 
   auto* info = mq->add_subcommand("info", "Show a queue");
-  info->add_option("queue", *name, "Queue name")->required();
+  info->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
   info->callback([=] {
     auto c = conn();
     std::exit(Print(Call(c, "GET", QueuePath(c, *name)), f->json, [](const rapidjson::Document& d) {
@@ -183,7 +185,7 @@ void AddMqCommands(CLI::App& app) {
   auto* push = mq->add_subcommand("push", "Post messages (arguments, or one from stdin)");
   auto bodies = std::make_shared<std::vector<std::string>>();
   auto delay = std::make_shared<int64_t>(0);
-  push->add_option("queue", *name, "Queue name")->required();
+  push->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
   push->add_option("body", *bodies, "Message bodies");
   push->add_option("--delay", *delay, "Seconds before the messages become visible");
   push->callback([=] {
@@ -208,7 +210,7 @@ void AddMqCommands(CLI::App& app) {
   auto n = std::make_shared<int>(1);
   auto wait = std::make_shared<int>(0);
   auto del = std::make_shared<bool>(false);
-  reserve->add_option("queue", *name, "Queue name")->required();
+  reserve->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
   reserve->add_option("-n", *n, "How many (1-100)");
   reserve->add_option("--timeout", *timeout, "Reservation length in seconds");
   reserve->add_option("--wait", *wait, "Long-poll up to this many seconds (0-30)");
@@ -223,7 +225,7 @@ void AddMqCommands(CLI::App& app) {
   });
 
   auto* peek = mq->add_subcommand("peek", "Show ready messages without reserving them");
-  peek->add_option("queue", *name, "Queue name")->required();
+  peek->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
   peek->add_option("-n", *n, "How many (1-100)");
   peek->callback([=] {
     auto c = conn();
@@ -234,8 +236,8 @@ void AddMqCommands(CLI::App& app) {
   auto id = std::make_shared<std::string>();
   auto rid = std::make_shared<std::string>();
   auto* delete_cmd = mq->add_subcommand("delete", "Delete a message");
-  delete_cmd->add_option("queue", *name, "Queue name")->required();
-  delete_cmd->add_option("id", *id, "Message id")->required();
+  delete_cmd->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
+  delete_cmd->add_option("id", *id, "Message id")->required()->check(kNonEmpty);
   delete_cmd->add_option("--reservation-id", *rid, "Needed when the message is reserved");
   delete_cmd->callback([=] {
     auto c = conn();
@@ -245,9 +247,11 @@ void AddMqCommands(CLI::App& app) {
   });
 
   auto* touch = mq->add_subcommand("touch", "Extend a reservation");
-  touch->add_option("queue", *name, "Queue name")->required();
-  touch->add_option("id", *id, "Message id")->required();
-  touch->add_option("--reservation-id", *rid, "Current reservation id")->required();
+  touch->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
+  touch->add_option("id", *id, "Message id")->required()->check(kNonEmpty);
+  touch->add_option("--reservation-id", *rid, "Current reservation id")
+      ->required()
+      ->check(kNonEmpty);
   touch->add_option("--timeout", *timeout, "New reservation length in seconds");
   touch->callback([=] {
     auto c = conn();
@@ -261,9 +265,11 @@ void AddMqCommands(CLI::App& app) {
   });
 
   auto* release = mq->add_subcommand("release", "Give a reserved message back");
-  release->add_option("queue", *name, "Queue name")->required();
-  release->add_option("id", *id, "Message id")->required();
-  release->add_option("--reservation-id", *rid, "Current reservation id")->required();
+  release->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
+  release->add_option("id", *id, "Message id")->required()->check(kNonEmpty);
+  release->add_option("--reservation-id", *rid, "Current reservation id")
+      ->required()
+      ->check(kNonEmpty);
   release->add_option("--delay", *delay, "Seconds before it is visible again");
   release->callback([=] {
     auto c = conn();
@@ -275,8 +281,8 @@ void AddMqCommands(CLI::App& app) {
   });
 
   auto* status = mq->add_subcommand("status", "Delivery status of a push message");
-  status->add_option("queue", *name, "Queue name")->required();
-  status->add_option("id", *id, "Message id")->required();
+  status->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
+  status->add_option("id", *id, "Message id")->required()->check(kNonEmpty);
   status->callback([=] {
     auto c = conn();
     std::exit(Print(
@@ -293,14 +299,14 @@ void AddMqCommands(CLI::App& app) {
   });
 
   auto* clear = mq->add_subcommand("clear", "Delete every message of a queue");
-  clear->add_option("queue", *name, "Queue name")->required();
+  clear->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
   clear->callback([=] {
     auto c = conn();
     std::exit(Print(Call(c, "DELETE", QueuePath(c, *name) + "/messages", "{}"), f->json, PrintMsg));
   });
 
   auto* rm = mq->add_subcommand("rm", "Delete a queue and its messages");
-  rm->add_option("queue", *name, "Queue name")->required();
+  rm->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
   rm->callback([=] {
     auto c = conn();
     std::exit(Print(Call(c, "DELETE", QueuePath(c, *name), "{}"), f->json, PrintMsg));

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "base/ids.h"
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "runner/image_store.h"
 
@@ -56,7 +57,9 @@ void AddStackCommands(CLI::App& app) {
   stack->fallthrough();
   stack->add_option("--data", *data, "Data directory of the Kiln server")->envname("KILN_DATA");
   auto* build = stack->add_subcommand("build", "Build a stack with mmdebstrap");
-  build->add_option("name", *name, "Stack name, e.g. python (the runtime it serves)")->required();
+  build->add_option("name", *name, "Stack name, e.g. python (the runtime it serves)")
+      ->required()
+      ->check(kNonEmpty);
   build->add_option("--packages", *packages, "Debian packages, comma separated")->delimiter(',');
   build->add_option("--suite", *suite, "Debian suite (default bookworm)");
   build->add_option("--mirror", *mirror, "Mirror URL or sources file (default: the host's)");

@@ -11,6 +11,7 @@
 #include <memory>
 #include <thread>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/output.h"
@@ -89,10 +90,11 @@ struct CodeFlags {
 };
 
 void AddCodeOptions(CLI::App* cmd, CodeFlags& c) {
-  cmd->add_option("--name", c.name, "Code name")->required();
+  cmd->add_option("--name", c.name, "Code name")->required()->check(kNonEmpty);
   cmd->add_option("--command", c.command, "Command, run by /bin/sh -c in the task dir");
   cmd->add_option("--config", c.config, "Config text, given to tasks as CONFIG_FILE");
-  cmd->add_option("--env", c.env, "Environment variable K=V (repeatable)");
+  cmd->add_option("--env", c.env, "Environment variable K=V (repeatable)")
+      ->allow_extra_args(false);  // one value each: the next word is not taken
   cmd->add_option("--max-concurrency", c.max_concurrency, "Most tasks of the code at once");
   cmd->add_option("--retries", c.retries, "Retries of a failed task (0-10)");
   cmd->add_option("--retries-delay", c.retries_delay, "Seconds before a retry");
@@ -163,7 +165,7 @@ void AddWorker(CLI::App& app) {
 
   auto* upload = worker->add_subcommand("upload", "Zip a directory and upload it as a code");
   auto dir = std::make_shared<std::string>();
-  upload->add_option("dir", *dir, "Directory with the code")->required();
+  upload->add_option("dir", *dir, "Directory with the code")->required()->check(kNonEmpty);
   upload->add_option("--stack", code->stack, "Image the code runs on (default: by runtime)");
   upload->add_option("--runtime", code->runtime, "sh, python, node, ruby, php or binary");
   upload->add_option("--file-name", code->file_name, "File the runtime runs");
@@ -183,7 +185,9 @@ void AddWorker(CLI::App& app) {
 
   auto* reg = worker->add_subcommand("register", "Register an image as a code");
   auto image = std::make_shared<std::string>();
-  reg->add_option("image", *image, "Image name (kiln image ls) or busybox")->required();
+  reg->add_option("image", *image, "Image name (kiln image ls) or busybox")
+      ->required()
+      ->check(kNonEmpty);
   AddCodeOptions(reg, *code);
   reg->callback([=] {
     if (code->command.empty()) {
@@ -213,7 +217,7 @@ void AddTask(CLI::App& app) {
   auto priority = std::make_shared<int64_t>(-1);
   auto delay = std::make_shared<int64_t>(0);
   auto timeout = std::make_shared<int64_t>(0);
-  queue->add_option("code", *code, "Code name")->required();
+  queue->add_option("code", *code, "Code name")->required()->check(kNonEmpty);
   queue->add_option("--payload", *payload, "Payload text (default {})");
   queue->add_option("--priority", *priority, "0, 1 or 2 (default: the code's)");
   queue->add_option("--delay", *delay, "Seconds to wait before it may run");
@@ -252,7 +256,7 @@ void AddTask(CLI::App& app) {
   });
 
   auto* info = task->add_subcommand("info", "Show a task");
-  info->add_option("id", *id, "Task id")->required();
+  info->add_option("id", *id, "Task id")->required()->check(kNonEmpty);
   info->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "GET", Base(c) + "/tasks/" + Escape(*id)), f->json,
@@ -260,7 +264,7 @@ void AddTask(CLI::App& app) {
   });
 
   auto* cancel = task->add_subcommand("cancel", "Cancel a queued or running task");
-  cancel->add_option("id", *id, "Task id")->required();
+  cancel->add_option("id", *id, "Task id")->required()->check(kNonEmpty);
   cancel->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "POST", Base(c) + "/tasks/" + Escape(*id) + "/cancel"), f->json,
@@ -269,7 +273,7 @@ void AddTask(CLI::App& app) {
 
   auto* log = task->add_subcommand("log", "Print a task's output");
   auto follow = std::make_shared<bool>(false);
-  log->add_option("id", *id, "Task id")->required();
+  log->add_option("id", *id, "Task id")->required()->check(kNonEmpty);
   log->add_flag("--follow,-f", *follow, "Keep printing until the task ends");
   log->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
@@ -310,7 +314,7 @@ void AddSchedule(CLI::App& app) {
   auto cron = std::make_shared<std::string>();
   auto tz = std::make_shared<std::string>();
   auto start = std::make_shared<std::string>();
-  create->add_option("code", *code, "Code name")->required();
+  create->add_option("code", *code, "Code name")->required()->check(kNonEmpty);
   create->add_option("--payload", *payload, "Payload of each task (default {})");
   create->add_option("--run-every", *every, "Seconds between runs (at least 60)");
   create->add_option("--run-times", *times, "Most runs");
@@ -341,7 +345,7 @@ void AddSchedule(CLI::App& app) {
 
   auto* cancel = sched->add_subcommand("cancel", "Cancel a schedule");
   auto id = std::make_shared<std::string>();
-  cancel->add_option("id", *id, "Schedule id")->required();
+  cancel->add_option("id", *id, "Schedule id")->required()->check(kNonEmpty);
   cancel->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "POST", Base(c) + "/schedules/" + Escape(*id) + "/cancel"), f->json,

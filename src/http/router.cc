@@ -7,8 +7,11 @@
 namespace kiln::http {
 namespace {
 
-// The non-empty segments of a path, without allocating: no route has more
-// than kMaxSegments, so a longer path matches none (`n` is then past it).
+// The segments of a path, without allocating: no route has more than
+// kMaxSegments, so a longer path matches none (`n` is then past it). So
+// does a path with an empty segment past its leading slashes ("a//b",
+// "a/b/"): a script's empty id makes DELETE .../messages/ of
+// DELETE .../messages/{id}, and that must not be the queue's clear.
 constexpr size_t kMaxSegments = 16;
 struct Segments {
   std::array<std::string_view, kMaxSegments> seg;
@@ -17,19 +20,20 @@ struct Segments {
 
 Segments Split(std::string_view path) {
   Segments out;
-  size_t i = 0;
-  while (i < path.size()) {
-    if (path[i] == '/') {
-      ++i;
-      continue;
-    }
+  size_t i = path.find_first_not_of('/');
+  if (i == std::string_view::npos) return out;
+  for (;;) {
     size_t j = path.find('/', i);
     if (j == std::string_view::npos) j = path.size();
+    if (j == i) {  // empty
+      out.n = kMaxSegments + 1;
+      return out;
+    }
     if (out.n < kMaxSegments) out.seg[out.n] = path.substr(i, j - i);
     ++out.n;
-    i = j;
+    if (j == path.size()) return out;
+    i = j + 1;
   }
-  return out;
 }
 
 int Hex(char c) {

@@ -43,6 +43,26 @@ TEST(RouterTest, WrongMethodAndUnknownPathAndBadEscape) {
   EXPECT_EQ(r.Find(req, &h), Router::Match::kBadPath);
 }
 
+// An empty segment matches nothing: a script's empty id turns
+// DELETE .../messages/{id} into DELETE .../messages/, which is not the clear
+// of the queue, and .../queues//messages is not the queue "messages".
+TEST(RouterTest, AnEmptySegmentMatchesNothing) {
+  Router r;
+  int hit = 0;
+  r.Add("DELETE", "/q/:queue/messages", Named(&hit, 1));
+  r.Add("DELETE", "/q/:queue", Named(&hit, 2));
+  const Handler* h = nullptr;
+  Request req;
+  req.method = "DELETE";
+  for (const char* path : {"/q/a/messages/", "/q//messages", "/q/a//messages", "/q/"}) {
+    req.path = path;
+    EXPECT_EQ(r.Find(req, &h), Router::Match::kNoPath) << path;
+  }
+  req.path = "//q/a/messages";  // leading slashes are only the root
+  EXPECT_EQ(r.Find(req, &h), Router::Match::kFound);
+  EXPECT_EQ(req.Param("queue"), "a");
+}
+
 TEST(PercentDecodeTest, PlusIsSpaceOnlyInQueries) {
   std::string out;
   ASSERT_TRUE(PercentDecode("a+b%2F", true, &out));

@@ -245,6 +245,35 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   assert.match(r.stderr, /run_every/);
 });
 
+test('an empty queue name or id is refused before anything is sent; list options take one value each', async () => {
+  let r = await cli(['mq', 'push', 'keep', 'm1', 'm2']);
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(['mq', 'create', 'messages']);
+  assert.equal(r.code, 0, r.stderr);
+  // A script's empty "$ID" or "$QUEUE" once reached the clear of the queue,
+  // or the queue called "messages".
+  for (const args of [['mq', 'delete', 'keep', ''], ['mq', 'clear', ''], ['mq', 'rm', ''],
+    ['mq', 'info', ''], ['mq', 'touch', 'keep', '', '--reservation-id', 'x'], ['task', 'cancel', '']]) {
+    r = await cli(args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, /must not be empty/, args.join(' '));
+  }
+  assert.equal((await kiln.req('GET', kiln.q('keep'))).body.queue.size, 2);
+  assert.equal((await kiln.req('GET', kiln.q('messages'))).status, 200);
+  // The server too: DELETE .../messages/ is not the clear of the queue.
+  r = await kiln.req('DELETE', `${kiln.q('keep')}/messages/`, {});
+  assert.equal(r.status, 404);
+  assert.equal((await kiln.req('GET', kiln.q('keep'))).body.queue.size, 2);
+  // --subscriber once took the queue name after it as a second subscriber.
+  r = await cli(['mq', 'create', '--subscriber', 'a=http://127.0.0.1:9/x', 'hooks']);
+  assert.equal(r.code, 0, r.stderr);
+  const q = (await kiln.req('GET', kiln.q('hooks'))).body.queue;
+  assert.deepEqual(q.push.subscribers.map((s) => s.name), ['a']);
+  // A host in brackets, as iron.json says for a server on IPv6.
+  r = await cli(['mq', 'info', 'keep', '--port', String(kiln.port)], { env: { IRON_HOST: '[127.0.0.1]' } });
+  assert.equal(r.code, 0, r.stderr);
+});
+
 test('without a project id the CLI says where to give one (exit 2), sending nothing', async () => {
   const r = await new Promise((resolve) => execFile(KILN_BIN, ['mq', 'list'], { cwd: '/', env: { PATH: process.env.PATH } },
     (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));

@@ -1,0 +1,17 @@
+// Checks shared by the commands' arguments (CLI11 validators). Internal to
+// src/cli.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace kiln::cli {
+
+// An argument that names something (a queue, a message, a task) cannot be
+// empty: a script's unset variable in `kiln mq delete q "$ID"` would make
+// the request reach another endpoint (the queue's clear, say).
+inline const CLI::Validator kNonEmpty(
+    [](std::string& s) { return s.empty() ? std::string("must not be empty") : std::string(); },
+    "NOT EMPTY", "NonEmpty");
+
+}  // namespace kiln::cli
