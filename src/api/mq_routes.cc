@@ -315,7 +315,10 @@ Result<mq::QueueSettings> ParseSettings(const std::string& body) {
     if (!name) return Fail(name.error());
     auto max = GetInt(**dl, "max_reservations");
     if (!max) return Fail(max.error());
-    // Without queue_name only max_reservations changes; "" removes it.
+    // Without queue_name only max_reservations changes (of a queue that has
+    // a dead letter queue); "" removes it.
+    if (!*name && !*max)
+      return Fail(Error::InvalidArgument("dead_letter needs queue_name or max_reservations"));
     s.dead_letter_queue = *name;
     s.max_reservations = *max;
   }
@@ -673,18 +676,30 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       co_return Msg("Updated");
     };
   };
-  // Alerts: add (as IronMQ v2 had it; the same as PATCH with alerts),
-  // replace all, remove several, remove one.
-  router.Add("POST", q + "/alerts", [ctx](Request& req) -> awaitable<Response> {
+  // Alerts: add (as IronMQ v2 had it; the same as PATCH of the queue with
+  // alerts), replace all, remove several, remove one. The Ruby client's
+  // add_alerts PATCHes .../alerts, with {"alerts":[..]} or
+  // {"queue":{"alerts":[..]}}: PATCH adds as POST does, either shape.
+  auto add_alerts = [ctx](Request& req) -> awaitable<Response> {
     KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));
-    KILN_TRY(arr, GetArray(*doc, "alerts"));
+    const JsonValue& root = doc->root();
+    const JsonValue* holder = &root;
+    if (auto wrapped = root.FindMember("queue");
+        wrapped != root.MemberEnd() && !root.HasMember("alerts")) {
+      if (!wrapped->value.IsObject())
+        co_return ErrorResponse(Error::InvalidArgument("queue must be an object"));
+      holder = &wrapped->value;
+    }
+    KILN_TRY(arr, GetArray(*holder, "alerts"));
     KILN_TRY(alerts, ParseAlerts(*arr));
     mq::QueueSettings s;
     s.alerts = std::move(*alerts);
     KILN_TRY(info, ctx->s.engine->UpdateQueue(project, std::string(req.Param("queue")), s));
     co_return QueueResponse(*info, true);
-  });
+  };
+  router.Add("POST", q + "/alerts", add_alerts);
+  router.Add("PATCH", q + "/alerts", add_alerts);
   router.Add("PUT", q + "/alerts", [ctx](Request& req) -> awaitable<Response> {
     KILN_AUTH(*ctx->s.access, req, project);
     KILN_TRY(doc, ParseObject(req.body));

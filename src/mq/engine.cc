@@ -46,6 +46,9 @@ Result<void> ValidateQueueName(const std::string& name) {
   for (unsigned char c : name)
     if (c < 0x20 || c == 0x7f || c == '/' || c == '?' || c == '#')
       return Fail(Error::InvalidArgument("Queue name contains an invalid character"));
+  // Names go out in JSON, where bytes that are not UTF-8 would all print as
+  // U+FFFD: two queues would list under one name that reaches neither.
+  if (!IsUtf8(name)) return Fail(Error::InvalidArgument("Queue name must be UTF-8"));
   return Ok();
 }
 
@@ -283,6 +286,9 @@ Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s
     }
     r.dead_letter_queue = *s.dead_letter_queue;
   }
+  if (s.max_reservations && !s.dead_letter_queue && r.dead_letter_queue.empty())
+    return Fail(Error::InvalidArgument(
+        "dead_letter needs a queue_name: this queue has no dead letter queue"));
   return Ok();
 }
 
@@ -798,6 +804,17 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
     return Fail(Error::InvalidArgument("At most 100 messages can be deleted at once"));
   auto slot = Find(project, name);
   if (!slot) return Fail(QueueNotFound());
+  bool acknowledges = std::any_of(refs.begin(), refs.end(), [](const DeleteRef& r) {
+    return !r.reservation_id.empty() || !r.subscriber_name.empty();
+  });
+  if (acknowledges) {
+    bool push = false;
+    {
+      std::lock_guard lock(slot->mu);
+      push = slot->queue.record().push();  // a queue's type never changes
+    }
+    if (push) return AcknowledgeOrCancel(project, name, refs);
+  }
   store::MessageBatch batch;
   Notices notices;
   {
@@ -827,6 +844,22 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
   }
   PostNotices(project, std::move(notices));
   return Ok();
+}
+
+Result<void> Engine::AcknowledgeOrCancel(const std::string& project, const std::string& name,
+                                         const std::vector<DeleteRef>& refs) {
+  std::vector<DeleteRef> cancels;
+  for (const auto& ref : refs) {
+    if (ref.reservation_id.empty() && ref.subscriber_name.empty()) {
+      cancels.push_back(ref);
+      continue;
+    }
+    if (auto r = AcknowledgePush(project, name, ref.id, ref.reservation_id, ref.subscriber_name);
+        !r)
+      return r;
+  }
+  if (cancels.empty()) return Ok();
+  return DeleteMessages(project, name, cancels);
 }
 
 Result<void> Engine::Clear(const std::string& project, const std::string& name) {

@@ -195,6 +195,10 @@ class Engine {
   Result<void> DeleteMessage(const std::string& project, const std::string& name,
                              const DeleteRef& ref);
   // All or nothing: when any message fails the check above, none is deleted.
+  // On a push queue an item with a reservation (or subscriber) acknowledges
+  // that delivery, as DeleteMessage does, in order: the first that fails
+  // stops the call (those before it stand) and cancels nothing; the items
+  // without one cancel their message once all acknowledgements held.
   Result<void> DeleteMessages(const std::string& project, const std::string& name,
                               const std::vector<DeleteRef>& refs);
   Result<void> Clear(const std::string& project, const std::string& name);
@@ -248,6 +252,9 @@ class Engine {
   size_t message_count() const;
 
  private:
+  // DeleteMessages on a push queue with acknowledgements among `refs`.
+  Result<void> AcknowledgeOrCancel(const std::string& project, const std::string& name,
+                                   const std::vector<DeleteRef>& refs);
   struct Slot {
     std::mutex mu;
     Queue queue;

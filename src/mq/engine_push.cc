@@ -63,6 +63,45 @@ void SetHeader(Headers& h, const std::string& name, const std::string& value) {
   h.emplace_back(name, value);
 }
 
+// Whether an http(s) `url` can be sent to: a host, a port 1-65535 when one
+// is given, no spaces or control bytes. Checked when a subscriber is set, so
+// that a typo is a 400 then rather than every delivery failing later.
+bool IsHttpUrl(const std::string& url) {
+  if (std::any_of(url.begin(), url.end(), [](unsigned char c) { return c <= 0x20 || c == 0x7f; }))
+    return false;
+  size_t start = url.find("://") + 3;
+  std::string authority = HostKey(url).substr(start);
+  std::string host = authority, port;
+  if (!authority.empty() && authority[0] == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string::npos || close == 1) return false;
+    host = authority.substr(1, close - 1);
+    if (host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos) return false;
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') return false;
+      port = authority.substr(close + 2);
+      if (port.empty()) return false;
+    }
+  } else {
+    size_t colon = authority.rfind(':');
+    if (colon != std::string::npos) {
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
+      if (port.empty()) return false;
+    }
+    if (host.empty() || !std::all_of(host.begin(), host.end(), [](unsigned char c) {
+          return std::isalnum(c) || c == '-' || c == '.' || c == '_';
+        }))
+      return false;
+  }
+  if (!port.empty()) {
+    if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+    int n = std::stoi(port);
+    if (n < 1 || n > 65535) return false;
+  }
+  return true;
+}
+
 const char* const kReservedHeaders[] = {"Content-Type",
                                         "User-Agent",
                                         "Iron-Message-Id",
@@ -88,8 +127,11 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
       return Fail(Error::InvalidArgument(
           "Subscriber url must start with http://, https://, ironmq:// or ironworker://: " +
           s.url));
-    if (HostKey(s.url).size() <= s.url.find("://") + 3 && !ironmq && !ironworker)
-      return Fail(Error::InvalidArgument("Subscriber url has no host: " + s.url));
+    if (!ironmq && !ironworker && !IsHttpUrl(s.url))
+      return Fail(Error::InvalidArgument(
+          "Subscriber url must be http(s)://host[:port][/path] with a host of letters, digits, "
+          ". - _ (or [v6]), a port 1-65535 and no spaces: " +
+          s.url));
     if (ironmq) {
       auto u = ParseIronMqUrl(s.url);
       if (!u)
@@ -544,12 +586,18 @@ Result<std::vector<SubscriberStatus>> Engine::PushStatus(const std::string& proj
   const auto& rec = slot->queue.record();
   if (!rec.push()) return Fail(Error::InvalidArgument("Not a push queue"));
   const PushPlan* plan = nullptr;
+  bool finished = false;
   if (auto it = slot->plans.find(id); it != slot->plans.end()) plan = &it->second;
   for (const auto& [fid, fplan] : slot->finished)
-    if (fid == id) plan = &fplan;
+    if (fid == id) plan = &fplan, finished = true;
   if (!plan) return Fail(Error::NotFound("Message not found"));
   std::vector<SubscriberStatus> out;
   for (const auto& d : plan->deliveries) {
+    // A finished unicast message's subscribers it never needed to try are
+    // left out: "queued" there would be for ever, and a client polling
+    // until nothing is queued (iron_go3's MessageSubscribersPollN) would
+    // poll for ever.
+    if (finished && plan->unicast && d.tries == 0 && d.status == DeliveryStatus::kQueued) continue;
     SubscriberStatus s;
     s.name = d.subscriber;
     for (const auto& sub : rec.subscribers)

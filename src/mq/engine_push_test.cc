@@ -181,6 +181,44 @@ TEST_F(EnginePushTest, UnicastFailsOverAndA202WaitsForItsAcknowledgement) {
   EXPECT_EQ((*engine_->PushStatus(kProject, "pq", id))[1].status, "deleted");
 }
 
+// Once a unicast message is delivered, the subscribers it never needed are
+// not listed: "queued" there would never change.
+TEST_F(EnginePushTest, ADeliveredUnicastMessageListsOnlyTheSubscribersItTried) {
+  MakeQueue("unicast", 0);
+  auto id = Post("pq", "one");
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(engine_->PushStatus(kProject, "pq", id)->size(), 2u);  // b may still be needed
+  sent[0].done(200, "");
+  auto status = engine_->PushStatus(kProject, "pq", id);
+  ASSERT_TRUE(status);
+  ASSERT_EQ(status->size(), 1u);
+  EXPECT_EQ((*status)[0].name, "a");
+  EXPECT_EQ((*status)[0].status, "deleted");
+}
+
+// A batch delete item with a reservation acknowledges that 202, as a single
+// delete does: a wrong one is 403 and cancels nothing.
+TEST_F(EnginePushTest, ABatchDeleteWithAReservationAcknowledgesOrIsRefused) {
+  MakeQueue("multicast", 1);
+  auto id = Post("pq", "ack me");
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  auto rid = HeaderOf(sent[0].request, "Iron-Reservation-Id");
+  sent[0].done(202, "");
+  sent[1].done(500, "");
+  auto wrong = engine_->DeleteMessages(kProject, "pq", {{id, std::string(32, '0'), ""}});
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code(), ErrorCode::kPermissionDenied);
+  auto status = engine_->PushStatus(kProject, "pq", id);
+  ASSERT_TRUE(status);
+  EXPECT_EQ((*status)[0].status, "reserved");
+  EXPECT_EQ((*status)[1].status, "retrying");
+  ASSERT_TRUE(engine_->DeleteMessages(kProject, "pq", {{id, rid, ""}}));
+  EXPECT_EQ((*engine_->PushStatus(kProject, "pq", id))[0].status, "deleted");
+  EXPECT_EQ((*engine_->PushStatus(kProject, "pq", id))[1].status, "retrying");
+}
+
 TEST_F(EnginePushTest, InFlightAndUnwrittenDeliveriesAreSentAgainAfterReopen) {
   MakeQueue("multicast", 2);
   auto id = Post("pq", "again");

@@ -65,6 +65,17 @@ test('wrong types and missing fields are 400', async () => {
   assert.equal(dl.status, 200, dl.text);
   assert.deepEqual(dl.body.queue.dead_letter, { queue_name: 'dl-dst', max_reservations: 5 });
   expectError(await kiln.req('GET', m + '?n=abc'), 400);
+  // max_reservations alone, or nothing, on a queue without a dead letter queue.
+  for (const dead of [{ max_reservations: 3 }, {}])
+    expectError(await kiln.req('PUT', kiln.q('no-dl'), { queue: { dead_letter: dead } }), 400);
+  // Queue names are UTF-8: %FF%FE and %FF%FD would both list as "\ufffd\ufffd".
+  for (const name of ['%FF%FE', 'a%C0%AF'])
+    expectError(await kiln.req('PUT', `/3/projects/${kiln.project}/queues/${name}`, {}), 400);
+  // A subscriber url that nothing can be sent to is refused when it is set.
+  for (const url of ['http://127.0.0.1:99999/x', 'http://exa mple.com/x', 'http://:80/x', 'https://h:/x', 'http://[::1/x'])
+    expectError(await kiln.req('PUT', kiln.q('bad-sub'), { queue: { type: 'multicast', push: { subscribers: [{ name: 's', url }] } } }), 400);
+  for (const url of ['http://127.0.0.1:8080/x', 'https://[::1]:8443/hook?a=b', 'http://my_host.local'])
+    assert.equal((await kiln.req('PUT', kiln.q(`good-sub-${url.length}`), { queue: { type: 'multicast', push: { subscribers: [{ name: 's', url }] } } })).status, 200, url);
 });
 
 test('deeply nested JSON is 400 and the server keeps serving', async () => {
