@@ -64,6 +64,13 @@ void AddStackCommands(CLI::App& app) {
   build->add_option("--suite", *suite, "Debian suite (default bookworm)");
   build->add_option("--mirror", *mirror, "Mirror URL or sources file (default: the host's)");
   build->callback([=] {
+    // Before a build of minutes, not after it.
+    if (*name == "busybox" || !runner::IsImageName(*name)) {
+      const char* why = *name == "busybox" ? " (the built-in image's name)"
+                                           : ": 1-255 letters, digits and . _ - : / @";
+      std::fprintf(stderr, "kiln: %s cannot name a stack%s\n", name->c_str(), why);
+      std::exit(1);
+    }
     fs::path tmp = fs::path(*data) / "images" / ("stack-" + RandomHex(6) + ".tar");
     std::error_code ec;
     fs::create_directories(tmp.parent_path(), ec);

@@ -154,6 +154,37 @@ std::optional<fs::path> PlaceInRoot(const fs::path& root, const std::string& nam
   return *parent / base;
 }
 
+#if defined(__x86_64__)
+constexpr const char* kHostArchitecture = "amd64";
+#elif defined(__aarch64__)
+constexpr const char* kHostArchitecture = "arm64";
+#else
+constexpr const char* kHostArchitecture = "unknown";
+#endif
+
+// Of an OCI index's `manifests`, the one to run here: the first whose
+// platform is linux on this host's architecture, else the first without a
+// platform. Attestations (platform unknown/unknown) and other platforms are
+// passed over. Null when none fits.
+const rapidjson::Value* PickManifest(const rapidjson::Value& manifests) {
+  if (!manifests.IsArray()) return nullptr;
+  const rapidjson::Value* unplatformed = nullptr;
+  for (const auto& m : manifests.GetArray()) {
+    if (!m.IsObject()) continue;
+    auto p = m.FindMember("platform");
+    if (p == m.MemberEnd() || !p->value.IsObject()) {
+      if (!unplatformed) unplatformed = &m;
+      continue;
+    }
+    auto field = [&](const char* key) -> std::string_view {
+      auto f = p->value.FindMember(key);
+      return f != p->value.MemberEnd() && f->value.IsString() ? f->value.GetString() : "";
+    };
+    if (field("os") == "linux" && field("architecture") == kHostArchitecture) return &m;
+  }
+  return unplatformed;
+}
+
 // Extracts the regular archive `path` (the outer image tarball) into `dir`.
 // Its links (an older docker save writes a layer seen twice as a symlink
 // to the first) become hard links to the file they name inside `dir`.
@@ -336,9 +367,23 @@ Result<ImageInfo> ImageStore::Import(const std::string& archive_path, const std:
   }
 }
 
+void ImageStore::SweepScratch() const {
+  // An import or stack build cut off by a kill leaves its scratch behind;
+  // one a day old is no import's any more.
+  std::error_code ec;
+  auto old = fs::file_time_type::clock::now() - std::chrono::hours(24);
+  for (const auto& e : fs::directory_iterator(dir_, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("tmp-", 0) != 0 && n.rfind("stack-", 0) != 0) continue;
+    std::error_code e2;
+    if (fs::last_write_time(e.path(), e2) < old && !e2) fs::remove_all(e.path(), e2);
+  }
+}
+
 Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
                                             const std::string& name) {
   MakePrivate(dir_);
+  SweepScratch();
   fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
   std::error_code ec;
   fs::create_directories(tmp / "archive", ec);
@@ -382,19 +427,47 @@ Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
       auto it = v.FindMember("digest");
       return it != v.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
     };
-    const auto& desc = d["manifests"][0];
-    if (desc.IsObject() && desc.HasMember("annotations") && desc["annotations"].IsObject() &&
-        desc["annotations"].HasMember("org.opencontainers.image.ref.name") &&
-        desc["annotations"]["org.opencontainers.image.ref.name"].IsString())
-      tags.push_back(desc["annotations"]["org.opencontainers.image.ref.name"].GetString());
-    if (digest(desc).empty())
-      return Fail(Error::InvalidArgument("index.json: a manifest without digest"));
-    fs::path manifest = blob(digest(desc));
-    if (manifest.empty())
-      return Fail(Error::InvalidArgument("index.json: the manifest's digest " + digest(desc) +
-                                         " is not sha256:<hex> of a blob in the archive"));
-    rapidjson::Document m;
-    m.Parse<rapidjson::kParseIterativeFlag>(ReadFile(manifest).c_str());
+    // The top descriptor names the image: containerd's full name, else an
+    // OCI ref.name that is a repo:tag (buildx and skopeo often set the bare
+    // tag, "latest", which would name every such import alike).
+    auto annotation = [](const rapidjson::Value& desc, const char* key) -> std::string {
+      if (!desc.IsObject()) return "";
+      auto a = desc.FindMember("annotations");
+      if (a == desc.MemberEnd() || !a->value.IsObject()) return "";
+      auto v = a->value.FindMember(key);
+      return v != a->value.MemberEnd() && v->value.IsString() ? v->value.GetString() : "";
+    };
+    const rapidjson::Value* top = PickManifest(d["manifests"]);
+    if (!top)
+      return Fail(Error::InvalidArgument(std::string("index.json: no manifest for linux/") +
+                                         kHostArchitecture));
+    if (auto full = annotation(*top, "io.containerd.image.name"); !full.empty())
+      tags.push_back(full);
+    else if (auto ref = annotation(*top, "org.opencontainers.image.ref.name");
+             ref.find_first_of(":/") != std::string::npos)
+      tags.push_back(ref);
+    // An index may name an index (one per platform, attestations beside):
+    // followed down to this host's image manifest.
+    std::string want = digest(*top);
+    fs::path manifest;
+    rapidjson::Document nested;
+    for (int depth = 0;; ++depth) {
+      if (want.empty())
+        return Fail(Error::InvalidArgument("index.json: a manifest without digest"));
+      manifest = blob(want);
+      if (manifest.empty())
+        return Fail(Error::InvalidArgument("index.json: the manifest's digest " + want +
+                                           " is not sha256:<hex> of a blob in the archive"));
+      nested.Parse<rapidjson::kParseIterativeFlag>(ReadFile(manifest).c_str());
+      if (nested.HasParseError() || !nested.IsObject() || !nested.HasMember("manifests")) break;
+      if (depth == 4) return Fail(Error::InvalidArgument("index.json: indexes nested too deep"));
+      const rapidjson::Value* next = PickManifest(nested["manifests"]);
+      if (!next)
+        return Fail(Error::InvalidArgument(std::string("image index: no manifest for linux/") +
+                                           kHostArchitecture));
+      want = digest(*next);
+    }
+    const rapidjson::Document& m = nested;  // the image manifest
     if (m.HasParseError() || !m.IsObject() || !m.HasMember("layers") || !m["layers"].IsArray())
       return Fail(Error::InvalidArgument("OCI manifest without layers"));
     for (const auto& l : m["layers"].GetArray()) {
@@ -477,6 +550,7 @@ Result<ImageInfo> ImageStore::ImportRootfs(const std::string& tarball, const std
 Result<ImageInfo> ImageStore::ImportRootfsTarball(const std::string& tarball,
                                                   const std::string& name) {
   MakePrivate(dir_);
+  SweepScratch();
   std::string id = Sha256FileHex(tarball);
   if (id.empty()) return Fail(Error::InvalidArgument("cannot read " + tarball));
   fs::path image = fs::path(dir_) / "images" / id;

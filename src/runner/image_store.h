@@ -51,6 +51,8 @@ class ImageStore {
  private:
   Result<ImageInfo> ImportArchive(const std::string& archive, const std::string& name);
   Result<ImageInfo> ImportRootfsTarball(const std::string& tarball, const std::string& name);
+  // Removes scratch (tmp-*, stack-*) a day old: left by a killed import.
+  void SweepScratch() const;
   static Result<void> CheckName(const std::string& name);  // InvalidArgument
   Result<void> Name(const std::string& name, const std::string& id);
   // Moves an unpacked `rootfs` into place as `image`/rootfs.

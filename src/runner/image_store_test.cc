@@ -175,6 +175,46 @@ TEST_F(ImageStoreTest, OciImageLayout) {
   EXPECT_EQ(store_.Find("oci:1")->id, img->id);
 }
 
+// What buildx and `skopeo copy --all` write: index.json names an index of
+// one manifest per platform, attestations beside. The host's linux/amd64
+// one is taken whatever its place; the name is containerd's full one, and
+// a bare ref.name tag ("latest") names nothing.
+TEST_F(ImageStoreTest, ANestedIndexGivesThisHostsPlatform) {
+  auto blob = [](const std::string& bytes) { return "sha256:" + Sha256Hex(bytes); };
+  std::vector<Entry> entries{{"oci-layout", 'f', "{\"imageLayoutVersion\":\"1.0.0\"}"}};
+  auto image = [&](const std::string& file, const std::string& content) {
+    WriteTar(Path(file), {{"which", 'f', content}});
+    std::string layer = Slurp(Path(file)), config = "{\"for\":\"" + content + "\"}";
+    std::string manifest = "{\"schemaVersion\":2,\"config\":{\"digest\":\"" + blob(config) +
+                           "\"},\"layers\":[{\"digest\":\"" + blob(layer) + "\"}]}";
+    for (const auto& b : {layer, config, manifest})
+      entries.push_back({"blobs/sha256/" + Sha256Hex(b), 'f', b});
+    return blob(manifest);
+  };
+  std::string arm = image("arm.tar", "arm64"), amd = image("amd.tar", "amd64"),
+              att = image("att.tar", "attestation");
+  auto desc = [](const std::string& d, const std::string& os, const std::string& arch) {
+    return "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" + d +
+           "\",\"platform\":{\"os\":\"" + os + "\",\"architecture\":\"" + arch + "\"}}";
+  };
+  std::string inner = "{\"schemaVersion\":2,\"manifests\":[" + desc(arm, "linux", "arm64") + "," +
+                      desc(att, "unknown", "unknown") + "," + desc(amd, "linux", "amd64") + "]}";
+  entries.push_back({"blobs/sha256/" + Sha256Hex(inner), 'f', inner});
+  std::string index =
+      "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/"
+      "vnd.oci.image.index.v1+json\",\"digest\":\"" +
+      blob(inner) +
+      "\",\"annotations\":{\"io.containerd.image.name\":\"docker.io/library/multi:1\","
+      "\"org.opencontainers.image.ref.name\":\"1\"}}]}";
+  entries.push_back({"index.json", 'f', index});
+  WriteTar(Path("multi.tar"), entries);
+  auto img = store_.Import(Path("multi.tar"));
+  ASSERT_TRUE(img) << img.error().message();
+  EXPECT_EQ(Slurp(fs::path(img->rootfs) / "which"), "amd64");
+  EXPECT_EQ(img->names, std::vector<std::string>{"docker.io/library/multi:1"});
+  EXPECT_FALSE(store_.Find("1"));
+}
+
 // OCI digests name blobs of the archive, checked against their bytes: one
 // that points at a host file, or whose blob was changed, fails the import.
 TEST_F(ImageStoreTest, OciDigestsNameOnlyTheArchivesOwnCheckedBlobs) {
@@ -364,6 +404,22 @@ TEST_F(ImageStoreTest, MalformedLayersAndArchivesFailCleanly) {
   EXPECT_FALSE(store_.Import(Path("clash.tar")));
   for (const auto& e : fs::directory_iterator(dir_.path() + "/store"))
     EXPECT_NE(e.path().filename().string().rfind("tmp-", 0), 0u) << e.path();
+}
+
+// Scratch left by a killed import or stack build goes at a later import
+// once a day old; a younger one may be another import's, and stays.
+TEST_F(ImageStoreTest, ScratchADayOldIsSweptAtTheNextImport) {
+  fs::path store = dir_.path() + "/store";
+  fs::create_directories(store / "tmp-old" / "rootfs");
+  fs::create_directories(store / "tmp-young");
+  std::ofstream(store / "stack-old.tar") << "partial";
+  auto two_days_ago = fs::file_time_type::clock::now() - std::chrono::hours(48);
+  fs::last_write_time(store / "tmp-old", two_days_ago);
+  fs::last_write_time(store / "stack-old.tar", two_days_ago);
+  ASSERT_TRUE(store_.Import(DockerSave({{{"x", 'f', "x"}}}, "{\"config\":\"sweep\"}")));
+  EXPECT_FALSE(fs::exists(store / "tmp-old"));
+  EXPECT_FALSE(fs::exists(store / "stack-old.tar"));
+  EXPECT_TRUE(fs::exists(store / "tmp-young"));
 }
 
 TEST_F(ImageStoreTest, NotAnImage) {
