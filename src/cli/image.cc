@@ -47,7 +47,8 @@ image->add_subcommand("ls", "List images")->callback([=] {
   std::exit(0);
 });
 
-auto* rm = image->add_subcommand("rm", "Remove an image and its names");
+auto* rm =
+    image->add_subcommand("rm", "Remove a name of an image, or the image (by id or its last name)");
 rm->add_option("image", *name, "Name or id")->required()->check(kNonEmpty);
 rm->callback([=] {
   auto r = store().Remove(*name);
@@ -55,6 +56,7 @@ rm->callback([=] {
     std::fprintf(stderr, "kiln: %s\n", r.error().message().c_str());
     std::exit(1);
   }
+  std::printf("%s %s\n", *r ? "removed" : "untagged", name->c_str());
   std::exit(0);
 });
 }  // namespace kiln::cli

@@ -2,12 +2,16 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
 #include <rapidjson/document.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -627,19 +631,59 @@ std::vector<ImageInfo> ImageStore::List() const {
   return out;
 }
 
-Result<void> ImageStore::Remove(const std::string& name_or_id) {
+ImageLease& ImageLease::operator=(ImageLease&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = std::exchange(o.fd_, -1);
+  }
+  return *this;
+}
+
+ImageLease::~ImageLease() {
+  if (fd_ >= 0) close(fd_);  // and with it the flock
+}
+
+Result<ImageLease> ImageStore::Lease(const ImageInfo& image) const {
+  fs::path dir = fs::path(dir_) / "images" / image.id;
+  int fd = open((dir / "lock").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Fail(Error::NotFound("Image not found: " + image.id));
+  ImageLease lease(fd);
+  if (flock(fd, LOCK_SH) != 0)
+    return Fail(Error::Internal("cannot hold the image " + image.id + ": " + strerror(errno)));
+  // A removal that held the lock first has taken the files away.
+  std::error_code ec;
+  if (!fs::is_directory(dir / "rootfs", ec))
+    return Fail(Error::NotFound("Image not found: " + image.id));
+  return lease;
+}
+
+Result<bool> ImageStore::Remove(const std::string& name_or_id) {
   auto info = Find(name_or_id);
   if (!info) return Fail(info.error());
   std::error_code ec;
-  for (const auto& n : info->names) {
-    std::string file = n;
-    for (auto& c : file)
+  auto name_file = [&](std::string n) {
+    for (auto& c : n)
       if (c == '/') c = '%';
-    fs::remove(fs::path(dir_) / "names" / file, ec);
+    return fs::path(dir_) / "names" / n;
+  };
+  bool by_name = std::find(info->names.begin(), info->names.end(), name_or_id) != info->names.end();
+  if (by_name && info->names.size() > 1) {  // one tag of several: untagged
+    fs::remove(name_file(name_or_id), ec);
+    if (ec) return Fail(Error::Internal("cannot remove the name: " + ec.message()));
+    return false;
   }
-  fs::remove_all(fs::path(dir_) / "images" / info->id, ec);
+  fs::path dir = fs::path(dir_) / "images" / info->id;
+  int fd = open((dir / "lock").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return Fail(Error::Internal("cannot lock the image " + info->id + ": " + strerror(errno)));
+  ImageLease held(fd);  // closed, and so unlocked, on return
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+    return Fail(Error::Unavailable("image " + info->id.substr(0, 12) +
+                                   " is in use by a running task: remove it once that ends"));
+  for (const auto& n : info->names) fs::remove(name_file(n), ec);
+  fs::remove_all(dir, ec);
   if (ec) return Fail(Error::Internal("cannot remove the image: " + ec.message()));
-  return Ok();
+  return true;
 }
 
 }  // namespace kiln::runner

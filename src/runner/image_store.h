@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/error.h"
@@ -32,6 +33,24 @@ struct ImageInfo {
 // and directories of the store.
 bool IsImageName(std::string_view name);
 
+// A running task's hold on its image (a shared flock on the image's lock
+// file, across processes): `kiln image rm` refuses an image held so, since
+// removing an overlay's lower layer under a running container makes its
+// files vanish mid-run. Released when destroyed.
+class ImageLease {
+ public:
+  ImageLease() = default;
+  explicit ImageLease(int fd) : fd_(fd) {}
+  ImageLease(ImageLease&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  ImageLease& operator=(ImageLease&& o) noexcept;
+  ImageLease(const ImageLease&) = delete;
+  ImageLease& operator=(const ImageLease&) = delete;
+  ~ImageLease();
+
+ private:
+  int fd_ = -1;
+};
+
 class ImageStore {
  public:
   explicit ImageStore(std::string dir) : dir_(std::move(dir)) {}
@@ -46,7 +65,12 @@ class ImageStore {
   Result<ImageInfo> Busybox();
   Result<ImageInfo> Find(const std::string& name_or_id) const;  // NotFound
   std::vector<ImageInfo> List() const;
-  Result<void> Remove(const std::string& name_or_id);  // the image and its names
+  // A name of an image that has others loses that name only (false); an
+  // id, or an image's last name, removes the image and its names (true).
+  // Unavailable while a task holds the image (Lease).
+  Result<bool> Remove(const std::string& name_or_id);
+  // Holds `image` for a task. NotFound when it was removed meanwhile.
+  Result<ImageLease> Lease(const ImageInfo& image) const;
 
  private:
   Result<ImageInfo> ImportArchive(const std::string& archive, const std::string& name);

@@ -129,9 +129,27 @@ TEST_F(ImageStoreTest, DockerSaveLayersWithWhiteoutsLinksAndModes) {
   ASSERT_TRUE(again);
   EXPECT_EQ(again->id, img->id);
 
-  ASSERT_TRUE(store_.Remove("mine:latest"));
+  // One name of two goes alone; the last takes the image with it. While a
+  // task holds the image it stays.
+  auto untagged = store_.Remove("mine:latest");
+  ASSERT_TRUE(untagged);
+  EXPECT_FALSE(*untagged);
+  EXPECT_FALSE(store_.Find("mine:latest"));
+  ASSERT_TRUE(store_.Find("demo/app:1"));
+  {
+    auto lease = store_.Lease(*img);
+    ASSERT_TRUE(lease) << lease.error().message();
+    auto held = store_.Remove("demo/app:1");
+    ASSERT_FALSE(held);
+    EXPECT_EQ(held.error().code(), ErrorCode::kUnavailable);
+    EXPECT_TRUE(fs::exists(root / "etc/a"));
+  }
+  auto removed = store_.Remove("demo/app:1");
+  ASSERT_TRUE(removed) << removed.error().message();
+  EXPECT_TRUE(*removed);
   EXPECT_FALSE(store_.Find("demo/app:1"));
   EXPECT_TRUE(store_.List().empty());
+  EXPECT_FALSE(store_.Lease(*img));  // gone: a task that found it before fails clearly
 }
 
 // A path is resolved inside the root as the container sees it: an absolute

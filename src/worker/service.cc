@@ -1424,6 +1424,12 @@ void Service::RunTask(const std::string& id) {
             image_name + " --packages ...` or give the code a stack";
     return finish(TaskState::kError, msg, -1);
   }
+  // Held until the container is gone: `kiln image rm` waits for that.
+  auto lease = images_.Lease(*image);
+  if (!lease) {
+    if (cancelled_before_start()) return;
+    return finish(TaskState::kError, lease.error().message(), -1);
+  }
 
   std::error_code ec;
   fs::path work = fs::path(options_.data_dir) / "task-work" / id;

@@ -128,6 +128,29 @@ TEST_F(ServiceTest, FailuresTimeoutsAndCancels) {
   EXPECT_EQ(WaitFinal(cancel).state, TaskState::kCancelled);
 }
 
+// `kiln image rm` of an image a task is running on is refused until the
+// task has ended: its overlay's lower layer would vanish under it.
+TEST_F(ServiceTest, AnImageARunningTaskUsesCannotBeRemovedUntilItEnds) {
+  NeedContainers();
+  Code("holds", "sleep 1; cat /bin/busybox > /dev/null && echo still there");
+  service_->Start();
+  auto id = Queue("holds");
+  for (int i = 0; i < 1500 && service_->GetTask(kProject, id)->state != TaskState::kRunning; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(service_->GetTask(kProject, id)->state, TaskState::kRunning);
+  auto refused = images_.Remove("busybox");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  auto t = WaitFinal(id);
+  EXPECT_EQ(t.state, TaskState::kComplete) << t.msg;
+  EXPECT_EQ(*service_->Log(kProject, id), "still there\n");
+  // The hold goes with the container's clean-up, just after the task ends.
+  Result<bool> removed = Fail(Error::Internal("not tried"));
+  for (int i = 0; i < 500 && !(removed = images_.Remove("busybox")); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(removed) << removed.error().message();
+}
+
 TEST_F(ServiceTest, HigherPriorityFirstThenFifoOnOneSlot) {
   NeedContainers();
   Open(1);
