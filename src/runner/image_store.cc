@@ -6,6 +6,7 @@
 #include <rapidjson/document.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -189,10 +190,39 @@ const rapidjson::Value* PickManifest(const rapidjson::Value& manifests) {
   return unplatformed;
 }
 
+// What one import may still write: bytes and entries. Taken off as members
+// are written; an import that would pass either fails, so that a small
+// compressed archive cannot fill the disk the server's store is on.
+struct Budget {
+  int64_t bytes = 0;
+  int64_t entries = 0;
+  Error Spent() const {
+    return Error::InvalidArgument(
+        "the image unpacks to more than this import may write: the disk's free space (keeping "
+        "5% of it, at most 1 GiB) or the store's limit, and at most 5,000,000 files");
+  }
+};
+
+// The budget of an import into `dir`: at most `max_bytes`, the disk's free
+// space less 5% of the disk (at most 1 GiB), and 5,000,000 files (fewer
+// when the disk has fewer inodes).
+Budget ImportBudget(const std::string& dir, int64_t max_bytes) {
+  Budget b{max_bytes, 5'000'000};
+  struct statvfs st {};
+  if (statvfs(dir.c_str(), &st) == 0) {
+    auto size = static_cast<int64_t>(st.f_blocks) * static_cast<int64_t>(st.f_frsize);
+    auto avail = static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
+    int64_t keep = std::min<int64_t>(size / 20, int64_t{1} << 30);
+    b.bytes = std::min(b.bytes, std::max<int64_t>(0, avail - keep));
+    if (st.f_favail > 0) b.entries = std::min<int64_t>(b.entries, st.f_favail * 95 / 100);
+  }
+  return b;
+}
+
 // Extracts the regular archive `path` (the outer image tarball) into `dir`.
 // Its links (an older docker save writes a layer seen twice as a symlink
 // to the first) become hard links to the file they name inside `dir`.
-Result<void> Unpack(const std::string& path, const fs::path& dir) {
+Result<void> Unpack(const std::string& path, const fs::path& dir, Budget* budget) {
   auto a = OpenRead(path);
   if (!a) return Fail(Error::InvalidArgument("not a tar archive: " + path));
   std::vector<std::pair<std::string, std::string>> links;  // member, the member it names
@@ -215,6 +245,7 @@ Result<void> Unpack(const std::string& path, const fs::path& dir) {
       continue;
     }
     if (archive_entry_filetype(e) != AE_IFREG) continue;
+    if (--budget->entries < 0) return Fail(budget->Spent());
     fs::path out = dir / name;
     std::error_code ec;
     fs::create_directories(out.parent_path(), ec);
@@ -224,8 +255,11 @@ Result<void> Unpack(const std::string& path, const fs::path& dir) {
     size_t size;
     la_int64_t offset;
     int d;
-    while ((d = archive_read_data_block(a.get(), &buf, &size, &offset)) == ARCHIVE_OK)
+    while ((d = archive_read_data_block(a.get(), &buf, &size, &offset)) == ARCHIVE_OK) {
+      budget->bytes -= static_cast<int64_t>(size);
+      if (budget->bytes < 0) return Fail(budget->Spent());
       f.write(static_cast<const char*>(buf), static_cast<std::streamsize>(size));
+    }
     if (d != ARCHIVE_EOF || !f.flush())
       return Fail(Error::InvalidArgument(
           "cannot unpack " + name + " of the archive: " +
@@ -252,7 +286,7 @@ Result<void> Unpack(const std::string& path, const fs::path& dir) {
 // Applies one layer to `root`: whiteouts first (they hide what lower layers
 // put there), then the files. Every path is placed inside `root` by
 // PlaceInRoot; an entry replaces what is there unless both are directories.
-Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
+Result<void> ApplyLayer(const std::string& layer, const fs::path& root, Budget* budget) {
   std::error_code ec;
   {
     auto a = OpenRead(layer);
@@ -308,7 +342,9 @@ Result<void> ApplyLayer(const std::string& layer, const fs::path& root) {
         !(S_ISDIR(st.st_mode) && type == AE_IFDIR && !archive_entry_hardlink(e)))
       fs::remove_all(*at, ec);
     archive_entry_set_pathname(e, at->c_str());
-    if (auto w = CopyEntry(a.get(), disk.get(), e, name); !w) return Fail(w.error());
+    if (--budget->entries < 0) return Fail(budget->Spent());
+    if (auto w = CopyEntry(a.get(), disk.get(), e, name, &budget->bytes); !w)
+      return Fail(budget->bytes < 0 ? budget->Spent() : w.error());
   }
   if (r != ARCHIVE_EOF)
     return Fail(Error::InvalidArgument(std::string("bad layer: ") + archive_error_string(a.get())));
@@ -392,7 +428,8 @@ Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
   std::error_code ec;
   fs::create_directories(tmp / "archive", ec);
   RemovedAtExit cleanup{tmp};
-  if (auto r = Unpack(archive_path, tmp / "archive"); !r) return Fail(r.error());
+  Budget budget = ImportBudget(dir_, max_import_bytes_);
+  if (auto r = Unpack(archive_path, tmp / "archive", &budget); !r) return Fail(r.error());
 
   std::vector<std::string> layers, tags;
   std::string config;
@@ -520,7 +557,8 @@ Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
     fs::path root = fs::canonical(rootfs);
     for (const auto& l : layers) {
       if (l.empty()) return Fail(Error::InvalidArgument("bad layer path"));
-      if (auto r = ApplyLayer((tmp / "archive" / l).string(), root); !r) return Fail(r.error());
+      if (auto r = ApplyLayer((tmp / "archive" / l).string(), root, &budget); !r)
+        return Fail(r.error());
     }
     if (auto r = Store(rootfs, image); !r) return Fail(r.error());
   }
@@ -563,7 +601,9 @@ Result<ImageInfo> ImageStore::ImportRootfsTarball(const std::string& tarball,
     fs::path tmp = fs::path(dir_) / ("tmp-" + RandomHex(8));
     RemovedAtExit cleanup{tmp};
     fs::create_directories(tmp / "rootfs", ec);
-    if (auto r = ApplyLayer(tarball, fs::canonical(tmp / "rootfs")); !r) return Fail(r.error());
+    Budget budget = ImportBudget(dir_, max_import_bytes_);
+    if (auto r = ApplyLayer(tarball, fs::canonical(tmp / "rootfs"), &budget); !r)
+      return Fail(r.error());
     if (auto r = Store(tmp / "rootfs", image); !r) return Fail(r.error());
   }
   if (auto r = Name(name, id); !r) return Fail(r.error());

@@ -53,7 +53,11 @@ class ImageLease {
 
 class ImageStore {
  public:
-  explicit ImageStore(std::string dir) : dir_(std::move(dir)) {}
+  // An import writes at most `max_import_bytes` (outer archive and root
+  // filesystem together), and never past the disk's free space less 5% of
+  // the disk (at most 1 GiB).
+  explicit ImageStore(std::string dir, int64_t max_import_bytes = INT64_MAX)
+      : dir_(std::move(dir)), max_import_bytes_(max_import_bytes) {}
 
   // Imports `archive`. `name` (repo:tag) is added to the archive's own tags.
   // InvalidArgument for an archive that is not an image or is unsafe.
@@ -83,6 +87,7 @@ class ImageStore {
   static Result<void> Store(const std::filesystem::path& rootfs,
                             const std::filesystem::path& image);
   std::string dir_;
+  int64_t max_import_bytes_;
 };
 
 }  // namespace kiln::runner

@@ -440,6 +440,27 @@ TEST_F(ImageStoreTest, ScratchADayOldIsSweptAtTheNextImport) {
   EXPECT_TRUE(fs::exists(store / "tmp-young"));
 }
 
+// An import writes no more than it may (here a store limit; on a real disk
+// its free space less a reserve): a small compressed archive cannot fill
+// the disk. Whether the archive or its unpacked layers pass the limit, the
+// import fails and leaves nothing.
+TEST_F(ImageStoreTest, AnImportThatWouldWriteTooMuchFailsAndLeavesNothing) {
+  std::string big(200 * 1024, 'x');
+  auto archive = DockerSave({{{"big", 'f', big}}}, "{\"config\":\"big\"}");
+  for (int64_t limit : {100 * 1024, 300 * 1024}) {  // the archive; then the unpacked layer
+    ImageStore small(dir_.path() + "/small", limit);
+    auto img = small.Import(archive, "big:1");
+    ASSERT_FALSE(img) << limit;
+    EXPECT_NE(img.error().message().find("more than this import may write"), std::string::npos)
+        << img.error().message();
+    EXPECT_TRUE(small.List().empty());
+    for (const auto& e : fs::directory_iterator(dir_.path() + "/small"))
+      EXPECT_NE(e.path().filename().string().rfind("tmp-", 0), 0u) << e.path();
+  }
+  ImageStore enough(dir_.path() + "/enough", 1 << 20);
+  EXPECT_TRUE(enough.Import(archive, "big:1"));
+}
+
 TEST_F(ImageStoreTest, NotAnImage) {
   WriteTar(Path("plain.tar"), {{"readme", 'f', "x"}});
   EXPECT_FALSE(store_.Import(Path("plain.tar")));
