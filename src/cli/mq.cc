@@ -1,5 +1,7 @@
 // `kiln mq <verb>`: the IronMQ v3 API from the shell.
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
@@ -98,8 +100,10 @@ void AddMqCommands(CLI::App& app) {
   create->add_option("queue", *name, "Queue name")->required()->check(kNonEmpty);
   create->add_option("--message-timeout", *timeout, "Reservation length in seconds (30-86400)");
   create->add_option("--message-expiration", *expiration, "Seconds a message lives");
-  create->add_option("--dead-letter", *dlq, "Queue that receives over-reserved messages");
-  create->add_option("--max-reservations", *max_res, "Reservations before dead-lettering");
+  auto* dlq_opt = create->add_option("--dead-letter", *dlq,
+                                     "Queue that receives over-reserved messages (\"\": none)");
+  auto* max_res_opt =
+      create->add_option("--max-reservations", *max_res, "Reservations before dead-lettering");
   auto type = std::make_shared<std::string>();
   auto subs = std::make_shared<std::vector<std::string>>();
   auto retries = std::make_shared<int64_t>(-1);
@@ -108,15 +112,20 @@ void AddMqCommands(CLI::App& app) {
   create->add_option("--type", *type, "pull, multicast or unicast");
   create->add_option("--subscriber", *subs, "Push subscriber NAME=URL (repeatable)")
       ->allow_extra_args(false);  // one value each: the next word is not taken
-  create->add_option("--retries", *retries, "Push: retries after a failed delivery (0-100)");
-  create->add_option("--retries-delay", *retries_delay, "Push: seconds between retries");
-  create->add_option("--error-queue", *error_queue, "Push: queue for messages given up on");
+  auto* retries_opt =
+      create->add_option("--retries", *retries, "Push: retries after a failed delivery (0-100)");
+  auto* delay_opt =
+      create->add_option("--retries-delay", *retries_delay, "Push: seconds between retries");
+  auto* error_opt = create->add_option("--error-queue", *error_queue,
+                                       "Push: queue for messages given up on (\"\": none)");
   create->callback([=] {
     auto c = conn();
     std::string q = "{";
     auto add = [&](const std::string& kv) { q += (q.size() > 1 ? "," : "") + kv; };
     if (!type->empty()) add("\"type\":" + JsonString(*type));
-    if (!subs->empty() || *retries >= 0 || *retries_delay || !error_queue->empty()) {
+    // An option given is sent as given ("" and 0 too: "" removes a dead
+    // letter or error queue); one not given leaves the queue's setting.
+    if (!subs->empty() || retries_opt->count() || delay_opt->count() || error_opt->count()) {
       std::string p = "\"push\":{";
       std::string list;
       for (const auto& sub : *subs) {
@@ -131,18 +140,18 @@ void AddMqCommands(CLI::App& app) {
       std::string fields;
       auto addp = [&](const std::string& kv) { fields += (fields.empty() ? "" : ",") + kv; };
       if (!subs->empty()) addp("\"subscribers\":[" + list + "]");
-      if (*retries >= 0) addp("\"retries\":" + std::to_string(*retries));
-      if (*retries_delay) addp("\"retries_delay\":" + std::to_string(*retries_delay));
-      if (!error_queue->empty()) addp("\"error_queue\":" + JsonString(*error_queue));
+      if (retries_opt->count()) addp("\"retries\":" + std::to_string(*retries));
+      if (delay_opt->count()) addp("\"retries_delay\":" + std::to_string(*retries_delay));
+      if (error_opt->count()) addp("\"error_queue\":" + JsonString(*error_queue));
       add(p + fields + "}");
     }
     if (*timeout) add("\"message_timeout\":" + std::to_string(*timeout));
     if (*expiration) add("\"message_expiration\":" + std::to_string(*expiration));
-    if (!dlq->empty() || *max_res) {
-      // Without --dead-letter the queue's own stays: "" would remove it.
+    if (dlq_opt->count() || max_res_opt->count()) {
+      // Without --dead-letter the queue's own stays; --dead-letter "" removes it.
       std::string dl;
-      if (!dlq->empty()) dl = "\"queue_name\":" + JsonString(*dlq);
-      if (*max_res)
+      if (dlq_opt->count()) dl = "\"queue_name\":" + JsonString(*dlq);
+      if (max_res_opt->count())
         dl += (dl.empty() ? "" : ",") + std::string("\"max_reservations\":") +
               std::to_string(*max_res);
       add("\"dead_letter\":{" + dl + "}");
@@ -190,8 +199,22 @@ void AddMqCommands(CLI::App& app) {
   push->add_option("--delay", *delay, "Seconds before the messages become visible");
   push->callback([=] {
     auto c = conn();
-    if (bodies->empty())
-      bodies->push_back(std::string(std::istreambuf_iterator<char>(std::cin), {}));
+    if (bodies->empty()) {
+      if (isatty(STDIN_FILENO))
+        std::fprintf(stderr, "kiln: reading one message from stdin (end it with Ctrl-D)\n");
+      std::string body(std::istreambuf_iterator<char>(std::cin), {});
+      // `echo hello | kiln mq push q` posts "hello": the line's end is not
+      // the message's.
+      if (body.size() >= 2 && body.compare(body.size() - 2, 2, "\r\n") == 0)
+        body.resize(body.size() - 2);
+      else if (!body.empty() && body.back() == '\n')
+        body.pop_back();
+      if (body.empty()) {
+        std::fprintf(stderr, "kiln: no message: give bodies as arguments or one on stdin\n");
+        std::exit(2);
+      }
+      bodies->push_back(std::move(body));
+    }
     std::string json = "{\"messages\":[";
     for (size_t i = 0; i < bodies->size(); ++i) {
       json += (i ? "," : "") + std::string("{\"body\":") + JsonString((*bodies)[i]);

@@ -269,6 +269,20 @@ test('an empty queue name or id is refused before anything is sent; list options
   assert.equal(r.code, 0, r.stderr);
   const q = (await kiln.req('GET', kiln.q('hooks'))).body.queue;
   assert.deepEqual(q.push.subscribers.map((s) => s.name), ['a']);
+  // An option given is sent as given: --dead-letter "" removes the queue's.
+  r = await cli(['mq', 'create', 'with-dl', '--dead-letter', 'with-dl-dead']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await kiln.req('GET', kiln.q('with-dl'))).body.queue.dead_letter.queue_name, 'with-dl-dead');
+  r = await cli(['mq', 'create', 'with-dl', '--dead-letter', '']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await kiln.req('GET', kiln.q('with-dl'))).body.queue.dead_letter, undefined);
+  // A line on stdin is the message without its end; nothing on stdin posts nothing.
+  r = await cli(['mq', 'push', 'lines'], { input: 'hello\n' });
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(['mq', 'push', 'lines'], { input: '' });
+  assert.equal(r.code, 2);
+  const got = (await kiln.req('GET', `${kiln.q('lines')}/messages?n=10`)).body.messages.map((m) => m.body);
+  assert.deepEqual(got, ['hello']);
   // A host in brackets, as iron.json says for a server on IPv6.
   r = await cli(['mq', 'info', 'keep', '--port', String(kiln.port)], { env: { IRON_HOST: '[127.0.0.1]' } });
   assert.equal(r.code, 0, r.stderr);
