@@ -357,6 +357,8 @@ Result<worker::Schedule> ScheduleFromJson(const JsonValue& o, worker::Schedule s
                             std::pair{"run_times", &worker::Schedule::run_times},
                             std::pair{"timeout", &worker::Schedule::timeout},
                             std::pair{"delay", &worker::Schedule::task_delay},
+                            // as GET shows it: a read-modify-write keeps it
+                            std::pair{"task_delay", &worker::Schedule::task_delay},
                             std::pair{"max_concurrency", &worker::Schedule::max_concurrency}}) {
     auto v = GetInt(o, key);
     if (!v) return Fail(v.error());
@@ -491,7 +493,7 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
       if (auto v = req.Query(key); v && !v->empty()) {
         KILN_TRY(n, ParseIntParam(key, *v));
         KILN_TRY(ms, UnixSecondsToMs(key, static_cast<double>(*n)));
-        *field = *ms;
+        *field = field == &to ? *ms + 999 : *ms;  // end_date: its whole second, as to_time
       }
     }
     KILN_TRY(st, svc->Stats(project, std::string(req.Param("code")), from, to));
@@ -566,7 +568,7 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
     if (n.timeout == 0) n.timeout = 3600;  // as in POST /tasks: 0 means the maximum
     if (auto v = req.Query("priority"); v && !v->empty()) {
       KILN_TRY(x, ParseIntParam("priority", *v));
-      if (*x != -3) {  // -3: the code's default, as in POST /tasks
+      if (*x >= 0) {  // negative (Go's -3): the code's default, as in POST /tasks
         KILN_TRY(p, NarrowInt("priority", *x));
         n.priority = *p;
       }
@@ -598,7 +600,9 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
       if (auto v = req.Query(key); v && !v->empty()) {
         KILN_TRY(n, ParseIntParam(key, *v));
         KILN_TRY(ms, UnixSecondsToMs(key, static_cast<double>(*n)));
-        *field = *ms;
+        // Times are shown to the second: to_time takes in the whole second
+        // it names, so "up to this task's created_at" finds that task.
+        *field = field == &f.to ? *ms + 999 : *ms;
       }
     }
     // A page's payloads are read from the store: off the io thread.

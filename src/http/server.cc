@@ -117,9 +117,15 @@ void ParseQuery(std::string_view q, Request* req) {
     q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
     if (pair.empty()) continue;
     size_t eq = pair.find('=');
+    // A part that is not valid percent-encoding stands as it came (Go's
+    // "%!d(bool=true)" sent by hand is still a status filter), rather than
+    // vanishing and taking its meaning with it.
+    auto decode = [](std::string_view part, std::string* out) {
+      if (!PercentDecode(part, true, out)) out->assign(part);
+    };
     std::string k, v;
-    if (!PercentDecode(pair.substr(0, eq), true, &k)) continue;
-    if (eq != std::string_view::npos && !PercentDecode(pair.substr(eq + 1), true, &v)) continue;
+    decode(pair.substr(0, eq), &k);
+    if (eq != std::string_view::npos) decode(pair.substr(eq + 1), &v);
     req->query.emplace(std::move(k), std::move(v));
   }
 }

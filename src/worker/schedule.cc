@@ -44,8 +44,16 @@ Result<void> CheckTiming(const Schedule& s) {
   return Ok();
 }
 
+// The scheduler's tick (500 ms) and a busy machine make a run come a little
+// after it was due: one due at end_at itself still happens.
+constexpr TimeMs kLateRunGrace = 30'000;
+
 TimeMs FirstRun(const Schedule& s, TimeMs now) {
-  if (s.cron.empty()) return s.start_at;
+  if (s.cron.empty()) {
+    // A start_at gone by runs at once: past end_at (and its grace), never.
+    if (s.end_at > 0 && std::max(s.start_at, now) > s.end_at + kLateRunGrace) return 0;
+    return s.start_at;
+  }
   auto c = CronSchedule::Parse(s.cron, s.time_zone);
   if (!c) return 0;
   TimeMs t = CronAtOrAfter(*c, std::max(s.start_at, now));
@@ -77,9 +85,6 @@ TimeMs NextRunAfterChange(Schedule& s, TimeMs now) {
 }
 
 bool EndedBeforeRun(Schedule& s, TimeMs now) {
-  // The scheduler's tick (500 ms) and a busy machine make a run come a
-  // little after it was due: one due at end_at itself still happens.
-  constexpr TimeMs kLateRunGrace = 30'000;
   if (s.end_at <= 0 || now <= s.end_at || now - s.next_start < kLateRunGrace) return false;
   s.status = "complete";
   s.msg = "Reached end_at.";

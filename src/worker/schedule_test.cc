@@ -22,6 +22,12 @@ TEST(ScheduleTest, RunEveryStartsAtStartAtAndKeepsItsRhythm) {
   ASSERT_TRUE(CheckTiming(s));
   EXPECT_EQ(FirstRun(s, kStart - kMin), kStart);
   EXPECT_EQ(FirstRun(s, kStart + 10 * kMin), kStart);  // past: at once
+  // ... unless end_at has gone by too: then never (refused at creation).
+  Schedule gone = Every(3600);
+  gone.end_at = kStart + kMin;
+  EXPECT_EQ(FirstRun(gone, kStart + 10 * kMin), 0);
+  EXPECT_EQ(FirstRun(gone, kStart + kMin + 20'000), kStart);  // within the late-run grace
+  EXPECT_EQ(FirstRun(gone, kStart - kMin), kStart);
   s.run_count = 1;
   // Ran a little late: the next run stays on the hour after start_at.
   EXPECT_EQ(NextRun(s, kStart, kStart + 5000), kStart + 3600'000);

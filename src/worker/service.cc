@@ -757,13 +757,20 @@ Result<void> Service::RoomToQueueLocked(const std::string& project, size_t more)
 
 void Service::ReadProgressLocked(Task& t) const {
   if (t.state != TaskState::kRunning) return;
-  std::string text = ReadTaskFile(TaskDir(t.id) + "/" + kProgressFile, kMaxProgressFile);
+  std::string path = TaskDir(t.id) + "/" + kProgressFile;
+  if (t.progress_set_at > 0) {  // the API's progress stands until the file is written again
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) return;
+    TimeMs written = static_cast<TimeMs>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
+    if (written <= t.progress_set_at) return;
+  }
+  std::string text = ReadTaskFile(path, kMaxProgressFile);
   if (text.empty()) return;
   rapidjson::Document d;
   d.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
   if (d.HasParseError() || !d.IsObject()) return;
-  if (d.HasMember("percent") && d["percent"].IsNumber())
-    t.percent = std::clamp(static_cast<int>(d["percent"].GetDouble()), 0, 100);
+  if (d.HasMember("percent") && d["percent"].IsNumber())  // clamped before the cast: 1e300 too
+    t.percent = static_cast<int>(std::clamp(d["percent"].GetDouble(), 0.0, 100.0));
   if (d.HasMember("msg") && d["msg"].IsString()) t.msg = d["msg"].GetString();
 }
 
@@ -955,9 +962,13 @@ Result<void> Service::SetProgress(const std::string& project, const std::string&
   if (it == tasks_.end() || it->second.project_id != project)
     return Fail(Error::NotFound("Task not found"));
   Task& t = it->second;
+  // A finished task's msg says how it ended ("Exit code 3: ..."): kept.
+  if (Final(t.state))
+    return Fail(Error::InvalidArgument("Task is " + std::string(StateName(t.state)) +
+                                       ": progress is for a task that has not ended"));
   if (percent) t.percent = *percent;  // what is not given stays
   if (msg) t.msg = std::move(*msg);
-  t.updated_at = clock_.NowMs();
+  t.updated_at = t.progress_set_at = clock_.NowMs();
   if (t.state != TaskState::kPreparing) return Save(t);
   // "preparing" is never written (a task lost while preparing is queued
   // again after a restart): the record says queued, with the progress.

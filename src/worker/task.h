@@ -85,6 +85,9 @@ struct Task {
   int64_t log_size = 0;
   TimeMs created_at = 0, updated_at = 0, start_time = 0, end_time = 0;
   uint64_t seq = 0;  // FIFO order within a priority
+  // When the API last set progress (memory only): the task's progress file
+  // counts only when written after that, so that whichever came last wins.
+  TimeMs progress_set_at = 0;
 };
 
 struct Schedule {

@@ -303,34 +303,51 @@ test('task lists filter and page; a failed task is retried as new tasks; manual 
 });
 
 test('progress from the API and from inside the task; webhook payloads; outlog', async (t) => {
+  if (skipWithoutContainers(t)) return;
   await upload({ name: 'progress', image: 'busybox',
-    command: 'echo \'{"percent":40,"msg":"inside"}\' > $PROGRESS_FILE; sleep 1; cat $PAYLOAD_FILE' });
+    command: 'echo \'{"percent":40,"msg":"inside"}\' > $PROGRESS_FILE; sleep 3; cat $PAYLOAD_FILE' });
   const hook = await kiln.req('POST', w('/tasks/webhook?code_name=progress'), 'raw <body> & more',
     { headers: { 'content-type': 'text/xml' } });
   assert.equal(hook.status, 200, hook.text);
   assert.equal(hook.body.msg, 'Queued up.');
   const id = hook.body.id;
-  const task = await finished(id);
-  if (skipIfNoContainers(t, task)) return;
-  assert.equal(task.status, 'complete', task.msg);
-  assert.equal(task.percent, 40);
-  assert.equal(task.msg, 'inside');
-  assert.equal(task.payload, 'raw <body> & more');
-  assert.equal((await kiln.req('GET', w(`/tasks/${id}/outlog`))).text, 'raw <body> & more');
-  const set = await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 100, msg: 'done' });
+  // While it runs: the task's own progress file is read...
+  const inside = await eventually(async () => {
+    const x = (await kiln.req('GET', w(`/tasks/${id}`))).body;
+    return (x.percent === 40 || ['error', 'complete'].includes(x.status)) && x;
+  }, 30000);
+  assert.deepEqual([inside.status, inside.percent, inside.msg], ['running', 40, 'inside']);
+  // ... and the API's progress, set after the file was written, stands.
+  const set = await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 90, msg: 'from api' });
   assert.deepEqual(set.body, { msg: 'Progress set' });
   const after = (await kiln.req('GET', w(`/tasks/${id}`))).body;
-  assert.equal(after.percent, 100);
-  assert.equal(after.msg, 'done');
+  assert.deepEqual([after.percent, after.msg], [90, 'from api']);
   // Only what is given changes.
-  await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 40 });
+  await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 95 });
   await kiln.req('POST', w(`/tasks/${id}/progress`), { msg: 'step 2' });
   const partial = (await kiln.req('GET', w(`/tasks/${id}`))).body;
-  assert.equal(partial.percent, 40);
-  assert.equal(partial.msg, 'step 2');
+  assert.deepEqual([partial.percent, partial.msg], [95, 'step 2']);
   assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { msg: 'm'.repeat(5000) })).status, 413);
   assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 101 })).status, 400);
   assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 4294967346 })).status, 400);
+  const task = await finished(id);
+  assert.equal(task.status, 'complete', task.msg);
+  assert.deepEqual([task.percent, task.msg], [95, 'step 2']);
+  assert.equal(task.payload, 'raw <body> & more');
+  assert.equal((await kiln.req('GET', w(`/tasks/${id}/outlog`))).text, 'raw <body> & more');
+  // A finished task's msg says how it ended: progress cannot change it.
+  assert.equal((await kiln.req('POST', w(`/tasks/${id}/progress`), { percent: 5, msg: 'late' })).status, 400);
+  assert.equal((await kiln.req('GET', w(`/tasks/${id}`))).body.msg, 'step 2');
+  // The file written after the API's progress wins in turn.
+  await upload({ name: 'progress-later', image: 'busybox',
+    command: 'sleep 2; echo \'{"percent":70,"msg":"file again"}\' > $PROGRESS_FILE; sleep 1' });
+  const later = (await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'progress-later', payload: '{}' }] })).body.tasks[0].id;
+  await eventually(async () => (await kiln.req('GET', w(`/tasks/${later}`))).body.status === 'running', 30000);
+  assert.equal((await kiln.req('POST', w(`/tasks/${later}`) + '/progress', { percent: 10, msg: 'api first' })).status, 200);
+  const last = await finished(later);
+  assert.deepEqual([last.percent, last.msg], [70, 'file again']);
+  // A negative priority is the code's default here too.
+  assert.equal((await kiln.req('POST', w('/tasks/webhook?code_name=progress-later&priority=-1'), 'x')).status, 200);
   assert.equal((await kiln.req('POST', w('/tasks/webhook'), 'x')).status, 400);
   assert.equal((await kiln.req('POST', w('/tasks/webhook?code_name=nope'), 'x')).status, 404);
   // A payload of any bytes: the task gets them as they are, and the API's
@@ -509,6 +526,31 @@ test('schedules made in one request list newest first, in the order they were ma
   const listed = (await kiln.req('GET', w('/schedules?per_page=100'))).body.schedules.filter((s) => s.code_name === 'ordered');
   assert.deepEqual(listed.map((s) => s.name), [...names].reverse());
   for (const s of c.body.schedules) await kiln.req('POST', w(`/schedules/${s.id}/cancel`), {});
+});
+
+test('a schedule past its end_at is refused; PUT takes task_delay as GET shows it; to_time takes its whole second', async () => {
+  await upload({ name: 'edges', image: 'busybox', command: 'true' });
+  const gone = await kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'edges', payload: '{}', run_every: 3600,
+    start_at: '2020-01-01T00:00:00Z', end_at: '2020-01-02T00:00:00Z' }] });
+  assert.equal(gone.status, 400, gone.text);
+  assert.match(gone.body.msg, /never run/);
+  const made = await kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'edges', payload: '{}', start_at: '2100-01-01T00:00:00Z' }] });
+  const sid = made.body.schedules[0].id;
+  const shown = (await kiln.req('GET', w(`/schedules/${sid}`))).body;
+  const put = await kiln.req('PUT', w(`/schedules/${sid}`), { ...shown, task_delay: 5 });
+  assert.equal(put.status, 200, put.text);
+  assert.equal((await kiln.req('GET', w(`/schedules/${sid}`))).body.task_delay, 5);
+  await kiln.req('POST', w(`/schedules/${sid}/cancel`), {});
+  // A task created within a second: to_time of that second lists it.
+  const id = (await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'edges', payload: '{}', delay: 3600 }] })).body.tasks[0].id;
+  const task = (await kiln.req('GET', w(`/tasks/${id}`))).body;
+  const sec = Math.floor(Date.parse(task.created_at) / 1000);
+  const listed = (await kiln.req('GET', w(`/tasks?code_name=edges&from_time=${sec}&to_time=${sec}`))).body.tasks.map((x) => x.id);
+  assert.deepEqual(listed, [id]);
+  // A status filter whose value is not valid percent-encoding still filters.
+  const queued = (await kiln.req('GET', w('/tasks?code_name=edges&complete=%!d(bool=true)'))).body.tasks;
+  assert.deepEqual(queued, []);
+  await kiln.req('POST', w(`/tasks/${id}/cancel`), {});
 });
 
 test('a completed schedule that is updated to run again counts against the limit of 100', async () => {
