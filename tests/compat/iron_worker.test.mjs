@@ -81,8 +81,17 @@ test('tasks: create, wait, log, list, progress, retry, cancel, cancel all, run',
 
   const listed = await call((cb) => client.tasksList({ code_name: 'compat-task', complete: 1 }, cb));
   assert.deepEqual(listed.map((x) => x.id), [created.id]);
-  assert.deepEqual(await call((cb) => client.tasksSetProgress(created.id, { percent: 100, msg: 'all' }, cb)), { msg: 'Progress set' });
-  assert.equal((await call((cb) => client.tasksGet(created.id, cb))).percent, 100);
+  // Progress is for a task that has not ended: its msg says how it ended.
+  await assert.rejects(call((cb) => client.tasksSetProgress(created.id, { percent: 100, msg: 'all' }, cb)));
+  assert.equal((await call((cb) => client.tasksGet(created.id, cb))).percent, 70);
+  // While one runs, it is set.
+  await call((cb) => client.api.codesUpload({ data: JSON.stringify({ name: 'compat-sleep', image: 'busybox', command: 'sleep 3' }) }, cb));
+  const sleeper = await call((cb) => client.tasksCreate('compat-sleep', {}, {}, cb));
+  for (let i = 0; i < 300 && (await call((cb) => client.tasksGet(sleeper.id, cb))).status !== 'running'; i++)
+    await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(await call((cb) => client.tasksSetProgress(sleeper.id, { percent: 100, msg: 'all' }, cb)), { msg: 'Progress set' });
+  const slept = await call((cb) => client.tasksWaitFor(sleeper.id, {}, cb));
+  assert.deepEqual([slept.status, slept.percent, slept.msg], ['complete', 100, 'all']);
 
   const retried = await call((cb) => client.tasksRetry(created.id, 0, cb));
   assert.equal(retried.tasks.length, 1);
