@@ -364,6 +364,7 @@ struct Server::Impl {
           // what has come, at the same slowest rate (a chunked upload over a
           // slow link is not cut at the read timeout; a trickle still is).
           auto began = std::chrono::steady_clock::now();
+          watch->deadline = began + options.read_timeout;
           uint64_t got = 0;
           while (!ec && !parser.is_done()) {
             got += co_await bhttp::async_read_some(stream, buffer, parser,

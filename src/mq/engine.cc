@@ -229,7 +229,8 @@ Result<void> Engine::ApplySettings(store::QueueRecord& r, const QueueSettings& s
       return Fail(
           Error::InvalidArgument("Push queues do not support dead_letter: use push.error_queue"));
     if (s.subscribers) {
-      if (auto v = ValidateSubscribers(*s.subscribers, r.project_id, r.name); !v) return v;
+      if (auto v = ValidateSubscribers(*s.subscribers, r.project_id, r.name, r.subscribers); !v)
+        return v;
       r.subscribers = *s.subscribers;
     }
     if (r.subscribers.empty())
@@ -848,6 +849,14 @@ Result<void> Engine::DeleteMessages(const std::string& project, const std::strin
 
 Result<void> Engine::AcknowledgeOrCancel(const std::string& project, const std::string& name,
                                          const std::vector<DeleteRef>& refs) {
+  // The cancels' messages are looked for first: a batch that would stop at
+  // an unknown id stops before it has acknowledged anything.
+  if (auto slot = Find(project, name)) {
+    std::lock_guard lock(slot->mu);
+    for (const auto& ref : refs)
+      if (ref.reservation_id.empty() && ref.subscriber_name.empty() && !slot->plans.count(ref.id))
+        return Fail(MessageNotFound());
+  }
   std::vector<DeleteRef> cancels;
   for (const auto& ref : refs) {
     if (ref.reservation_id.empty() && ref.subscriber_name.empty()) {

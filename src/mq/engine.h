@@ -100,8 +100,11 @@ inline constexpr const char* kHopsHeader = "Kiln-Hops";
 // not reserved, values 1-1024 bytes). InvalidArgument names the problem.
 Result<void> ValidatePushHeaders(const Headers& h);
 // Names unique and non-empty, urls http://, https:// or ironmq://.
+// `kept`: the queue's subscribers before the change; one of them unchanged
+// (name and url) is not held to checks added since it was stored.
 Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
-                                 const std::string& project, const std::string& queue);
+                                 const std::string& project, const std::string& queue,
+                                 const std::vector<store::Subscriber>& kept = {});
 
 // One delivery of a push message, and what makes it. The transport calls
 // `done` exactly once, on any thread: an HTTP status, or 0 and an error text.

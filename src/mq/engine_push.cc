@@ -113,9 +113,15 @@ const char* const kReservedHeaders[] = {"Content-Type",
 }  // namespace
 
 Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
-                                 const std::string& project, const std::string& queue) {
+                                 const std::string& project, const std::string& queue,
+                                 const std::vector<store::Subscriber>& kept) {
   for (size_t i = 0; i < subs.size(); ++i) {
     const auto& s = subs[i];
+    // One the queue had already, as it was, keeps its url: a url stored
+    // before a check was added does not block every later edit.
+    bool unchanged = std::any_of(kept.begin(), kept.end(), [&](const store::Subscriber& k) {
+      return k.name == s.name && k.url == s.url;
+    });
     if (s.name.empty() || s.name.size() > 255)
       return Fail(Error::InvalidArgument("A subscriber needs a name of 1 to 255 bytes"));
     for (size_t j = 0; j < i; ++j)
@@ -127,7 +133,7 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
       return Fail(Error::InvalidArgument(
           "Subscriber url must start with http://, https://, ironmq:// or ironworker://: " +
           s.url));
-    if (!ironmq && !ironworker && !IsHttpUrl(s.url))
+    if (!ironmq && !ironworker && !unchanged && !IsHttpUrl(s.url))
       return Fail(Error::InvalidArgument(
           "Subscriber url must be http(s)://host[:port][/path] with a host of letters, digits, "
           ". - _ (or [v6]), a port 1-65535 and no spaces: " +
@@ -686,10 +692,11 @@ Result<QueueInfo> Engine::EditSubscribers(
   if (slot->deleted) return Fail(Error::NotFound("Queue not found"));
   auto rec = slot->queue.record();
   if (!rec.push()) return Fail(Error::InvalidArgument("Subscribers are for push queues only"));
+  const auto before = rec.subscribers;
   if (auto r = edit(rec.subscribers); !r) return Fail(r.error());
   if (rec.subscribers.empty())
     return Fail(Error::InvalidArgument("A push queue needs at least one subscriber"));
-  if (auto v = ValidateSubscribers(rec.subscribers, rec.project_id, rec.name); !v)
+  if (auto v = ValidateSubscribers(rec.subscribers, rec.project_id, rec.name, before); !v)
     return Fail(v.error());
   if (auto w = store_.PutQueue(rec); !w) return Fail(w.error());
   slot->queue.record() = rec;

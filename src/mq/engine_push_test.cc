@@ -181,6 +181,25 @@ TEST_F(EnginePushTest, UnicastFailsOverAndA202WaitsForItsAcknowledgement) {
   EXPECT_EQ((*engine_->PushStatus(kProject, "pq", id))[1].status, "deleted");
 }
 
+// A subscriber url stored before urls were checked when set stays usable:
+// adding another subscriber is not refused for it; a new bad url is.
+TEST_F(EnginePushTest, AnOldUrlThatTheCheckWouldRefuseDoesNotBlockEdits) {
+  MakeQueue("multicast", 0);
+  engine_->Flush();
+  engine_.reset();
+  store::QueueRecord rec;
+  ASSERT_TRUE(store_->ForEachQueue([&](const store::QueueRecord& q, uint64_t) {
+    if (q.name == "pq") rec = q;
+  }));
+  rec.subscribers[1].url = "http://b:99999/hook";  // as an older Kiln took it
+  ASSERT_TRUE(store_->PutQueue(rec));
+  Open();
+  EXPECT_TRUE(engine_->AddSubscribers(kProject, "pq", {{"c", "http://c/hook", {}}}));
+  auto bad = engine_->AddSubscribers(kProject, "pq", {{"d", "http://d:0/hook", {}}});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
+}
+
 // Once a unicast message is delivered, the subscribers it never needed are
 // not listed: "queued" there would never change.
 TEST_F(EnginePushTest, ADeliveredUnicastMessageListsOnlyTheSubscribersItTried) {

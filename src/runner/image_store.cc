@@ -193,6 +193,9 @@ const rapidjson::Value* PickManifest(const rapidjson::Value& manifests) {
 // What one import may still write: bytes and entries. Taken off as members
 // are written; an import that would pass either fails, so that a small
 // compressed archive cannot fill the disk the server's store is on.
+constexpr long kMaxDepth = 128;        // components of a member's path
+constexpr int64_t kEntryBytes = 4096;  // what a member costs on disk at least
+
 struct Budget {
   int64_t bytes = 0;
   int64_t entries = 0;
@@ -232,6 +235,9 @@ Result<void> Unpack(const std::string& path, const fs::path& dir, Budget* budget
     const char* raw = archive_entry_pathname(e);
     std::string name = CleanPath(raw ? raw : "");
     if (name.empty()) continue;
+    if (std::count(name.begin(), name.end(), '/') + 1 > kMaxDepth)
+      return Fail(Error::InvalidArgument("archive path deeper than 128: " + name.substr(0, 200)));
+    if (--budget->entries < 0) return Fail(budget->Spent());
     if (const char* hard = archive_entry_hardlink(e)) {
       links.emplace_back(name, CleanPath(hard));
       continue;
@@ -245,7 +251,6 @@ Result<void> Unpack(const std::string& path, const fs::path& dir, Budget* budget
       continue;
     }
     if (archive_entry_filetype(e) != AE_IFREG) continue;
-    if (--budget->entries < 0) return Fail(budget->Spent());
     fs::path out = dir / name;
     std::error_code ec;
     fs::create_directories(out.parent_path(), ec);
@@ -326,13 +331,37 @@ Result<void> ApplyLayer(const std::string& layer, const fs::path& root, Budget* 
     if (fs::path(name).filename().string().rfind(".wh.", 0) == 0) continue;
     auto type = archive_entry_filetype(e);
     if (type == AE_IFCHR || type == AE_IFBLK) continue;  // no devices from images
+    // Each component may make a directory of its own: all are charged, and
+    // a path is at most 128 deep (a few bytes of gzip must not make
+    // millions of directories).
+    auto depth = std::count(name.begin(), name.end(), '/') + 1;
+    if (depth > kMaxDepth)
+      return Fail(Error::InvalidArgument("layer path deeper than 128: " + name.substr(0, 200)));
+    budget->entries -= depth - 1;
+    budget->bytes -= kEntryBytes;
+    if (budget->entries < 0 || budget->bytes < 0) return Fail(budget->Spent());
     auto at = PlaceInRoot(root, name);
     if (!at) return Fail(Error::InvalidArgument("layer has a symlink loop: " + name));
     if (const char* link = archive_entry_hardlink(e)) {
       std::string target = CleanPath(link);
       auto to = target.empty() ? std::nullopt : PlaceInRoot(root, target);
       if (!to) return Fail(Error::InvalidArgument("bad hard link: " + name));
-      archive_entry_set_hardlink(e, to->c_str());
+      // A hard link carries no data of its own, and so no mode or times to
+      // set: libarchive would chmod the link's path, which follows a
+      // symlink it linked to (a host file's mode changed).
+      archive_entry_set_size(e, 0);
+      archive_entry_unset_size(e);
+      struct stat target_st {};
+      if (lstat(to->c_str(), &target_st) == 0 && S_ISLNK(target_st.st_mode)) {
+        // A hard link to a symlink is that symlink again: made as one.
+        std::string text = fs::read_symlink(*to, ec).string();
+        if (ec) return Fail(Error::InvalidArgument("bad hard link: " + name));
+        archive_entry_set_hardlink(e, nullptr);
+        archive_entry_set_filetype(e, AE_IFLNK);
+        archive_entry_set_symlink(e, text.c_str());
+      } else {
+        archive_entry_set_hardlink(e, to->c_str());
+      }
     }
     // What is there goes, unless both are directories (a directory entry
     // over a symlink makes a directory: its files do not land where the
@@ -544,9 +573,10 @@ Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
   }
   // Names are checked before the work: a bad tag does not leave an image
   // without a name behind.
-  std::erase_if(tags, [](const std::string& t) { return t == kBusyboxName; });  // built-in's
-  for (const auto& n : tags)
-    if (auto r = CheckName(n); !r) return Fail(r.error());
+  // The archive's own tags that cannot be names here are passed over (a
+  // tag such as app:1.0+b1 should not stop the import; --name can name it);
+  // busybox stays the built-in's.
+  std::erase_if(tags, [](const std::string& t) { return t == kBusyboxName || !CheckName(t); });
   if (!name.empty())
     if (auto r = CheckName(name); !r) return Fail(r.error());
   std::string id = Sha256Hex(chain);
@@ -721,7 +751,14 @@ Result<bool> ImageStore::Remove(const std::string& name_or_id) {
     return Fail(Error::Unavailable("image " + info->id.substr(0, 12) +
                                    " is in use by a running task: remove it once that ends"));
   for (const auto& n : info->names) fs::remove(name_file(n), ec);
-  fs::remove_all(dir, ec);
+  // Moved aside first, under the lock: a task that comes for the image now
+  // finds no directory (its lock file included) rather than a half-removed
+  // root filesystem with a fresh lock of its own. A removal cut off here is
+  // swept as scratch.
+  fs::path doomed = fs::path(dir_) / ("tmp-rm-" + RandomHex(8));
+  fs::rename(dir, doomed, ec);
+  if (ec) return Fail(Error::Internal("cannot remove the image: " + ec.message()));
+  fs::remove_all(doomed, ec);
   if (ec) return Fail(Error::Internal("cannot remove the image: " + ec.message()));
   return true;
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -18,7 +19,7 @@ namespace fs = std::filesystem;
 
 struct Entry {
   std::string path;
-  char kind = 'f';   // f file, d dir, l symlink, h hard link
+  char kind = 'f';   // f file, d dir, l symlink, h hard link (H: with data)
   std::string data;  // content, or link target
   int mode = 0644;
 };
@@ -41,16 +42,50 @@ void WriteTar(const std::string& path, const std::vector<Entry>& entries) {
     } else if (e.kind == 'h') {
       archive_entry_set_filetype(x, AE_IFREG);
       archive_entry_set_hardlink(x, e.data.c_str());
+    } else if (e.kind == 'H') {  // a hard link with data of its own (pax allows it)
+      archive_entry_set_filetype(x, AE_IFREG);
+      archive_entry_set_hardlink(x, e.data.c_str());
+      archive_entry_set_size(x, static_cast<la_int64_t>(e.data.size()));
     } else {
       archive_entry_set_filetype(x, AE_IFREG);
       archive_entry_set_size(x, static_cast<la_int64_t>(e.data.size()));
     }
     archive_write_header(a, x);
-    if (e.kind == 'f') archive_write_data(a, e.data.data(), e.data.size());
+    if (e.kind == 'f' || e.kind == 'H') archive_write_data(a, e.data.data(), e.data.size());
     archive_entry_free(x);
   }
   archive_write_close(a);
   archive_write_free(a);
+}
+
+// One raw ustar member (header and data padded to 512 bytes), for headers
+// libarchive's writer would not make: a hard link that carries data.
+std::string RawTarMember(const std::string& name, char type, const std::string& link,
+                         const std::string& data, int mode) {
+  std::string h(512, '\0');
+  auto put = [&](size_t at, const std::string& v) { h.replace(at, v.size(), v); };
+  auto octal = [](uint64_t v, int width) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%0*llo", width - 1, static_cast<unsigned long long>(v));
+    return std::string(buf);
+  };
+  put(0, name.substr(0, 99));
+  put(100, octal(mode, 8));
+  put(108, octal(0, 8));
+  put(116, octal(0, 8));
+  put(124, octal(data.size(), 12));
+  put(136, octal(0, 12));
+  h[156] = type;
+  put(157, link.substr(0, 99));
+  put(257, std::string("ustar\0", 6));
+  put(263, "00");
+  put(148, std::string(8, ' '));
+  unsigned sum = 0;
+  for (unsigned char c : h) sum += c;
+  put(148, octal(sum, 7) + std::string(1, '\0'));
+  std::string out = h + data;
+  out.resize((out.size() + 511) / 512 * 512, '\0');
+  return out;
 }
 
 std::string Slurp(const fs::path& p) {
@@ -292,7 +327,8 @@ TEST_F(ImageStoreTest, TheSameConfigWithOtherLayersIsAnotherImageAndBusyboxKeeps
 }
 
 // Names are looked up before ids: an archive whose tag is another image's id
-// would make that id lead to its own files. Such a tag, or name, is refused.
+// would make that id lead to its own files. Such a tag is not taken, such a
+// --name refused.
 // The store itself is for root only (images keep setuid files and owners).
 TEST_F(ImageStoreTest, ANameCannotBeAnImageIdAndOnlyRootEntersTheStore) {
   auto good = store_.Import(DockerSave({{{"who", 'f', "good"}}}, "{\"config\":1}"));
@@ -304,12 +340,41 @@ TEST_F(ImageStoreTest, ANameCannotBeAnImageIdAndOnlyRootEntersTheStore) {
                                "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"" + good->id +
                                    "\"],\"Layers\":[\"l/layer.tar\"]}]"}};
   WriteTar(Path("hiding.tar"), outer);
-  auto hiding = store_.Import(Path("hiding.tar"));
-  ASSERT_FALSE(hiding);
-  EXPECT_NE(hiding.error().message().find("cannot be an image id"), std::string::npos)
-      << hiding.error().message();
-  EXPECT_FALSE(store_.Import(DockerSave({{{"x", 'f', "x"}}}, "{\"config\":3}"), good->id));
+  auto hiding = store_.Import(Path("hiding.tar"));  // imported, without that tag
+  ASSERT_TRUE(hiding) << hiding.error().message();
+  EXPECT_TRUE(hiding->names.empty());
+  auto named = store_.Import(DockerSave({{{"x", 'f', "x"}}}, "{\"config\":3}"), good->id);
+  ASSERT_FALSE(named);
+  EXPECT_NE(named.error().message().find("cannot be an image id"), std::string::npos)
+      << named.error().message();
   EXPECT_EQ(Slurp(fs::path(store_.Find(good->id)->rootfs) / "who"), "good");
+}
+
+// A hard link to a symlink that points at a host file, carrying data and a
+// mode: the host file keeps its mode and content, and the link is made as
+// the symlink again (inside the image, where it leads nowhere on the host).
+TEST_F(ImageStoreTest, AHardLinkToASymlinkDoesNotReachTheHost) {
+  fs::path outside = fs::path(dir_.path()) / "host-file";
+  std::ofstream(outside) << "host";
+  fs::permissions(outside, fs::perms::owner_read | fs::perms::owner_write,
+                  fs::perm_options::replace);
+  // The layer by hand: s -> the host file; then h, a hard link to s with a
+  // pax size, one byte of data and mode 4777.
+  std::string layer = RawTarMember("s", '2', outside.string(), "", 0777) +
+                      RawTarMember("PaxHeaders/h", 'x', "", "10 size=1\n", 0644) +
+                      RawTarMember("h", '1', "s", "x", 04777) + std::string(1024, '\0');
+  std::vector<Entry> outer{
+      {"l/layer.tar", 'f', layer},
+      {"cfg.json", 'f', "{\"config\":\"hl\"}"},
+      {"manifest.json", 'f', "[{\"Config\":\"cfg.json\",\"Layers\":[\"l/layer.tar\"]}]"}};
+  WriteTar(Path("hardlink.tar"), outer);
+  auto img = store_.Import(Path("hardlink.tar"));
+  ASSERT_TRUE(img) << img.error().message();
+  struct stat st {};
+  ASSERT_EQ(stat(outside.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(Slurp(outside), "host");
+  EXPECT_TRUE(fs::is_symlink(fs::path(img->rootfs) / "h"));
 }
 
 // Debian images have var/run -> /run: a later layer's var/run/x goes to the
@@ -390,7 +455,8 @@ TEST_F(ImageStoreTest, AConfigCannotBorrowAnotherImagesLayersToTakeItsId) {
 }
 
 // `image ls` shows 12 hex of an id: that, or any start of one id alone,
-// finds it. A bad tag fails the import before anything is stored.
+// finds it. A bad --name fails the import before anything is stored; an
+// archive's own bad tag is passed over.
 TEST_F(ImageStoreTest, AnIdsStartFindsItAndABadTagStoresNothing) {
   auto img = store_.Import(DockerSave({{{"x", 'f', "x"}}}, "{\"config\":\"short\"}"));
   ASSERT_TRUE(img);
@@ -406,7 +472,11 @@ TEST_F(ImageStoreTest, AnIdsStartFindsItAndABadTagStoresNothing) {
        {"cfg.json", 'f', "{\"config\":\"badtag\"}"},
        {"manifest.json", 'f',
         "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"bad tag!\"],\"Layers\":[\"l/layer.tar\"]}]"}});
-  EXPECT_FALSE(store_.Import(Path("badtag.tar")));
+  auto untagged = store_.Import(Path("badtag.tar"));  // the archive's bad tag is passed over
+  ASSERT_TRUE(untagged) << untagged.error().message();
+  EXPECT_TRUE(untagged->names.empty());
+  ASSERT_TRUE(store_.Remove(untagged->id));
+  EXPECT_FALSE(store_.Import(Path("badtag.tar"), "bad name!"));  // --name is not
   EXPECT_TRUE(store_.List().empty());
 }
 
@@ -418,6 +488,9 @@ TEST_F(ImageStoreTest, MalformedLayersAndArchivesFailCleanly) {
                                         std::string("{\"w\":\"") + w + "\"}"));
     EXPECT_FALSE(img) << w;
   }
+  std::string deep;
+  for (int i = 0; i < 200; ++i) deep += "d/";
+  EXPECT_FALSE(store_.Import(DockerSave({{{deep + "f", 'f', "x"}}}, "{\"deep\":1}")));
   WriteTar(Path("clash.tar"), {{"blobs/x", 'f', "file"}, {"blobs/x/y", 'f', "under a file"}});
   EXPECT_FALSE(store_.Import(Path("clash.tar")));
   for (const auto& e : fs::directory_iterator(dir_.path() + "/store"))
