@@ -125,8 +125,7 @@ TEST(CodePackageTest, AMemberThatHoldsMoreThanItsHeaderSaysIsRefused) {
     }
   auto found = CheckZip(bomb, 1 << 30);
   ASSERT_FALSE(found);
-  EXPECT_NE(found.error().message().find("holds more than the 10 bytes it says"),
-            std::string::npos)
+  EXPECT_NE(found.error().message().find("holds more than the 10 bytes it says"), std::string::npos)
       << found.error().message();
   // ... and, had it been stored (by an older Kiln), when a run unpacks it.
   for (auto [name, bytes] : {std::pair{"honest", &honest}, std::pair{"lying", &lying}}) {

@@ -3,6 +3,7 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <algorithm>
 #include <optional>
 
 namespace kiln::runner {
@@ -175,9 +176,18 @@ std::string BuildConfig(const ContainerSpec& spec) {
   w.EndArray();
   w.Key("env");
   w.StartArray();
-  w.String("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-  w.String("HOME=/task");
-  for (const auto& [k, v] : spec.env) Str(w, k + "=" + v);
+  // PATH and HOME unless the spec sets them (an image's own PATH); each
+  // name once, its last value (execve's reader takes the first it meets).
+  std::vector<std::pair<std::string, std::string>> env = {
+      {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, {"HOME", "/task"}};
+  for (const auto& [k, v] : spec.env) {
+    auto same = std::find_if(env.begin(), env.end(), [&](const auto& e) { return e.first == k; });
+    if (same != env.end())
+      same->second = v;
+    else
+      env.emplace_back(k, v);
+  }
+  for (const auto& [k, v] : env) Str(w, k + "=" + v);
   w.EndArray();
   w.Key("cwd");
   w.String(kTaskDirInContainer);

@@ -12,7 +12,7 @@ namespace kiln::runner {
 
 struct ContainerSpec {
   std::vector<std::string> args;                         // argv[0] is the program
-  std::vector<std::pair<std::string, std::string>> env;  // added to PATH and HOME
+  std::vector<std::pair<std::string, std::string>> env;  // after PATH and HOME; a later one wins
   std::string task_dir;  // host directory, mounted read-write at /task
   std::string hostname = "kiln-task";
   int64_t memory_bytes = 512LL << 20;  // hard limit, swap included

@@ -4,6 +4,8 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -220,6 +222,36 @@ Budget ImportBudget(const std::string& dir, int64_t max_bytes) {
     if (st.f_favail > 0) b.entries = std::min<int64_t>(b.entries, st.f_favail * 95 / 100);
   }
   return b;
+}
+
+// The part of an image config (docker save and OCI alike: its "config"
+// object) a task runs by: Entrypoint, Cmd and Env, as run.json beside the
+// root filesystem. Written once per image; a config without them writes
+// nothing.
+void WriteRunConfig(const std::string& config, const fs::path& image) {
+  rapidjson::Document d;
+  d.Parse<rapidjson::kParseIterativeFlag>(config.data(), config.size());
+  if (d.HasParseError() || !d.IsObject()) return;
+  auto c = d.FindMember("config");
+  if (c == d.MemberEnd() || !c->value.IsObject()) return;
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartObject();
+  for (const char* key : {"Entrypoint", "Cmd", "Env"}) {
+    auto v = c->value.FindMember(key);
+    if (v == c->value.MemberEnd() || !v->value.IsArray()) continue;
+    w.Key(key);
+    w.StartArray();
+    for (const auto& x : v->value.GetArray())
+      if (x.IsString()) w.String(x.GetString(), x.GetStringLength());
+    w.EndArray();
+  }
+  w.EndObject();
+  std::error_code ec;
+  if (fs::exists(image / "run.json", ec)) return;
+  fs::path tmp = image / ("run.json.tmp-" + RandomHex(4));
+  std::ofstream(tmp) << sb.GetString();
+  fs::rename(tmp, image / "run.json", ec);
 }
 
 // Extracts the regular archive `path` (the outer image tarball) into `dir`.
@@ -592,6 +624,7 @@ Result<ImageInfo> ImageStore::ImportArchive(const std::string& archive_path,
     }
     if (auto r = Store(rootfs, image); !r) return Fail(r.error());
   }
+  WriteRunConfig(config, image);
   for (const auto& t : tags)
     if (auto r = Name(t, id); !r) return Fail(r.error());
   if (auto r = Name(name, id); !r) return Fail(r.error());
@@ -682,7 +715,25 @@ Result<ImageInfo> ImageStore::Find(const std::string& name_or_id) const {
   }
   fs::path image = fs::path(dir_) / "images" / id;
   if (!IsImageId(id) || !fs::is_directory(image / "rootfs", ec)) return missing();
-  ImageInfo info{id, {}, (image / "rootfs").string()};
+  ImageInfo info{id, {}, (image / "rootfs").string(), {}, {}, {}};
+  if (fs::is_regular_file(image / "run.json", ec)) {
+    rapidjson::Document run;
+    std::string text = ReadFile(image / "run.json");
+    run.Parse(text.data(), text.size());
+    auto strings = [&](const char* key, std::vector<std::string>* out) {
+      auto v = run.IsObject() ? run.FindMember(key) : run.MemberEnd();
+      if (!run.IsObject() || v == run.MemberEnd() || !v->value.IsArray()) return;
+      for (const auto& x : v->value.GetArray())
+        if (x.IsString()) out->emplace_back(x.GetString(), x.GetStringLength());
+    };
+    std::vector<std::string> env;
+    strings("Entrypoint", &info.entrypoint);
+    strings("Cmd", &info.cmd);
+    strings("Env", &env);
+    for (const auto& e : env)
+      if (size_t eq = e.find('='); eq != std::string::npos && eq > 0)
+        info.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
+  }
   for (auto& n : fs::directory_iterator(fs::path(dir_) / "names", ec)) {
     if (ReadFile(n.path()) != id) continue;
     std::string name = n.path().filename().string();

@@ -25,6 +25,10 @@ struct ImageInfo {
   std::string id;                  // 64 hex
   std::vector<std::string> names;  // repo:tag
   std::string rootfs;              // absolute path
+  // From the image's config (empty for stacks and busybox): what a code
+  // without a command runs, and the environment it starts with.
+  std::vector<std::string> entrypoint, cmd;
+  std::vector<std::pair<std::string, std::string>> env;
 };
 
 // Whether `name` may name an image (repo:tag, a stack, or an image id):

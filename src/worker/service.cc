@@ -452,9 +452,10 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
       return Fail(Error::InvalidArgument("file_name must be a plain path inside the package"));
     spec.checksum = Md5Hex(zip);
     spec.code_size = static_cast<int64_t>(zip.size());
-  } else if (spec.image.empty() || spec.command.empty()) {
+  } else if (spec.image.empty()) {
     return Fail(Error::InvalidArgument(
-        "a code needs image and command, or a zip package (the file part) with file_name"));
+        "a code needs an image (and a command, or the image's own Entrypoint and Cmd), or a "
+        "zip package (the file part) with file_name"));
   }
   for (const auto* name : {&spec.image, &spec.stack, &spec.runtime})
     if (!name->empty() && !runner::IsImageName(*name))
@@ -1473,18 +1474,32 @@ void Service::RunTask(const std::string& id) {
     }
   }
   runner::ContainerSpec spec;
-  spec.args = {"/bin/sh", "-c",
-               code.zip() && code.command.empty() ? RuntimeCommand(code) : code.command};
+  if (!code.command.empty() || code.zip()) {
+    spec.args = {"/bin/sh", "-c", code.command.empty() ? RuntimeCommand(code) : code.command};
+  } else {  // an image code without a command: the image's Entrypoint and Cmd, as docker run
+    spec.args = image->entrypoint;
+    spec.args.insert(spec.args.end(), image->cmd.begin(), image->cmd.end());
+    if (spec.args.empty()) {
+      RemoveRunDir(work);
+      if (cancelled_before_start()) return;
+      return finish(
+          TaskState::kError,
+          "The image " + image_name + " has no Entrypoint or Cmd: give the code a command", -1);
+    }
+  }
   spec.task_dir = task_dir.string();
   spec.memory_bytes = code.memory_mb << 20;
   spec.max_file_bytes = code.disk_mb << 20;
   spec.network = code.network;
-  spec.env = {{"TASK_ID", t.id},
-              {"TASK_DIR", in},
-              {"PAYLOAD_FILE", in + "/payload.json"},
-              {"CONFIG_FILE", in + "/config.json"},
-              {"PROGRESS_FILE", in + "/" + kProgressFile},
-              {"CODE_NAME", code.name}};
+  // The image's own environment first (its PATH, say); Kiln's and the
+  // code's after it win over it.
+  spec.env = image->env;
+  spec.env.insert(spec.env.end(), {{"TASK_ID", t.id},
+                                   {"TASK_DIR", in},
+                                   {"PAYLOAD_FILE", in + "/payload.json"},
+                                   {"CONFIG_FILE", in + "/config.json"},
+                                   {"PROGRESS_FILE", in + "/" + kProgressFile},
+                                   {"CODE_NAME", code.name}});
   if (!t.schedule_id.empty()) spec.env.emplace_back("SCHEDULE_ID", t.schedule_id);
   for (const auto& e : code.env_vars) spec.env.push_back(e);
 

@@ -7,7 +7,10 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { Kiln, eventually, sleep } from '../support/kiln.mjs';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { Kiln, KILN_BIN, eventually, sleep } from '../support/kiln.mjs';
 import { CONTAINERS, skipWithoutContainers } from '../support/containers.mjs';
 import { makeZip } from '../support/zip.mjs';
 
@@ -59,6 +62,36 @@ test('register an image code, run a task, read its log', async (t) => {
   assert.equal(tail.text, `${id}\n{"x":1}`);
   assert.equal((await kiln.req('GET', w(`/tasks/${id}/log?offset=9999`))).text, '');
   assert.equal((await kiln.req('GET', w(`/tasks/${id}/log?offset=-1`))).status, 400);
+});
+
+test("an image code without a command runs the image's Entrypoint and Cmd with its Env", async (t) => {
+  if (skipWithoutContainers(t)) return;
+  // An image made here from the built-in busybox's files, with a config.
+  const data = join(kiln.dir, 'data');
+  await upload({ name: 'warm', image: 'busybox', command: 'true' });
+  await finished((await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'warm', payload: '{}' }] })).body.tasks[0].id);
+  const listed = execFileSync(KILN_BIN, ['image', 'ls', '--data', data]).toString();
+  const busyboxId = listed.split('\n').find((l) => /\bbusybox\b/.test(l)).split(/\s+/)[0];
+  const rootfs = fs.readdirSync(join(data, 'images', 'images')).find((d) => d.startsWith(busyboxId));
+  const work = fs.mkdtempSync(join(kiln.dir, 'greeter-'));
+  execFileSync('tar', ['-C', join(data, 'images', 'images', rootfs, 'rootfs'), '-cf', join(work, 'layer.tar'), '.']);
+  fs.writeFileSync(join(work, 'config.json'), JSON.stringify({ config: {
+    Entrypoint: ['/bin/sh', '-c'], Cmd: ['echo "$GREETING from $TASK_ID, PATH=$PATH"'],
+    Env: ['PATH=/bin:/sbin', 'GREETING=hello'] } }));
+  fs.writeFileSync(join(work, 'manifest.json'), JSON.stringify([{ Config: 'config.json', RepoTags: ['greeter:1'], Layers: ['layer.tar'] }]));
+  execFileSync('tar', ['-C', work, '-cf', join(work, 'image.tar'), 'manifest.json', 'config.json', 'layer.tar']);
+  execFileSync(KILN_BIN, ['image', 'import', join(work, 'image.tar'), '--data', data]);
+  const up = await upload({ name: 'greeter', image: 'greeter:1' });
+  assert.equal(up.status, 200, up.text);
+  const id = (await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'greeter', payload: '{}' }] })).body.tasks[0].id;
+  const task = await finished(id);
+  assert.equal(task.status, 'complete', task.msg);
+  assert.equal((await kiln.req('GET', w(`/tasks/${id}/log`))).text, `hello from ${id}, PATH=/bin:/sbin\n`);
+  // An image without either: the task says what to do.
+  await upload({ name: 'bare', image: 'busybox' });
+  const bare = await finished((await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'bare', payload: '{}' }] })).body.tasks[0].id);
+  assert.equal(bare.status, 'error');
+  assert.match(bare.msg, /no Entrypoint or Cmd: give the code a command/);
 });
 
 test('errors, timeouts and cancel', async (t) => {
