@@ -696,12 +696,12 @@ test('GET a task with ?wait answers when it ends, or when the wait runs out', as
 
 test('codes, revisions, packages, tasks and schedules survive a restart', async () => {
   const before = {
-    codes: (await kiln.req('GET', w('/codes'))).body.codes,
+    codes: (await kiln.req('GET', w('/codes?per_page=100'))).body.codes,
     tasks: (await kiln.req('GET', w('/tasks?per_page=100'))).body.tasks,
     schedules: (await kiln.req('GET', w('/schedules'))).body.schedules,
   };
   await kiln.restart();
-  const codes = (await kiln.req('GET', w('/codes'))).body.codes;
+  const codes = (await kiln.req('GET', w('/codes?per_page=100'))).body.codes;
   assert.deepEqual(codes.map((c) => [c.id, c.rev, c.status]), before.codes.map((c) => [c.id, c.rev, c.status]));
   const zipper = codes.find((c) => c.name === 'zipper');
   assert.deepEqual((await kiln.req('GET', w(`/codes/${zipper.id}/revisions`))).body.revisions.map((r) => r.rev), [2, 1]);
