@@ -37,8 +37,6 @@ start_kiln() { # extra args...
   KILN_PID=$!
   PIDS+=($KILN_PID)
   wait_port $KILN_PORT
-  # The port opens a moment before the first start has written iron.json.
-  for _ in $(seq 100); do [[ -s "$WORK/kiln/iron.json" ]] && break; sleep 0.1; done
   PROJECT=$(sed -n 's/.*"project_id": "\(.*\)".*/\1/p' "$WORK/kiln/iron.json")
   TOKEN=$(sed -n 's/.*"token": "\(.*\)".*/\1/p' "$WORK/kiln/iron.json")
 }

@@ -483,7 +483,7 @@ Server::~Server() = default;
 asio::io_context& Server::context(size_t i) { return *impl_->contexts[i % impl_->contexts.size()]; }
 size_t Server::context_count() const { return impl_->contexts.size(); }
 
-Result<uint16_t> Server::Listen() {
+Result<uint16_t> Server::Listen(const std::function<Result<void>(uint16_t port)>& bound) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(impl_->options.host, ec);
   if (ec) return Fail(Error::InvalidArgument("bad listen address: " + impl_->options.host));
@@ -492,11 +492,15 @@ Result<uint16_t> Server::Listen() {
   acc->open(ep.protocol(), ec);
   if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acc->bind(ep, ec);
+  uint16_t port = 0;
+  if (!ec) port = acc->local_endpoint(ec).port();
+  if (!ec && bound) {
+    if (auto r = bound(port); !r) return Fail(r.error());
+  }
   if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
     return Fail(Error::Unavailable("cannot listen on " + impl_->options.host + ":" +
                                    std::to_string(impl_->options.port) + ": " + ec.message()));
-  uint16_t port = acc->local_endpoint().port();
   impl_->acceptor = std::move(acc);
   asio::co_spawn(*impl_->contexts[0], impl_->Accept(stopping_), asio::detached);
   return port;

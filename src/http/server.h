@@ -53,8 +53,11 @@ class Server {
   Server(ServerOptions options, const Router& router);
   ~Server();
 
-  // Binds and listens. Returns the bound port. Errors: Unavailable.
-  Result<uint16_t> Listen();
+  // Binds, calls `bound` with the bound port (when set: what must be in
+  // place before the first client can connect, such as iron.json; its
+  // error is returned and nothing listens), then listens. Returns the
+  // bound port. Errors: Unavailable, or `bound`'s.
+  Result<uint16_t> Listen(const std::function<Result<void>(uint16_t port)>& bound = nullptr);
   // Runs the io threads until Stop() finishes; blocks.
   void Run();
   // Stops accepting, closes idle connections, lets in-flight requests

@@ -298,9 +298,10 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
 }
 
 Result<uint16_t> App::Listen() {
-  auto port = impl_->server->Listen();
+  // iron.json is in place before the port opens: a script that waits for
+  // the port and then reads it must find it.
+  auto port = impl_->server->Listen([this](uint16_t bound) { return impl_->FirstStart(bound); });
   if (!port) return port;
-  if (auto r = impl_->FirstStart(*port); !r) return Fail(r.error());
   std::string self = ReachableHost(impl_->config) + ":" + std::to_string(*port);
   http::ClientOptions co;
   co.ca_file = impl_->config.push_ca_file;

@@ -2,7 +2,11 @@
 // first start into the working directory) and IRON_* variables.
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Kiln, KILN_BIN } from '../support/kiln.mjs';
 import { skipWithoutContainers } from '../support/containers.mjs';
 
@@ -69,9 +73,6 @@ test('IRON_* variables override iron.json; a bad token is reported', async () =>
 });
 
 test('settings are found as iron_core finds them: per product, section before top level', async () => {
-  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
-  const { join } = await import('node:path');
-  const { tmpdir } = await import('node:os');
   const home = mkdtempSync(join(tmpdir(), 'kiln-cli-home-'));
   const cwd = mkdtempSync(join(tmpdir(), 'kiln-cli-cwd-'));
   const run = (args, env = {}) => new Promise((resolve) => execFile(KILN_BIN, args,
@@ -186,8 +187,6 @@ test('mq create a push queue and mq status of a message', async () => {
 });
 
 test('worker upload and register, task queue, ls, info, log --follow, cancel; schedules', async (t) => {
-  const { mkdirSync, writeFileSync } = await import('node:fs');
-  const { join } = await import('node:path');
   const dir = join(kiln.dir, 'mycode');
   mkdirSync(join(dir, 'lib'), { recursive: true });
   writeFileSync(join(dir, 'run.sh'), 'echo started; cat lib/msg.txt; sleep 1; echo "payload $(cat $PAYLOAD_FILE)"\n', { mode: 0o755 });
@@ -335,5 +334,31 @@ test('--json failures are JSON on stdout; replies of another shape do not crash 
     }
   } finally {
     server.close();
+  }
+});
+
+test('iron.json is written before the port opens (a script may connect at once)', async () => {
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-first-'));
+  const proc = spawn(KILN_BIN, ['serve', '--no-access-log', '--listen', `127.0.0.1:${port}`,
+    '--data', join(dir, 'data')], { cwd: dir, stdio: 'ignore' });
+  try {
+    const connects = () => new Promise((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); resolve(true); });
+      c.on('error', () => resolve(false));
+    });
+    const deadline = Date.now() + 20000;
+    while (!(await connects())) {
+      assert.ok(Date.now() < deadline && proc.exitCode === null, 'kiln did not open its port');
+    }
+    // Checked the moment the first connection went through.
+    assert.ok(existsSync(join(dir, 'iron.json')), 'iron.json missing when the port opened');
+    assert.ok(existsSync(join(dir, 'data', 'admin.token')));
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r)));
+    rmSync(dir, { recursive: true, force: true });
   }
 });
