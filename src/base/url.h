@@ -1,13 +1,32 @@
 // Percent-encoding of a URL path segment or query value (RFC 3986
-// unreserved characters pass through), and the token rule of HTTP header
-// names. Pure; thread-safe.
+// unreserved characters pass through), the token rule of HTTP header
+// names, and the one parser of the http(s) URLs Kiln sends requests to
+// (push subscribers: checked when set, split when delivered). Pure;
+// thread-safe.
 #pragma once
 
 #include <cctype>
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace kiln {
+
+// An http:// or https:// URL split for sending a request to it.
+struct HttpUrl {
+  bool tls = false;
+  std::string host;    // a name or an IPv4 address, or an IPv6 one without its brackets
+  std::string port;    // 1-65535 in digits; 80 or 443 when the URL gives none
+  std::string target;  // path and query, "/" at least; the fragment is dropped
+  // "scheme://host:port": what a kept-alive connection can be reused for.
+  std::string key() const { return (tls ? "https://" : "http://") + host + ":" + port; }
+};
+
+// `url` split, or nullopt unless it is http:// or https:// with a host of
+// letters, digits, '-', '.' and '_' (or a bracketed IPv6 address), a port
+// of 1-65535 in digits when a ':' is there, and no spaces or control bytes
+// anywhere. User info before an '@' is passed over (never sent).
+std::optional<HttpUrl> ParseHttpUrl(std::string_view url);
 
 inline std::string PercentEncode(std::string_view s) {
   static constexpr char kHex[] = "0123456789ABCDEF";

@@ -35,48 +35,6 @@ using asio::use_awaitable;
 
 namespace {
 
-struct Url {
-  bool tls = false;
-  std::string host, port, target;
-  std::string key() const { return (tls ? "https://" : "http://") + host + ":" + port; }
-};
-
-bool ParseUrl(const std::string& s, Url* u) {
-  std::string rest;
-  if (s.rfind("http://", 0) == 0) {
-    rest = s.substr(7);
-  } else if (s.rfind("https://", 0) == 0) {
-    u->tls = true;
-    rest = s.substr(8);
-  } else {
-    return false;
-  }
-  rest = rest.substr(0, rest.find('#'));  // a fragment is not sent, nor part of the host
-  size_t slash = rest.find_first_of("/?");
-  std::string authority = rest.substr(0, slash);
-  u->target = slash == std::string::npos ? "/" : rest.substr(slash);
-  if (u->target[0] == '?') u->target = "/" + u->target;
-  size_t at = authority.rfind('@');
-  if (at != std::string::npos) authority = authority.substr(at + 1);
-  if (!authority.empty() && authority[0] == '[') {  // [v6]:port
-    size_t close = authority.find(']');
-    if (close == std::string::npos) return false;
-    u->host = authority.substr(1, close - 1);
-    if (close + 1 < authority.size() && authority[close + 1] != ':') return false;
-    u->port = close + 2 <= authority.size() ? authority.substr(close + 2) : "";
-  } else {
-    size_t colon = authority.rfind(':');
-    u->host = authority.substr(0, colon);
-    u->port = colon == std::string::npos ? "" : authority.substr(colon + 1);
-  }
-  if (u->port.empty()) u->port = u->tls ? "443" : "80";
-  // A port is 1-65535 in digits (not a service name, not one that wraps).
-  if (u->port.size() > 5 || u->port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(u->port) == 0 || std::stoul(u->port) > 65535)
-    return false;
-  return !u->host.empty();
-}
-
 // Headers that frame the request or route it; the client writes them.
 bool IsFraming(std::string_view name) {
   for (std::string_view f : {"host", "content-length", "transfer-encoding", "connection"})
@@ -90,7 +48,7 @@ bool IsFraming(std::string_view name) {
 // The request line and header of a POST, written by hand: Beast's fields and
 // serializer cost more than the rest of a delivery. HTTP/1.1 keeps the
 // connection alive by default.
-std::string RequestHead(const Url& u, const Client::Headers& headers, size_t body_size) {
+std::string RequestHead(const HttpUrl& u, const Client::Headers& headers, size_t body_size) {
   std::string out = "POST ";
   AppendHeaderText(u.target, &out);
   out += " HTTP/1.1\r\nHost: ";
@@ -288,7 +246,7 @@ struct Client::Impl {
   // a name goes to the client's Resolver (its own thread per name, answers
   // kept a while): a lookup that hangs fails this attempt at its deadline
   // and holds no other name's.
-  awaitable<std::vector<tcp::endpoint>> Resolve(const Url& u,
+  awaitable<std::vector<tcp::endpoint>> Resolve(const HttpUrl& u,
                                                 std::chrono::steady_clock::time_point deadline) {
     auto port = static_cast<unsigned short>(std::strtoul(u.port.c_str(), nullptr, 10));
     boost::system::error_code ec;
@@ -318,7 +276,7 @@ struct Client::Impl {
     co_return out;
   }
 
-  awaitable<std::unique_ptr<Conn>> Connect(const Url& u,
+  awaitable<std::unique_ptr<Conn>> Connect(const HttpUrl& u,
                                            std::chrono::steady_clock::time_point deadline) {
     std::vector<tcp::endpoint> endpoints;
     for (const auto& e : co_await Resolve(u, deadline))
@@ -404,13 +362,14 @@ struct Client::Impl {
   }
 
   awaitable<void> Do(std::string url, Headers headers, std::string body, Done done) {
-    Url u;
-    if (!ParseUrl(url, &u)) {
+    std::optional<HttpUrl> parsed = ParseHttpUrl(url);
+    if (!parsed) {
       // Not quoted: a URL's user info may hold a secret, and this reaches
       // delivery statuses and error reports.
       done(0, "unsupported url (http:// or https://, with a host)");
       co_return;
     }
+    const HttpUrl& u = *parsed;
     std::string head = RequestHead(u, headers, body.size());
 
     std::unique_ptr<Conn> conn = TakeIdle(u.key());

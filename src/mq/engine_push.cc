@@ -63,45 +63,6 @@ void SetHeader(Headers& h, const std::string& name, const std::string& value) {
   h.emplace_back(name, value);
 }
 
-// Whether an http(s) `url` can be sent to: a host, a port 1-65535 when one
-// is given, no spaces or control bytes. Checked when a subscriber is set, so
-// that a typo is a 400 then rather than every delivery failing later.
-bool IsHttpUrl(const std::string& url) {
-  if (std::any_of(url.begin(), url.end(), [](unsigned char c) { return c <= 0x20 || c == 0x7f; }))
-    return false;
-  size_t start = url.find("://") + 3;
-  std::string authority = HostKey(url).substr(start);
-  std::string host = authority, port;
-  if (!authority.empty() && authority[0] == '[') {
-    size_t close = authority.find(']');
-    if (close == std::string::npos || close == 1) return false;
-    host = authority.substr(1, close - 1);
-    if (host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos) return false;
-    if (close + 1 < authority.size()) {
-      if (authority[close + 1] != ':') return false;
-      port = authority.substr(close + 2);
-      if (port.empty()) return false;
-    }
-  } else {
-    size_t colon = authority.rfind(':');
-    if (colon != std::string::npos) {
-      host = authority.substr(0, colon);
-      port = authority.substr(colon + 1);
-      if (port.empty()) return false;
-    }
-    if (host.empty() || !std::all_of(host.begin(), host.end(), [](unsigned char c) {
-          return std::isalnum(c) || c == '-' || c == '.' || c == '_';
-        }))
-      return false;
-  }
-  if (!port.empty()) {
-    if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
-    int n = std::stoi(port);
-    if (n < 1 || n > 65535) return false;
-  }
-  return true;
-}
-
 const char* const kReservedHeaders[] = {"Content-Type",
                                         "User-Agent",
                                         "Iron-Message-Id",
@@ -133,7 +94,7 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
       return Fail(Error::InvalidArgument(
           "Subscriber url must start with http://, https://, ironmq:// or ironworker://: " +
           s.url));
-    if (!ironmq && !ironworker && !unchanged && !IsHttpUrl(s.url))
+    if (!ironmq && !ironworker && !unchanged && !ParseHttpUrl(s.url))
       return Fail(Error::InvalidArgument(
           "Subscriber url must be http(s)://host[:port][/path] with a host of letters, digits, "
           ". - _ (or [v6]), a port 1-65535 and no spaces: " +
