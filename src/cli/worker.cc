@@ -189,11 +189,7 @@ void AddWorker(CLI::App& app) {
       ->required()
       ->check(kNonEmpty);
   AddCodeOptions(reg, *code);
-  reg->callback([=] {
-    if (code->command.empty()) {
-      std::fprintf(stderr, "kiln: an image code needs --command\n");
-      std::exit(2);
-    }
+  reg->callback([=] {  // without --command, the image's Entrypoint and Cmd run
     std::exit(Upload(*f, CodeData(*code, *image), ""));
   });
 

@@ -407,6 +407,15 @@ RunResult Runc::Run(const ContainerSpec& spec_in, const RunOptions& o) const {
   // Drain what is left in the pipe, within the cap.
   while (drain()) {
   }
+  if (result.log_truncated) {
+    // Said in the log itself: a reader of its tail must not take the cut
+    // for where the task stopped writing.
+    std::string note =
+        "\n[kiln: output past " + std::to_string(logged) + " bytes of log was dropped]\n";
+    if (write(log_fd, note.data(), note.size()) < 0) {
+      // (a full disk: the cut stays unsaid)
+    }
+  }
   close(pipefd[0]);
   close(log_fd);
   if (devnull >= 0) close(devnull);

@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   serve->add_option("--listen", listen, "HOST:PORT to listen on")->envname("KILN_LISTEN");
   serve->add_option("--data", config.data_dir, "Data directory")->envname("KILN_DATA");
   serve->add_option("--threads", config.threads, "I/O threads (0: one per core)")
+      ->check(CLI::Range(0, 256))
       ->envname("KILN_THREADS");
   serve->add_option("--fsync", fsync, "always, or interval:DURATION (e.g. interval:50ms)")
       ->envname("KILN_FSYNC");
@@ -115,6 +116,7 @@ int main(int argc, char** argv) {
   serve
       ->add_option("--runner-slots", config.runner_slots,
                    "Tasks run at once here (-1: one per core, 0: no runner)")
+      ->check(CLI::Range(-1, 1 << 16))
       ->envname("KILN_RUNNER_SLOTS");
   serve
       ->add_option("--max-running-per-project", config.max_running_per_project,
@@ -135,7 +137,8 @@ int main(int argc, char** argv) {
       ->envname("KILN_MAX_CODE_REVISIONS");
   serve
       ->add_option("--task-retention-days", config.task_retention_days,
-                   "Days finished tasks and their logs are kept")
+                   "Days finished tasks and their logs are kept (0: for ever)")
+      ->check(CLI::Range(0, 36500))
       ->envname("KILN_TASK_RETENTION_DAYS");
   serve
       ->add_option("--task-disk-reserve", config.task_disk_reserve_mb,

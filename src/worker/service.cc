@@ -1170,6 +1170,7 @@ size_t Service::ExpireTasks() {
   std::vector<std::string> gone, gone_schedules;
   {
     std::lock_guard lock(mu_);
+    if (options_.task_retention.count() <= 0) return 0;  // kept for ever
     TimeMs cutoff = clock_.NowMs() - options_.task_retention.count();
     for (auto it = tasks_.begin(); it != tasks_.end();) {
       if (!Final(it->second.state) || it->second.end_time > cutoff) {

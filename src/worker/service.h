@@ -39,7 +39,7 @@ struct ServiceOptions {
   size_t max_log_bytes = 8 << 20;
   bool run_schedules = true;  // a thread queues due schedules (tests call RunDueSchedules)
   // Finished tasks, with their logs, are dropped this long after they end.
-  std::chrono::milliseconds task_retention = std::chrono::hours(24 * 7);
+  std::chrono::milliseconds task_retention = std::chrono::hours(24 * 7);  // 0: for ever
   // Codes may ask for the host's network (a task then reaches every service
   // of the host's loopback, as root). Off: such codes are refused (403).
   bool allow_host_network = false;

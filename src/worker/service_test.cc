@@ -791,6 +791,29 @@ TEST(ServiceExpiryTest, FinishedTasksAreDroppedAfterTheRetentionTime) {
   EXPECT_TRUE(svc->GetSchedule(kProject, sids[1]));
 }
 
+// A retention of 0 keeps finished tasks for ever (--task-retention-days 0),
+// rather than dropping each as soon as it ends.
+TEST(ServiceExpiryTest, ARetentionOfZeroKeepsFinishedTasks) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FakeClock clock;
+  ServiceOptions o{dir.path(), 0};
+  o.run_schedules = false;
+  o.task_retention = std::chrono::milliseconds(0);
+  auto svc = std::make_unique<Service>(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc->Recover());
+  ASSERT_TRUE(svc->PutCode(kProject, BusyboxCode("c", "true")));
+  NewTask n;
+  n.code_name = "c";
+  auto ids = *svc->QueueTasks(kProject, {n});
+  ASSERT_TRUE(svc->Cancel(kProject, ids[0]));
+  clock.Advance(1000LL * 24 * 3600'000);
+  EXPECT_EQ(svc->ExpireTasks(), 0u);
+  EXPECT_TRUE(svc->GetTask(kProject, ids[0]));
+}
+
 // An upload past --max-code-revisions removes the oldest revisions, their
 // records and packages, but not one a queued task was queued with: that one
 // goes at an upload after the task has ended. A retry of a task whose

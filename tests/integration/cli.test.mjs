@@ -200,8 +200,10 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   r = await cli(['worker', 'ls']);
   assert.match(r.stdout, /shell\s+rev 1/);
   assert.match(r.stdout, /img\s+rev 1/);
+  // Without --command the image's own Entrypoint and Cmd run (a new revision).
   r = await cli(['worker', 'register', 'busybox', '--name', 'img']);
-  assert.equal(r.code, 2);  // no --command
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /rev 2 uploaded/);
 
   r = await cli(['task', 'queue', 'shell', '--payload', 'P1']);
   assert.equal(r.code, 0, r.stderr);
