@@ -14,4 +14,13 @@ inline const CLI::Validator kNonEmpty(
     [](std::string& s) { return s.empty() ? std::string("must not be empty") : std::string(); },
     "NOT EMPTY", "NonEmpty");
 
+// NAME=VALUE (--subscriber, --env): an '=' after a non-empty name.
+inline const CLI::Validator kNameEqualsValue(
+    [](std::string& s) {
+      size_t eq = s.find('=');
+      return eq == std::string::npos || eq == 0 ? std::string("wants NAME=VALUE, got " + s)
+                                                : std::string();
+    },
+    "NAME=VALUE", "NameEqualsValue");
+
 }  // namespace kiln::cli

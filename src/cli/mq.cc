@@ -111,6 +111,7 @@ void AddMqCommands(CLI::App& app) {
   auto error_queue = std::make_shared<std::string>();
   create->add_option("--type", *type, "pull, multicast or unicast");
   create->add_option("--subscriber", *subs, "Push subscriber NAME=URL (repeatable)")
+      ->check(kNameEqualsValue)
       ->allow_extra_args(false);  // one value each: the next word is not taken
   auto* retries_opt =
       create->add_option("--retries", *retries, "Push: retries after a failed delivery (0-100)");
@@ -129,11 +130,7 @@ void AddMqCommands(CLI::App& app) {
       std::string p = "\"push\":{";
       std::string list;
       for (const auto& sub : *subs) {
-        auto eq = sub.find('=');
-        if (eq == std::string::npos) {
-          std::fprintf(stderr, "kiln: --subscriber wants NAME=URL, got %s\n", sub.c_str());
-          std::exit(2);
-        }
+        auto eq = sub.find('=');  // there (kNameEqualsValue)
         list += (list.empty() ? "" : ",") + std::string("{\"name\":") +
                 JsonString(sub.substr(0, eq)) + ",\"url\":" + JsonString(sub.substr(eq + 1)) + "}";
       }
@@ -211,7 +208,7 @@ void AddMqCommands(CLI::App& app) {
         body.pop_back();
       if (body.empty()) {
         std::fprintf(stderr, "kiln: no message: give bodies as arguments or one on stdin\n");
-        std::exit(2);
+        std::exit(static_cast<int>(CLI::ExitCodes::RequiredError));  // as a missing argument
       }
       bodies->push_back(std::move(body));
     }

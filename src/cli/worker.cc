@@ -94,6 +94,7 @@ void AddCodeOptions(CLI::App* cmd, CodeFlags& c) {
   cmd->add_option("--command", c.command, "Command, run by /bin/sh -c in the task dir");
   cmd->add_option("--config", c.config, "Config text, given to tasks as CONFIG_FILE");
   cmd->add_option("--env", c.env, "Environment variable K=V (repeatable)")
+      ->check(kNameEqualsValue)
       ->allow_extra_args(false);  // one value each: the next word is not taken
   cmd->add_option("--max-concurrency", c.max_concurrency, "Most tasks of the code at once");
   cmd->add_option("--retries", c.retries, "Retries of a failed task (0-10)");
@@ -126,11 +127,7 @@ std::string CodeData(const CodeFlags& c, const std::string& image) {
   if (!c.env.empty()) {
     d += ",\"env_vars\":{";
     for (size_t i = 0; i < c.env.size(); ++i) {
-      auto eq = c.env[i].find('=');
-      if (eq == std::string::npos) {
-        std::fprintf(stderr, "kiln: --env wants K=V, got %s\n", c.env[i].c_str());
-        std::exit(2);
-      }
+      auto eq = c.env[i].find('=');  // there (kNameEqualsValue)
       d += (i ? "," : "") + JsonString(c.env[i].substr(0, eq)) + ":" +
            JsonString(c.env[i].substr(eq + 1));
     }
@@ -173,7 +170,7 @@ void AddWorker(CLI::App& app) {
   upload->callback([=] {
     if (code->command.empty() && code->file_name.empty()) {
       std::fprintf(stderr, "kiln: give --command, or --file-name with --runtime\n");
-      std::exit(2);
+      std::exit(static_cast<int>(CLI::ExitCodes::RequiredError));  // a bad argument: 100 and up
     }
     auto zip = runner::ZipDirectory(*dir);
     if (!zip) {

@@ -182,6 +182,7 @@ struct Server::Impl {
   std::list<Conn> conns;
   std::atomic<size_t> live{0};
   std::atomic<bool> warned_full{false};
+  boost::system::error_code last_accept_error;  // Accept's alone
   // Set as the server goes away: the io contexts, destroyed after this,
   // destroy the sessions still suspended in them, and those must not touch
   // the connection list (destroyed before the contexts).
@@ -209,12 +210,15 @@ struct Server::Impl {
           co_await acceptor->async_accept(ctx, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
-        // Out of file descriptors, say: wait a little, not spin.
-        spdlog::warn("accept: {}", ec.message());
+        // Out of file descriptors, say: wait a little, not spin, and say
+        // so once until an accept works again (not every 50 ms).
+        if (ec != last_accept_error) spdlog::warn("accept: {}", ec.message());
+        last_accept_error = ec;
         asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(50));
         co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
         continue;
       }
+      last_accept_error = {};
       if (live.load() >= options.max_connections) {
         if (!warned_full.exchange(true))
           spdlog::warn("{} connections open (--max-connections): closing new ones",

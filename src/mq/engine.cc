@@ -476,7 +476,16 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
       std::move(batch),
       [this, slot, qid, clears, edits, hops, states = std::move(states), plans = std::move(plans),
        done = std::move(done)](Result<void> r) mutable {
-        if (!r) return done(Fail(r.error()));
+        if (!r) {
+          // Refused (a full disk, a closing store): total_messages counts
+          // only the posts that were taken.
+          {
+            std::lock_guard lock(slot->mu);
+            slot->queue.UncountPosted(states.size());
+            slot->total_dirty = true;
+          }
+          return done(Fail(r.error()));
+        }
         std::vector<uint64_t> ids;
         ids.reserve(states.size());
         Notices notices;

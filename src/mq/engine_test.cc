@@ -541,6 +541,7 @@ class FailingQueueWrites : public testing::ForwardingStore {
       return op.kind == store::MessageBatch::Kind::kDropQueue;
     });
     if (failing == 3 && drop) return d(Fail(Error::Unavailable("store write failed")));
+    if (failing == 4) return d(Fail(Error::Unavailable("disk full")));
     ForwardingStore::Commit(std::move(b), std::move(d), w);
   }
   int failing = 0;
@@ -606,6 +607,34 @@ TEST(EngineQueueWriteFailureTest, AQueueIsCreatedOnlyWhenItsIdAndRecordAreWritte
   ASSERT_TRUE(post("other"));  // its own id: two queues, one message each
   EXPECT_EQ(engine->GetQueue(kProject, "q")->size, 1u);
   EXPECT_EQ(engine->GetQueue(kProject, "other")->size, 1u);
+}
+
+// A post the store refuses is not counted in total_messages, now or after
+// a restart: the queue's total is of the messages it took.
+TEST(EngineQueueWriteFailureTest, ARefusedPostIsNotCounted) {
+  testing::TempDir dir;
+  FakeClock clock;
+  auto real = std::move(*store::rocks::Open({dir.path()}));
+  FailingQueueWrites store(*real);
+  auto engine = std::make_unique<Engine>(store, clock);
+  ASSERT_TRUE(engine->Recover());
+  auto post = [&](std::vector<NewMessage> m) {
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine->Post(kProject, "q", std::move(m), [&](auto r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  ASSERT_TRUE(post({{"taken", 0}}));
+  store.failing = 4;
+  EXPECT_FALSE(post({{"refused", 0}, {"refused too", 0}}));
+  EXPECT_EQ(engine->GetQueue(kProject, "q")->total_messages, 1u);
+  EXPECT_EQ(engine->GetQueue(kProject, "q")->size, 1u);
+  store.failing = 0;
+  ASSERT_TRUE(post({{"taken", 0}}));
+  EXPECT_EQ(engine->GetQueue(kProject, "q")->total_messages, 2u);
+  engine->Flush();
+  engine = std::make_unique<Engine>(store, clock);
+  ASSERT_TRUE(engine->Recover());
+  EXPECT_EQ(engine->GetQueue(kProject, "q")->total_messages, 2u);
 }
 
 // A dead-letter move that fails (its queue cannot be made) puts the message

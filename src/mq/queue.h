@@ -5,6 +5,7 @@
 // Not thread-safe: mq::Engine guards each Queue with its own mutex.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -42,6 +43,8 @@ class Queue {
   uint64_t total_messages() const { return total_; }
   void set_total_messages(uint64_t t) { total_ = t; }
   uint64_t CountPosted() { return ++total_; }
+  // Takes back `n` counted posts whose write failed (they were never there).
+  void UncountPosted(uint64_t n) { total_ -= std::min(n, total_); }
   size_t size() const { return entries_.size(); }
 
   // Adds a message in the state it was stored with: ready when it has no

@@ -254,7 +254,7 @@ TEST_F(RuncTest, ContainedNoNetworkNoMountsNoModules) {
 
 // The seccomp profile: no namespaces by clone either, clone3 answered
 // ENOSYS (libc then uses clone), no io_uring; fork still works; no vsock
-// or fanotify; fallocate answered EOPNOTSUPP (tests/support/ns_probe.cc).
+// fanotify or inotify; fallocate answered EOPNOTSUPP (tests/support/ns_probe.cc).
 TEST_F(RuncTest, NoNamespacesByCloneNoClone3NoIoUring) {
   fs::copy_file(NS_PROBE, task_dir() + "/ns_probe");
   auto r = Run({"/task/ns_probe"});
