@@ -490,6 +490,18 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   // place under the lock once its revision number is known.
   std::string tmp;
   if (!zip.empty()) {
+    // A package does not take the space the data dir keeps free (the
+    // store's, every project's): uploads in a loop filled the disk to 0.
+    struct statvfs disk;
+    if (options_.min_free_disk_bytes > 0 && statvfs(options_.data_dir.c_str(), &disk) == 0) {
+      int64_t free = static_cast<int64_t>(disk.f_bavail) * static_cast<int64_t>(disk.f_frsize);
+      if (free - static_cast<int64_t>(zip.size()) < options_.min_free_disk_bytes)
+        return Fail(
+            Error::Unavailable("the data dir's disk has too little free space for this package (" +
+                               std::to_string(std::max<int64_t>(free, 0) >> 20) + " MB free, " +
+                               std::to_string(options_.min_free_disk_bytes >> 20) +
+                               " MB kept free: kiln serve --task-disk-reserve)"));
+    }
     std::error_code ec;
     fs::create_directories(fs::path(options_.data_dir) / "codes", ec);
     tmp = options_.data_dir + "/codes/upload-" + RandomHex(8) + ".tmp";
@@ -512,9 +524,10 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
     spec.rev = 1;
     spec.created_at = now;
   }
+  std::string path;  // the package's, once it is in place
   if (!tmp.empty()) {
     std::error_code ec;
-    std::string path = PackagePath(spec.id, spec.rev);
+    path = PackagePath(spec.id, spec.rev);
     fs::create_directories(fs::path(path).parent_path(), ec);
     fs::rename(tmp, path, ec);
     if (ec) {
@@ -526,8 +539,11 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   // The revision and the code's latest record in one write: both or neither.
   if (auto r = store_.PutWorkerRecords(
           {{RevKey(spec.id, spec.rev), record}, {"code/" + spec.id, record}});
-      !r)
+      !r) {
+    std::error_code ec;
+    if (!path.empty()) fs::remove(path, ec);  // no record names it
     return Fail(r.error());
+  }
   code_by_name_[{project, spec.name}] = spec.id;
   codes_[spec.id] = spec;
   revisions_[{spec.id, spec.rev}] = spec;

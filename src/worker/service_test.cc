@@ -1023,6 +1023,40 @@ TEST(ServiceCodeTest, AZipThatUnpacksPastTheDiskLimitIsRefused) {
   EXPECT_TRUE(svc.PutCode(kProject, c, *zip));
 }
 
+// A package is refused (503) when writing it would leave the data dir's
+// disk with less than the reserve free; a code without one is not.
+TEST(ServiceCodeTest, APackageIsRefusedWhenTheDiskIsNearlyFull) {
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  ServiceOptions o{dir.path(), 0};
+  o.run_schedules = false;
+  o.min_free_disk_bytes = int64_t{1} << 62;  // more than any disk has free
+  Service svc(*store, *SystemClock::Get(), images, runc, o);
+  ASSERT_TRUE(svc.Recover());
+  std::filesystem::create_directories(dir.path() + "/pkg");
+  std::ofstream(dir.path() + "/pkg/run.sh") << "echo hi\n";
+  auto zip = runner::ZipDirectory(dir.path() + "/pkg");
+  ASSERT_TRUE(zip);
+  worker::Code c;
+  c.name = "zipped";
+  c.command = "sh run.sh";
+  auto refused = svc.PutCode(kProject, c, *zip);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+  EXPECT_NE(refused.error().message().find("too little free space"), std::string::npos)
+      << refused.error().message();
+  EXPECT_FALSE(svc.GetCode(kProject, "zipped"));
+  std::string codes = dir.path() + "/codes";  // no upload-*.tmp left
+  EXPECT_TRUE(!std::filesystem::exists(codes) || std::filesystem::is_empty(codes));
+  worker::Code image;
+  image.name = "image";
+  image.image = "busybox";
+  image.command = "true";
+  EXPECT_TRUE(svc.PutCode(kProject, image));
+}
+
 // A payload is a record of its own, read when it is asked for: the task's
 // record (and the service's memory) holds none. Retries copy it, expiry
 // removes it, and records of an older Kiln that held it are split at start.
