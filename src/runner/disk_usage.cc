@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -92,6 +93,12 @@ int64_t UnlinkedOpenFileBytes(const std::vector<pid_t>& pids, dev_t dev) {
     }
   }
   return bytes;
+}
+
+int64_t AvailableDiskBytes(const std::string& path) {
+  struct statvfs fs;
+  if (statvfs(path.c_str(), &fs) != 0) return -1;
+  return static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
 }
 
 }  // namespace kiln::runner

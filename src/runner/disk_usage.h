@@ -40,4 +40,8 @@ DiskUsage MeasureDiskUsage(const std::string& dir, int64_t max_entries = kMaxMea
 // processes that are gone are skipped.
 int64_t UnlinkedOpenFileBytes(const std::vector<pid_t>& pids, dev_t dev);
 
+// The bytes an unprivileged writer may still use on the filesystem that
+// holds `path` (statvfs's f_bavail), or -1 when it cannot be asked.
+int64_t AvailableDiskBytes(const std::string& path);
+
 }  // namespace kiln::runner

@@ -102,10 +102,10 @@ DiskStop LookAtTaskDir(const std::string& task_dir, const RunOptions& o, int64_t
   if (o.max_task_dir_bytes > 0 && u.bytes > o.max_task_dir_bytes) return DiskStop::kOverLimit;
   if (o.max_task_dir_bytes > 0 && u.too_deep) return DiskStop::kTooDeep;
   if (o.max_task_dir_bytes > 0 && u.too_many) return DiskStop::kTooMany;
-  struct statvfs fs;
-  if (o.min_free_disk_bytes > 0 && grew && statvfs(task_dir.c_str(), &fs) == 0 &&
-      static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize) < o.min_free_disk_bytes)
-    return DiskStop::kDiskFull;
+  if (o.min_free_disk_bytes > 0 && grew) {
+    int64_t avail = AvailableDiskBytes(task_dir);
+    if (avail >= 0 && avail < o.min_free_disk_bytes) return DiskStop::kDiskFull;
+  }
   return DiskStop::kNone;
 }
 

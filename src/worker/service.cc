@@ -492,16 +492,14 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   if (!zip.empty()) {
     // A package does not take the space the data dir keeps free (the
     // store's, every project's): uploads in a loop filled the disk to 0.
-    struct statvfs disk;
-    if (options_.min_free_disk_bytes > 0 && statvfs(options_.data_dir.c_str(), &disk) == 0) {
-      int64_t free = static_cast<int64_t>(disk.f_bavail) * static_cast<int64_t>(disk.f_frsize);
-      if (free - static_cast<int64_t>(zip.size()) < options_.min_free_disk_bytes)
-        return Fail(
-            Error::Unavailable("the data dir's disk has too little free space for this package (" +
-                               std::to_string(std::max<int64_t>(free, 0) >> 20) + " MB free, " +
-                               std::to_string(options_.min_free_disk_bytes >> 20) +
-                               " MB kept free: kiln serve --task-disk-reserve)"));
-    }
+    int64_t free =
+        options_.min_free_disk_bytes > 0 ? runner::AvailableDiskBytes(options_.data_dir) : -1;
+    if (free >= 0 && free - static_cast<int64_t>(zip.size()) < options_.min_free_disk_bytes)
+      return Fail(
+          Error::Unavailable("the data dir's disk has too little free space for this package (" +
+                             std::to_string(free >> 20) + " MB free, " +
+                             std::to_string(options_.min_free_disk_bytes >> 20) +
+                             " MB kept free: kiln serve --task-disk-reserve)"));
     std::error_code ec;
     fs::create_directories(fs::path(options_.data_dir) / "codes", ec);
     tmp = options_.data_dir + "/codes/upload-" + RandomHex(8) + ".tmp";
@@ -1184,9 +1182,9 @@ void Service::RunDueSchedules() {
 
 size_t Service::ExpireTasks() {
   std::vector<std::string> gone, gone_schedules;
+  if (options_.task_retention.count() <= 0) return 0;  // kept for ever
   {
     std::lock_guard lock(mu_);
-    if (options_.task_retention.count() <= 0) return 0;  // kept for ever
     TimeMs cutoff = clock_.NowMs() - options_.task_retention.count();
     for (auto it = tasks_.begin(); it != tasks_.end();) {
       if (!Final(it->second.state) || it->second.end_time > cutoff) {
