@@ -350,6 +350,18 @@ int HopsOf(const Request& req) {
   return digits ? mq::kMaxHops + 1 : 0;  // a count too big to parse is still too big
 }
 
+// The spread a post's messages start with (mq::kSpreadHeader), else 1; read
+// as HopsOf reads the hops.
+int SpreadOf(const Request& req) {
+  std::string_view v = req.Header("kiln-spread");  // mq::kSpreadHeader, as parsed
+  uint64_t spread = 0;
+  if (ParseU64(v, &spread))
+    return static_cast<int>(std::clamp<uint64_t>(spread, 1, mq::kMaxSpread + 1));
+  bool digits =
+      !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+  return digits ? mq::kMaxSpread + 1 : 1;
+}
+
 }  // namespace
 
 void AddMqRoutes(http::Router& router, const Services& services) {
@@ -418,7 +430,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
     if (!*arr || (*arr)->Empty())
       co_return ErrorResponse(Error::InvalidArgument("messages must be a non-empty array"));
     std::vector<mq::NewMessage> msgs;
-    int hops = HopsOf(req);
+    int hops = HopsOf(req), spread = SpreadOf(req);
     for (const auto& m : (*arr)->GetArray()) {
       if (!m.IsObject())
         co_return ErrorResponse(Error::InvalidArgument("each message must be an object"));
@@ -426,7 +438,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       if (!*body) co_return ErrorResponse(Error::InvalidArgument("body is required"));
       KILN_TRY(delay, GetInt(m, "delay"));
       KILN_TRY(headers, ParseHeaderObject(m, "push_headers"));
-      msgs.push_back({std::move(**body), delay->value_or(0), std::move(*headers), hops});
+      msgs.push_back({std::move(**body), delay->value_or(0), std::move(*headers), hops, spread});
     }
     PostRequest post{project, std::string(req.Param("queue")), std::move(msgs), WriterFor(req)};
     PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
@@ -457,7 +469,7 @@ void AddMqRoutes(http::Router& router, const Services& services) {
       if (push_headers.size() < 5 && mq::ValidatePushHeaders(one)) push_headers.push_back(one[0]);
     }
     std::vector<mq::NewMessage> msgs;
-    msgs.push_back({std::move(req.body), 0, std::move(push_headers), HopsOf(req)});
+    msgs.push_back({std::move(req.body), 0, std::move(push_headers), HopsOf(req), SpreadOf(req)});
     PostRequest post{project, std::string(req.Param("queue")), std::move(msgs), WriterFor(req)};
     PostResult ids = co_await AsyncPost(ctx->s.engine, &post);
     if (!ids) co_return ErrorResponse(ids.error());

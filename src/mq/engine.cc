@@ -409,6 +409,10 @@ void Engine::Post(const std::string& project, const std::string& name,
       return done(Fail(Error::InvalidArgument(
           "Message passed on through more than " + std::to_string(kMaxHops) +
           " queues (push subscribers, webhooks or alerts feeding each other?)")));
+    if (m.spread > kMaxSpread)
+      return done(Fail(Error::InvalidArgument(
+          "Message copied more than " + std::to_string(kMaxSpread) +
+          " times by multicast push queues on its way here (queues feeding each other?)")));
     if (m.body.size() > options_.max_message_bytes)
       return done(Fail(Error::TooLarge("Message body exceeds " +
                                        std::to_string(options_.max_message_bytes) + " bytes")));
@@ -463,6 +467,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
       PushPlan& plan = plans.emplace_back(*fresh);
       plan.headers = std::move(m.push_headers);
       plan.hops = m.hops;
+      plan.spread = m.spread;
       for (auto& d : plan.deliveries) d.next_try_at = s.visible_at ? s.visible_at : now;
       batch.PutPlan(qid, s.id, EncodePlan(plan));
       if (held_body_bytes_.load(std::memory_order_relaxed) + m.body.size() <= kHeldBodyBudget)
@@ -470,12 +475,15 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
     }
     batch.Put(qid, s, std::move(m.body));
   }
-  int hops = 0;
-  for (const auto& m : messages) hops = std::max(hops, m.hops);
+  int hops = 0, spread = 1;
+  for (const auto& m : messages) {
+    hops = std::max(hops, m.hops);
+    spread = std::max(spread, m.spread);
+  }
   store_.Commit(
       std::move(batch),
-      [this, slot, qid, clears, edits, hops, states = std::move(states), plans = std::move(plans),
-       done = std::move(done)](Result<void> r) mutable {
+      [this, slot, qid, clears, edits, hops, spread, states = std::move(states),
+       plans = std::move(plans), done = std::move(done)](Result<void> r) mutable {
         if (!r) {
           // Refused (a full disk, a closing store): total_messages counts
           // only the posts that were taken.
@@ -505,7 +513,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
             if (plans.empty()) {
               for (const auto& s : states) slot->queue.Add(s, now);
               slot->queue.WakeWaiters(states.size());
-              notices = CheckAlerts(*slot, now, hops);
+              notices = CheckAlerts(*slot, now, hops, spread);
             } else {
               for (size_t i = 0; i < states.size(); ++i) {
                 if (slot->subscriber_edits != edits)
@@ -992,7 +1000,7 @@ void Engine::Tick() {
   TickPush(now);
 }
 
-Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now, int hops) {
+Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now, int hops, int spread) {
   Notices out;
   uint64_t before = slot.alert_size;
   uint64_t after = SizeOf(slot);
@@ -1003,7 +1011,8 @@ Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now, int hops) {
     if (fired != slot.alert_fired.end() && now < fired->second + Seconds(a.snooze)) continue;
     slot.alert_fired[a.id] = now;
     out.emplace_back(
-        a.queue, NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}, hops + 1});
+        a.queue,
+        NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}, hops + 1, spread});
   }
   const auto& alerts = slot.queue.record().alerts;
   if (slot.alert_fired.size() > alerts.size())  // alerts replaced or removed since they fired

@@ -89,17 +89,29 @@ struct NewMessage {
   // alert notice, an error report; from another Kiln, kHopsHeader): past
   // kMaxHops a post is refused, so that queues feeding each other stop.
   int hops = 0;
+  // Copies of the client's message that pushes made on the way here: the
+  // product of the widths (subscribers) of the multicast queues it came
+  // through, 1 for a client's post. Past kMaxSpread a post is refused, so
+  // that multicast queues feeding each other make at most
+  // (kMaxHops + 1) * kMaxSpread messages of one, not width^kMaxHops.
+  int spread = 1;
 };
 inline constexpr int kMaxHops = 10;
-// The request header that carries a message's hops from one Kiln to another:
-// every push delivery sends its message's hops + 1, and a post that has it
-// (POST /messages, a webhook) starts its messages there.
+inline constexpr int kMaxSpread = 1000;
+// A push queue's subscribers, at most: a queue's width.
+inline constexpr size_t kMaxSubscribers = 100;
+// The request headers that carry a message's hops and spread from one Kiln
+// to another: every push delivery sends its message's hops + 1 and its
+// spread times the queue's width, and a post that has them (POST /messages,
+// a webhook) starts its messages there.
 inline constexpr const char* kHopsHeader = "Kiln-Hops";
+inline constexpr const char* kSpreadHeader = "Kiln-Spread";
 
 // Checks push_headers against iron-api.md §2.3 (≤5, names 1-64 bytes and
 // not reserved, values 1-1024 bytes). InvalidArgument names the problem.
 Result<void> ValidatePushHeaders(const Headers& h);
-// Names unique and non-empty, urls http://, https:// or ironmq://.
+// Names unique and non-empty, urls http://, https:// or ironmq://, at most
+// kMaxSubscribers (a list over it from before may shrink).
 // `kept`: the queue's subscribers before the change; one of them unchanged
 // (name and url) is not held to checks added since it was stored.
 Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
@@ -114,7 +126,8 @@ struct PushRequest {
   std::string url;
   Headers headers;
   std::string body;
-  int hops = 0;  // of the message (NewMessage::hops)
+  int hops = 0;    // of the message (NewMessage::hops)
+  int spread = 1;  // of the message, times its queue's width (NewMessage::spread)
 };
 class PushTransport {
  public:
@@ -287,8 +300,9 @@ class Engine {
   // Alerts: notices (target queue, message) due after a size change. Call
   // under the slot's lock; post them with PostNotices after releasing it.
   using Notices = std::vector<std::pair<std::string, NewMessage>>;
-  // `hops`: of the messages whose post changed the size (NewMessage::hops).
-  Notices CheckAlerts(Slot& slot, TimeMs now, int hops = 0);
+  // `hops`, `spread`: of the messages whose post changed the size
+  // (NewMessage::hops, NewMessage::spread).
+  Notices CheckAlerts(Slot& slot, TimeMs now, int hops = 0, int spread = 1);
   void PostNotices(const std::string& project, Notices notices);
   Result<QueueInfo> EditRecord(const std::string& project, const std::string& name,
                                const std::function<Result<void>(store::QueueRecord&)>& edit);

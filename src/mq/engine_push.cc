@@ -63,19 +63,20 @@ void SetHeader(Headers& h, const std::string& name, const std::string& value) {
   h.emplace_back(name, value);
 }
 
-const char* const kReservedHeaders[] = {"Content-Type",
-                                        "User-Agent",
-                                        "Iron-Message-Id",
-                                        "Iron-Reservation-Id",
-                                        "Iron-Subscriber-Name",
-                                        "Iron-Subscriber-Message-Url",
-                                        kHopsHeader};
+const char* const kReservedHeaders[] = {
+    "Content-Type",        "User-Agent",           "Iron-Message-Id",
+    "Iron-Reservation-Id", "Iron-Subscriber-Name", "Iron-Subscriber-Message-Url",
+    kHopsHeader,           kSpreadHeader};
 
 }  // namespace
 
 Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
                                  const std::string& project, const std::string& queue,
                                  const std::vector<store::Subscriber>& kept) {
+  // A list longer than the cap from before the cap may only shrink.
+  if (subs.size() > kMaxSubscribers && subs.size() > kept.size())
+    return Fail(Error::InvalidArgument("A queue has at most " + std::to_string(kMaxSubscribers) +
+                                       " subscribers"));
   for (size_t i = 0; i < subs.size(); ++i) {
     const auto& s = subs[i];
     // One the queue had already, as it was, keeps its url: a url stored
@@ -276,6 +277,8 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         req.qid = rec.qid;
         req.url = sub->url;
         req.hops = plan.hops;
+        // Each subscriber of a multicast queue gets a copy.
+        req.spread = plan.spread * (plan.unicast ? 1 : static_cast<int>(plan.deliveries.size()));
         if (const std::string* held = plan.body.get())
           req.body = *held;
         else
@@ -288,8 +291,10 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         SetHeader(req.headers, "Iron-Reservation-Id", rid);
         SetHeader(req.headers, "Iron-Subscriber-Name", d.subscriber);
         // Kiln's own: a Kiln that takes this delivery as a post (a webhook,
-        // POST /messages) counts the hop, so loops across servers end too.
+        // POST /messages) counts the hop and the copies, so loops across
+        // servers end too.
         SetHeader(req.headers, kHopsHeader, std::to_string(plan.hops + 1));
+        SetHeader(req.headers, kSpreadHeader, std::to_string(req.spread));
         SetHeader(req.headers, "Iron-Subscriber-Message-Url",
                   public_url_ + "/3/projects/" + rec.project_id + "/queues/" +
                       PercentEncode(rec.name) + "/messages/" + std::to_string(id) +
@@ -531,8 +536,8 @@ std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, b
     std::string text = body ? *body : std::string();
     std::string json = ErrorReport(plan, rec, id, text, /*with_body=*/body.has_value());
     if (json.size() > kMaxReportBytes) json = ErrorReport(plan, rec, id, text, /*with_body=*/false);
-    out = ErrorNotice{rec.error_queue, NewMessage{std::move(json), 0, {}, plan.hops + 1}, rec.qid,
-                      id};
+    out = ErrorNotice{rec.error_queue,
+                      NewMessage{std::move(json), 0, {}, plan.hops + 1, plan.spread}, rec.qid, id};
   } else {
     batch.Delete(rec.qid, id, true);
     store_.Append(std::move(batch));

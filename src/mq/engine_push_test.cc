@@ -702,6 +702,41 @@ TEST_F(EnginePushTest, NoSubscriberIntoItsOwnQueueAndDeliveriesCarryTheirHops) {
   for (auto& x : sent) x.done(201, "");
 }
 
+// Each delivery of a multicast queue is a copy: its spread is the message's
+// times the queue's width, and kept across a restart.
+// A post whose spread is past kMaxSpread is refused.
+TEST_F(EnginePushTest, DeliveriesCarryTheirSpreadAndTooManyCopiesAreRefused) {
+  MakeQueue("multicast", 1);
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine_->Post(kProject, "pq", {{"m", 0, {}, 2, 7}}, [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  engine_->Flush();
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].request.spread, 14);
+  EXPECT_EQ(HeaderOf(sent[0].request, kSpreadHeader), "14");
+  sent[0].done(200, "");
+  sent[1].done(500, "");  // written with "a" delivered: retry "b" in 10 s
+  engine_->Flush();
+  Open();  // the plan keeps the message's spread
+  clock_.Advance(10'000);
+  engine_->Tick();
+  auto again = transport_.Take();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].request.url, "http://b/hook");
+  EXPECT_EQ(again[0].request.spread, 14);
+  again[0].done(500, "");  // given up: reported
+  engine_->Flush();
+  EXPECT_EQ(engine_->GetQueue(kProject, "errors")->size, 1u);
+
+  std::promise<Result<std::vector<uint64_t>>> refused;
+  engine_->Post(kProject, "pq", {{"m", 0, {}, 0, kMaxSpread + 1}},
+                [&](auto r) { refused.set_value(std::move(r)); });
+  auto r = refused.get_future().get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+}
+
 // The pull-queue form of an acknowledgement (a delete with the delivery's
 // reservation id, no subscriber name) acknowledges that one delivery; the
 // others go on, and a reservation no delivery has is refused.

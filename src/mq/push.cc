@@ -305,6 +305,10 @@ std::string EncodePlan(const PushPlan& plan) {
     w.Key("hops");
     w.Int(plan.hops);
   }
+  if (plan.spread != 1) {
+    w.Key("spread");
+    w.Int(plan.spread);
+  }
   w.Key("headers");
   w.StartArray();
   for (const auto& [k, v] : plan.headers) {
@@ -363,6 +367,8 @@ std::optional<PushPlan> DecodePlan(std::string_view b) {
   plan.round_start = static_cast<size_t>(i64(doc, "round_start"));
   plan.retries_remaining = i64(doc, "retries_remaining");
   plan.hops = static_cast<int>(std::clamp<int64_t>(i64(doc, "hops"), 0, kMaxHops + 1));
+  if (doc.HasMember("spread"))
+    plan.spread = static_cast<int>(std::clamp<int64_t>(i64(doc, "spread"), 1, kMaxSpread + 1));
   if (doc.HasMember("headers") && doc["headers"].IsArray()) {
     for (const auto& h : doc["headers"].GetArray())
       if (h.IsArray() && h.Size() == 2 && h[0].IsString() && h[1].IsString())

@@ -90,6 +90,7 @@ struct PushPlan {
   size_t round_start = 0;            // unicast: where the current round began
   int64_t retries_remaining = 0;     // unicast: rounds left after this one
   int hops = 0;                      // of its message (NewMessage::hops)
+  int spread = 1;                    // of its message (NewMessage::spread)
   // The waiting lists (of a host, of a project) it is on for a free slot,
   // each once: a multicast message may wait on several hosts. Not persisted.
   std::vector<std::string> held_on;

@@ -44,7 +44,8 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
     if (!to)
       return done(401, "ironmq url: the token is not a token of project " + project +
                            " (an admin token is not taken)");
-    engine_.Post(*to, u.queue, {mq::NewMessage{std::move(request.body), 0, {}, request.hops + 1}},
+    engine_.Post(*to, u.queue,
+                 {mq::NewMessage{std::move(request.body), 0, {}, request.hops + 1, request.spread}},
                  [done = std::move(done)](Result<std::vector<uint64_t>> r) {
                    if (r) return done(201, "");
                    done(api::StatusFor(r.error().code()), r.error().message());
@@ -66,7 +67,8 @@ void PushTransport::Send(mq::PushRequest request, std::function<void(int, std::s
                    "/messages",
                {{"Authorization", "OAuth " + u.token},
                 {"Content-Type", "application/json"},
-                {mq::kHopsHeader, std::to_string(request.hops + 1)}},
+                {mq::kHopsHeader, std::to_string(request.hops + 1)},
+                {mq::kSpreadHeader, std::to_string(request.spread)}},
                std::move(body), std::move(done), request.qid);
 }
 
@@ -106,7 +108,8 @@ void PushTransport::SendToWorker(mq::PushRequest request,
   client_.Post("http://" + u.host + "/2/projects/" + project + "/tasks",
                {{"Authorization", "OAuth " + u.token},
                 {"Content-Type", "application/json"},
-                {mq::kHopsHeader, std::to_string(request.hops + 1)}},
+                {mq::kHopsHeader, std::to_string(request.hops + 1)},
+                {mq::kSpreadHeader, std::to_string(request.spread)}},
                std::move(body), std::move(done), request.qid);
 }
 

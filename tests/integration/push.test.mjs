@@ -54,6 +54,7 @@ test('multicast delivers the body and headers to every subscriber', async () => 
     assert.equal(r.headers['content-type'], 'text/plain; encoding=utf-8');
     assert.match(r.headers['iron-subscriber-message-url'], new RegExp(`/messages/${id}\\?`));
     assert.equal(r.headers['kiln-hops'], '1');  // a posted message has made no hop yet
+    assert.equal(r.headers['kiln-spread'], '2');  // one copy for each of the two subscribers
   }
   assert.equal(ra.headers['iron-subscriber-name'], 'a');
   assert.equal(rb.headers['iron-subscriber-name'], 'b');
@@ -214,6 +215,38 @@ test('queues that push into each other stop after ten hops; a queue cannot push 
   await eventually(async () => (await total()) === 11);  // the post and ten forwards
   await sleep(1000);
   assert.equal(await total(), 11);
+});
+
+test('multicast queues that copy into each other stop at 1,000 copies of a message', async () => {
+  // Four subscribers each way: without a bound, 4^10 (about a million)
+  // messages of one post within the ten hops.
+  for (const [q, to] of [['fan-a', 'fan-b'], ['fan-b', 'fan-a']]) {
+    const subscribers = [1, 2, 3, 4].map((i) => ({ name: `copy${i}`, url: `ironmq:///${to}` }));
+    const r = await put(q, { type: 'multicast', push: { retries: 0, subscribers } });
+    assert.equal(r.status, 200, r.text);
+  }
+  await post('fan-a', [{ body: 'copy me' }]);
+  const total = async () => {
+    let n = 0;
+    for (const q of ['fan-a', 'fan-b']) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
+    return n;
+  };
+  // 1 + 4 + 16 + 64 + 256; the next 1,024 copies are refused.
+  await eventually(async () => (await total()) === 341);
+  await sleep(1500);
+  assert.equal(await total(), 341);
+  // From another server, the same bound; a queue's width is bounded too.
+  const far = await kiln.req('POST', kiln.q('fan-c') + '/messages', { messages: [{ body: 'x' }] },
+    { headers: { 'Kiln-Spread': '1001' } });
+  assert.equal(far.status, 400);
+  assert.match(far.body.msg, /copied more than 1000 times/);
+  const own = await post('fan-c', [{ body: 'w', push_headers: { 'Kiln-Spread': '1' } }]);
+  assert.equal(own.status, 400);
+  const wide = Array.from({ length: 101 }, (_, i) => ({ name: `s${i}`, url: 'http://127.0.0.1:9/x' }));
+  const r = await put('fan-d', { type: 'multicast', push: { subscribers: wide } });
+  assert.equal(r.status, 400);
+  assert.match(r.body.msg, /at most 100 subscribers/);
+  assert.equal((await put('fan-d', { type: 'multicast', push: { subscribers: wide.slice(1) } })).status, 200);
 });
 
 test('queues of servers that push into each other over HTTP stop after ten hops too', async () => {
