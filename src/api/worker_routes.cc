@@ -472,7 +472,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         std::string code(req.Param("code"));
         KILN_TRY(zip,
                  co_await OffIoThread(*disk, [&] { return svc->Download(project, code, rev); }));
-        Response r{200, std::move(zip->second)};
+        Response r{200};
+        r.file = std::move(zip->second);  // sent from the file: it may be large
         r.content_type = "application/zip";
         // Quoted, with the exact name in RFC 5987 form beside a plain one.
         std::string plain = zip->first;
@@ -667,9 +668,11 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
           if (auto v = req.Query("offset"); v && !ParseU64(*v, &offset))
             co_return ErrorResponse(
                 Error::InvalidArgument("offset must be a non-negative integer"));
-          // Up to the log cap (8 MiB) read from disk: off the io thread.
+          // Up to the log cap (8 MiB), sent from the file (opened off the io
+          // thread) as the client takes it.
           KILN_TRY(log, co_await OffIoThread(*disk, [&] { return svc->Log(project, id, offset); }));
-          Response r{200, std::move(*log)};
+          Response r{200};
+          r.file = std::move(*log);
           r.content_type = "text/plain";
           co_return r;
         });

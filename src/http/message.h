@@ -2,11 +2,16 @@
 // handlers and their callers need not include Beast. Thread-compatible.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+namespace kiln {
+class FileRange;  // base/file_range.h
+}
 
 namespace kiln::http {
 
@@ -56,6 +61,9 @@ struct Response {
 
   int status;
   std::string body;
+  // When set, the body instead of `body`: sent from the file as the client
+  // takes it, never held in memory.
+  std::shared_ptr<const FileRange> file;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
 };

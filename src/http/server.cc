@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/file_range.h"
 #include "http/direct_io.h"
 
 namespace kiln::http {
@@ -83,6 +85,8 @@ std::string ErrorBody(std::string_view msg) {
   return out;
 }
 
+uint64_t BodySize(const Response& res) { return res.file ? res.file->size() : res.body.size(); }
+
 // The status line and header of `res` as Beast would write them for this
 // HTTP version and keep-alive choice. Written by hand: Beast's fields and
 // serializer cost several allocations and thousands of instructions per
@@ -103,7 +107,7 @@ void WriteHead(const Response& res, unsigned version, bool keep_alive, std::stri
     out->append("\r\n");
   }
   out->append("Content-Length: ");
-  out->append(std::to_string(res.body.size()));
+  out->append(std::to_string(BodySize(res)));
   out->append("\r\n");
   if (version == 10 && keep_alive) out->append("Connection: keep-alive\r\n");
   if (version != 10 && !keep_alive) out->append("Connection: close\r\n");
@@ -243,6 +247,32 @@ struct Server::Impl {
     WriteNow(s, out, ec);
     if (*ec || asio::buffer_size(out) == 0) co_return;
     co_await asio::async_write(s, out, asio::redirect_error(use_awaitable, *ec));
+  }
+
+  // Sends `file` by sendfile(2) as the non-blocking socket takes it: the
+  // kernel copies from the page cache, and no more than the socket buffer
+  // is ever on its way. A file cut short since it was opened ends the
+  // connection (the Content-Length sent no longer holds).
+  static awaitable<void> SendFile(tcp::socket& s, const FileRange& file,
+                                  boost::system::error_code* ec) {
+    auto off = static_cast<off_t>(file.offset());
+    uint64_t left = file.size();
+    while (left > 0) {
+      ssize_t n = ::sendfile(s.native_handle(), file.fd(), &off,
+                             static_cast<size_t>(std::min<uint64_t>(left, 1 << 20)));
+      if (n > 0) {
+        left -= static_cast<uint64_t>(n);
+      } else if (n == 0) {
+        *ec = asio::error::eof;
+        co_return;
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        co_await s.async_wait(tcp::socket::wait_write, asio::redirect_error(use_awaitable, *ec));
+        if (*ec) co_return;
+      } else if (errno != EINTR) {
+        *ec = boost::system::error_code(errno, boost::system::system_category());
+        co_return;
+      }
+    }
   }
 
   // Cancels the connection's pending read or write once its deadline
@@ -418,13 +448,14 @@ struct Server::Impl {
         spdlog::info("{} {} {} {} {}us", remote, std::string_view(breq.method_string()),
                      RedactedTarget(breq.target()), res.status, us);
       }
-      expires_after(options.read_timeout + TransferTime(res.body.size()));
+      expires_after(options.read_timeout + TransferTime(BodySize(res)));
       // A HEAD answer has the head alone: its Content-Length is that of the
       // body a GET would get, and a body would be read as the next answer.
       bool head_only = breq.method() == bhttp::verb::head;
       std::array<asio::const_buffer, 2> out{
           asio::buffer(head), head_only ? asio::const_buffer() : asio::buffer(res.body)};
       co_await WriteAll(stream, out, &ec);
+      if (!ec && res.file && !head_only) co_await SendFile(stream, *res.file, &ec);
       me->busy = false;
       if (ec || !keep) break;
     }

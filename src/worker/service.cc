@@ -40,19 +40,6 @@ Error TooManySchedules() {  // a limit: 403 (§1.4)
   return Error::PermissionDenied("a project has at most 100 active schedules");
 }
 
-// The file from byte `offset` on ("" past its end, or when it cannot be read).
-std::string ReadAll(const std::string& path, uint64_t offset = 0) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return {};
-  auto size = static_cast<uint64_t>(std::max<std::streamoff>(in.tellg(), 0));
-  if (offset >= size) return {};
-  std::string out(size - offset, '\0');
-  in.seekg(static_cast<std::streamoff>(offset));
-  in.read(out.data(), static_cast<std::streamsize>(out.size()));
-  out.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
-  return out;
-}
-
 // Files in a task's directory, which the task (and its code package) may
 // have filled with symlinks, FIFOs or devices: never followed or blocked on.
 // Reads at most `max` bytes of a regular file; "" otherwise.
@@ -114,9 +101,16 @@ Result<void> WriteSynced(const std::string& path, const std::string& bytes) {
   return Ok();
 }
 
+// The last `n` bytes of the file ("" when it cannot be read).
 std::string Tail(const std::string& path, size_t n) {
-  std::string s = ReadAll(path);
-  return s.size() > n ? s.substr(s.size() - n) : s;
+  std::error_code ec;
+  uint64_t size = fs::file_size(path, ec);
+  if (ec) return {};
+  auto file = FileRange::Open(path, size > n ? size - n : 0);
+  if (!file) return {};
+  auto s = (*file)->Read();
+  if (!s) return {};
+  return s->size() > n ? s->substr(s->size() - n) : *s;
 }
 
 std::string PayloadKey(const std::string& task_id) { return "payload/" + task_id; }
@@ -634,9 +628,8 @@ Result<std::vector<Code>> Service::Revisions(const std::string& project, const s
   return Page(std::move(all), page, per_page);
 }
 
-Result<std::pair<std::string, std::string>> Service::Download(const std::string& project,
-                                                              const std::string& id,
-                                                              int64_t rev) const {
+Result<std::pair<std::string, std::shared_ptr<const FileRange>>> Service::Download(
+    const std::string& project, const std::string& id, int64_t rev) const {
   std::string path, name;
   {
     std::lock_guard lock(mu_);
@@ -650,9 +643,11 @@ Result<std::pair<std::string, std::string>> Service::Download(const std::string&
     path = PackagePath((*c)->id, rev);
     name = (*c)->name + "_" + std::to_string(rev) + ".zip";
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Fail(Error::NotFound("Code package not found"));
-  return std::pair{name, ReadAll(path)};
+  auto file = FileRange::Open(path);
+  if (!file && file.error().code() == ErrorCode::kNotFound)
+    return Fail(Error::NotFound("Code package not found"));
+  if (!file) return Fail(file.error());
+  return std::pair{name, std::move(*file)};
 }
 
 Result<CodeStats> Service::Stats(const std::string& project, const std::string& id, TimeMs from,
@@ -992,19 +987,20 @@ Result<void> Service::SetProgress(const std::string& project, const std::string&
   return Save(recorded);
 }
 
-Result<std::string> Service::Log(const std::string& project, const std::string& id,
-                                 uint64_t offset) const {
+Result<std::shared_ptr<const FileRange>> Service::Log(const std::string& project,
+                                                      const std::string& id,
+                                                      uint64_t offset) const {
   auto t = FindTask(project, id);
   if (!t) return Fail(t.error());
-  std::error_code ec;
-  if (!fs::exists(LogPath(id), ec)) {
+  auto log = FileRange::Open(LogPath(id), offset);
+  if (!log && log.error().code() == ErrorCode::kNotFound) {
     // A task that ended before its container ran (cancelled while queued,
     // a code that could not be prepared) has an empty log: clients poll
     // the log until it is there.
-    if (Final(t->state)) return std::string();
+    if (Final(t->state)) return FileRange::Empty();
     return Fail(Error::NotFound("Log not found"));
   }
-  return ReadAll(LogPath(id), offset);
+  return log;
 }
 
 // ---- Schedules ----

@@ -26,6 +26,7 @@
 
 #include "base/clock.h"
 #include "base/error.h"
+#include "base/file_range.h"
 #include "runner/image_store.h"
 #include "runner/runc.h"
 #include "store/store.h"
@@ -106,9 +107,9 @@ class Service {
   Result<void> DeleteCode(const std::string& project, const std::string& id);
   Result<std::vector<Code>> Revisions(const std::string& project, const std::string& id, int page,
                                       int per_page) const;
-  // The zip of revision `rev` (0: latest): (file name, bytes).
-  Result<std::pair<std::string, std::string>> Download(const std::string& project,
-                                                       const std::string& id, int64_t rev) const;
+  // The zip of revision `rev` (0: latest): (file name, the open file).
+  Result<std::pair<std::string, std::shared_ptr<const FileRange>>> Download(
+      const std::string& project, const std::string& id, int64_t rev) const;
   Result<CodeStats> Stats(const std::string& project, const std::string& id, TimeMs from,
                           TimeMs to) const;
   Result<void> SetPaused(const std::string& project, const std::string& id, bool paused);
@@ -135,10 +136,11 @@ class Service {
   Result<std::string> Retry(const std::string& project, const std::string& id, int64_t delay);
   Result<void> SetProgress(const std::string& project, const std::string& id,
                            std::optional<int> percent, std::optional<std::string> msg);
-  // The task's combined output so far; NotFound ("Log not found") before it ran.
-  // The task's output from byte `offset` on (a follower asks for what is new).
-  Result<std::string> Log(const std::string& project, const std::string& id,
-                          uint64_t offset = 0) const;
+  // The task's combined output so far, from byte `offset` on (a follower
+  // asks for what is new), as an open file; NotFound ("Log not found")
+  // before it ran.
+  Result<std::shared_ptr<const FileRange>> Log(const std::string& project, const std::string& id,
+                                               uint64_t offset = 0) const;
 
   // Schedules. CreateSchedules is all or nothing.
   Result<std::vector<std::string>> CreateSchedules(const std::string& project,

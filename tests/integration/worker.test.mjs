@@ -8,6 +8,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import fs from 'node:fs';
+import crypto from 'node:crypto';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Kiln, KILN_BIN, eventually, sleep } from '../support/kiln.mjs';
@@ -18,16 +19,16 @@ const kiln = new Kiln({ args: ['--runner-slots', '2', '--max-upload-bytes', Stri
 before(() => kiln.start());
 after(async () => { const { code } = await kiln.stop(); assert.equal(code, 0); kiln.cleanup(); });
 
-const w = (path) => `/2/projects/${kiln.project}${path}`;
+const w = (path, k = kiln) => `/2/projects/${k.project}${path}`;
 const B = '--------------------NODENEEDLEHTTPCLIENT';
-function upload(data, file) {
+function upload(data, file, k = kiln) {
   const parts = [Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="data"\r\n\r\n${JSON.stringify(data)}\r\n`)];
   if (file !== undefined) {
     parts.push(Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="file"; filename="file"\r\nContent-Transfer-Encoding: binary\r\nContent-Type: application/zip\r\n\r\n`),
       Buffer.from(file), Buffer.from('\r\n'));
   }
   parts.push(Buffer.from(`--${B}--`));
-  return kiln.req('POST', w('/codes'), Buffer.concat(parts), { headers: { 'content-type': `multipart/form-data; boundary=${B}` } });
+  return k.req('POST', w('/codes', k), Buffer.concat(parts), { headers: { 'content-type': `multipart/form-data; boundary=${B}` } });
 }
 const finished = (id) => eventually(async () => {
   const r = await kiln.req('GET', w(`/tasks/${id}`));
@@ -712,4 +713,63 @@ test('codes, revisions, packages, tasks and schedules survive a restart', async 
   const schedules = (await kiln.req('GET', w('/schedules'))).body.schedules;
   assert.deepEqual(schedules.map((s) => [s.id, s.status, s.next_start]),
     before.schedules.map((s) => [s.id, s.status, s.next_start]));
+});
+
+// A download is sent from its file as the client reads it: clients that
+// ask for a large package and read slowly (or not at all) do not make the
+// server hold a copy each.
+test('large downloads are sent from the file, byte for byte, to slow readers too', async () => {
+  const big = new Kiln({ args: ['--max-upload-bytes', String(40 << 20)] });
+  await big.start();
+  try {
+    const zip = makeZip({ 'run.sh': 'true\n', 'blob.bin': crypto.randomBytes(24 << 20) });
+    const up = await upload({ name: 'big', file_name: 'run.sh', runtime: 'sh' }, zip, big);
+    assert.equal(up.status, 200, up.text);
+    const path = w(`/codes/${up.body.id}/download`, big);
+    const rss = () => Number(fs.readFileSync(`/proc/${big.proc.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]) * 1024;
+    const before = rss();
+    // Ten clients that read the answer's first bytes, then stop reading.
+    const stalled = await Promise.all(Array.from({ length: 10 }, () => new Promise((resolve, reject) => {
+      const s = net.connect(big.port, '127.0.0.1', () =>
+        s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${big.token}\r\n\r\n`));
+      s.once('data', (d) => { s.pause(); resolve({ s, head: d.toString('latin1') }); });
+      s.on('error', reject);
+    })));
+    for (const { head } of stalled) assert.match(head, new RegExp(`^HTTP/1.1 200 [^]*Content-Length: ${zip.length}\r\n`));
+    await sleep(300);
+    const grown = rss() - before;
+    assert.ok(grown < 4 * zip.length, `the server grew by ${grown} bytes for ten stalled downloads of ${zip.length}`);
+    // One that reads gets every byte, and so does a stalled one once it reads.
+    const dl = await fetch(big.base + path, { headers: { authorization: `OAuth ${big.token}` } });
+    assert.equal(dl.status, 200);
+    assert.equal(Buffer.compare(Buffer.from(await dl.arrayBuffer()), zip), 0);
+    const { s, head } = stalled[0];
+    const chunks = [Buffer.from(head, 'latin1')];
+    let got = chunks[0].length;
+    const want = head.indexOf('\r\n\r\n') + 4 + zip.length;
+    await new Promise((resolve) => {
+      s.on('data', (d) => { chunks.push(d); got += d.length; if (got >= want) resolve(); });
+      s.resume();
+    });
+    const body = Buffer.concat(chunks).subarray(head.indexOf('\r\n\r\n') + 4);
+    assert.equal(Buffer.compare(body, zip), 0);
+    // A request pipelined after a download is answered right after its
+    // last byte.
+    const raw = await new Promise((resolve, reject) => {
+      const parts = [];
+      const c = net.connect(big.port, '127.0.0.1', () =>
+        c.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${big.token}\r\n\r\n` +
+          'GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      c.on('data', (d) => parts.push(d));
+      c.on('end', () => resolve(Buffer.concat(parts)));
+      c.on('error', reject);
+    });
+    const start = raw.indexOf('\r\n\r\n') + 4;
+    assert.equal(Buffer.compare(raw.subarray(start, start + zip.length), zip), 0);
+    assert.match(raw.subarray(start + zip.length).toString(), /^HTTP\/1\.1 200 [^]*"version"/);
+    for (const { s: c } of stalled) c.destroy();
+  } finally {
+    await big.stop();
+    big.cleanup();
+  }
 });
