@@ -247,6 +247,7 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
   wo.max_running_per_project = config.max_running_per_project;
   wo.max_queued_tasks_per_project = config.max_queued_tasks_per_project;
   wo.max_code_revisions = config.max_code_revisions;
+  wo.max_package_bytes_per_project = config.project_package_quota_mb * (int64_t{1} << 20);
   wo.task_retention = std::chrono::hours(24) * config.task_retention_days;  // 0: kept
   wo.allow_host_network = config.allow_host_network;
   wo.max_task_memory_mb = config.max_task_memory_mb;

@@ -33,8 +33,9 @@ struct Config {
   int runner_slots = -1;            // tasks at once on this server; -1: one per core, 0: no runner
   int max_running_per_project = 0;  // tasks of one project at once; 0: no limit
   size_t max_queued_tasks_per_project = 1'000'000;
-  int max_code_revisions = 50;  // kept of each code (0: all)
-  int task_retention_days = 7;  // finished tasks and their logs are kept this long
+  int max_code_revisions = 50;               // kept of each code (0: all)
+  int64_t project_package_quota_mb = 10240;  // code packages one project keeps (0: no limit)
+  int task_retention_days = 7;               // finished tasks and their logs are kept this long
   // Push delivery.
   std::string push_ca_file;          // extra CAs to trust for https subscribers
   bool push_forbid_private = false;  // refuse loopback and private subscriber addresses

@@ -136,6 +136,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 20))
       ->envname("KILN_MAX_CODE_REVISIONS");
   serve
+      ->add_option("--project-package-quota-mb", config.project_package_quota_mb,
+                   "MB the code packages of one project may take, every kept revision counted: "
+                   "an upload past it is refused (0: no limit)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->envname("KILN_PROJECT_PACKAGE_QUOTA_MB");
+  serve
       ->add_option("--task-retention-days", config.task_retention_days,
                    "Days finished tasks and their logs are kept (0: for ever)")
       ->check(CLI::Range(0, 36500))

@@ -517,6 +517,21 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
     spec.created_at = now;
   }
   std::string path;  // the package's, once it is in place
+  if (!tmp.empty() && options_.max_package_bytes_per_project > 0) {
+    // What the project keeps after this upload, which removes the stale
+    // revisions of its code.
+    int64_t kept = PackageBytesLocked(project) + spec.code_size;
+    for (int64_t rev : StaleRevisionsLocked(spec.id, project, spec.rev))
+      kept -= revisions_.at({spec.id, rev}).code_size;
+    if (kept > options_.max_package_bytes_per_project) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      return Fail(Error::PermissionDenied(
+          "the project's code packages would take " + std::to_string(kept >> 20) +
+          " MB, past its quota of " + std::to_string(options_.max_package_bytes_per_project >> 20) +
+          " MB (kiln serve --project-package-quota-mb): delete codes it no longer needs"));
+    }
+  }
   if (!tmp.empty()) {
     std::error_code ec;
     path = PackagePath(spec.id, spec.rev);
@@ -544,30 +559,34 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   return spec;
 }
 
-void Service::PruneRevisionsLocked(const Code& code) {
-  int64_t keep_from = code.rev - options_.max_code_revisions + 1;
-  if (options_.max_code_revisions <= 0 || keep_from <= 1) return;
-  auto from = revisions_.lower_bound({code.id, 0});
-  if (from == revisions_.end() || from->first.first != code.id || from->first.second >= keep_from)
-    return;
+std::vector<int64_t> Service::StaleRevisionsLocked(const std::string& id,
+                                                   const std::string& project, int64_t rev) const {
+  int64_t keep_from = rev - options_.max_code_revisions + 1;
+  if (options_.max_code_revisions <= 0 || keep_from <= 1) return {};
+  auto from = revisions_.lower_bound({id, 0});
+  if (from == revisions_.end() || from->first.first != id || from->first.second >= keep_from)
+    return {};
   // Revisions a task still needs: it runs the one it was queued with.
   std::set<int64_t> needed;
   auto need = [&](const std::string& task_id) {
     auto t = tasks_.find(task_id);
-    if (t != tasks_.end() && t->second.code_id == code.id) needed.insert(t->second.code_rev);
+    if (t != tasks_.end() && t->second.code_id == id) needed.insert(t->second.code_rev);
   };
-  if (auto q = queued_.find(code.project_id); q != queued_.end())
-    for (const auto& [prio, seq, id] : q->second) need(id);
-  for (const auto& [id, cancel] : cancels_) need(id);  // preparing or running
-  std::vector<std::string> keys;
-  std::vector<int64_t> revs;
+  if (auto q = queued_.find(project); q != queued_.end())
+    for (const auto& [prio, seq, task_id] : q->second) need(task_id);
+  for (const auto& [task_id, cancel] : cancels_) need(task_id);  // preparing or running
+  std::vector<int64_t> out;
   for (auto it = from;
-       it != revisions_.end() && it->first.first == code.id && it->first.second < keep_from; ++it)
-    if (!needed.count(it->first.second)) {
-      keys.push_back(RevKey(code.id, it->first.second));
-      revs.push_back(it->first.second);
-    }
-  if (keys.empty()) return;
+       it != revisions_.end() && it->first.first == id && it->first.second < keep_from; ++it)
+    if (!needed.count(it->first.second)) out.push_back(it->first.second);
+  return out;
+}
+
+void Service::PruneRevisionsLocked(const Code& code) {
+  std::vector<int64_t> revs = StaleRevisionsLocked(code.id, code.project_id, code.rev);
+  if (revs.empty()) return;
+  std::vector<std::string> keys;
+  for (int64_t rev : revs) keys.push_back(RevKey(code.id, rev));
   // Should the write fail the revisions stay, to be tried at the next upload.
   if (auto r = store_.DeleteWorkerRecords(keys); !r) {
     spdlog::warn("code {}: old revisions not removed: {}", code.id, r.error().message());
@@ -578,6 +597,16 @@ void Service::PruneRevisionsLocked(const Code& code) {
     std::error_code ec;
     fs::remove(PackagePath(code.id, rev), ec);
   }
+}
+
+int64_t Service::PackageBytesLocked(const std::string& project) const {
+  int64_t bytes = 0;
+  for (auto c = code_by_name_.lower_bound({project, ""});
+       c != code_by_name_.end() && c->first.first == project; ++c)
+    for (auto r = revisions_.lower_bound({c->second, 0});
+         r != revisions_.end() && r->first.first == c->second; ++r)
+      bytes += r->second.code_size;
+  return bytes;
 }
 
 Result<Code> Service::GetCode(const std::string& project, const std::string& name_or_id) const {

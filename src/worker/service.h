@@ -66,6 +66,10 @@ struct ServiceOptions {
   // still needs, so that a code uploaded on every commit does not fill the
   // disk.
   int max_code_revisions = 50;
+  // Bytes the code packages of one project may take on disk, every kept
+  // revision counted (0: no limit): an upload past it is refused (403), so
+  // that one project cannot take the disk every project shares.
+  int64_t max_package_bytes_per_project = int64_t{10} << 30;
 };
 
 struct NewTask {
@@ -169,9 +173,16 @@ class Service {
   int RunningLocked(const std::string& project) const;
   // PermissionDenied when `more` tasks would take the project past its cap.
   Result<void> RoomToQueueLocked(const std::string& project, size_t more) const;
-  // Under mu_: drops revisions of `code` past options_.max_code_revisions
-  // that no queued, preparing or running task was queued with.
+  // Under mu_: the revisions of code `id` that revision `rev` leaves
+  // behind, past options_.max_code_revisions and not the one a queued,
+  // preparing or running task was queued with.
+  std::vector<int64_t> StaleRevisionsLocked(const std::string& id, const std::string& project,
+                                            int64_t rev) const;
+  // Under mu_: drops the stale revisions of `code` (StaleRevisionsLocked).
   void PruneRevisionsLocked(const Code& code);
+  // Under mu_: the bytes of the packages of every kept revision of the
+  // project's codes.
+  int64_t PackageBytesLocked(const std::string& project) const;
   void RunTask(const std::string& id);
   // Under mu_: the task as it ends; queues its retry when the code allows.
   void FinishLocked(Task& t, TaskState state, std::string msg, int exit_code);

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -820,6 +821,60 @@ TEST(ServiceExpiryTest, ARetentionOfZeroKeepsFinishedTasks) {
   clock.Advance(1000LL * 24 * 3600'000);
   EXPECT_EQ(svc->ExpireTasks(), 0u);
   EXPECT_TRUE(svc->GetTask(kProject, ids[0]));
+}
+
+// A project's packages, every kept revision counted, stay under its quota:
+// an upload past it is refused and leaves nothing behind; the revisions the
+// upload itself removes make room, other projects have their own quota,
+// and deleting a code frees its share.
+TEST(ServiceRevisionsTest, AProjectsPackagesStayUnderItsQuota) {
+  namespace fs = std::filesystem;
+  constexpr char kOther[] = "fedcba9876543210fedcba98";
+  testing::TempDir dir;
+  runner::ImageStore images(dir.path() + "/images");
+  runner::Runc runc;
+  auto store = std::move(*store::rocks::Open({dir.path() + "/db"}));
+  FakeClock clock;
+  fs::path src = fs::path(dir.path()) / "src";
+  fs::create_directories(src);
+  std::string noise(100'000, '\0');
+  std::mt19937 random(7);
+  for (auto& c : noise) c = static_cast<char>(random());  // does not compress
+  std::ofstream(src / "blob", std::ios::binary) << noise;
+  std::ofstream(src / "run.sh") << "true\n";
+  auto zip = runner::ZipDirectory(src.string());
+  ASSERT_TRUE(zip);
+  auto size = static_cast<int64_t>(zip->size());
+  ServiceOptions o{dir.path(), 0};
+  o.run_schedules = false;
+  o.max_code_revisions = 2;
+  o.max_package_bytes_per_project = size * 5 / 2;
+  Service svc(*store, clock, images, runc, o);
+  ASSERT_TRUE(svc.Recover());
+  auto upload = [&](const char* project, const char* name) {
+    worker::Code c;
+    c.name = name;
+    c.command = "sh run.sh";
+    return svc.PutCode(project, c, *zip);
+  };
+  ASSERT_TRUE(upload(kProject, "app"));
+  ASSERT_TRUE(upload(kProject, "app"));
+  auto third = upload(kProject, "app");  // removes revision 1: two kept
+  ASSERT_TRUE(third) << third.error().message();
+  auto refused = upload(kProject, "other");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_NE(refused.error().message().find("quota"), std::string::npos);
+  EXPECT_FALSE(svc.GetCode(kProject, "other"));
+  for (const auto& e : fs::directory_iterator(fs::path(dir.path()) / "codes"))
+    EXPECT_FALSE(e.path().extension() == ".tmp") << e.path();
+  EXPECT_TRUE(upload(kOther, "other"));
+  worker::Code image_code;  // no package: not held to the quota
+  image_code.name = "img";
+  image_code.image = "busybox";
+  EXPECT_TRUE(svc.PutCode(kProject, image_code));
+  ASSERT_TRUE(svc.DeleteCode(kProject, third->id));
+  EXPECT_TRUE(upload(kProject, "other"));
 }
 
 // An upload past --max-code-revisions removes the oldest revisions, their
