@@ -2,7 +2,7 @@
 // IronMQ v3 endpoints, worker_routes.cc the IronWorker v2 ones served so
 // far, admin_routes.cc Kiln's project and token management,
 // system_routes.cc /healthz and /version. Handlers run on the server's io
-// threads (code packages' disk I/O on `Services::disk`); everything they
+// threads (the task API's disk work on `Services::uploads` and `disk`); everything they
 // touch (Engine, Access, worker::Service) is thread-safe.
 #pragma once
 
@@ -25,9 +25,13 @@ struct Services {
   access::Access* access = nullptr;
   const std::atomic<bool>* stopping = nullptr;  // set when the server shuts down
   worker::Service* worker = nullptr;            // null: no /2 endpoints
-  // With `worker`: the thread(s) for code packages' slow disk I/O
-  // (api/blocking.h). Its owner joins it after the server has stopped and
-  // before the server and the worker service are destroyed.
+  // With `worker`: the threads for the task API's disk work (api/blocking.h):
+  // `uploads` parses, writes and syncs code packages (up to seconds each),
+  // `disk` serves the reads (tasks, the opening of a log or download), so
+  // that one project's uploads never hold back another's reads. Their
+  // owner joins them after the server has stopped and before the server
+  // and the worker service are destroyed.
+  boost::asio::thread_pool* uploads = nullptr;
   boost::asio::thread_pool* disk = nullptr;
 };
 

@@ -391,8 +391,9 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
   worker::Service* svc = s.worker;
   access::Access* acc = s.access;
   const std::string base = "/2/projects/:project";
-  KILN_CHECK(s.disk, "worker routes need a thread for code packages");
-  boost::asio::thread_pool* disk = s.disk;  // code packages are written and read there
+  KILN_CHECK(s.disk && s.uploads, "worker routes need threads for their disk work");
+  boost::asio::thread_pool* disk = s.disk;        // reads
+  boost::asio::thread_pool* uploads = s.uploads;  // code packages are written there
 
   // Any valid token: the names are the server's, not a project's.
   router.Add("GET", "/2/stacks", [svc, acc](Request& req) -> awaitable<Response> {
@@ -409,9 +410,9 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
 
   // C1: a new code or revision: multipart with "data" and an optional zip "file".
   // The package (up to 64 MB) is parsed, written and fsync'd off the io thread.
-  router.Add("POST", base + "/codes", [svc, acc, disk](Request& req) -> awaitable<Response> {
+  router.Add("POST", base + "/codes", [svc, acc, uploads](Request& req) -> awaitable<Response> {
     KILN_AUTH(*acc, req, project);
-    KILN_TRY(code, co_await OffIoThread(*disk, [&]() -> Result<worker::Code> {
+    KILN_TRY(code, co_await OffIoThread(*uploads, [&]() -> Result<worker::Code> {
                auto parts = ParseMultipart(req.Header("content-type"), req.body);
                if (!parts) return Fail(parts.error());
                auto data = parts->find("data");

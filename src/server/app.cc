@@ -40,7 +40,8 @@ struct App::Impl {
   std::unique_ptr<runner::ImageStore> images;
   std::unique_ptr<runner::Runc> runc;
   std::unique_ptr<worker::Service> worker;
-  std::unique_ptr<boost::asio::thread_pool> disk;  // code packages' I/O (api/blocking.h)
+  // The task API's disk work (api/blocking.h, api.h Services).
+  std::unique_ptr<boost::asio::thread_pool> uploads, disk;
   std::atomic<bool> stopping{false};
 
   std::thread ticker;
@@ -54,9 +55,10 @@ struct App::Impl {
     }
     tick_cv.notify_all();
     if (ticker.joinable()) ticker.join();
-    // A code upload still on the disk thread finishes first: it uses the
+    // A code upload still on its thread finishes first: it uses the
     // worker service, and hands its request back to an io context (stopped
     // by now, still there).
+    if (uploads) uploads->join();
     if (disk) disk->join();
     // Posts still in the committer (an fsync past the stop's grace) hand
     // their answers to an io context: they finish while the contexts are
@@ -262,9 +264,10 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
   }
   impl->worker->Start();  // with no slots, schedules still queue tasks
 
-  impl->disk = std::make_unique<boost::asio::thread_pool>(1);
+  impl->uploads = std::make_unique<boost::asio::thread_pool>(1);
+  impl->disk = std::make_unique<boost::asio::thread_pool>(2);
   api::AddAllRoutes(impl->router, {impl->engine.get(), impl->access.get(), &impl->stopping,
-                                   impl->worker.get(), impl->disk.get()});
+                                   impl->worker.get(), impl->uploads.get(), impl->disk.get()});
   http::ServerOptions so;
   so.host = config.host;
   so.port = config.port;
