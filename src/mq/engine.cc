@@ -136,6 +136,12 @@ Result<void> Engine::Recover() {
   if (!floor) return Fail(floor.error());
   next_id_ = std::max({max_id, static_cast<uint64_t>(now) << 20, *floor});
   id_floor_ = next_id_.load() + options_.id_lease;
+  if (options_.max_messages_per_project) {
+    // Counted from the start, not only from the first Tick.
+    std::lock_guard lock(sizes_mu_);
+    for (const auto& [key, slot] : queues_)
+      project_sizes_[slot->queue.record().project_id] += SizeOf(*slot);
+  }
   return store_.SetMessageIdFloor(id_floor_.load());
 }
 
@@ -389,6 +395,17 @@ void Engine::Post(const std::string& project, const std::string& name,
   if (messages.empty()) return done(Fail(Error::InvalidArgument("No messages to post")));
   if (messages.size() > kMaxBatch)
     return done(Fail(Error::InvalidArgument("At most 100 messages can be posted at once")));
+  if (uint64_t cap = options_.max_messages_per_project) {
+    uint64_t held = 0;
+    {
+      std::lock_guard lock(sizes_mu_);
+      if (auto it = project_sizes_.find(project); it != project_sizes_.end()) held = it->second;
+    }
+    if (held + messages.size() > cap)
+      return done(Fail(Error::PermissionDenied(
+          "a project's queues hold at most " + std::to_string(cap) +
+          " messages (kiln serve --max-messages-per-project): reserve and delete some first")));
+  }
   for (const auto& m : messages) {
     if (auto v = CheckRange("delay", m.delay, 0, kMaxDelay); !v) return done(Fail(v.error()));
     if (auto v = ValidatePushHeaders(m.push_headers); !v) return done(Fail(v.error()));
@@ -965,6 +982,7 @@ void Engine::Tick() {
     for (auto& [k, s] : queues_) slots.push_back(s);
   }
   TimeMs now = clock_.NowMs();
+  std::unordered_map<std::string, uint64_t> sizes;  // of each project, for Post's limit
   for (auto& slot : slots) {
     store::MessageBatch batch;
     Notices notices;
@@ -973,6 +991,7 @@ void Engine::Tick() {
       std::lock_guard lock(slot->mu);
       if (slot->deleted) continue;
       project = slot->queue.record().project_id;
+      if (options_.max_messages_per_project) sizes[project] += SizeOf(*slot);
       Queue& q = slot->queue;
       size_t due = q.Tick(now);
       // Messages expire in about the order they were posted, so the expired
@@ -996,6 +1015,10 @@ void Engine::Tick() {
       if (!batch.empty()) store_.Append(std::move(batch));  // under the lock, in order
     }
     if (!notices.empty()) PostNotices(project, std::move(notices));
+  }
+  if (options_.max_messages_per_project) {
+    std::lock_guard lock(sizes_mu_);
+    project_sizes_ = std::move(sizes);
   }
   TickPush(now);
 }

@@ -41,6 +41,12 @@ struct EngineOptions {
   // a post, an update or a dead-letter move that would make one more is
   // refused (403).
   size_t max_queues_per_project = 100'000;
+  // Messages a project's queues may hold in all (each costs the index about
+  // 100 bytes of memory, and the disk its body): a post that would pass it
+  // is refused (403), so that one project cannot take the memory every
+  // project shares. Counted at every Tick, so posts in the 100 ms since
+  // may pass it by that much. 0: no limit.
+  uint64_t max_messages_per_project = 10'000'000;
 };
 
 // Limits of the wire contract (iron-api.md §1.6).
@@ -376,7 +382,10 @@ class Engine {
   mutable std::shared_mutex map_mu_;
   std::mutex create_mu_;                                 // FindOrCreate's creates, one at a time
   std::unordered_map<std::string, size_t> per_project_;  // queues, under map_mu_
-  std::map<std::string, SlotPtr> queues_;                // by Key(project, name)
+  // Messages of each project's queues at the last Tick (max_messages_per_project).
+  mutable std::mutex sizes_mu_;
+  std::unordered_map<std::string, uint64_t> project_sizes_;  // under sizes_mu_
+  std::map<std::string, SlotPtr> queues_;                    // by Key(project, name)
   std::atomic<uint64_t> next_id_{0};
   std::atomic<bool> waking_all_{false};  // WakeAll was called: nobody parks from now on
   // Ids up to id_floor_ may be handed out; the store's floor is kept there

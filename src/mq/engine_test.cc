@@ -403,6 +403,48 @@ TEST(EngineLimitTest, AProjectHasAtMostItsQueueLimit) {
   EXPECT_FALSE(again.PutQueue(kProject, "d", {}));
 }
 
+// A project's queues hold at most max_messages_per_project messages in all:
+// a post that would pass the count of the last Tick is refused (403);
+// another project's count is its own, and deletes make room again. The
+// count is there from the start after a restart.
+TEST(EngineLimitTest, AProjectHoldsAtMostItsMessageLimit) {
+  testing::TempDir dir;
+  FakeClock clock;
+  auto store = std::move(*store::rocks::Open({dir.path()}));
+  auto engine =
+      std::make_unique<Engine>(*store, clock, EngineOptions{.max_messages_per_project = 5});
+  ASSERT_TRUE(engine->Recover());
+  auto post = [&](const std::string& project, const std::string& q, size_t n) {
+    std::vector<NewMessage> msgs(n, NewMessage{"m"});
+    std::promise<Result<std::vector<uint64_t>>> p;
+    engine->Post(project, q, std::move(msgs), [&](auto r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  constexpr char kOther[] = "fedcba9876543210fedcba98";
+  ASSERT_TRUE(post(kProject, "a", 2));
+  ASSERT_TRUE(post(kProject, "b", 2));
+  engine->Tick();
+  auto refused = post(kProject, "a", 2);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_NE(refused.error().message().find("at most 5 messages"), std::string::npos);
+  ASSERT_TRUE(post(kProject, "c", 1));  // up to the limit
+  ASSERT_TRUE(post(kOther, "a", 5));
+  engine->Tick();
+  EXPECT_FALSE(post(kProject, "a", 1));
+  ASSERT_TRUE(engine->Clear(kProject, "a"));
+  engine->Tick();
+  EXPECT_TRUE(post(kProject, "a", 1));
+  engine->Flush();
+  engine.reset();
+  Engine again(*store, clock, EngineOptions{.max_messages_per_project = 5});
+  ASSERT_TRUE(again.Recover());  // 2 + 1 + 1 held, without a Tick
+  std::promise<Result<std::vector<uint64_t>>> p;
+  again.Post(kProject, "a", {NewMessage{"m"}, NewMessage{"m"}},
+             [&](auto r) { p.set_value(std::move(r)); });
+  EXPECT_FALSE(p.get_future().get());
+}
+
 // At shutdown every parked long poll is woken, and one that comes to park
 // after that is woken at once instead of sleeping its wait out.
 TEST_F(EngineTest, AfterWakeAllNobodyParks) {

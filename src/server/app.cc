@@ -232,7 +232,8 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
   impl->engine = std::make_unique<mq::Engine>(
       *impl->store, *SystemClock::Get(),
       mq::EngineOptions{.max_message_bytes = config.max_message_bytes,
-                        .max_queues_per_project = config.max_queues_per_project});
+                        .max_queues_per_project = config.max_queues_per_project,
+                        .max_messages_per_project = config.max_messages_per_project});
   if (auto r = impl->engine->Recover(); !r) return Fail(r.error());
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started)

@@ -22,6 +22,7 @@ struct Config {
   int fsync_interval_ms = 0;  // 0: fsync every post before answering
   size_t max_message_bytes = 64 * 1024;
   size_t max_queues_per_project = 100'000;
+  uint64_t max_messages_per_project = 10'000'000;  // in all its queues; 0: no limit
   size_t max_request_bytes = 1 << 20;
   size_t max_upload_bytes = 64 << 20;  // code packages
   int read_timeout_s = 30;             // to receive one whole request

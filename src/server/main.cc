@@ -90,6 +90,12 @@ int main(int argc, char** argv) {
                    "Queues one project may have")
       ->check(CLI::Range(size_t{1}, size_t{1} << 32))
       ->envname("KILN_MAX_QUEUES_PER_PROJECT");
+  serve
+      ->add_option("--max-messages-per-project", config.max_messages_per_project,
+                   "Messages one project's queues may hold in all: a post past it is refused "
+                   "(0: no limit)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 40))
+      ->envname("KILN_MAX_MESSAGES_PER_PROJECT");
   serve->add_option("--max-message-bytes", config.max_message_bytes, "Largest message body")
       ->envname("KILN_MAX_MESSAGE_BYTES");
   serve->add_option("--max-request-bytes", config.max_request_bytes, "Largest request body")
