@@ -184,6 +184,8 @@ struct Server::Impl {
   static constexpr size_t kFirstRead = 16 * 1024;  // bytes asked for by an idle connection's read
   std::mutex conns_mu;
   std::list<Conn> conns;
+  std::unordered_map<std::string, size_t> per_address;         // open connections, under conns_mu
+  std::chrono::steady_clock::time_point next_address_warning;  // under conns_mu
   std::atomic<size_t> live{0};
   std::atomic<bool> warned_full{false};
   boost::system::error_code last_accept_error;  // Accept's alone
@@ -231,8 +233,14 @@ struct Server::Impl {
         continue;
       }
       warned_full = false;
+      auto ep = sock.remote_endpoint(ec);
+      std::string remote = ec ? std::string() : ep.address().to_string();
+      if (!TakeAddressSlot(remote)) {
+        sock.close(ec);
+        continue;
+      }
       sock.set_option(tcp::no_delay(true), ec);
-      asio::co_spawn(ctx, Session(std::move(sock), stopping), asio::detached);
+      asio::co_spawn(ctx, Session(std::move(sock), std::move(remote), stopping), asio::detached);
     }
   }
 
@@ -289,13 +297,31 @@ struct Server::Impl {
     }
   }
 
-  awaitable<void> Session(tcp::socket sock, std::atomic<bool>& stopping) {
+  // One more connection from `remote`, unless it has its most open
+  // (max_connections_per_address); Session's end gives it back.
+  bool TakeAddressSlot(const std::string& remote) {
+    std::lock_guard lock(conns_mu);
+    size_t& n = per_address[remote];
+    if (n >= options.max_connections_per_address) {
+      auto now = std::chrono::steady_clock::now();
+      if (now >= next_address_warning) {  // not once for every refused connection
+        spdlog::warn(
+            "{} has {} connections open (--max-connections-per-address): closing its "
+            "new ones",
+            remote, n);
+        next_address_warning = now + std::chrono::seconds(10);
+      }
+      return false;
+    }
+    ++n;
+    return true;
+  }
+
+  // `remote`: the client's address, whose slot (TakeAddressSlot) it holds.
+  awaitable<void> Session(tcp::socket sock, std::string remote, std::atomic<bool>& stopping) {
     ++live;
     ++tl_connections;
-    std::string remote;
     boost::system::error_code ec;
-    auto ep = sock.remote_endpoint(ec);
-    if (!ec) remote = ep.address().to_string();
     tcp::socket stream(std::move(sock));
     stream.non_blocking(true, ec);  // for WriteAll's direct write
     auto watch = std::make_shared<Watch>(stream.get_executor());
@@ -315,6 +341,7 @@ struct Server::Impl {
       Impl* self;
       std::list<Conn>::iterator me;
       std::shared_ptr<Watch> watch;
+      const std::string* remote;
       ~Leave() {
         if (self->torn_down) return;
         watch->done = true;
@@ -322,11 +349,14 @@ struct Server::Impl {
         {
           std::lock_guard lock(self->conns_mu);
           self->conns.erase(me);
+          if (auto it = self->per_address.find(*remote);
+              it != self->per_address.end() && --it->second == 0)
+            self->per_address.erase(it);
         }
         --tl_connections;
         --self->live;
       }
-    } leave{this, me, watch};
+    } leave{this, me, watch, &remote};
     beast::flat_buffer buffer;
     std::string head;     // of the response, reused
     bool linger = false;  // answered before the whole request was read

@@ -46,6 +46,9 @@ struct ServerOptions {
   // Open connections at most: past it a new one is closed at once (each may
   // hold a request of up to kUncheckedBody before its token is checked).
   size_t max_connections = 10000;
+  // Open connections from one client address at most, so that one client
+  // cannot take every connection: past it its new ones are closed at once.
+  size_t max_connections_per_address = 5000;
 };
 
 class Server {

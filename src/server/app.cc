@@ -297,6 +297,7 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
   so.access_log = config.access_log;
   so.read_timeout = std::chrono::seconds(config.read_timeout_s);
   so.max_connections = config.max_connections;
+  so.max_connections_per_address = config.max_connections_per_address;
   so.idle_timeout = std::chrono::seconds(config.idle_timeout_s);
   impl->server = std::make_unique<http::Server>(so, impl->router);
   return std::unique_ptr<App>(new App(std::move(impl)));

@@ -24,10 +24,11 @@ struct Config {
   size_t max_queues_per_project = 100'000;
   uint64_t max_messages_per_project = 10'000'000;  // in all its queues; 0: no limit
   size_t max_request_bytes = 1 << 20;
-  size_t max_upload_bytes = 64 << 20;  // code packages
-  int read_timeout_s = 30;             // to receive one whole request
-  size_t max_connections = 10000;      // open at once
-  int idle_timeout_s = 75;             // between requests on a keep-alive connection
+  size_t max_upload_bytes = 64 << 20;         // code packages
+  int read_timeout_s = 30;                    // to receive one whole request
+  size_t max_connections = 10000;             // open at once
+  size_t max_connections_per_address = 5000;  // open at once from one client address
+  int idle_timeout_s = 75;                    // between requests on a keep-alive connection
   bool access_log = true;
   bool write_iron_json = true;      // on first start, into the working directory
   std::string public_host;          // written to iron.json; default: host

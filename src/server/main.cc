@@ -105,6 +105,11 @@ int main(int argc, char** argv) {
   serve->add_option("--max-connections", config.max_connections, "Open connections at most")
       ->envname("KILN_MAX_CONNECTIONS")
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  serve
+      ->add_option("--max-connections-per-address", config.max_connections_per_address,
+                   "Open connections from one client address at most")
+      ->envname("KILN_MAX_CONNECTIONS_PER_ADDRESS")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   serve->add_option("--read-timeout", config.read_timeout_s, "Seconds to receive a whole request")
       ->envname("KILN_READ_TIMEOUT")
       ->check(CLI::Range(1, 3600));

@@ -323,6 +323,36 @@ test('past --max-connections a new connection is closed at once; the open ones s
   }
 });
 
+test('past --max-connections-per-address one client is closed at once; other addresses are not', async () => {
+  const small = await new Kiln({ args: ['--max-connections-per-address', '2'] }).start();
+  const open = (localAddress) => new Promise((resolve, reject) => {
+    const s = net.connect({ port: small.port, host: '127.0.0.1', localAddress }, () => resolve(s));
+    s.on('error', reject);
+  });
+  const answer = (s) => new Promise((resolve) => {
+    let got = '';
+    s.on('data', (d) => { got += d; if (got.includes('\r\n\r\n')) resolve(got); });
+    s.on('close', () => resolve(got));
+    s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  });
+  try {
+    const held = [await open('127.0.0.1'), await open('127.0.0.1')];
+    await sleep(200);  // both accepted
+    assert.equal(await answer(await open('127.0.0.1')), '');  // a third from that address
+    const other = await open('127.0.0.2');
+    assert.match(await answer(other), /^HTTP\/1\.1 200/);
+    assert.match(await answer(held[0]), /^HTTP\/1\.1 200/);
+    held[0].destroy();  // its slot is given back
+    await sleep(200);
+    assert.match(await answer(await open('127.0.0.1')), /^HTTP\/1\.1 200/);
+    held[1].destroy();
+    other.destroy();
+  } finally {
+    await small.stop();
+    small.cleanup();
+  }
+});
+
 // Started with the usual soft limit of open files far below what it serves
 // (here 256; 1024 on most machines), the server raises it to the hard limit.
 test('a server started under a low open-files soft limit serves 600 connections at once', async () => {
