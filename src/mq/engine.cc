@@ -1037,6 +1037,8 @@ Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now, int hops, int spread
         a.queue,
         NewMessage{AlertNotice(a, slot.queue.record().name, after, now), 0, {}, hops + 1, spread});
   }
+  // Each notice is a copy of what caused it (up to five alerts fire at once).
+  for (auto& [queue, notice] : out) notice.spread = spread * static_cast<int>(out.size());
   const auto& alerts = slot.queue.record().alerts;
   if (slot.alert_fired.size() > alerts.size())  // alerts replaced or removed since they fired
     std::erase_if(slot.alert_fired, [&](const auto& f) {

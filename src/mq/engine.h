@@ -96,9 +96,10 @@ struct NewMessage {
   // kMaxHops a post is refused, so that queues feeding each other stop.
   int hops = 0;
   // Copies of the client's message that pushes made on the way here: the
-  // product of the widths (subscribers) of the multicast queues it came
-  // through, 1 for a client's post. Past kMaxSpread a post is refused, so
-  // that multicast queues feeding each other make at most
+  // product of the widths of the multicast queues it came through (their
+  // subscribers that may make a message, and their error report) and of the
+  // alerts that fired at once, 1 for a client's post. Past kMaxSpread a
+  // post is refused, so that queues feeding each other make at most about
   // (kMaxHops + 1) * kMaxSpread messages of one, not width^kMaxHops.
   int spread = 1;
 };
@@ -107,9 +108,9 @@ inline constexpr int kMaxSpread = 1000;
 // A push queue's subscribers, at most: a queue's width.
 inline constexpr size_t kMaxSubscribers = 100;
 // The request headers that carry a message's hops and spread from one Kiln
-// to another: every push delivery sends its message's hops + 1 and its
-// spread times the queue's width, and a post that has them (POST /messages,
-// a webhook) starts its messages there.
+// to another: every push delivery sends its message's hops + 1 and the
+// spread of its copies, and a post that has them (POST /messages, a
+// webhook) starts its messages there.
 inline constexpr const char* kHopsHeader = "Kiln-Hops";
 inline constexpr const char* kSpreadHeader = "Kiln-Spread";
 
@@ -133,7 +134,7 @@ struct PushRequest {
   Headers headers;
   std::string body;
   int hops = 0;    // of the message (NewMessage::hops)
-  int spread = 1;  // of the message, times its queue's width (NewMessage::spread)
+  int spread = 1;  // of the copy it may make (NewMessage::spread)
 };
 class PushTransport {
  public:

@@ -54,6 +54,27 @@ std::string HostKey(const std::string& url) {
   return url.substr(0, s + 3) + authority;
 }
 
+// Whether a delivery to `url` may become a message: an ironmq:// one, or an
+// http(s) one that names a queue (a Kiln's or IronMQ's messages or webhook
+// endpoint). A task (ironworker://) or any other endpoint is not a copy.
+bool MakesMessages(const std::string& url) {
+  if (url.rfind("ironmq://", 0) == 0) return true;
+  if (url.rfind("ironworker://", 0) == 0) return false;
+  auto u = ParseHttpUrl(url);
+  return u && u->target.find("/queues/") != std::string::npos;
+}
+
+// The spread of each copy a message of `plan` makes (NewMessage::spread):
+// its own times the queue's width, the most copies one message of it can
+// make: a multicast queue's subscribers that may make a message, and its
+// error report. A unicast message makes one (a delivery or a report).
+int CopySpread(const PushPlan& plan, const store::QueueRecord& rec) {
+  if (plan.unicast) return plan.spread;
+  int width = rec.error_queue.empty() ? 0 : 1;
+  for (const auto& s : rec.subscribers) width += MakesMessages(s.url) ? 1 : 0;
+  return plan.spread * std::max(width, 1);
+}
+
 void SetHeader(Headers& h, const std::string& name, const std::string& value) {
   for (auto& [k, v] : h)
     if (IEquals(k, name)) {
@@ -73,8 +94,12 @@ const char* const kReservedHeaders[] = {
 Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
                                  const std::string& project, const std::string& queue,
                                  const std::vector<store::Subscriber>& kept) {
-  // A list longer than the cap from before the cap may only shrink.
-  if (subs.size() > kMaxSubscribers && subs.size() > kept.size())
+  // A list longer than the cap from before the cap may only shrink, or stay.
+  if (subs.size() > kMaxSubscribers && subs.size() >= kept.size() &&
+      !std::equal(subs.begin(), subs.end(), kept.begin(), kept.end(),
+                  [](const store::Subscriber& a, const store::Subscriber& b) {
+                    return a.name == b.name && a.url == b.url;
+                  }))
     return Fail(Error::InvalidArgument("A queue has at most " + std::to_string(kMaxSubscribers) +
                                        " subscribers"));
   for (size_t i = 0; i < subs.size(); ++i) {
@@ -277,8 +302,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         req.qid = rec.qid;
         req.url = sub->url;
         req.hops = plan.hops;
-        // Each subscriber of a multicast queue gets a copy.
-        req.spread = plan.spread * (plan.unicast ? 1 : static_cast<int>(plan.deliveries.size()));
+        req.spread = CopySpread(plan, rec);
         if (const std::string* held = plan.body.get())
           req.body = *held;
         else
@@ -520,10 +544,14 @@ std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, b
   }
   std::optional<ErrorNotice> out;
   bool report = plan.Failed() && !rec.error_queue.empty();
-  if (report && plan.hops + 1 > kMaxHops) {
-    // As any post passed on too often: the loop of error queues ends here.
-    spdlog::warn("push message {} of {}: no error report to {}: passed on {} times already", id,
-                 rec.name, rec.error_queue, plan.hops);
+  // The report is one more copy of the message, as a delivery is.
+  int spread = CopySpread(plan, rec);
+  if (report && (plan.hops + 1 > kMaxHops || spread > kMaxSpread)) {
+    // As any post passed on or copied too often: the loop of error queues
+    // ends here.
+    spdlog::warn(
+        "push message {} of {}: no error report to {}: passed on {} times, copied {} times already",
+        id, rec.name, rec.error_queue, plan.hops, plan.spread);
     report = false;
   }
   if (report) {
@@ -536,8 +564,8 @@ std::optional<Engine::ErrorNotice> Engine::SettlePlan(Slot& slot, uint64_t id, b
     std::string text = body ? *body : std::string();
     std::string json = ErrorReport(plan, rec, id, text, /*with_body=*/body.has_value());
     if (json.size() > kMaxReportBytes) json = ErrorReport(plan, rec, id, text, /*with_body=*/false);
-    out = ErrorNotice{rec.error_queue,
-                      NewMessage{std::move(json), 0, {}, plan.hops + 1, plan.spread}, rec.qid, id};
+    out = ErrorNotice{rec.error_queue, NewMessage{std::move(json), 0, {}, plan.hops + 1, spread},
+                      rec.qid, id};
   } else {
     batch.Delete(rec.qid, id, true);
     store_.Append(std::move(batch));

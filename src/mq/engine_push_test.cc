@@ -702,32 +702,42 @@ TEST_F(EnginePushTest, NoSubscriberIntoItsOwnQueueAndDeliveriesCarryTheirHops) {
   for (auto& x : sent) x.done(201, "");
 }
 
-// Each delivery of a multicast queue is a copy: its spread is the message's
-// times the queue's width, and kept across a restart.
-// A post whose spread is past kMaxSpread is refused.
+// Each delivery of a multicast queue that may make a message (ironmq://, a
+// URL naming a queue) is a copy, and so is the error report: every
+// delivery carries the message's spread times that width, kept across a
+// restart. A post whose spread is past kMaxSpread is refused.
 TEST_F(EnginePushTest, DeliveriesCarryTheirSpreadAndTooManyCopiesAreRefused) {
-  MakeQueue("multicast", 1);
+  QueueSettings s;
+  s.type = "multicast";
+  s.subscribers =
+      std::vector<store::Subscriber>{{"kiln", "http://kiln-b/3/projects/p/queues/in/webhook", {}},
+                                     {"hook", "http://b/hook", {}},  // not a copy
+                                     {"task", "ironworker:///resize", {}},
+                                     {"fan", "ironmq:///elsewhere", {}}};
+  s.retries = 1;
+  s.retries_delay = 10;
+  s.error_queue = "errors";  // the report is a copy too: a width of 3
+  ASSERT_TRUE(engine_->PutQueue(kProject, "pq", s));
   std::promise<Result<std::vector<uint64_t>>> p;
   engine_->Post(kProject, "pq", {{"m", 0, {}, 2, 7}}, [&](auto r) { p.set_value(std::move(r)); });
   ASSERT_TRUE(p.get_future().get());
   engine_->Flush();
   auto sent = transport_.Take();
-  ASSERT_EQ(sent.size(), 2u);
-  EXPECT_EQ(sent[0].request.spread, 14);
-  EXPECT_EQ(HeaderOf(sent[0].request, kSpreadHeader), "14");
-  sent[0].done(200, "");
-  sent[1].done(500, "");  // written with "a" delivered: retry "b" in 10 s
+  ASSERT_EQ(sent.size(), 4u);
+  for (const auto& d : sent) {
+    EXPECT_EQ(d.request.spread, 21) << d.request.url;
+    EXPECT_EQ(HeaderOf(d.request, kSpreadHeader), "21");
+  }
+  for (size_t i = 1; i < sent.size(); ++i) sent[i].done(200, "");
+  sent[0].done(500, "");  // written with the others delivered: retried in 10 s
   engine_->Flush();
   Open();  // the plan keeps the message's spread
   clock_.Advance(10'000);
   engine_->Tick();
   auto again = transport_.Take();
   ASSERT_EQ(again.size(), 1u);
-  EXPECT_EQ(again[0].request.url, "http://b/hook");
-  EXPECT_EQ(again[0].request.spread, 14);
-  again[0].done(500, "");  // given up: reported
-  engine_->Flush();
-  EXPECT_EQ(engine_->GetQueue(kProject, "errors")->size, 1u);
+  EXPECT_EQ(again[0].request.spread, 21);
+  again[0].done(200, "");
 
   std::promise<Result<std::vector<uint64_t>>> refused;
   engine_->Post(kProject, "pq", {{"m", 0, {}, 0, kMaxSpread + 1}},
@@ -735,6 +745,31 @@ TEST_F(EnginePushTest, DeliveriesCarryTheirSpreadAndTooManyCopiesAreRefused) {
   auto r = refused.get_future().get();
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+}
+
+// Alerts that fire at once are copies of what made them fire: each notice
+// gets the post's spread times their number.
+TEST_F(EnginePushTest, AlertNoticesFiredTogetherAreCopies) {
+  QueueSettings h;
+  h.type = "multicast";
+  h.subscribers = std::vector<store::Subscriber>{{"fan", "ironmq:///elsewhere", {}}};
+  ASSERT_TRUE(engine_->PutQueue(kProject, "alerted", h));
+  QueueSettings s;
+  store::Alert fixed{"", "fixed", "asc", 1, "alerted", 0};
+  store::Alert progressive{"", "progressive", "asc", 1, "alerted", 0};
+  s.alerts = std::vector<store::Alert>{fixed, progressive};
+  ASSERT_TRUE(engine_->PutQueue(kProject, "watched", s));
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine_->Post(kProject, "watched", {{"m", 0, {}, 0, 5}},
+                [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  engine_->Flush();
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);  // the two notices, each delivered once
+  for (auto& d : sent) {
+    EXPECT_EQ(d.request.spread, 10);
+    d.done(201, "");
+  }
 }
 
 // The pull-queue form of an acknowledgement (a delete with the delivery's

@@ -54,7 +54,7 @@ test('multicast delivers the body and headers to every subscriber', async () => 
     assert.equal(r.headers['content-type'], 'text/plain; encoding=utf-8');
     assert.match(r.headers['iron-subscriber-message-url'], new RegExp(`/messages/${id}\\?`));
     assert.equal(r.headers['kiln-hops'], '1');  // a posted message has made no hop yet
-    assert.equal(r.headers['kiln-spread'], '2');  // one copy for each of the two subscribers
+    assert.equal(r.headers['kiln-spread'], '1');  // neither subscriber names a queue: no copies
   }
   assert.equal(ra.headers['iron-subscriber-name'], 'a');
   assert.equal(rb.headers['iron-subscriber-name'], 'b');
@@ -235,6 +235,24 @@ test('multicast queues that copy into each other stop at 1,000 copies of a messa
   await eventually(async () => (await total()) === 341);
   await sleep(1500);
   assert.equal(await total(), 341);
+  // Error reports are copies too: two subscribers into the other queue, one
+  // that always fails, and each queue the other's error queue make 3^n
+  // messages on level n, until a copy of spread 3^7 = 2187 is refused.
+  for (const [q, to] of [['rep-a', 'rep-b'], ['rep-b', 'rep-a']]) {
+    const subscribers = [{ name: 'c1', url: `ironmq:///${to}` }, { name: 'c2', url: `ironmq:///${to}` },
+      { name: 'down', url: 'http://127.0.0.1:9/down' }];
+    const r = await put(q, { type: 'multicast', push: { retries: 0, error_queue: to, subscribers } });
+    assert.equal(r.status, 200, r.text);
+  }
+  await post('rep-a', [{ body: 'report me' }]);
+  const reports = async () => {
+    let n = 0;
+    for (const q of ['rep-a', 'rep-b']) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
+    return n;
+  };
+  await eventually(async () => (await reports()) === 1093, 60000);  // 1 + 3 + ... + 729
+  await sleep(1500);
+  assert.equal(await reports(), 1093);
   // From another server, the same bound; a queue's width is bounded too.
   const far = await kiln.req('POST', kiln.q('fan-c') + '/messages', { messages: [{ body: 'x' }] },
     { headers: { 'Kiln-Spread': '1001' } });
