@@ -675,7 +675,10 @@ Result<std::pair<std::string, std::shared_ptr<const FileRange>>> Service::Downlo
   auto file = FileRange::Open(path);
   if (!file && file.error().code() == ErrorCode::kNotFound)
     return Fail(Error::NotFound("Code package not found"));
-  if (!file) return Fail(file.error());
+  if (!file) {
+    spdlog::error("code {} revision {}: {}", id, rev, file.error().message());
+    return Fail(Error::Internal("the code package cannot be read"));  // no host paths
+  }
   return std::pair{name, std::move(*file)};
 }
 
@@ -1028,6 +1031,10 @@ Result<std::shared_ptr<const FileRange>> Service::Log(const std::string& project
     // the log until it is there.
     if (Final(t->state)) return FileRange::Empty();
     return Fail(Error::NotFound("Log not found"));
+  }
+  if (!log) {
+    spdlog::error("task {}: {}", id, log.error().message());
+    return Fail(Error::Internal("the task's log cannot be read"));  // no host paths
   }
   return log;
 }
