@@ -261,7 +261,19 @@ void AddTask(CLI::App& app) {
   cancel->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "POST", Base(c) + "/tasks/" + Escape(*id) + "/cancel"), f->json,
-                    [](const rapidjson::Document& d) { std::printf("%s\n", Str(d, "msg")); }));
+                    [&](const rapidjson::Document& d) {
+                      // The API says "Cancelled" for a task that had ended
+                      // too (as IronWorker did): say which it was.
+                      auto t = Call(c, "GET", Base(c) + "/tasks/" + Escape(*id));
+                      rapidjson::Document task;
+                      if (t && t->status == 200) task.Parse(t->body.c_str());
+                      std::string state = Str(task, "status");
+                      if (state == "complete" || state == "error" || state == "timeout" ||
+                          state == "killed")
+                        std::printf("Task %s had already ended: %s\n", id->c_str(), state.c_str());
+                      else
+                        std::printf("%s\n", Str(d, "msg"));
+                    }));
   });
 
   auto* log = task->add_subcommand("log", "Print a task's output");

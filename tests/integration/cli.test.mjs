@@ -232,6 +232,9 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   const later = r.stdout.trim();
   r = await cli(['task', 'cancel', later]);
   assert.equal(r.stdout.trim(), 'Cancelled');
+  r = await cli(['task', 'cancel', id]);  // it had ended: no claim that it was cancelled
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), `Task ${id} had already ended: complete`);
   r = await cli(['task', 'queue', 'nope']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /404 Code not found/);
