@@ -164,11 +164,17 @@ Result<void> App::Impl::FirstStart(uint16_t port) {
   if (!projects->empty()) {
     std::string ids;
     for (const auto& p : *projects) ids += (ids.empty() ? "" : ", ") + p.id;
+    // The command as it would work from here: this server's port and data
+    // dir (where the admin token is), the one project's id.
+    std::string create = "kiln token create --project " +
+                         (projects->size() == 1 ? projects->front().id : std::string("ID")) +
+                         " --port " + std::to_string(port);
+    if (config.data_dir != "data") create += " --data " + config.data_dir;
     std::printf(
-        "\nKiln is serving projects %s on http://%s:%u\n"
+        "\nKiln is serving project%s %s on http://%s:%u\n"
         "Connect: the Iron clients and `kiln mq ...` read ./iron.json when it is there;\n"
-        "a new token: kiln token create --project ID --port %u\n\n",
-        ids.c_str(), config.host.c_str(), port, port);
+        "a new token: %s\n\n",
+        projects->size() == 1 ? "" : "s", ids.c_str(), config.host.c_str(), port, create.c_str());
     std::fflush(stdout);
     return Ok();
   }

@@ -36,6 +36,13 @@ test('SIGTERM: in-flight requests finish, exit 0, everything is there after rest
     assert.ok(Date.now() - t0 < 15000, 'the long poll must not hold the shutdown');
 
     await kiln.start();
+    // The banner of a restart gives a token command that works as printed.
+    const hint = kiln.output.match(/a new token: (kiln token create [^\n]+)/);
+    assert.ok(hint, kiln.output);
+    assert.equal(hint[1], `kiln token create --project ${kiln.project} --port ${kiln.port} --data ${join(kiln.dir, 'data')}`);
+    const made = spawnSync(KILN_BIN, hint[1].split(' ').slice(1), { encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    assert.match(made.stdout, /token: /);
     const q = (await kiln.req('GET', kiln.q('kept'))).body.queue;
     assert.equal(q.message_timeout, 300);
     assert.equal(q.message_expiration, 7200);
