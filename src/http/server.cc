@@ -85,6 +85,16 @@ std::string ErrorBody(std::string_view msg) {
   return out;
 }
 
+// Drops the CR and LF bytes at the start of `buffer`; true when that was
+// all it held.
+bool SkipEmptyLines(beast::flat_buffer& buffer) {
+  auto data = static_cast<const char*>(buffer.data().data());
+  size_t n = 0;
+  while (n < buffer.size() && (data[n] == '\r' || data[n] == '\n')) ++n;
+  buffer.consume(n);
+  return n > 0 && buffer.size() == 0;
+}
+
 uint64_t BodySize(const Response& res) { return res.file ? res.file->size() : res.body.size(); }
 
 // The status line and header of `res` as Beast would write them for this
@@ -235,12 +245,14 @@ struct Server::Impl {
       warned_full = false;
       auto ep = sock.remote_endpoint(ec);
       std::string remote = ec ? std::string() : ep.address().to_string();
-      if (!TakeAddressSlot(remote)) {
+      std::string client = ec ? std::string() : ClientKey(ep.address());
+      if (!TakeAddressSlot(client)) {
         sock.close(ec);
         continue;
       }
       sock.set_option(tcp::no_delay(true), ec);
-      asio::co_spawn(ctx, Session(std::move(sock), std::move(remote), stopping), asio::detached);
+      asio::co_spawn(ctx, Session(std::move(sock), std::move(remote), std::move(client), stopping),
+                     asio::detached);
     }
   }
 
@@ -297,18 +309,30 @@ struct Server::Impl {
     }
   }
 
-  // One more connection from `remote`, unless it has its most open
-  // (max_connections_per_address); Session's end gives it back.
-  bool TakeAddressSlot(const std::string& remote) {
+  // What max_connections_per_address counts by: an IPv4 address (an IPv6
+  // form of one too), or the /64 of an IPv6 one, since one host is often
+  // given a whole /64.
+  static std::string ClientKey(const asio::ip::address& a) {
+    if (a.is_v4()) return a.to_string();
+    auto v6 = a.to_v6();
+    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+    auto bytes = v6.to_bytes();
+    std::fill(bytes.begin() + 8, bytes.end(), 0);
+    return asio::ip::address_v6(bytes).to_string() + "/64";
+  }
+
+  // One more connection from `client` (ClientKey), unless it has its most
+  // open (max_connections_per_address); Session's end gives it back.
+  bool TakeAddressSlot(const std::string& client) {
     std::lock_guard lock(conns_mu);
-    size_t& n = per_address[remote];
+    size_t& n = per_address[client];
     if (n >= options.max_connections_per_address) {
       auto now = std::chrono::steady_clock::now();
       if (now >= next_address_warning) {  // not once for every refused connection
         spdlog::warn(
             "{} has {} connections open (--max-connections-per-address): closing its "
             "new ones",
-            remote, n);
+            client, n);
         next_address_warning = now + std::chrono::seconds(10);
       }
       return false;
@@ -317,8 +341,10 @@ struct Server::Impl {
     return true;
   }
 
-  // `remote`: the client's address, whose slot (TakeAddressSlot) it holds.
-  awaitable<void> Session(tcp::socket sock, std::string remote, std::atomic<bool>& stopping) {
+  // `remote`: the client's address; `client`: its ClientKey, whose slot
+  // (TakeAddressSlot) it holds.
+  awaitable<void> Session(tcp::socket sock, std::string remote, std::string client,
+                          std::atomic<bool>& stopping) {
     ++live;
     ++tl_connections;
     boost::system::error_code ec;
@@ -341,7 +367,7 @@ struct Server::Impl {
       Impl* self;
       std::list<Conn>::iterator me;
       std::shared_ptr<Watch> watch;
-      const std::string* remote;
+      const std::string* client;
       ~Leave() {
         if (self->torn_down) return;
         watch->done = true;
@@ -349,18 +375,19 @@ struct Server::Impl {
         {
           std::lock_guard lock(self->conns_mu);
           self->conns.erase(me);
-          if (auto it = self->per_address.find(*remote);
+          if (auto it = self->per_address.find(*client);
               it != self->per_address.end() && --it->second == 0)
             self->per_address.erase(it);
         }
         --tl_connections;
         --self->live;
       }
-    } leave{this, me, watch, &remote};
+    } leave{this, me, watch, &client};
     beast::flat_buffer buffer;
     std::string head;     // of the response, reused
     bool linger = false;  // answered before the whole request was read
     bool first = true;
+    int blank_reads = 0;  // reads in a row that brought only empty lines
     while (!stopping) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<uint32_t>(options.max_header_bytes));
@@ -380,6 +407,14 @@ struct Server::Impl {
         if (ec) break;
         buffer.commit(n);
       }
+      // RFC 9112 §2.2: empty lines before a request line are passed over
+      // (some clients end a body with an extra CRLF); a few reads of them,
+      // not for ever.
+      if (SkipEmptyLines(buffer)) {
+        if (++blank_reads > 4) break;
+        continue;  // nothing but empty lines yet: read on
+      }
+      blank_reads = 0;
       // A request has begun: a stop from now on lets it finish and be
       // answered (and only then closes), rather than resetting it.
       me->busy = true;

@@ -395,17 +395,6 @@ void Engine::Post(const std::string& project, const std::string& name,
   if (messages.empty()) return done(Fail(Error::InvalidArgument("No messages to post")));
   if (messages.size() > kMaxBatch)
     return done(Fail(Error::InvalidArgument("At most 100 messages can be posted at once")));
-  if (uint64_t cap = options_.max_messages_per_project) {
-    uint64_t held = 0;
-    {
-      std::lock_guard lock(sizes_mu_);
-      if (auto it = project_sizes_.find(project); it != project_sizes_.end()) held = it->second;
-    }
-    if (held + messages.size() > cap)
-      return done(Fail(Error::PermissionDenied(
-          "a project's queues hold at most " + std::to_string(cap) +
-          " messages (kiln serve --max-messages-per-project): reserve and delete some first")));
-  }
   for (const auto& m : messages) {
     if (auto v = CheckRange("delay", m.delay, 0, kMaxDelay); !v) return done(Fail(v.error()));
     if (auto v = ValidatePushHeaders(m.push_headers); !v) return done(Fail(v.error()));
@@ -433,6 +422,17 @@ void Engine::Post(const std::string& project, const std::string& name,
     if (m.body.size() > options_.max_message_bytes)
       return done(Fail(Error::TooLarge("Message body exceeds " +
                                        std::to_string(options_.max_message_bytes) + " bytes")));
+  }
+  if (uint64_t cap = options_.max_messages_per_project) {
+    // Against the count of the last Tick plus the posts taken since (a
+    // refused write among them counts until the next Tick).
+    std::lock_guard lock(sizes_mu_);
+    uint64_t& held = project_sizes_[project];
+    if (held + messages.size() > cap)
+      return done(Fail(Error::PermissionDenied(
+          "a project's queues hold at most " + std::to_string(cap) +
+          " messages (kiln serve --max-messages-per-project): reserve and delete some first")));
+    held += messages.size();
   }
   PostChecked(project, name, std::move(messages), std::move(done), writer, {});
 }
@@ -1049,7 +1049,12 @@ Engine::Notices Engine::CheckAlerts(Slot& slot, TimeMs now, int hops, int spread
 }
 
 void Engine::PostNotices(const std::string& project, Notices notices) {
-  for (auto& [queue, msg] : notices) Post(project, queue, {std::move(msg)}, [](auto) {});
+  for (auto& [queue, msg] : notices)
+    Post(project, queue, {std::move(msg)}, [project, queue](auto r) {
+      if (!r)  // an alert has no one to answer: the log says what was lost
+        spdlog::warn("alert notice for queue {} of project {} not posted: {}", queue, project,
+                     r.error().message());
+    });
 }
 
 Result<QueueInfo> Engine::EditRecord(const std::string& project, const std::string& name,

@@ -44,8 +44,8 @@ struct EngineOptions {
   // Messages a project's queues may hold in all (each costs the index about
   // 100 bytes of memory, and the disk its body): a post that would pass it
   // is refused (403), so that one project cannot take the memory every
-  // project shares. Counted at every Tick, so posts in the 100 ms since
-  // may pass it by that much. 0: no limit.
+  // project shares. Counted anew at every Tick, and each post taken adds
+  // its messages meanwhile. 0: no limit.
   uint64_t max_messages_per_project = 10'000'000;
 };
 
@@ -383,7 +383,8 @@ class Engine {
   mutable std::shared_mutex map_mu_;
   std::mutex create_mu_;                                 // FindOrCreate's creates, one at a time
   std::unordered_map<std::string, size_t> per_project_;  // queues, under map_mu_
-  // Messages of each project's queues at the last Tick (max_messages_per_project).
+  // Messages of each project's queues: at the last Tick, plus posts taken
+  // since (max_messages_per_project).
   mutable std::mutex sizes_mu_;
   std::unordered_map<std::string, uint64_t> project_sizes_;  // under sizes_mu_
   std::map<std::string, SlotPtr> queues_;                    // by Key(project, name)

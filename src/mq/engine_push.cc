@@ -57,11 +57,12 @@ std::string HostKey(const std::string& url) {
 // Whether a delivery to `url` may become a message: an ironmq:// one, or an
 // http(s) one that names a queue (a Kiln's or IronMQ's messages or webhook
 // endpoint). A task (ironworker://) or any other endpoint is not a copy.
+// (A look for "/queues/" anywhere past the scheme, not a parse: it runs for
+// every message sent, and a query that has it only counts one copy more.)
 bool MakesMessages(const std::string& url) {
   if (url.rfind("ironmq://", 0) == 0) return true;
   if (url.rfind("ironworker://", 0) == 0) return false;
-  auto u = ParseHttpUrl(url);
-  return u && u->target.find("/queues/") != std::string::npos;
+  return url.find("/queues/") != std::string::npos;
 }
 
 // The spread of each copy a message of `plan` makes (NewMessage::spread):
@@ -252,6 +253,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         continue;
       }
       auto due = plan.Due(now);
+      const int spread = due.empty() ? 0 : CopySpread(plan, rec);
       bool waiting = false;  // on a list, whose next free slot restarts it
       for (size_t i : due) {
         auto& d = plan.deliveries[i];
@@ -302,7 +304,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         req.qid = rec.qid;
         req.url = sub->url;
         req.hops = plan.hops;
-        req.spread = CopySpread(plan, rec);
+        req.spread = spread;
         if (const std::string* held = plan.body.get())
           req.body = *held;
         else

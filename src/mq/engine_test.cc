@@ -404,7 +404,8 @@ TEST(EngineLimitTest, AProjectHasAtMostItsQueueLimit) {
 }
 
 // A project's queues hold at most max_messages_per_project messages in all:
-// a post that would pass the count of the last Tick is refused (403);
+// a post that would pass the count (of the last Tick, plus the posts taken
+// since) is refused (403), after the checks of its messages;
 // another project's count is its own, and deletes make room again. The
 // count is there from the start after a restart.
 TEST(EngineLimitTest, AProjectHoldsAtMostItsMessageLimit) {
@@ -423,11 +424,13 @@ TEST(EngineLimitTest, AProjectHoldsAtMostItsMessageLimit) {
   constexpr char kOther[] = "fedcba9876543210fedcba98";
   ASSERT_TRUE(post(kProject, "a", 2));
   ASSERT_TRUE(post(kProject, "b", 2));
-  engine->Tick();
-  auto refused = post(kProject, "a", 2);
+  auto refused = post(kProject, "a", 2);  // counted as taken, before any Tick
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
   EXPECT_NE(refused.error().message().find("at most 5 messages"), std::string::npos);
+  std::promise<Result<std::vector<uint64_t>>> bad;
+  engine->Post(kProject, "a", {NewMessage{"m", -5}}, [&](auto r) { bad.set_value(std::move(r)); });
+  EXPECT_EQ(bad.get_future().get().error().code(), ErrorCode::kInvalidArgument);
   ASSERT_TRUE(post(kProject, "c", 1));  // up to the limit
   ASSERT_TRUE(post(kOther, "a", 5));
   engine->Tick();

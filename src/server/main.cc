@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
       ->envname("KILN_MAX_CODE_REVISIONS");
   serve
       ->add_option("--project-package-quota-mb", config.project_package_quota_mb,
-                   "MB the code packages of one project may take, every kept revision counted: "
+                   "MiB the code packages of one project may take, every kept revision counted: "
                    "an upload past it is refused (0: no limit)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
       ->envname("KILN_PROJECT_PACKAGE_QUOTA_MB");

@@ -494,6 +494,13 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
                              std::to_string(free >> 20) + " MB free, " +
                              std::to_string(options_.min_free_disk_bytes >> 20) +
                              " MB kept free: kiln serve --task-disk-reserve)"));
+    {
+      // Before the package is written: an upload past the quota costs no
+      // disk write.
+      std::lock_guard lock(mu_);
+      if (auto room = RoomForPackageLocked(project, spec.name, spec.code_size); !room)
+        return Fail(room.error());
+    }
     std::error_code ec;
     fs::create_directories(fs::path(options_.data_dir) / "codes", ec);
     tmp = options_.data_dir + "/codes/upload-" + RandomHex(8) + ".tmp";
@@ -517,19 +524,13 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
     spec.created_at = now;
   }
   std::string path;  // the package's, once it is in place
-  if (!tmp.empty() && options_.max_package_bytes_per_project > 0) {
-    // What the project keeps after this upload, which removes the stale
-    // revisions of its code.
-    int64_t kept = PackageBytesLocked(project) + spec.code_size;
-    for (int64_t rev : StaleRevisionsLocked(spec.id, project, spec.rev))
-      kept -= revisions_.at({spec.id, rev}).code_size;
-    if (kept > options_.max_package_bytes_per_project) {
+  if (!tmp.empty()) {
+    // Again, now that the package is written: another upload of the
+    // project may have come in between.
+    if (auto room = RoomForPackageLocked(project, spec.name, spec.code_size); !room) {
       std::error_code ec;
       fs::remove(tmp, ec);
-      return Fail(Error::PermissionDenied(
-          "the project's code packages would take " + std::to_string(kept >> 20) +
-          " MB, past its quota of " + std::to_string(options_.max_package_bytes_per_project >> 20) +
-          " MB (kiln serve --project-package-quota-mb): delete codes it no longer needs"));
+      return Fail(room.error());
     }
   }
   if (!tmp.empty()) {
@@ -597,6 +598,28 @@ void Service::PruneRevisionsLocked(const Code& code) {
     std::error_code ec;
     fs::remove(PackagePath(code.id, rev), ec);
   }
+}
+
+Result<void> Service::RoomForPackageLocked(const std::string& project, const std::string& name,
+                                           int64_t size) const {
+  int64_t quota = options_.max_package_bytes_per_project;
+  if (quota <= 0) return Ok();
+  // What the project keeps after this upload, which removes the stale
+  // revisions of its code.
+  int64_t kept = PackageBytesLocked(project) + size;
+  if (auto it = code_by_name_.find({project, name}); it != code_by_name_.end()) {
+    const Code& code = codes_.at(it->second);
+    for (int64_t rev : StaleRevisionsLocked(code.id, project, code.rev + 1))
+      kept -= revisions_.at({code.id, rev}).code_size;
+  }
+  if (kept <= quota) return Ok();
+  char text[160];
+  std::snprintf(text, sizeof text,
+                "the project's code packages would take %.1f MiB, past its quota of %.1f MiB",
+                static_cast<double>(kept) / (1 << 20), static_cast<double>(quota) / (1 << 20));
+  return Fail(Error::PermissionDenied(
+      std::string(text) +
+      " (kiln serve --project-package-quota-mb): delete codes it no longer needs"));
 }
 
 int64_t Service::PackageBytesLocked(const std::string& project) const {

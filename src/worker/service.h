@@ -183,6 +183,10 @@ class Service {
   // Under mu_: the bytes of the packages of every kept revision of the
   // project's codes.
   int64_t PackageBytesLocked(const std::string& project) const;
+  // Under mu_: PermissionDenied when a package of `size` bytes for code
+  // `name` would take the project past options_.max_package_bytes_per_project.
+  Result<void> RoomForPackageLocked(const std::string& project, const std::string& name,
+                                    int64_t size) const;
   void RunTask(const std::string& id);
   // Under mu_: the task as it ends; queues its retry when the code allows.
   void FinishLocked(Task& t, TaskState state, std::string msg, int exit_code);

@@ -175,6 +175,31 @@ test('a body over 64 KiB is read only from a token good for the path: the others
   expectError(await kiln.req('POST', m, { messages: [{ body: 'small' }] }, { token: 'nope' }), 401);
 });
 
+test('empty lines before a request line are passed over (RFC 9112 2.2), but not for ever', async () => {
+  assert.match(await raw('\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 200/);
+  // A body followed by an extra CRLF, then the next request on the connection.
+  const body = JSON.stringify({ messages: [{ body: 'crlf' }] });
+  const got = await raw(`POST ${kiln.q('crlf')}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}\r\n` +
+    'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  const answers = got.split(/(?=HTTP\/1\.1 )/);
+  assert.equal(answers.length, 2, got);
+  assert.match(answers[0], /^HTTP\/1\.1 201/);
+  assert.match(answers[1], /^HTTP\/1\.1 200/);
+  // Only empty lines, read after read, each well within the read timeout:
+  // the connection is closed all the same.
+  const s = net.connect(kiln.port, '127.0.0.1');
+  let closed = false;
+  s.on('close', () => { closed = true; });
+  s.on('error', () => {});
+  for (let i = 0; i < 40 && !closed; i++) {
+    s.write('\r\n');
+    await sleep(100);
+  }
+  assert.ok(closed, 'a client sending only empty lines kept its connection');
+  s.destroy();
+});
+
 test('a HEAD answer has no body, so the next answer on the connection stays whole', async () => {
   const got = await raw('HEAD /version HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
   const heads = got.split('\r\n\r\n');
