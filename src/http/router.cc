@@ -89,7 +89,8 @@ Router::Match Router::Find(Request& req, const Handler** handler) const {
     }
     if (!ok) continue;
     path_matched = true;
-    if (r.method != req.method) continue;
+    // HEAD is a GET without the body (the server leaves the body out).
+    if (r.method != req.method && !(r.method == "GET" && req.method == "HEAD")) continue;
     req.params.clear();
     for (size_t i = 0; i < segs.n; ++i) {
       const auto& p = r.segments[i];

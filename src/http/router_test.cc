@@ -43,6 +43,21 @@ TEST(RouterTest, WrongMethodAndUnknownPathAndBadEscape) {
   EXPECT_EQ(r.Find(req, &h), Router::Match::kBadPath);
 }
 
+TEST(RouterTest, HeadFindsTheGetRoute) {
+  Router r;
+  int hit = 0;
+  r.Add("GET", "/a/:x", Named(&hit, 1));
+  r.Add("POST", "/b", Named(&hit, 2));
+  const Handler* h = nullptr;
+  Request req;
+  req.method = "HEAD";
+  req.path = "/a/b";
+  ASSERT_EQ(r.Find(req, &h), Router::Match::kFound);
+  EXPECT_EQ(req.Param("x"), "b");
+  req.path = "/b";  // not a POST route
+  EXPECT_EQ(r.Find(req, &h), Router::Match::kNoMethod);
+}
+
 // An empty segment matches nothing: a script's empty id turns
 // DELETE .../messages/{id} into DELETE .../messages/, which is not the clear
 // of the queue, and .../queues//messages is not the queue "messages".

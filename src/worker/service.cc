@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "base/ids.h"
@@ -532,8 +531,6 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
       fs::remove(tmp, ec);
       return Fail(room.error());
     }
-  }
-  if (!tmp.empty()) {
     std::error_code ec;
     path = PackagePath(spec.id, spec.rev);
     fs::create_directories(fs::path(path).parent_path(), ec);

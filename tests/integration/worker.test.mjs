@@ -767,6 +767,20 @@ test('large downloads are sent from the file, byte for byte, to slow readers too
     const start = raw.indexOf('\r\n\r\n') + 4;
     assert.equal(Buffer.compare(raw.subarray(start, start + zip.length), zip), 0);
     assert.match(raw.subarray(start + zip.length).toString(), /^HTTP\/1\.1 200 [^]*"version"/);
+    // HEAD: the length a GET gets, no body, and the connection goes on.
+    const headed = await new Promise((resolve, reject) => {
+      let text = '';
+      const c = net.connect(big.port, '127.0.0.1', () =>
+        c.write(`HEAD ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${big.token}\r\n\r\n` +
+          'GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      c.on('data', (d) => { text += d.toString('latin1'); });
+      c.on('end', () => resolve(text));
+      c.on('error', reject);
+    });
+    const [first, second] = headed.split(/(?=HTTP\/1\.1 )/);
+    assert.match(first, new RegExp(`^HTTP/1.1 200 [^]*\r\nContent-Length: ${zip.length}\r\n`));
+    assert.ok(first.endsWith('\r\n\r\n'), 'no body after the head');
+    assert.match(second, /^HTTP\/1\.1 200 [^]*"version"/);
     for (const { s: c } of stalled) c.destroy();
   } finally {
     await big.stop();
