@@ -78,6 +78,9 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080", fsync = "always", log_level = "info";
   bool quiet = false;
   auto* serve = app.add_subcommand("serve", "Run the Kiln server");
+  // serve --help shows each option's default (the client commands' options
+  // default to "not given", which would read as a value).
+  serve->option_defaults()->always_capture_default();
   serve->add_option("--listen", listen, "HOST:PORT to listen on")->envname("KILN_LISTEN");
   serve->add_option("--data", config.data_dir, "Data directory")->envname("KILN_DATA");
   serve->add_option("--threads", config.threads, "I/O threads (0: one per core)")

@@ -300,6 +300,15 @@ test('an empty queue name or id is refused before anything is sent; list options
   assert.equal(r.code, 0, r.stderr);
 });
 
+test('serve --help shows every default; client commands do not show "not given" as a value', async () => {
+  const serve = await cli(['serve', '--help']);
+  assert.equal(serve.code, 0);
+  assert.match(serve.stdout, /--listen TEXT=127\.0\.0\.1:8080/);
+  assert.match(serve.stdout, /--max-connections-per-address UINT[^=\n]*=5000/);
+  const reserve = await cli(['mq', 'reserve', '--help']);
+  assert.match(reserve.stdout, /--timeout INT\s+Reservation/);
+});
+
 test('without a project id the CLI says where to give one (exit 2), sending nothing', async () => {
   const r = await new Promise((resolve) => execFile(KILN_BIN, ['mq', 'list'], { cwd: '/', env: { PATH: process.env.PATH } },
     (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
