@@ -21,6 +21,12 @@ async function sink(respond) { const s = await startSink(respond); sinks.push(s)
 
 const put = (q, queue) => kiln.req('PUT', kiln.q(q), { queue });
 const post = (q, messages) => kiln.req('POST', kiln.q(q) + '/messages', { messages });
+// Messages ever posted to the queues, in all (total_messages).
+const postedTo = async (...queues) => {
+  let n = 0;
+  for (const q of queues) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
+  return n;
+};
 const status = (q, id) => kiln.req('GET', `${kiln.q(q)}/messages/${id}/subscribers`);
 async function finalStatus(q, id) {
   return eventually(async () => {
@@ -207,11 +213,7 @@ test('queues that push into each other stop after ten hops; a queue cannot push 
     assert.equal(r.status, 200, r.text);
   }
   await post('loop-a', [{ body: 'round and round' }]);
-  const total = async () => {
-    let n = 0;
-    for (const q of ['loop-a', 'loop-b']) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
-    return n;
-  };
+  const total = () => postedTo('loop-a', 'loop-b');
   await eventually(async () => (await total()) === 11);  // the post and ten forwards
   await sleep(1000);
   assert.equal(await total(), 11);
@@ -226,11 +228,7 @@ test('multicast queues that copy into each other stop at 1,000 copies of a messa
     assert.equal(r.status, 200, r.text);
   }
   await post('fan-a', [{ body: 'copy me' }]);
-  const total = async () => {
-    let n = 0;
-    for (const q of ['fan-a', 'fan-b']) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
-    return n;
-  };
+  const total = () => postedTo('fan-a', 'fan-b');
   // 1 + 4 + 16 + 64 + 256; the next 1,024 copies are refused.
   await eventually(async () => (await total()) === 341);
   await sleep(1500);
@@ -245,11 +243,7 @@ test('multicast queues that copy into each other stop at 1,000 copies of a messa
     assert.equal(r.status, 200, r.text);
   }
   await post('rep-a', [{ body: 'report me' }]);
-  const reports = async () => {
-    let n = 0;
-    for (const q of ['rep-a', 'rep-b']) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
-    return n;
-  };
+  const reports = () => postedTo('rep-a', 'rep-b');
   await eventually(async () => (await reports()) === 1093, 60000);  // 1 + 3 + ... + 729
   await sleep(1500);
   assert.equal(await reports(), 1093);
@@ -277,11 +271,7 @@ test('queues of servers that push into each other over HTTP stop after ten hops 
     assert.equal(r.status, 200, r.text);
   }
   await post('wire-a', [{ body: 'across the wire' }]);
-  const total = async () => {
-    let n = 0;
-    for (const q of ['wire-a', 'wire-b']) n += (await kiln.req('GET', kiln.q(q))).body.queue.total_messages;
-    return n;
-  };
+  const total = () => postedTo('wire-a', 'wire-b');
   await eventually(async () => (await total()) === 11);  // the post and ten forwards
   await sleep(1500);
   assert.equal(await total(), 11);
