@@ -18,6 +18,7 @@
 #include "api/handler.h"
 #include "api/json.h"
 #include "api/multipart.h"
+#include "api/upload_slots.h"
 #include "base/check.h"
 #include "base/ids.h"
 #include "base/time_format.h"
@@ -29,6 +30,9 @@ namespace {
 using boost::asio::awaitable;
 using http::Request;
 using http::Response;
+
+// Code uploads of one project under way at once (api/upload_slots.h).
+constexpr int kUploadsPerProject = 2;
 
 void Str(JsonWriter& w, const char* key, std::string_view v) {
   w.Key(key);
@@ -410,28 +414,35 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
 
   // C1: a new code or revision: multipart with "data" and an optional zip "file".
   // The package (up to 64 MB) is parsed, written and fsync'd off the io thread.
-  router.Add("POST", base + "/codes", [svc, acc, uploads](Request& req) -> awaitable<Response> {
-    KILN_AUTH(*acc, req, project);
-    KILN_TRY(code, co_await OffIoThread(*uploads, [&]() -> Result<worker::Code> {
-               auto parts = ParseMultipart(req.Header("content-type"), req.body);
-               if (!parts) return Fail(parts.error());
-               auto data = parts->find("data");
-               if (data == parts->end())
-                 return Fail(Error::InvalidArgument("the data part is required"));
-               auto spec = CodeFromData(data->second);
-               if (!spec) return Fail(spec.error());
-               auto file = parts->find("file");
-               return svc->PutCode(project, std::move(*spec),
-                                   file == parts->end() ? std::string() : file->second);
-             }));
-    co_return Response{200, Json([&](JsonWriter& w) {
-                         w.StartObject();
-                         Str(w, "id", code->id);
-                         Int(w, "rev", code->rev);
-                         Str(w, "msg", "Upload successful.");
-                         w.EndObject();
-                       })};
-  });
+  auto upload_slots = std::make_shared<UploadSlots>(kUploadsPerProject);
+  router.Add("POST", base + "/codes",
+             [svc, acc, uploads, upload_slots](Request& req) -> awaitable<Response> {
+               KILN_AUTH(*acc, req, project);
+               auto slot = upload_slots->Take(project);
+               if (!slot)
+                 co_return ErrorResponse(
+                     Error::Unavailable("this project has " + std::to_string(kUploadsPerProject) +
+                                        " uploads being stored already: try again shortly"));
+               KILN_TRY(code, co_await OffIoThread(*uploads, [&]() -> Result<worker::Code> {
+                          auto parts = ParseMultipart(req.Header("content-type"), req.body);
+                          if (!parts) return Fail(parts.error());
+                          auto data = parts->find("data");
+                          if (data == parts->end())
+                            return Fail(Error::InvalidArgument("the data part is required"));
+                          auto spec = CodeFromData(data->second);
+                          if (!spec) return Fail(spec.error());
+                          auto file = parts->find("file");
+                          return svc->PutCode(project, std::move(*spec),
+                                              file == parts->end() ? std::string() : file->second);
+                        }));
+               co_return Response{200, Json([&](JsonWriter& w) {
+                                    w.StartObject();
+                                    Str(w, "id", code->id);
+                                    Int(w, "rev", code->rev);
+                                    Str(w, "msg", "Upload successful.");
+                                    w.EndObject();
+                                  })};
+             });
 
   router.Add("GET", base + "/codes", [svc, acc](Request& req) -> awaitable<Response> {
     KILN_AUTH(*acc, req, project);
