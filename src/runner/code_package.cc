@@ -143,7 +143,42 @@ Result<std::string> ZipDirectory(const std::string& dir) {
   return out;
 }
 
+namespace {
+
+// `text` with every `from` in it as `to`.
+std::string ReplaceAll(std::string text, const std::string& from, const std::string& to) {
+  if (from.empty()) return text;
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+  return text;
+}
+
+Result<void> ExtractZipInto(const std::string& zip_path, const std::string& root,
+                            int64_t max_bytes);
+
+}  // namespace
+
 Result<void> ExtractZip(const std::string& zip_path, const std::string& dir, int64_t max_bytes) {
+  // Members get absolute paths under `dir` (names were checked: relative,
+  // no ".."); no component of `dir` itself may be a symlink for the check
+  // against writing through symlinks, hence the canonical path.
+  std::error_code ec;
+  std::string root = std::filesystem::canonical(dir, ec).string();
+  if (ec) return Fail(Error::Internal("no task directory"));
+  auto r = ExtractZipInto(zip_path, root, max_bytes);
+  if (r) return r;
+  // What goes into the task's msg names the task dir as the task sees it,
+  // not the host's paths (libarchive's texts name the files it wrote).
+  std::string msg = ReplaceAll(r.error().message(), root, "/task");
+  msg = ReplaceAll(std::move(msg), dir, "/task");
+  msg = ReplaceAll(std::move(msg), zip_path, "the code package");
+  return Fail(Error(r.error().code(), std::move(msg)));
+}
+
+namespace {
+
+Result<void> ExtractZipInto(const std::string& zip_path, const std::string& root,
+                            int64_t max_bytes) {
   auto a = NewZipReader();
   if (archive_read_open_filename(a.get(), zip_path.c_str(), 1 << 16) != ARCHIVE_OK)
     return Fail(Error::Internal("cannot open code package " + zip_path));
@@ -153,12 +188,6 @@ Result<void> ExtractZip(const std::string& zip_path, const std::string& dir, int
   archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_TIME |
                                                  ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                                  ARCHIVE_EXTRACT_SECURE_SYMLINKS);
-  // Members get absolute paths under `dir` (names were checked: relative,
-  // no ".."); no component of `dir` itself may be a symlink for the check
-  // against writing through symlinks, hence the canonical path.
-  std::error_code ec;
-  std::string root = std::filesystem::canonical(dir, ec).string();
-  if (ec) return Fail(Error::Internal("no task directory " + dir));
   archive_entry* e;
   int r;
   while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK) {
@@ -177,4 +206,5 @@ Result<void> ExtractZip(const std::string& zip_path, const std::string& dir, int
   return Ok();
 }
 
+}  // namespace
 }  // namespace kiln::runner

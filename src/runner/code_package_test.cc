@@ -181,6 +181,24 @@ TEST(CodePackageTest, AMemberWithoutASizeIsRefusedAndARunHasABudget) {
   EXPECT_TRUE(ExtractZip(whole, out, 100000));
 }
 
+// What a failed unpack says goes into the task's msg: it names the task
+// dir as the task sees it (/task), never the host's paths.
+TEST(CodePackageTest, AFailedUnpackNamesNoHostPath) {
+  testing::TempDir dir;
+  std::string zip = dir.path() + "/code.zip", out = dir.path() + "/task-work/x/task";
+  std::ofstream(zip, std::ios::binary) << MakeZip({{"lib/data.txt", "x"}});
+  fs::create_directories(out);
+  std::ofstream(out + "/lib") << "a file where the package has a directory";
+  auto r = ExtractZip(zip, out, 1 << 20);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message().find(dir.path()), std::string::npos) << r.error().message();
+  EXPECT_NE(r.error().message().find("/task/lib"), std::string::npos) << r.error().message();
+  auto missing = ExtractZip(dir.path() + "/none.zip", out, 1 << 20);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().message().find(dir.path()), std::string::npos)
+      << missing.error().message();
+}
+
 // A directory member counts once, with the directories other names imply.
 TEST(CodePackageTest, ADirectoryCountsOnce) {
   auto zip = MakeZip({{"d/", ""}, {"d/e/f", "x"}, {"d/e/", ""}});
