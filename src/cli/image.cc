@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include "cli/args.h"
@@ -11,6 +12,15 @@
 #include "runner/image_store.h"
 
 namespace kiln::cli {
+
+void NoteDataDir(const std::string& data) {
+  std::error_code ec;
+  if (std::filesystem::exists(std::filesystem::path(data) / "admin.token", ec)) return;
+  std::fprintf(stderr,
+               "kiln: note: %s is no Kiln server's data dir yet (no admin.token): its images "
+               "are for a server started with --data %s\n",
+               data.c_str(), data.c_str());
+}
 
 void AddImageCommands(CLI::App& app) {
   auto data = std::make_shared<std::string>("data");
@@ -20,7 +30,10 @@ void AddImageCommands(CLI::App& app) {
   image->require_subcommand(1);
   image->fallthrough();
   image->add_option("--data", *data, "Data directory of the Kiln server")->envname("KILN_DATA");
-  auto store = [data] { return runner::ImageStore(*data + "/images"); };
+  auto store = [data] {
+    NoteDataDir(*data);
+    return runner::ImageStore(*data + "/images");
+  };
 
   auto* import =
       image->add_subcommand("import", "Import an OCI image archive or a docker save tarball");

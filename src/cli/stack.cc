@@ -71,6 +71,7 @@ void AddStackCommands(CLI::App& app) {
       std::fprintf(stderr, "kiln: %s cannot name a stack%s\n", name->c_str(), why);
       std::exit(1);
     }
+    NoteDataDir(*data);
     fs::path tmp = fs::path(*data) / "images" / ("stack-" + RandomHex(6) + ".tar");
     std::error_code ec;
     fs::create_directories(tmp.parent_path(), ec);

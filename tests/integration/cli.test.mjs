@@ -309,6 +309,16 @@ test('serve --help shows every default; client commands do not show "not given" 
   assert.match(reserve.stdout, /--timeout INT\s+Reservation/);
 });
 
+test('image commands say so when --data is no server data dir', async () => {
+  const here = await cli(['image', 'ls']);  // ./data is the server's
+  assert.equal(here.code, 0);
+  assert.equal(here.stderr, '');
+  const elsewhere = join(kiln.dir, 'not-data');
+  const there = await cli(['image', 'ls', '--data', elsewhere]);
+  assert.equal(there.code, 0);
+  assert.match(there.stderr, /is no Kiln server's data dir yet/);
+});
+
 test('without a project id the CLI says where to give one (exit 2), sending nothing', async () => {
   const r = await new Promise((resolve) => execFile(KILN_BIN, ['mq', 'list'], { cwd: '/', env: { PATH: process.env.PATH } },
     (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
