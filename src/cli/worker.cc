@@ -79,7 +79,12 @@ void PrintTask(const rapidjson::Value& t) {
   std::printf("%s  %-9s  %s rev %s", Str(t, "id"), Str(t, "status"), Str(t, "code_name"),
               Str(t, "code_rev"));
   if (Has(t, "duration")) std::printf("  %ld ms", static_cast<long>(Int(t, "duration")));
-  if (*Str(t, "msg")) std::printf("  %s", Str(t, "msg"));
+  // One line a task: an error tail's line breaks are shown as spaces.
+  std::string msg = Str(t, "msg");
+  for (char& c : msg)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!msg.empty() && msg.back() == ' ') msg.pop_back();
+  if (!msg.empty()) std::printf("  %s", msg.c_str());
   std::printf("\n");
 }
 
@@ -342,9 +347,11 @@ void AddSchedule(CLI::App& app) {
   sched->add_subcommand("ls", "List schedules")->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     ListAll(c, Base(c) + "/schedules", "schedules", f->json, [](const rapidjson::Value& s) {
+      // A schedule that will not run again has Go's zero time as its next.
+      std::string next = Str(s, "next_start");
+      if (next.empty() || next.starts_with("0001-")) next = "-";
       std::printf("%s  %-9s  %s  next %s  runs %ld\n", Str(s, "id"), Str(s, "status"),
-                  Str(s, "code_name"), Str(s, "next_start"),
-                  static_cast<long>(Int(s, "run_count")));
+                  Str(s, "code_name"), next.c_str(), static_cast<long>(Int(s, "run_count")));
     });
   });
 

@@ -68,6 +68,7 @@ Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked, int64_t
     for (size_t at = path.find('/'); at != std::string::npos; at = path.find('/', at + 1))
       if (dirs.insert(path.substr(0, at)).second) ++info.files;
     if (dir ? dirs.insert(path).second : true) ++info.files;
+    if (!dir) info.members.insert(path);
     if (info.files > max_entries)
       return Fail(Error::TooLarge("the zip archive has more than " + std::to_string(max_entries) +
                                   " entries (each run unpacks them all)"));

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 
 #include "base/error.h"
@@ -15,6 +16,7 @@ namespace kiln::runner {
 struct ZipInfo {
   int64_t files = 0;
   int64_t unpacked_bytes = 0;
+  std::set<std::string> members;  // the names of its files and links (not directories)
 };
 
 // InvalidArgument when `bytes` is not a readable zip archive or has an

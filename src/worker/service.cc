@@ -35,6 +35,19 @@ constexpr size_t kMaxProgressFile = 4096;    // what is read of it
 constexpr size_t kMaxProgressMsg = 4096;     // a progress msg set through the API
 constexpr size_t kMaxActiveSchedules = 100;  // per project
 
+// A task's or schedule's label, cluster and name: kept in memory with every
+// task, so bounded.
+constexpr size_t kMaxTagBytes = 255;
+constexpr TimeMs kYear10000 = TimeMs{253402300800} * 1000;
+
+Result<void> CheckTags(const std::string& label, const std::string& cluster) {
+  for (auto [key, value] : {std::pair{"label", &label}, std::pair{"cluster", &cluster}})
+    if (value->size() > kMaxTagBytes)
+      return Fail(Error::InvalidArgument(std::string(key) + " is at most " +
+                                         std::to_string(kMaxTagBytes) + " bytes"));
+  return Ok();
+}
+
 Error TooManySchedules() {  // a limit: 403 (§1.4)
   return Error::PermissionDenied("a project has at most 100 active schedules");
 }
@@ -387,8 +400,13 @@ void Service::Stop() {
 
 Result<const Code*> Service::FindCodeLocked(const std::string& project,
                                             const std::string& name_or_id) const {
-  auto byname = code_by_name_.find({project, name_or_id});
-  auto it = codes_.find(byname != code_by_name_.end() ? byname->second : name_or_id);
+  // The id first: a code may be named like another code's id, and the
+  // clients pass ids.
+  auto it = codes_.find(name_or_id);
+  if (it == codes_.end() || it->second.project_id != project) {
+    auto byname = code_by_name_.find({project, name_or_id});
+    it = byname != code_by_name_.end() ? codes_.find(byname->second) : codes_.end();
+  }
   if (it == codes_.end() || it->second.project_id != project)
     return Fail(Error::NotFound("Code not found"));
   return &it->second;
@@ -443,6 +461,13 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
         (spec.file_name.find_first_of("'\"\\$`\n") != std::string::npos ||
          spec.file_name.find("..") != std::string::npos || spec.file_name.front() == '/'))
       return Fail(Error::InvalidArgument("file_name must be a plain path inside the package"));
+    if (!spec.file_name.empty()) {
+      std::string_view f = spec.file_name;
+      if (f.starts_with("./")) f.remove_prefix(2);
+      if (!info->members.count(std::string(f)))
+        return Fail(Error::InvalidArgument("file_name " + spec.file_name +
+                                           " is not a file of the package"));
+    }
     spec.checksum = Md5Hex(zip);
     spec.code_size = static_cast<int64_t>(zip.size());
   } else if (spec.image.empty()) {
@@ -756,6 +781,7 @@ Result<Task> Service::MakeTaskLocked(const std::string& project, const NewTask& 
   if (n.delay < 0 || n.delay > 604800)
     return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
   if (n.payload.size() > kMaxPayload) return Fail(Error::TooLarge("payload exceeds 64 KB"));
+  if (auto r = CheckTags(n.label, n.cluster); !r) return Fail(r.error());
   Task t;
   t.id = NewObjectId(now);
   t.project_id = project;
@@ -1076,6 +1102,10 @@ Result<Schedule> Service::CheckScheduleLocked(const std::string& project, Schedu
     return Fail(Error::InvalidArgument("max_concurrency must be -1 (no limit) or more"));
   if (s.task_delay < 0 || s.task_delay > 604800)
     return Fail(Error::InvalidArgument("delay must be between 0 and 604800"));
+  if (auto r = CheckTags(s.label, s.cluster); !r) return Fail(r.error());
+  if (s.name.size() > kMaxTagBytes)
+    return Fail(
+        Error::InvalidArgument("name is at most " + std::to_string(kMaxTagBytes) + " bytes"));
   if (s.start_at == 0) s.start_at = now;
   if (auto r = CheckTiming(s); !r) return Fail(r.error());
   s.project_id = project;
@@ -1083,6 +1113,8 @@ Result<Schedule> Service::CheckScheduleLocked(const std::string& project, Schedu
   if (s.status == "scheduled") s.next_start = NextRunAfterChange(s, now);
   if (s.run_count == 0 && s.next_start == 0)  // a cron with no match (before end_at)
     return Fail(Error::InvalidArgument("the schedule would never run: " + s.msg));
+  if (s.next_start >= kYear10000)  // not a time RFC 3339 (and Go's clients) can read
+    return Fail(Error::InvalidArgument("the schedule's next run would be after the year 9999"));
   return s;
 }
 

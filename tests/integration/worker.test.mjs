@@ -156,9 +156,26 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
   assert.equal(log.status, 404);
   assert.equal((await kiln.req('GET', w('/tasks/ffffffffffffffffffffffff'), undefined, { token: 'bad' })).status, 401);
   await upload({ name: 'valid', image: 'busybox', command: 'true' });
+  // A zip code's file_name must be a file of its package.
+  const missing = await upload({ name: 'zipped', file_name: 'missing.sh', runtime: 'sh' }, makeZip({ 'run.sh': 'true\n' }));
+  assert.equal(missing.status, 400, missing.text);
+  assert.match(missing.body.msg, /file_name missing\.sh is not a file of the package/);
+  assert.equal((await upload({ name: 'zipped', file_name: './run.sh', runtime: 'sh' }, makeZip({ 'run.sh': 'true\n' }))).status, 200);
+  // A code named like another code's id does not take its place: ids win.
+  const valid = (await kiln.req('GET', w('/codes/valid'))).body;
+  assert.equal((await upload({ name: valid.id, image: 'busybox', command: 'true' })).status, 200);
+  assert.equal((await kiln.req('GET', w(`/codes/${valid.id}`))).body.name, 'valid');
+  // A schedule: a name kept in memory is bounded; a next run past the year 9999 is refused.
+  const sched = (s) => kiln.req('POST', w('/schedules'), { schedules: [{ code_name: 'valid', payload: '{}', ...s }] });
+  assert.equal((await sched({ run_every: 3600, name: 'n'.repeat(256) })).status, 400);
+  const late = await sched({ cron: '0 0 29 2 *', start_at: '9999-01-01T00:00:00Z' });
+  assert.equal(late.status, 400, late.text);
+  assert.match(late.body.msg, /after the year 9999/);
   const bad = async (task) => (await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'valid', ...task }] }));
   for (const task of [{ priority: 5 }, { timeout: 7200 }, { timeout: -1 }, { delay: -1 }, { delay: 604801 },
     { priority: 'high' }, { timeout: '60' }, { code_name: 7 }, { label: {} },
+    // kept in memory with every task: bounded
+    { label: 'L'.repeat(256) }, { cluster: 'c'.repeat(256) },
     // past the range of an int: not wrapped round into 0-2
     { priority: 4294967298 }]) {
     const r = await bad(task);
