@@ -306,6 +306,12 @@ void AddTask(CLI::App& app) {
       } else if (!*follow || done) {
         std::exit(Print(r, false, [](const rapidjson::Document&) {}));
       }
+      if (*follow && done && st != "complete") {
+        // As `docker run` would: a script learns that the task failed.
+        std::fprintf(stderr, "kiln: task %s ended %s: %s\n", id->c_str(), st.c_str(),
+                     Str(d, "msg"));
+        std::exit(1);
+      }
       if (!*follow || done) std::exit(0);
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }

@@ -221,6 +221,18 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   if (skipWithoutContainers(t)) return;
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'started\npackaged\npayload P1\n');
+  // A followed task that fails: its output, then exit 1 saying how it ended;
+  // its msg (an error tail, with line breaks) stays on the task's one line.
+  r = await cli(['worker', 'register', 'busybox', '--name', 'failing', '--command', 'echo bye; echo oops >&2; exit 3']);
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(['task', 'queue', 'failing']);
+  const failing = r.stdout.trim();
+  r = await cli(['task', 'log', failing, '--follow']);
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /bye\n/);
+  assert.match(r.stderr, new RegExp(`task ${failing} ended error`));
+  r = await cli(['task', 'info', failing]);
+  assert.equal(r.stdout.trim().split('\n').length, 1, r.stdout);
   r = await cli(['task', 'info', id]);
   assert.match(r.stdout, new RegExp(`${id}  complete\\s+shell rev 1`));
   r = await cli(['task', 'ls', '--code', 'shell', '--status', 'complete']);
