@@ -20,6 +20,8 @@ class thread_pool;
 
 namespace kiln::api {
 
+class UploadSlots;
+
 struct Services {
   mq::Engine* engine = nullptr;
   access::Access* access = nullptr;
@@ -33,6 +35,9 @@ struct Services {
   // and the worker service are destroyed.
   boost::asio::thread_pool* uploads = nullptr;
   boost::asio::thread_pool* disk = nullptr;
+  // With `worker`: the slots of code uploads under way (api/upload_slots.h),
+  // taken at the head by the server's check_body or else by the handler.
+  UploadSlots* upload_slots = nullptr;
 };
 
 void AddSystemRoutes(http::Router& r, const Services& s);

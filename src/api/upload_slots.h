@@ -3,7 +3,10 @@
 // upload is answered 503, which the Iron clients retry after a pause
 // (iron-api.md §1.4), so that one project's burst of uploads waits behind
 // itself instead of making every other project's upload wait behind it.
-// Thread-safe.
+// A slot is taken as the upload's head comes (ServerOptions::check_body,
+// server/app.cc), before its body is read, so that a project's burst does
+// not make the server hold every body of it; an upload whose whole request
+// came at once takes its slot in the handler. Thread-safe.
 #pragma once
 
 #include <memory>
@@ -11,11 +14,20 @@
 #include <string>
 #include <unordered_map>
 
+#include "base/error.h"
+
 namespace kiln::api {
 
 class UploadSlots {
  public:
-  explicit UploadSlots(int per_project) : per_project_(per_project) {}
+  static constexpr int kPerProject = 2;
+  explicit UploadSlots(int per_project = kPerProject) : per_project_(per_project) {}
+
+  // Why an upload was refused a slot (503).
+  Error Busy() const {
+    return Error::Unavailable("this project has " + std::to_string(per_project_) +
+                              " uploads being stored already: try again shortly");
+  }
 
   // A slot of a project, given back when it goes. Must not outlive the
   // UploadSlots it came from.

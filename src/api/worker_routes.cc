@@ -31,9 +31,6 @@ using boost::asio::awaitable;
 using http::Request;
 using http::Response;
 
-// Code uploads of one project under way at once (api/upload_slots.h).
-constexpr int kUploadsPerProject = 2;
-
 void Str(JsonWriter& w, const char* key, std::string_view v) {
   w.Key(key);
   WriteString(w, v);
@@ -414,15 +411,15 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
 
   // C1: a new code or revision: multipart with "data" and an optional zip "file".
   // The package (up to 64 MB) is parsed, written and fsync'd off the io thread.
-  auto upload_slots = std::make_shared<UploadSlots>(kUploadsPerProject);
+  KILN_CHECK(s.upload_slots, "worker routes need the upload slots");
+  UploadSlots* slots = s.upload_slots;
   router.Add("POST", base + "/codes",
-             [svc, acc, uploads, upload_slots](Request& req) -> awaitable<Response> {
+             [svc, acc, uploads, slots](Request& req) -> awaitable<Response> {
                KILN_AUTH(*acc, req, project);
-               auto slot = upload_slots->Take(project);
-               if (!slot)
-                 co_return ErrorResponse(
-                     Error::Unavailable("this project has " + std::to_string(kUploadsPerProject) +
-                                        " uploads being stored already: try again shortly"));
+               // Taken at the head, before the body came (req.admission), or now.
+               std::unique_ptr<UploadSlots::Held> slot;
+               if (!req.admission && !(slot = slots->Take(project)))
+                 co_return ErrorResponse(slots->Busy());
                KILN_TRY(code, co_await OffIoThread(*uploads, [&]() -> Result<worker::Code> {
                           auto parts = ParseMultipart(req.Header("content-type"), req.body);
                           if (!parts) return Fail(parts.error());

@@ -28,6 +28,11 @@ struct Request {
   // handler may block that thread in a disk write (a synced commit)
   // without holding back anyone else's requests.
   bool sole_connection = false;
+  // What ServerOptions::check_body handed over as it let the body come (an
+  // upload slot, say), let go with the Request when the handler is done.
+  // Null when it was not asked (the whole request came at once) or handed
+  // nothing.
+  std::shared_ptr<void> admission;
   int socket_fd = -1;          // the connection's, for PeerClosed (-1: none, as in tests)
   bool more_buffered = false;  // the client's next request has begun arriving
 

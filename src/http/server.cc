@@ -424,11 +424,12 @@ struct Server::Impl {
         co_await bhttp::async_read_header(stream, buffer, parser,
                                           asio::redirect_error(use_awaitable, ec));
       bool upload = !ec && !parser.is_done() && IsUpload(parser.get().target());
+      std::shared_ptr<void> admission;  // check_body's, for the handler's Request
       if (!ec && !parser.is_done() && options.check_body &&
           (upload || parser.chunked() || parser.content_length().value_or(0) > kUncheckedBody)) {
         // Only a request allowed to send it (a good token) makes the server
         // take a large body: the others are answered before it is read.
-        if (auto refused = options.check_body(HeadOf(parser.get()))) {
+        if (auto refused = options.check_body(HeadOf(parser.get()), &admission)) {
           WriteHead(*refused, parser.get().version(), false, &head);
           std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(refused->body)};
           expires_after(std::chrono::seconds(5));
@@ -503,7 +504,8 @@ struct Server::Impl {
       auto& breq = parser.get();
       bool keep_alive = breq.keep_alive();
       auto started = std::chrono::steady_clock::now();
-      Response res = co_await Handle(breq, remote, stream.native_handle(), buffer.size() > 0);
+      Response res = co_await Handle(breq, remote, stream.native_handle(), buffer.size() > 0,
+                                     std::move(admission));
       bool keep = keep_alive && !stopping;
       WriteHead(res, breq.version(), keep, &head);
       if (options.access_log) {
@@ -540,8 +542,9 @@ struct Server::Impl {
   }
 
   awaitable<Response> Handle(bhttp::request<bhttp::string_body>& breq, const std::string& remote,
-                             int socket_fd, bool more_buffered) {
+                             int socket_fd, bool more_buffered, std::shared_ptr<void> admission) {
     Request req = HeadOf(breq);
+    req.admission = std::move(admission);
     req.body = std::move(breq.body());
     req.remote = remote;
     req.socket_fd = socket_fd;

@@ -37,8 +37,10 @@ struct ServerOptions {
   // Asked, with the request's head, whether it may send its body, when that
   // is an upload, chunked, or longer than kUncheckedBody: an answer instead
   // (say, a 401) is sent before any of the body is read, and the
-  // connection closed. Unset: any may.
-  std::function<std::optional<Response>(const Request& head)> check_body;
+  // connection closed. What it puts in `*admission` the handler finds in
+  // Request::admission, let go when the handler is done. Unset: any may.
+  std::function<std::optional<Response>(const Request& head, std::shared_ptr<void>* admission)>
+      check_body;
   size_t max_upload_bytes = 64 << 20;
   std::chrono::seconds read_timeout{30};  // to receive one whole request
   std::chrono::seconds idle_timeout{75};  // between requests on a keep-alive connection

@@ -17,6 +17,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/errors.h"
+#include "api/upload_slots.h"
 #include "http/server.h"
 #include "mq/engine.h"
 #include "runner/image_store.h"
@@ -42,6 +43,7 @@ struct App::Impl {
   std::unique_ptr<worker::Service> worker;
   // The task API's disk work (api/blocking.h, api.h Services).
   std::unique_ptr<boost::asio::thread_pool> uploads, disk;
+  api::UploadSlots upload_slots;  // of code uploads under way (api/upload_slots.h)
   std::atomic<bool> stopping{false};
 
   std::thread ticker;
@@ -273,8 +275,9 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
 
   impl->uploads = std::make_unique<boost::asio::thread_pool>(1);
   impl->disk = std::make_unique<boost::asio::thread_pool>(2);
-  api::AddAllRoutes(impl->router, {impl->engine.get(), impl->access.get(), &impl->stopping,
-                                   impl->worker.get(), impl->uploads.get(), impl->disk.get()});
+  api::AddAllRoutes(impl->router,
+                    {impl->engine.get(), impl->access.get(), &impl->stopping, impl->worker.get(),
+                     impl->uploads.get(), impl->disk.get(), &impl->upload_slots});
   http::ServerOptions so;
   so.host = config.host;
   so.port = config.port;
@@ -283,21 +286,32 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
   so.is_upload = [](std::string_view path) {  // POST /2/projects/{pid}/codes (§1.6)
     return path.starts_with("/2/projects/") && path.ends_with("/codes");
   };
-  so.check_body =
-      [access = impl->access.get()](const http::Request& head) -> std::optional<http::Response> {
+  so.check_body = [access = impl->access.get(), slots = &impl->upload_slots,
+                   is_upload = so.is_upload](
+                      const http::Request& head,
+                      std::shared_ptr<void>* admission) -> std::optional<http::Response> {
     // A large body (an upload, a big post) is taken only from a token good
     // for the project its path names (/2/projects/{pid}/..., /3/...), or an
     // admin token on other paths: the others are answered before it is read.
     std::string_view path = head.path;
     Result<access::Principal> ok = Fail(Error::Internal("unchecked"));
+    std::string project;
     if (path.starts_with("/2/projects/") || path.starts_with("/3/projects/")) {
       path.remove_prefix(std::string_view("/2/projects/").size());
-      ok = api::Authorize(*access, head, std::string(path.substr(0, path.find('/'))));
+      project = std::string(path.substr(0, path.find('/')));
+      ok = api::Authorize(*access, head, project);
     } else {
       ok = api::AuthorizeAdmin(*access, head);
     }
-    if (ok) return std::nullopt;
-    return api::ErrorResponse(ok.error());
+    if (!ok) return api::ErrorResponse(ok.error());
+    // An upload takes its project's slot now, so that a burst of them is
+    // answered before their bodies are read (api/upload_slots.h).
+    if (head.method == "POST" && is_upload(head.path)) {
+      auto slot = slots->Take(project);
+      if (!slot) return api::ErrorResponse(slots->Busy());
+      *admission = std::shared_ptr<api::UploadSlots::Held>(std::move(slot));
+    }
+    return std::nullopt;
   };
   so.max_upload_bytes = config.max_upload_bytes;
   so.access_log = config.access_log;

@@ -21,14 +21,17 @@ after(async () => { const { code } = await kiln.stop(); assert.equal(code, 0); k
 
 const w = (path, k = kiln) => `/2/projects/${k.project}${path}`;
 const B = '--------------------NODENEEDLEHTTPCLIENT';
-function upload(data, file, k = kiln) {
+function uploadBody(data, file) {
   const parts = [Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="data"\r\n\r\n${JSON.stringify(data)}\r\n`)];
   if (file !== undefined) {
     parts.push(Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="file"; filename="file"\r\nContent-Transfer-Encoding: binary\r\nContent-Type: application/zip\r\n\r\n`),
       Buffer.from(file), Buffer.from('\r\n'));
   }
   parts.push(Buffer.from(`--${B}--`));
-  return k.req('POST', w('/codes', k), Buffer.concat(parts), { headers: { 'content-type': `multipart/form-data; boundary=${B}` } });
+  return Buffer.concat(parts);
+}
+function upload(data, file, k = kiln) {
+  return k.req('POST', w('/codes', k), uploadBody(data, file), { headers: { 'content-type': `multipart/form-data; boundary=${B}` } });
 }
 const finished = (id) => eventually(async () => {
   const r = await kiln.req('GET', w(`/tasks/${id}`));
@@ -803,4 +806,45 @@ test('large downloads are sent from the file, byte for byte, to slow readers too
     await big.stop();
     big.cleanup();
   }
+});
+
+// Two uploads of a project under way hold its slots: a third is answered
+// 503 (which the Iron clients retry) at its head, before its body is read.
+test('a third upload of a project under way is refused at its head; the slots come back', async () => {
+  const body = uploadBody({ name: 'slots', image: 'busybox', command: 'true' });
+  const head = `POST ${w('/codes')} HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth ${kiln.token}\r\n` +
+    `Content-Type: multipart/form-data; boundary=${B}\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`;
+  // A connection that sent the head; `said` resolves with the first answer.
+  const started = () => new Promise((resolve, reject) => {
+    const c = net.connect(kiln.port, '127.0.0.1', () => c.write(head));
+    let text = '';
+    const answers = [];
+    c.on('data', (d) => {
+      text += d.toString();
+      while (text.includes('\r\n\r\n')) {
+        const end = text.indexOf('\r\n\r\n') + 4;
+        const status = text.slice(0, end);
+        const len = Number((status.match(/Content-Length: (\d+)/) || [0, 0])[1]);
+        if (text.length < end + len) break;
+        answers.push(status + text.slice(end, end + len));
+        text = text.slice(end + len);
+        resolve({ c, answers });
+      }
+    });
+    c.on('error', reject);
+  });
+  const a = await started();
+  const b = await started();
+  assert.match(a.answers[0], /^HTTP\/1\.1 100 Continue/);
+  assert.match(b.answers[0], /^HTTP\/1\.1 100 Continue/);
+  const third = await started();
+  assert.match(third.answers[0], /^HTTP\/1\.1 503 [^]*uploads being stored already/);
+  third.c.destroy();
+  for (const x of [a, b]) {
+    x.c.write(body);
+    await eventually(async () => x.answers.length === 2);
+    assert.match(x.answers[1], /^HTTP\/1\.1 200 [^]*Upload successful/);
+    x.c.destroy();
+  }
+  assert.equal((await upload({ name: 'slots', image: 'busybox', command: 'true' })).status, 200);
 });
