@@ -506,6 +506,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         *field = field == &to ? *ms + 999 : *ms;  // end_date: its whole second, as to_time
       }
     }
+    if (from > to)  // an empty span, surely a mistake: not an answer of zeros
+      co_return ErrorResponse(Error::InvalidArgument("start_date is after end_date"));
     KILN_TRY(st, svc->Stats(project, std::string(req.Param("code")), from, to));
     co_return Response{200, Json([&](JsonWriter& w) {
                          w.StartObject();
@@ -615,6 +617,8 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
         *field = field == &f.to ? *ms + 999 : *ms;
       }
     }
+    if (f.from && f.to && f.from > f.to)  // an empty span, surely a mistake
+      co_return ErrorResponse(Error::InvalidArgument("from_time is after to_time"));
     // A page's payloads are read from the store: off the io thread.
     KILN_TRY(tasks, co_await OffIoThread(*disk, [&] { return svc->ListTasks(project, f); }));
     co_return Response{200, ListJson("tasks", *tasks, WriteTask)};

@@ -448,6 +448,7 @@ test('pause holds a code\'s tasks, resume releases them; cancel_all; delete', as
     assert.equal(t.start_time, undefined);
   }
   const stats = (await kiln.req('GET', w(`/codes/${id}/stats`))).body;
+  assert.equal((await kiln.req('GET', w(`/codes/${id}/stats?start_date=200&end_date=100`))).status, 400);
   assert.equal(stats.queued, 3);
   const c = await kiln.req('POST', w(`/tasks/${q.body.tasks[0].id}/cancel`), {});
   assert.equal(c.status, 200);
@@ -551,6 +552,7 @@ test('schedules: create, run, list, get, update, cancel; cron with a time zone; 
   assert.equal(await bad({ start_at: 1e300 }), 400);
   assert.equal(await bad({ priority: 4294967296 }), 400);
   assert.equal((await kiln.req('GET', w(`/tasks?from_time=${2 ** 62}`))).status, 400);
+  assert.equal((await kiln.req('GET', w('/tasks?from_time=200&to_time=100'))).status, 400);  // an empty span
   assert.equal(await bad({ code_name: 'nope' }), 404);
   assert.equal((await kiln.req('GET', w('/schedules/ffffffffffffffffffffffff'))).status, 404);
 });
