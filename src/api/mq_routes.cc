@@ -338,29 +338,24 @@ Result<uint64_t> MessageId(const Request& req) {
   return id;
 }
 
-// The hops a post's messages start with: what an earlier Kiln that pushed
-// it here said (mq::kHopsHeader), else 0. A value that is not a count is
-// taken as 0; it only ever stops loops, it grants nothing.
-int HopsOf(const Request& req) {
-  std::string_view v = req.Header("kiln-hops");  // mq::kHopsHeader, as parsed
-  uint64_t hops = 0;
-  if (ParseU64(v, &hops)) return static_cast<int>(std::min<uint64_t>(hops, mq::kMaxHops + 1));
+// A count an earlier Kiln that pushed the post here sent in header `name`
+// (lower case, as parsed), within [least, most + 1]; `least` when there is
+// none or it is not a count. It only ever stops loops, it grants nothing:
+// a count too big to parse is still too big.
+int CountFrom(const Request& req, std::string_view name, int least, int most) {
+  std::string_view v = req.Header(name);
+  uint64_t n = 0;
+  if (ParseU64(v, &n))
+    return static_cast<int>(std::clamp<uint64_t>(n, least, static_cast<uint64_t>(most) + 1));
   bool digits =
       !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
-  return digits ? mq::kMaxHops + 1 : 0;  // a count too big to parse is still too big
+  return digits ? most + 1 : least;
 }
 
-// The spread a post's messages start with (mq::kSpreadHeader), else 1; read
-// as HopsOf reads the hops.
-int SpreadOf(const Request& req) {
-  std::string_view v = req.Header("kiln-spread");  // mq::kSpreadHeader, as parsed
-  uint64_t spread = 0;
-  if (ParseU64(v, &spread))
-    return static_cast<int>(std::clamp<uint64_t>(spread, 1, mq::kMaxSpread + 1));
-  bool digits =
-      !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
-  return digits ? mq::kMaxSpread + 1 : 1;
-}
+// The hops and spread a post's messages start with (mq::kHopsHeader,
+// mq::kSpreadHeader).
+int HopsOf(const Request& req) { return CountFrom(req, "kiln-hops", 0, mq::kMaxHops); }
+int SpreadOf(const Request& req) { return CountFrom(req, "kiln-spread", 1, mq::kMaxSpread); }
 
 }  // namespace
 

@@ -418,7 +418,7 @@ void Engine::Post(const std::string& project, const std::string& name,
     if (m.spread > kMaxSpread)
       return done(Fail(Error::InvalidArgument(
           "Message copied more than " + std::to_string(kMaxSpread) +
-          " times by multicast push queues on its way here (queues feeding each other?)")));
+          " times by push queues or alerts on its way here (queues feeding each other?)")));
     if (m.body.size() > options_.max_message_bytes)
       return done(Fail(Error::TooLarge("Message body exceeds " +
                                        std::to_string(options_.max_message_bytes) + " bytes")));
