@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "base/thread_name.h"
 #include "base/url.h"
 #include "http/direct_io.h"
 #include "http/message.h"
@@ -142,7 +143,10 @@ struct Client::Impl {
   Impl(ClientOptions o, ssl::context& tls, Resolver& r)
       : options(std::move(o)), tls_ctx(tls), resolver(r) {
     asio::co_spawn(ioc, SweepIdle(), asio::detached);
-    thread = std::thread([this] { ioc.run(); });
+    thread = std::thread([this] {
+      NameThisThread(options.thread_name);
+      ioc.run();
+    });
   }
 
   void Stop() {

@@ -27,8 +27,9 @@ struct ClientOptions {
   // sockets stay bounded however many subscriber hosts come and go.
   std::chrono::milliseconds idle_timeout{30000};
   size_t max_idle = 256;
-  size_t threads = 1;        // io threads, each with its own idle connections
-  ResolverOptions resolver;  // name lookups, shared by the threads
+  size_t threads = 1;                       // io threads, each with its own idle connections
+  std::string thread_name = "kiln-client";  // as top -H shows them
+  ResolverOptions resolver;                 // name lookups, shared by the threads
 };
 
 class Client {

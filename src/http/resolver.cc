@@ -14,6 +14,8 @@
 #include <system_error>
 #include <thread>
 
+#include "base/thread_name.h"
+
 namespace kiln::http {
 
 Result<Addresses> SystemLookup(const std::string& host, const std::string& port) {
@@ -152,6 +154,7 @@ void Resolver::Resolve(const std::string& host, const std::string& port, Done do
   // resolver gives up).
   try {
     std::thread([state = state_, key, host, port] {
+      NameThisThread("kiln-resolve");
       Finish(*state, host, key, state->options.lookup(host, port));
     }).detach();
   } catch (const std::system_error& e) {  // no thread to be had

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "base/file_range.h"
+#include "base/thread_name.h"
 #include "http/direct_io.h"
 
 namespace kiln::http {
@@ -612,7 +613,11 @@ Result<uint16_t> Server::Listen(const std::function<Result<void>(uint16_t port)>
 void Server::Run() {
   std::vector<std::thread> threads;
   for (size_t i = 1; i < impl_->contexts.size(); ++i)
-    threads.emplace_back([this, i] { impl_->contexts[i]->run(); });
+    threads.emplace_back([this, i] {
+      NameThisThread("kiln-io" + std::to_string(i));
+      impl_->contexts[i]->run();
+    });
+  NameThisThread("kiln-io0");
   impl_->contexts[0]->run();
   for (auto& t : threads) t.join();
   std::unique_lock lock(impl_->stop_mu);

@@ -18,6 +18,7 @@
 #include "api/auth.h"
 #include "api/errors.h"
 #include "api/upload_slots.h"
+#include "base/thread_name.h"
 #include "http/server.h"
 #include "mq/engine.h"
 #include "runner/image_store.h"
@@ -333,10 +334,12 @@ Result<uint16_t> App::Listen() {
   co.ca_file = impl_->config.push_ca_file;
   co.forbid_private = impl_->config.push_forbid_private;
   co.threads = std::max(1u, std::thread::hardware_concurrency());
+  co.thread_name = "kiln-push";
   impl_->push = std::make_unique<PushTransport>(*impl_->engine, *impl_->access, impl_->worker.get(),
                                                 co, self);
   impl_->engine->SetPushTransport(impl_->push.get(), "http://" + self);
   impl_->ticker = std::thread([impl = impl_.get()] {
+    NameThisThread("kiln-tick");
     std::unique_lock lock(impl->tick_mu);
     while (!impl->stopping) {
       impl->tick_cv.wait_for(lock, std::chrono::milliseconds(100));

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "base/ids.h"
+#include "base/thread_name.h"
 #include "runner/code_package.h"
 #include "runner/disk_usage.h"
 #include "runner/remove_tree.h"
@@ -1307,6 +1308,7 @@ size_t Service::ExpireTasks() {
 }
 
 void Service::ScheduleLoop() {
+  NameThisThread("kiln-schedule");
   std::unique_lock lock(mu_);
   auto next_expiry = std::chrono::steady_clock::now();
   while (!stopping_) {
@@ -1389,6 +1391,7 @@ std::string Service::PickLocked(TimeMs now) {
 }
 
 void Service::SlotLoop() {
+  NameThisThread("kiln-slot");
   std::unique_lock lock(mu_);
   while (!stopping_) {
     std::string id = PickLocked(clock_.NowMs());

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/thread_name.h"
 #include "store/rocks/codec.h"
 #include "store/rocks/wal_prefill.h"
 
@@ -426,6 +427,7 @@ class RocksStore final : public Store {
   // (and fsync is not on an interval). Appends alone wait up to
   // kAppendDelay for a Commit to carry them, then go on their own.
   void CommitLoop() {
+    NameThisThread("kiln-commit");
     std::vector<Pending> group;
     for (;;) {
       bool sync = false;
@@ -469,6 +471,7 @@ class RocksStore final : public Store {
 
   // With fsync on an interval: syncs the log every interval.
   void SyncLoop() {
+    NameThisThread("kiln-sync");
     std::unique_lock lock(mu_);
     while (!stopping_) {
       cv_sync_.wait_for(lock, std::chrono::milliseconds(options_.sync_interval_ms));

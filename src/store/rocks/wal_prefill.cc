@@ -12,6 +12,8 @@
 #include <string_view>
 #include <thread>
 
+#include "base/thread_name.h"
+
 namespace kiln::store::rocks {
 namespace {
 
@@ -106,6 +108,7 @@ class PrefilledWal final : public rocksdb::FSWritableFileOwnerWrapper {
   }
 
   void FillLoop() {
+    NameThisThread("kiln-walfill");
     std::unique_lock lock(mu_);
     for (;;) {
       cv_.wait(lock, [&] { return stopping_ || (!off_ && wanted_.load() > filled_.load()); });
