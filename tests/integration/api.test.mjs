@@ -19,6 +19,14 @@ test('health and version need no token', async () => {
   assert.match(v.body.version, /^\d+\.\d+\.\d+$/);
 });
 
+test("the server's threads carry names an operator can tell apart", async () => {
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const dir = `/proc/${kiln.proc.pid}/task`;
+  const names = readdirSync(dir).map((t) => readFileSync(`${dir}/${t}/comm`, 'utf8').trim());
+  for (const want of ['kiln-io0', 'kiln-commit', 'kiln-push', 'kiln-tick', 'kiln-walfill'])
+    assert.ok(names.includes(want), `${want} among ${names.join(' ')}`);
+});
+
 test('create, get, update, list and delete a queue', async () => {
   const c = await kiln.req('PUT', kiln.q('orders'), { queue: { message_timeout: 120 } });
   assert.equal(c.status, 200);
