@@ -6,7 +6,10 @@
 // A slot is taken as the upload's head comes (ServerOptions::check_body,
 // server/app.cc), before its body is read, so that a project's burst does
 // not make the server hold every body of it; an upload whose whole request
-// came at once takes its slot in the handler. Thread-safe.
+// came at once takes its slot in the handler. All projects together hold
+// at most `total` slots, so that the bodies held while they wait for the
+// upload thread (each up to --max-upload-mb) stay bounded however many
+// projects upload at once. Thread-safe.
 #pragma once
 
 #include <memory>
@@ -21,13 +24,9 @@ namespace kiln::api {
 class UploadSlots {
  public:
   static constexpr int kPerProject = 2;
-  explicit UploadSlots(int per_project = kPerProject) : per_project_(per_project) {}
-
-  // Why an upload was refused a slot (503).
-  Error Busy() const {
-    return Error::Unavailable("this project has " + std::to_string(per_project_) +
-                              " uploads being stored already: try again shortly");
-  }
+  static constexpr int kTotal = 16;
+  explicit UploadSlots(int per_project = kPerProject, int total = kTotal)
+      : per_project_(per_project), total_(total) {}
 
   // A slot of a project, given back when it goes. Must not outlive the
   // UploadSlots it came from.
@@ -43,12 +42,19 @@ class UploadSlots {
     std::string project_;
   };
 
-  // A slot of `project`, or null when the project has all its slots taken.
-  std::unique_ptr<Held> Take(const std::string& project) {
+  // A slot of `project`, or why there is none (Unavailable: 503) when the
+  // project, or the server, has all its slots taken.
+  Result<std::unique_ptr<Held>> Take(const std::string& project) {
     std::lock_guard lock(mu_);
-    int& n = taken_[project];
-    if (n >= per_project_) return nullptr;
-    ++n;
+    auto it = taken_.find(project);
+    if (it != taken_.end() && it->second >= per_project_)
+      return Fail(Error::Unavailable("this project has " + std::to_string(per_project_) +
+                                     " uploads being stored already: try again shortly"));
+    if (total_taken_ >= total_)
+      return Fail(Error::Unavailable("the server has " + std::to_string(total_) +
+                                     " uploads being stored already: try again shortly"));
+    ++taken_[project];
+    ++total_taken_;
     return std::make_unique<Held>(this, project);
   }
 
@@ -56,10 +62,13 @@ class UploadSlots {
   void Give(const std::string& project) {
     std::lock_guard lock(mu_);
     auto it = taken_.find(project);
-    if (it != taken_.end() && --it->second <= 0) taken_.erase(it);
+    if (it == taken_.end()) return;
+    --total_taken_;
+    if (--it->second <= 0) taken_.erase(it);
   }
 
-  const int per_project_;
+  const int per_project_, total_;
+  int total_taken_ = 0;
   std::mutex mu_;
   std::unordered_map<std::string, int> taken_;  // projects with a slot taken
 };

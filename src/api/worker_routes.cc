@@ -418,8 +418,11 @@ void AddWorkerRoutes(http::Router& router, const Services& s) {
                KILN_AUTH(*acc, req, project);
                // Taken at the head, before the body came (req.admission), or now.
                std::unique_ptr<UploadSlots::Held> slot;
-               if (!req.admission && !(slot = slots->Take(project)))
-                 co_return ErrorResponse(slots->Busy());
+               if (!req.admission) {
+                 auto taken = slots->Take(project);
+                 if (!taken) co_return ErrorResponse(taken.error());
+                 slot = std::move(*taken);
+               }
                KILN_TRY(code, co_await OffIoThread(*uploads, [&]() -> Result<worker::Code> {
                           auto parts = ParseMultipart(req.Header("content-type"), req.body);
                           if (!parts) return Fail(parts.error());

@@ -309,8 +309,8 @@ Result<std::unique_ptr<App>> App::Open(const Config& given) {
     // answered before their bodies are read (api/upload_slots.h).
     if (head.method == "POST" && is_upload(head.path)) {
       auto slot = slots->Take(project);
-      if (!slot) return api::ErrorResponse(slots->Busy());
-      *admission = std::shared_ptr<api::UploadSlots::Held>(std::move(slot));
+      if (!slot) return api::ErrorResponse(slot.error());
+      *admission = std::shared_ptr<api::UploadSlots::Held>(std::move(*slot));
     }
     return std::nullopt;
   };
