@@ -7,9 +7,11 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <thread>
+#include <tuple>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -202,6 +204,103 @@ void AddWorker(CLI::App& app) {
                   static_cast<long>(Int(x, "rev")), Str(x, "status"));
     });
   });
+
+  // The commands on one code take its id or its name (the API looks the
+  // id up first).
+  auto which = std::make_shared<std::string>();
+  auto code_path = [which](const Connection& c) { return Base(c) + "/codes/" + Escape(*which); };
+  auto add_on_code = [&](const char* name, const char* about) {
+    auto* cmd = worker->add_subcommand(name, about);
+    cmd->add_option("code", *which, "Code id or name")->required()->check(kNonEmpty);
+    return cmd;
+  };
+
+  add_on_code("info", "Show a code")->callback([=] {
+    auto c = Resolve(f->conn, Product::kWorker);
+    std::exit(Print(Call(c, "GET", code_path(c)), f->json, [](const rapidjson::Document& d) {
+      std::printf("id               %s\n", Str(d, "id"));
+      std::printf("name             %s\n", Str(d, "name"));
+      std::printf("rev              %ld (%s)\n", static_cast<long>(Int(d, "rev")),
+                  Str(d, "latest_change"));
+      std::printf("status           %s\n", Str(d, "status"));
+      if (*Str(d, "image")) std::printf("image            %s\n", Str(d, "image"));
+      if (*Str(d, "stack")) std::printf("stack            %s\n", Str(d, "stack"));
+      if (*Str(d, "runtime"))
+        std::printf("runtime          %s %s\n", Str(d, "runtime"), Str(d, "file_name"));
+      if (*Str(d, "command")) std::printf("command          %s\n", Str(d, "command"));
+      long most = static_cast<long>(Int(d, "max_concurrency"));
+      if (most > 0)
+        std::printf("max_concurrency  %ld\n", most);
+      else
+        std::printf("max_concurrency  no limit\n");
+      if (Int(d, "retries") > 0)
+        std::printf("retries          %ld every %ld s\n", static_cast<long>(Int(d, "retries")),
+                    static_cast<long>(Int(d, "retries_delay")));
+      else
+        std::printf("retries          0\n");
+      std::printf("memory           %ld MB\n", static_cast<long>(Int(d, "memory")));
+      std::printf("disk             %ld MB\n", static_cast<long>(Int(d, "disk")));
+      std::printf("network          %s\n", Str(d, "network"));
+      const auto& env = Field(d, "env_vars");
+      if (env.IsObject())
+        for (auto it = env.MemberBegin(); it != env.MemberEnd(); ++it)
+          if (it->name.IsString() && it->value.IsString())
+            std::printf("env              %s=%s\n", it->name.GetString(), it->value.GetString());
+    }));
+  });
+
+  add_on_code("rm", "Delete a code, its revisions and its packages")->callback([=] {
+    auto c = Resolve(f->conn, Product::kWorker);
+    std::exit(Print(Call(c, "DELETE", code_path(c)), f->json, [=](const rapidjson::Document&) {
+      std::printf("code %s deleted\n", which->c_str());
+    }));
+  });
+
+  add_on_code("revisions", "List a code's revisions, newest first")->callback([=] {
+    auto c = Resolve(f->conn, Product::kWorker);
+    ListAll(c, code_path(c) + "/revisions", "revisions", f->json, [](const rapidjson::Value& r) {
+      std::printf("rev %-4ld  %s  %s\n", static_cast<long>(Int(r, "rev")), Str(r, "created_at"),
+                  *Str(r, "image") ? Str(r, "image") : Str(r, "file_name"));
+    });
+  });
+
+  for (auto [name, about, path, said] :
+       {std::tuple{"pause", "Hold a code's queued tasks: none starts until resume",
+                   "/pause_task_queue", "paused"},
+        std::tuple{"resume", "Let a paused code's tasks start again", "/resume_task_queue",
+                   "resumed"}}) {
+    add_on_code(name, about)->callback([=] {
+      auto c = Resolve(f->conn, Product::kWorker);
+      std::exit(Print(
+          Call(c, "POST", code_path(c) + path), f->json,
+          [=](const rapidjson::Document&) { std::printf("code %s %s\n", which->c_str(), said); }));
+    });
+  }
+
+  add_on_code("cancel-all", "Cancel every queued and running task of a code")->callback([=] {
+    auto c = Resolve(f->conn, Product::kWorker);
+    std::exit(Print(Call(c, "POST", code_path(c) + "/cancel_all"), f->json,
+                    [](const rapidjson::Document& d) {
+                      std::printf("%ld tasks cancelled\n", static_cast<long>(Int(d, "cancelled")));
+                    }));
+  });
+
+  auto* stats = add_on_code("stats", "Count a code's tasks by state");
+  auto hours = std::make_shared<int64_t>(24);
+  stats->add_option("--hours", *hours, "Tasks queued in the last N hours (default 24)")
+      ->check(CLI::Range(int64_t{1}, int64_t{24 * 366}));
+  stats->callback([=] {
+    auto c = Resolve(f->conn, Product::kWorker);
+    long now = static_cast<long>(std::time(nullptr));
+    std::string span =
+        "?start_date=" + std::to_string(now - *hours * 3600) + "&end_date=" + std::to_string(now);
+    std::exit(Print(Call(c, "GET", code_path(c) + "/stats" + span), f->json,
+                    [](const rapidjson::Document& d) {
+                      for (const char* st : {"queued", "preparing", "running", "complete", "error",
+                                             "cancelled", "killed", "timeout"})
+                        std::printf("%-10s %ld\n", st, static_cast<long>(Int(d, st)));
+                    }));
+  });
 }
 
 void AddTask(CLI::App& app) {
@@ -279,6 +378,42 @@ void AddTask(CLI::App& app) {
                       else
                         std::printf("%s\n", Str(d, "msg"));
                     }));
+  });
+
+  auto* retry = task->add_subcommand("retry", "Queue a task again, as a new task");
+  auto retry_delay = std::make_shared<int64_t>(0);
+  retry->add_option("id", *id, "Task id")->required()->check(kNonEmpty);
+  retry->add_option("--delay", *retry_delay, "Seconds to wait before it may run")
+      ->check(CLI::NonNegativeNumber);
+  retry->callback([=] {
+    auto c = Resolve(f->conn, Product::kWorker);
+    std::exit(Print(
+        Call(c, "POST", Base(c) + "/tasks/" + Escape(*id) + "/retry",
+             "{\"delay\":" + std::to_string(*retry_delay) + "}"),
+        f->json, [](const rapidjson::Document& d) { std::printf("%s\n", FirstId(d, "tasks")); }));
+  });
+
+  // The id may come from TASK_ID, the variable a task's own environment has
+  // (a task writes its progress to PROGRESS_FILE; this is for scripts around it).
+  auto* progress = task->add_subcommand("progress", "Set a running task's progress");
+  auto percent = std::make_shared<int64_t>(-1);
+  auto msg = std::make_shared<std::string>();
+  progress->add_option("id", *id, "Task id (default $TASK_ID)")->envname("TASK_ID");
+  progress->add_option("--percent", *percent, "0 to 100")->check(CLI::Range(0, 100));
+  progress->add_option("--msg", *msg, "A line about where it is");
+  progress->callback([=] {
+    if (id->empty() || (*percent < 0 && msg->empty())) {
+      std::fprintf(stderr, "kiln: give a task id (or TASK_ID) and --percent or --msg\n");
+      std::exit(static_cast<int>(CLI::ExitCodes::RequiredError));
+    }
+    auto c = Resolve(f->conn, Product::kWorker);
+    std::string body = "{";
+    if (*percent >= 0) body += "\"percent\":" + std::to_string(*percent);
+    if (!msg->empty())
+      body += std::string(*percent >= 0 ? "," : "") + "\"msg\":" + JsonString(*msg);
+    body += "}";
+    std::exit(Print(Call(c, "POST", Base(c) + "/tasks/" + Escape(*id) + "/progress", body), f->json,
+                    [](const rapidjson::Document& d) { std::printf("%s\n", Str(d, "msg")); }));
   });
 
   auto* log = task->add_subcommand("log", "Print a task's output");
@@ -361,8 +496,34 @@ void AddSchedule(CLI::App& app) {
     });
   });
 
-  auto* cancel = sched->add_subcommand("cancel", "Cancel a schedule");
   auto id = std::make_shared<std::string>();
+  auto* info = sched->add_subcommand("info", "Show a schedule");
+  info->add_option("id", *id, "Schedule id")->required()->check(kNonEmpty);
+  info->callback([=] {
+    auto c = Resolve(f->conn, Product::kWorker);
+    std::exit(Print(Call(c, "GET", Base(c) + "/schedules/" + Escape(*id)), f->json,
+                    [](const rapidjson::Document& s) {
+                      std::printf("id          %s\n", Str(s, "id"));
+                      std::printf("code        %s\n", Str(s, "code_name"));
+                      std::printf("status      %s\n", Str(s, "status"));
+                      if (*Str(s, "cron"))
+                        std::printf("cron        %s %s\n", Str(s, "cron"), Str(s, "time_zone"));
+                      if (Int(s, "run_every"))
+                        std::printf("run_every   %ld s\n", static_cast<long>(Int(s, "run_every")));
+                      if (Int(s, "run_times"))
+                        std::printf("run_times   %ld\n", static_cast<long>(Int(s, "run_times")));
+                      std::printf("run_count   %ld\n", static_cast<long>(Int(s, "run_count")));
+                      std::string next = Str(s, "next_start");
+                      if (next.empty() || next.starts_with("0001-")) next = "-";
+                      std::printf("next_start  %s\n", next.c_str());
+                      if (*Str(s, "last_run_time") &&
+                          !std::string(Str(s, "last_run_time")).starts_with("0001-"))
+                        std::printf("last_run    %s\n", Str(s, "last_run_time"));
+                      std::printf("payload     %s\n", Str(s, "payload"));
+                    }));
+  });
+
+  auto* cancel = sched->add_subcommand("cancel", "Cancel a schedule");
   cancel->add_option("id", *id, "Schedule id")->required()->check(kNonEmpty);
   cancel->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);

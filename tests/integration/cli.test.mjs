@@ -269,6 +269,90 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   assert.match(r.stderr, /run_every/);
 });
 
+test('worker info, pause, resume, stats, cancel-all, revisions, rm; task retry and progress; schedule info', async () => {
+  let r = await cli(['worker', 'register', 'busybox', '--name', 'held', '--command', 'true',
+    '--max-concurrency', '2', '--env', 'K=v']);
+  assert.equal(r.code, 0, r.stderr);
+  const codeId = r.stdout.match(/code ([0-9a-f]{24})/)[1];
+  r = await cli(['worker', 'info', 'held']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`^id\\s+${codeId}$`, 'm'));
+  assert.match(r.stdout, /^status\s+active$/m);
+  assert.match(r.stdout, /^image\s+busybox$/m);
+  assert.match(r.stdout, /^max_concurrency\s+2$/m);
+  assert.match(r.stdout, /^env\s+K=v$/m);
+  r = await cli(['worker', 'info', codeId, '--json']);  // by id too
+  assert.equal(JSON.parse(r.stdout).name, 'held');
+
+  r = await cli(['worker', 'pause', 'held']);
+  assert.equal(r.stdout.trim(), 'code held paused');
+  r = await cli(['worker', 'info', 'held']);
+  assert.match(r.stdout, /^status\s+paused$/m);
+  r = await cli(['task', 'queue', 'held']);
+  const first = r.stdout.trim();
+  r = await cli(['task', 'queue', 'held', '--delay', '3600']);
+  const second = r.stdout.trim();
+  r = await cli(['worker', 'stats', 'held']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^queued\s+2$/m);
+  assert.match(r.stdout, /^complete\s+0$/m);
+
+  r = await cli(['task', 'progress', first, '--percent', '40', '--msg', 'warming up']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'Progress set');
+  r = await cli(['task', 'info', first, '--json']);
+  assert.equal(JSON.parse(r.stdout).percent, 40);
+  r = await cli(['task', 'progress', '--msg', 'from inside'], { env: { TASK_ID: first } });
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(['task', 'info', first, '--json']);
+  assert.equal(JSON.parse(r.stdout).percent, 40);  // a msg alone keeps the percent
+  assert.equal(JSON.parse(r.stdout).msg, 'from inside');
+  r = await cli(['task', 'progress', first]);  // nothing to set: refused, nothing sent
+  assert.ok(r.code >= 100, `exit ${r.code}`);
+  r = await cli(['task', 'progress', first, '--percent', '101']);
+  assert.ok(r.code >= 100, `exit ${r.code}`);
+
+  r = await cli(['task', 'retry', first]);  // still queued: the server says why not
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /Task is queued/);
+  r = await cli(['worker', 'cancel-all', 'held']);
+  assert.equal(r.stdout.trim(), '2 tasks cancelled');
+  r = await cli(['task', 'retry', second, '--delay', '60']);
+  assert.equal(r.code, 0, r.stderr);
+  const again = r.stdout.trim();
+  assert.match(again, /^[0-9a-f]{24}$/);
+  assert.notEqual(again, second);
+  r = await cli(['task', 'info', again]);
+  assert.match(r.stdout, new RegExp(`^${again}  queued\\s+held rev 1`));
+
+  r = await cli(['worker', 'resume', 'held']);
+  assert.equal(r.stdout.trim(), 'code held resumed');
+  r = await cli(['worker', 'register', 'busybox', '--name', 'held', '--command', 'echo two']);
+  r = await cli(['worker', 'revisions', 'held']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^rev 2 .*busybox\nrev 1 /m);
+
+  r = await cli(['schedule', 'create', 'held', '--run-every', '3600', '--run-times', '5',
+    '--start-at', '2031-06-01T00:00:00Z', '--payload', 'hello']);
+  const sid = r.stdout.trim();
+  r = await cli(['schedule', 'info', sid]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^code\s+held$/m);
+  assert.match(r.stdout, /^run_every\s+3600 s$/m);
+  assert.match(r.stdout, /^run_times\s+5$/m);
+  assert.match(r.stdout, /^next_start\s+2031-06-01T00:00:00Z$/m);
+  assert.match(r.stdout, /^payload\s+hello$/m);
+  r = await cli(['schedule', 'info', 'f'.repeat(24)]);
+  assert.equal(r.code, 1);
+
+  r = await cli(['worker', 'rm', 'held']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'code held deleted');
+  r = await cli(['worker', 'info', 'held']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /404/);
+});
+
 test('an empty queue name or id is refused before anything is sent; list options take one value each', async () => {
   let r = await cli(['mq', 'push', 'keep', 'm1', 'm2']);
   assert.equal(r.code, 0, r.stderr);
