@@ -10,8 +10,10 @@
 #include <ctime>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <tuple>
+#include <utility>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -77,15 +79,19 @@ const char* FirstId(const rapidjson::Value& d, const char* key) {
   return a.Empty() ? "" : Str(a[0], "id");
 }
 
+// `text` on one line: its line breaks (an error tail's) shown as spaces.
+std::string OneLine(std::string text) {
+  for (char& c : text)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
+}
+
 void PrintTask(const rapidjson::Value& t) {
   std::printf("%s  %-9s  %s rev %s", Str(t, "id"), Str(t, "status"), Str(t, "code_name"),
               Str(t, "code_rev"));
   if (Has(t, "duration")) std::printf("  %ld ms", static_cast<long>(Int(t, "duration")));
-  // One line a task: an error tail's line breaks are shown as spaces.
-  std::string msg = Str(t, "msg");
-  for (char& c : msg)
-    if (c == '\n' || c == '\r') c = ' ';
-  while (!msg.empty() && msg.back() == ' ') msg.pop_back();
+  std::string msg = OneLine(Str(t, "msg"));  // one line a task
   if (!msg.empty()) std::printf("  %s", msg.c_str());
   std::printf("\n");
 }
@@ -93,7 +99,8 @@ void PrintTask(const rapidjson::Value& t) {
 struct CodeFlags {
   std::string name, command, stack, runtime, file_name, config, network;
   std::vector<std::string> env;
-  int64_t max_concurrency = -1, retries = -1, retries_delay = -1, memory = 0, disk = 0;
+  // Sent only when given, and then as given: the server checks them (400).
+  std::optional<int64_t> max_concurrency, retries, retries_delay, memory, disk, priority;
 };
 
 void AddCodeOptions(CLI::App* cmd, CodeFlags& c) {
@@ -108,6 +115,8 @@ void AddCodeOptions(CLI::App* cmd, CodeFlags& c) {
   cmd->add_option("--retries-delay", c.retries_delay, "Seconds before a retry");
   cmd->add_option("--memory", c.memory, "Memory limit in MB (default 512)");
   cmd->add_option("--disk", c.disk, "Task dir limit in MB, its largest file's too (default 10240)");
+  cmd->add_option("--priority", c.priority, "Priority of its tasks that give none: 0, 1 or 2")
+      ->check(CLI::Range(0, 2));
   cmd->add_option("--network", c.network, "none (default: loopback only) or host");
 }
 
@@ -116,8 +125,8 @@ std::string CodeData(const CodeFlags& c, const std::string& image) {
   auto add = [&](const char* k, const std::string& v) {
     if (!v.empty()) d += std::string(",\"") + k + "\":" + JsonString(v);
   };
-  auto num = [&](const char* k, int64_t v) {
-    if (v >= 0) d += std::string(",\"") + k + "\":" + std::to_string(v);
+  auto num = [&](const char* k, std::optional<int64_t> v) {
+    if (v) d += std::string(",\"") + k + "\":" + std::to_string(*v);
   };
   add("image", image);
   add("command", c.command);
@@ -129,8 +138,9 @@ std::string CodeData(const CodeFlags& c, const std::string& image) {
   num("max_concurrency", c.max_concurrency);
   num("retries", c.retries);
   num("retries_delay", c.retries_delay);
-  if (c.memory > 0) num("memory", c.memory);
-  if (c.disk > 0) num("disk", c.disk);
+  num("memory", c.memory);
+  num("disk", c.disk);
+  num("default_priority", c.priority);
   if (!c.env.empty()) {
     d += ",\"env_vars\":{";
     for (size_t i = 0; i < c.env.size(); ++i) {
@@ -141,6 +151,33 @@ std::string CodeData(const CodeFlags& c, const std::string& image) {
     d += "}";
   }
   return d + "}";
+}
+
+// What a task is queued with, by `task queue` and by `schedule create`:
+// sent only when given, and then as given (the server checks them: 400).
+struct RunFlags {
+  std::optional<int64_t> priority, delay, timeout;
+  std::string label, cluster;
+};
+
+void AddRunOptions(CLI::App* cmd, RunFlags& r) {
+  cmd->add_option("--priority", r.priority, "0, 1 or 2 (default: the code's)")
+      ->check(CLI::Range(0, 2));
+  cmd->add_option("--delay", r.delay, "Seconds a task waits before it may run");
+  cmd->add_option("--timeout", r.timeout, "Seconds a task may run (default 3600)");
+  cmd->add_option("--label", r.label, "A label to find tasks by");
+  cmd->add_option("--cluster", r.cluster, "Cluster (Kiln has one: default)");
+}
+
+// The fields of `r` that were given, each after a comma.
+std::string RunFields(const RunFlags& r) {
+  std::string d;
+  for (auto [k, v] : {std::pair{"priority", r.priority}, std::pair{"delay", r.delay},
+                      std::pair{"timeout", r.timeout}})
+    if (v) d += std::string(",\"") + k + "\":" + std::to_string(*v);
+  for (auto [k, v] : {std::pair{"label", &r.label}, std::pair{"cluster", &r.cluster}})
+    if (!v->empty()) d += std::string(",\"") + k + "\":" + JsonString(*v);
+  return d;
 }
 
 // POST /codes as iron_worker sends it: multipart "data" and an optional zip "file".
@@ -238,6 +275,8 @@ void AddWorker(CLI::App& app) {
                     static_cast<long>(Int(d, "retries_delay")));
       else
         std::printf("retries          0\n");
+      std::printf("priority         %ld (of tasks that give none)\n",
+                  static_cast<long>(Int(d, "default_priority")));
       std::printf("memory           %ld MB\n", static_cast<long>(Int(d, "memory")));
       std::printf("disk             %ld MB\n", static_cast<long>(Int(d, "disk")));
       std::printf("network          %s\n", Str(d, "network"));
@@ -246,6 +285,7 @@ void AddWorker(CLI::App& app) {
         for (auto it = env.MemberBegin(); it != env.MemberEnd(); ++it)
           if (it->name.IsString() && it->value.IsString())
             std::printf("env              %s=%s\n", it->name.GetString(), it->value.GetString());
+      if (*Str(d, "config")) std::printf("config           %s\n", Str(d, "config"));
     }));
   });
 
@@ -259,8 +299,13 @@ void AddWorker(CLI::App& app) {
   add_on_code("revisions", "List a code's revisions, newest first")->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     ListAll(c, code_path(c) + "/revisions", "revisions", f->json, [](const rapidjson::Value& r) {
+      std::string what = *Str(r, "image") ? Str(r, "image") : "zip";
+      if (!*Str(r, "image") && Has(r, "code_size"))
+        what += " " + std::to_string(Int(r, "code_size")) + " bytes";
+      if (*Str(r, "file_name")) what += std::string("  ") + Str(r, "file_name");
+      if (*Str(r, "command")) what += std::string("  ") + Str(r, "command");
       std::printf("rev %-4ld  %s  %s\n", static_cast<long>(Int(r, "rev")), Str(r, "created_at"),
-                  *Str(r, "image") ? Str(r, "image") : Str(r, "file_name"));
+                  what.c_str());
     });
   });
 
@@ -277,13 +322,15 @@ void AddWorker(CLI::App& app) {
     });
   }
 
-  add_on_code("cancel-all", "Cancel every queued and running task of a code")->callback([=] {
-    auto c = Resolve(f->conn, Product::kWorker);
-    std::exit(Print(Call(c, "POST", code_path(c) + "/cancel_all"), f->json,
-                    [](const rapidjson::Document& d) {
-                      std::printf("%ld tasks cancelled\n", static_cast<long>(Int(d, "cancelled")));
-                    }));
-  });
+  add_on_code("cancel-all", "Cancel every queued task of a code (running ones: task cancel)")
+      ->callback([=] {
+        auto c = Resolve(f->conn, Product::kWorker);
+        std::exit(Print(Call(c, "POST", code_path(c) + "/cancel_all"), f->json,
+                        [](const rapidjson::Document& d) {
+                          std::printf("%ld tasks cancelled\n",
+                                      static_cast<long>(Int(d, "cancelled")));
+                        }));
+      });
 
   auto* stats = add_on_code("stats", "Count a code's tasks by state");
   auto hours = std::make_shared<int64_t>(24);
@@ -296,9 +343,11 @@ void AddWorker(CLI::App& app) {
         "?start_date=" + std::to_string(now - *hours * 3600) + "&end_date=" + std::to_string(now);
     std::exit(Print(Call(c, "GET", code_path(c) + "/stats" + span), f->json,
                     [](const rapidjson::Document& d) {
-                      for (const char* st : {"queued", "preparing", "running", "complete", "error",
-                                             "cancelled", "killed", "timeout"})
-                        std::printf("%-10s %ld\n", st, static_cast<long>(Int(d, st)));
+                      if (!d.IsObject()) return;
+                      for (auto it = d.MemberBegin(); it != d.MemberEnd(); ++it)
+                        if (it->name.IsString() && it->value.IsInt64())
+                          std::printf("%-10s %ld\n", it->name.GetString(),
+                                      static_cast<long>(it->value.GetInt64()));
                     }));
   });
 }
@@ -311,20 +360,16 @@ void AddTask(CLI::App& app) {
   auto* queue = task->add_subcommand("queue", "Queue a task of a code");
   auto code = std::make_shared<std::string>();
   auto payload = std::make_shared<std::string>("{}");
-  auto priority = std::make_shared<int64_t>(-1);
-  auto delay = std::make_shared<int64_t>(0);
-  auto timeout = std::make_shared<int64_t>(0);
-  queue->add_option("code", *code, "Code name")->required()->check(kNonEmpty);
+  auto run = std::make_shared<RunFlags>();
+  queue->add_option("code", *code, "Code name (not its id: the API takes names)")
+      ->required()
+      ->check(kNonEmpty);
   queue->add_option("--payload", *payload, "Payload text (default {})");
-  queue->add_option("--priority", *priority, "0, 1 or 2 (default: the code's)");
-  queue->add_option("--delay", *delay, "Seconds to wait before it may run");
-  queue->add_option("--timeout", *timeout, "Seconds it may run (default 3600)");
+  AddRunOptions(queue, *run);
   queue->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
-    std::string t = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload);
-    if (*priority >= 0) t += ",\"priority\":" + std::to_string(*priority);
-    if (*delay) t += ",\"delay\":" + std::to_string(*delay);
-    if (*timeout) t += ",\"timeout\":" + std::to_string(*timeout);
+    std::string t = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload) +
+                    RunFields(*run);
     std::exit(
         Print(Call(c, "POST", Base(c) + "/tasks", "{\"tasks\":[" + t + "}]}"), f->json,
               [](const rapidjson::Document& d) { std::printf("%s\n", FirstId(d, "tasks")); }));
@@ -357,24 +402,58 @@ void AddTask(CLI::App& app) {
   info->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(Call(c, "GET", Base(c) + "/tasks/" + Escape(*id)), f->json,
-                    [](const auto& d) { PrintTask(d); }));
+                    [](const rapidjson::Document& t) {
+                      std::printf("id          %s\n", Str(t, "id"));
+                      std::printf("code        %s rev %s\n", Str(t, "code_name"),
+                                  Str(t, "code_rev"));
+                      std::printf("status      %s\n", Str(t, "status"));
+                      if (*Str(t, "msg"))
+                        std::printf("msg         %s\n", OneLine(Str(t, "msg")).c_str());
+                      if (Int(t, "percent") > 0)
+                        std::printf("progress    %ld%%\n", static_cast<long>(Int(t, "percent")));
+                      if (Has(t, "exit_code"))
+                        std::printf("exit_code   %ld\n", static_cast<long>(Int(t, "exit_code")));
+                      std::printf("priority    %ld\n", static_cast<long>(Int(t, "priority")));
+                      std::printf("timeout     %ld s\n", static_cast<long>(Int(t, "timeout")));
+                      if (Int(t, "delay"))
+                        std::printf("delay       %ld s\n", static_cast<long>(Int(t, "delay")));
+                      if (*Str(t, "label")) std::printf("label       %s\n", Str(t, "label"));
+                      for (const char* k : {"created_at", "start_time", "end_time"}) {
+                        std::string at = Str(t, k);
+                        if (!at.empty() && !at.starts_with("0001-"))
+                          std::printf("%-11s %s\n", k, at.c_str());
+                      }
+                      if (Has(t, "duration"))
+                        std::printf("duration    %ld ms\n", static_cast<long>(Int(t, "duration")));
+                      if (Int(t, "retry_count"))
+                        std::printf("retries     %ld\n", static_cast<long>(Int(t, "retry_count")));
+                      if (*Str(t, "original_task_id"))
+                        std::printf("retry_of    %s\n", Str(t, "original_task_id"));
+                      if (*Str(t, "schedule_id"))
+                        std::printf("schedule    %s\n", Str(t, "schedule_id"));
+                      std::printf("log         %ld bytes\n", static_cast<long>(Int(t, "log_size")));
+                      std::printf("payload     %s\n", Str(t, "payload"));
+                    }));
   });
 
   auto* cancel = task->add_subcommand("cancel", "Cancel a queued or running task");
   cancel->add_option("id", *id, "Task id")->required()->check(kNonEmpty);
   cancel->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
+    // The API says "Cancelled" for a task that had ended too (as IronWorker
+    // did): its state before the cancel says which it was.
+    std::string before;
+    if (auto t = Call(c, "GET", Base(c) + "/tasks/" + Escape(*id)); t && t->status == 200) {
+      rapidjson::Document task;
+      task.Parse(t->body.c_str());
+      before = Str(task, "status");
+    }
+    bool ended = before == "complete" || before == "error" || before == "timeout" ||
+                 before == "cancelled" || before == "killed";
     std::exit(Print(Call(c, "POST", Base(c) + "/tasks/" + Escape(*id) + "/cancel"), f->json,
                     [&](const rapidjson::Document& d) {
-                      // The API says "Cancelled" for a task that had ended
-                      // too (as IronWorker did): say which it was.
-                      auto t = Call(c, "GET", Base(c) + "/tasks/" + Escape(*id));
-                      rapidjson::Document task;
-                      if (t && t->status == 200) task.Parse(t->body.c_str());
-                      std::string state = Str(task, "status");
-                      if (state == "complete" || state == "error" || state == "timeout" ||
-                          state == "killed")
-                        std::printf("Task %s had already ended: %s\n", id->c_str(), state.c_str());
+                      if (ended)
+                        std::printf("Task %s had already ended: %s\n", id->c_str(), before.c_str());
                       else
                         std::printf("%s\n", Str(d, "msg"));
                     }));
@@ -384,7 +463,7 @@ void AddTask(CLI::App& app) {
   auto retry_delay = std::make_shared<int64_t>(0);
   retry->add_option("id", *id, "Task id")->required()->check(kNonEmpty);
   retry->add_option("--delay", *retry_delay, "Seconds to wait before it may run")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(int64_t{0}, int64_t{604800}));
   retry->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     std::exit(Print(
@@ -427,7 +506,7 @@ void AddTask(CLI::App& app) {
     for (;;) {
       // The state before the log: a task that ended has all of its log.
       auto t = Call(c, "GET", path);
-      if (!t || t->status != 200) std::exit(Print(t, false, [](const rapidjson::Document&) {}));
+      if (!t || t->status != 200) std::exit(Print(t, f->json, [](const rapidjson::Document&) {}));
       rapidjson::Document d;
       d.Parse<rapidjson::kParseIterativeFlag>(t->body.c_str());
       std::string st = Str(d, "status");
@@ -439,7 +518,7 @@ void AddTask(CLI::App& app) {
         std::fflush(stdout);
         printed += r->body.size();
       } else if (!*follow || done) {
-        std::exit(Print(r, false, [](const rapidjson::Document&) {}));
+        std::exit(Print(r, f->json, [](const rapidjson::Document&) {}));
       }
       if (*follow && done && st != "complete") {
         // As `docker run` would: a script learns that the task failed.
@@ -465,13 +544,19 @@ void AddSchedule(CLI::App& app) {
   auto cron = std::make_shared<std::string>();
   auto tz = std::make_shared<std::string>();
   auto start = std::make_shared<std::string>();
-  create->add_option("code", *code, "Code name")->required()->check(kNonEmpty);
+  auto end = std::make_shared<std::string>();
+  auto run = std::make_shared<RunFlags>();
+  create->add_option("code", *code, "Code name (not its id: the API takes names)")
+      ->required()
+      ->check(kNonEmpty);
   create->add_option("--payload", *payload, "Payload of each task (default {})");
   create->add_option("--run-every", *every, "Seconds between runs (at least 60)");
   create->add_option("--run-times", *times, "Most runs");
   create->add_option("--cron", *cron, "Cron expression (Kiln extension)");
   create->add_option("--time-zone", *tz, "Time zone of --cron, e.g. Europe/Berlin");
   create->add_option("--start-at", *start, "First run, RFC 3339 (default now)");
+  create->add_option("--end-at", *end, "No run after this, RFC 3339");
+  AddRunOptions(create, *run);
   create->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     std::string s = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload);
@@ -480,6 +565,8 @@ void AddSchedule(CLI::App& app) {
     if (!cron->empty()) s += ",\"cron\":" + JsonString(*cron);
     if (!tz->empty()) s += ",\"time_zone\":" + JsonString(*tz);
     if (!start->empty()) s += ",\"start_at\":" + JsonString(*start);
+    if (!end->empty()) s += ",\"end_at\":" + JsonString(*end);
+    s += RunFields(*run);
     std::exit(
         Print(Call(c, "POST", Base(c) + "/schedules", "{\"schedules\":[" + s + "}]}"), f->json,
               [](const rapidjson::Document& d) { std::printf("%s\n", FirstId(d, "schedules")); }));
@@ -519,6 +606,14 @@ void AddSchedule(CLI::App& app) {
                       if (*Str(s, "last_run_time") &&
                           !std::string(Str(s, "last_run_time")).starts_with("0001-"))
                         std::printf("last_run    %s\n", Str(s, "last_run_time"));
+                      for (const char* k : {"start_at", "end_at"}) {
+                        std::string at = Str(s, k);
+                        if (!at.empty() && !at.starts_with("0001-"))
+                          std::printf("%-11s %s\n", k, at.c_str());
+                      }
+                      if (Int(s, "error_count"))
+                        std::printf("errors      %ld\n", static_cast<long>(Int(s, "error_count")));
+                      if (*Str(s, "msg")) std::printf("msg         %s\n", Str(s, "msg"));
                       std::printf("payload     %s\n", Str(s, "payload"));
                     }));
   });

@@ -231,10 +231,17 @@ test('worker upload and register, task queue, ls, info, log --follow, cancel; sc
   assert.equal(r.code, 1);
   assert.match(r.stdout, /bye\n/);
   assert.match(r.stderr, new RegExp(`task ${failing} ended error`));
-  r = await cli(['task', 'info', failing]);
+  r = await cli(['task', 'ls', '--code', 'failing']);
   assert.equal(r.stdout.trim().split('\n').length, 1, r.stdout);
+  r = await cli(['task', 'info', failing]);
+  // The error tail, on its line (stdout and stderr are one stream: either order).
+  assert.match(r.stdout, /^msg\s+Exit code 3: .*oops/m, r.stdout);
+  assert.match(r.stdout, /^exit_code\s+3$/m);
   r = await cli(['task', 'info', id]);
-  assert.match(r.stdout, new RegExp(`${id}  complete\\s+shell rev 1`));
+  assert.match(r.stdout, new RegExp(`^id\\s+${id}$`, 'm'));
+  assert.match(r.stdout, /^code\s+shell rev 1$/m);
+  assert.match(r.stdout, /^status\s+complete$/m);
+  assert.match(r.stdout, /^payload\s+P1$/m);
   r = await cli(['task', 'ls', '--code', 'shell', '--status', 'complete']);
   assert.equal(r.stdout.trim().split('\n').length, 1);
   r = await cli(['task', 'ls', '--status', 'failed']);  // a typo lists nothing, and says so
@@ -290,12 +297,21 @@ test('worker info, pause, resume, stats, cancel-all, revisions, rm; task retry a
   assert.match(r.stdout, /^status\s+paused$/m);
   r = await cli(['task', 'queue', 'held']);
   const first = r.stdout.trim();
-  r = await cli(['task', 'queue', 'held', '--delay', '3600']);
+  r = await cli(['task', 'queue', 'held', '--delay', '3600', '--label', 'nightly', '--priority', '2']);
   const second = r.stdout.trim();
+  r = await cli(['task', 'info', second]);
+  assert.match(r.stdout, /^label\s+nightly$/m);
+  assert.match(r.stdout, /^priority\s+2$/m);
+  r = await cli(['task', 'queue', 'held', '--priority', '-5']);  // the API would take it as "none"
+  assert.ok(r.code >= 100, `exit ${r.code}`);
+  r = await cli(['worker', 'register', 'busybox', '--name', 'held', '--retries', '-1']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /retries/);
   r = await cli(['worker', 'stats', 'held']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^queued\s+2$/m);
   assert.match(r.stdout, /^complete\s+0$/m);
+  assert.doesNotMatch(r.stdout, /killed/);  // the server counts them as cancelled
 
   r = await cli(['task', 'progress', first, '--percent', '40', '--msg', 'warming up']);
   assert.equal(r.code, 0, r.stderr);
@@ -317,20 +333,27 @@ test('worker info, pause, resume, stats, cancel-all, revisions, rm; task retry a
   assert.match(r.stderr, /Task is queued/);
   r = await cli(['worker', 'cancel-all', 'held']);
   assert.equal(r.stdout.trim(), '2 tasks cancelled');
+  r = await cli(['task', 'retry', second, '--delay', '-1']);
+  assert.ok(r.code >= 100, `exit ${r.code}`);
+  assert.ok(r.stderr.length < 200, r.stderr);  // a readable range
   r = await cli(['task', 'retry', second, '--delay', '60']);
   assert.equal(r.code, 0, r.stderr);
   const again = r.stdout.trim();
   assert.match(again, /^[0-9a-f]{24}$/);
   assert.notEqual(again, second);
   r = await cli(['task', 'info', again]);
-  assert.match(r.stdout, new RegExp(`^${again}  queued\\s+held rev 1`));
+  assert.match(r.stdout, /^status\s+queued$/m);
+  assert.match(r.stdout, /^delay\s+60 s$/m);
+  assert.match(r.stdout, new RegExp(`^retry_of\\s+${second}$`, 'm'));
+  r = await cli(['task', 'cancel', second]);  // cancelled before: said so
+  assert.equal(r.stdout.trim(), `Task ${second} had already ended: cancelled`);
 
   r = await cli(['worker', 'resume', 'held']);
   assert.equal(r.stdout.trim(), 'code held resumed');
   r = await cli(['worker', 'register', 'busybox', '--name', 'held', '--command', 'echo two']);
   r = await cli(['worker', 'revisions', 'held']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^rev 2 .*busybox\nrev 1 /m);
+  assert.match(r.stdout, /^rev 2 .*busybox  echo two\nrev 1 .*busybox  true$/m);
 
   r = await cli(['schedule', 'create', 'held', '--run-every', '3600', '--run-times', '5',
     '--start-at', '2031-06-01T00:00:00Z', '--payload', 'hello']);
@@ -342,6 +365,13 @@ test('worker info, pause, resume, stats, cancel-all, revisions, rm; task retry a
   assert.match(r.stdout, /^run_times\s+5$/m);
   assert.match(r.stdout, /^next_start\s+2031-06-01T00:00:00Z$/m);
   assert.match(r.stdout, /^payload\s+hello$/m);
+  r = await cli(['schedule', 'create', 'held', '--run-every', '3600', '--end-at', '2031-07-01T00:00:00Z',
+    '--start-at', '2031-06-01T00:00:00Z', '--label', 'weekly', '--timeout', '60']);
+  r = await cli(['schedule', 'info', r.stdout.trim(), '--json']);
+  const sch = JSON.parse(r.stdout);
+  assert.equal(sch.label, 'weekly');
+  assert.equal(sch.timeout, 60);
+  assert.match(sch.end_at, /^2031-07-01T00:00:00/);
   r = await cli(['schedule', 'info', 'f'.repeat(24)]);
   assert.equal(r.code, 1);
 
