@@ -153,6 +153,17 @@ std::string CodeData(const CodeFlags& c, const std::string& image) {
   return d + "}";
 }
 
+// The name of the code `id_or_name` names: tasks and schedules are queued
+// by code name, and a user may give the id `worker ls` shows. As given when
+// no such code is found (the server's answer then says so).
+std::string CodeName(const Connection& c, const std::string& id_or_name) {
+  auto r = Call(c, "GET", Base(c) + "/codes/" + Escape(id_or_name));
+  if (!r || r->status != 200) return id_or_name;
+  rapidjson::Document d;
+  d.Parse(r->body.c_str());
+  return *Str(d, "name") ? Str(d, "name") : id_or_name;
+}
+
 // What a task is queued with, by `task queue` and by `schedule create`:
 // sent only when given, and then as given (the server checks them: 400).
 struct RunFlags {
@@ -361,15 +372,13 @@ void AddTask(CLI::App& app) {
   auto code = std::make_shared<std::string>();
   auto payload = std::make_shared<std::string>("{}");
   auto run = std::make_shared<RunFlags>();
-  queue->add_option("code", *code, "Code name (not its id: the API takes names)")
-      ->required()
-      ->check(kNonEmpty);
+  queue->add_option("code", *code, "Code name or id")->required()->check(kNonEmpty);
   queue->add_option("--payload", *payload, "Payload text (default {})");
   AddRunOptions(queue, *run);
   queue->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
-    std::string t = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload) +
-                    RunFields(*run);
+    std::string t = "{\"code_name\":" + JsonString(CodeName(c, *code)) +
+                    ",\"payload\":" + JsonString(*payload) + RunFields(*run);
     std::exit(
         Print(Call(c, "POST", Base(c) + "/tasks", "{\"tasks\":[" + t + "}]}"), f->json,
               [](const rapidjson::Document& d) { std::printf("%s\n", FirstId(d, "tasks")); }));
@@ -546,9 +555,7 @@ void AddSchedule(CLI::App& app) {
   auto start = std::make_shared<std::string>();
   auto end = std::make_shared<std::string>();
   auto run = std::make_shared<RunFlags>();
-  create->add_option("code", *code, "Code name (not its id: the API takes names)")
-      ->required()
-      ->check(kNonEmpty);
+  create->add_option("code", *code, "Code name or id")->required()->check(kNonEmpty);
   create->add_option("--payload", *payload, "Payload of each task (default {})");
   create->add_option("--run-every", *every, "Seconds between runs (at least 60)");
   create->add_option("--run-times", *times, "Most runs");
@@ -559,7 +566,8 @@ void AddSchedule(CLI::App& app) {
   AddRunOptions(create, *run);
   create->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
-    std::string s = "{\"code_name\":" + JsonString(*code) + ",\"payload\":" + JsonString(*payload);
+    std::string s =
+        "{\"code_name\":" + JsonString(CodeName(c, *code)) + ",\"payload\":" + JsonString(*payload);
     if (*every) s += ",\"run_every\":" + std::to_string(*every);
     if (*times) s += ",\"run_times\":" + std::to_string(*times);
     if (!cron->empty()) s += ",\"cron\":" + JsonString(*cron);

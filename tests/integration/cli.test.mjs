@@ -291,6 +291,10 @@ test('worker info, pause, resume, stats, cancel-all, revisions, rm; task retry a
   r = await cli(['worker', 'info', codeId, '--json']);  // by id too
   assert.equal(JSON.parse(r.stdout).name, 'held');
 
+  r = await cli(['task', 'queue', codeId, '--delay', '3600']);  // by the code's id too
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(['task', 'cancel', r.stdout.trim()]);
+  assert.equal(r.stdout.trim(), 'Cancelled');
   r = await cli(['worker', 'pause', 'held']);
   assert.equal(r.stdout.trim(), 'code held paused');
   r = await cli(['worker', 'info', 'held']);
