@@ -79,6 +79,13 @@ const char* FirstId(const rapidjson::Value& d, const char* key) {
   return a.Empty() ? "" : Str(a[0], "id");
 }
 
+// The time `key` of `o` (RFC 3339), or "" when it has none: Go's zero time
+// (0001-01-01...), which the API gives for "never", counts as none.
+std::string TimeOf(const rapidjson::Value& o, const char* key) {
+  std::string at = Str(o, key);
+  return at.starts_with("0001-") ? "" : at;
+}
+
 // `text` on one line: its line breaks (an error tail's) shown as spaces.
 std::string OneLine(std::string text) {
   for (char& c : text)
@@ -427,11 +434,9 @@ void AddTask(CLI::App& app) {
                       if (Int(t, "delay"))
                         std::printf("delay       %ld s\n", static_cast<long>(Int(t, "delay")));
                       if (*Str(t, "label")) std::printf("label       %s\n", Str(t, "label"));
-                      for (const char* k : {"created_at", "start_time", "end_time"}) {
-                        std::string at = Str(t, k);
-                        if (!at.empty() && !at.starts_with("0001-"))
+                      for (const char* k : {"created_at", "start_time", "end_time"})
+                        if (auto at = TimeOf(t, k); !at.empty())
                           std::printf("%-11s %s\n", k, at.c_str());
-                      }
                       if (Has(t, "duration"))
                         std::printf("duration    %ld ms\n", static_cast<long>(Int(t, "duration")));
                       if (Int(t, "retry_count"))
@@ -563,6 +568,8 @@ void AddSchedule(CLI::App& app) {
   create->add_option("--time-zone", *tz, "Time zone of --cron, e.g. Europe/Berlin");
   create->add_option("--start-at", *start, "First run, RFC 3339 (default now)");
   create->add_option("--end-at", *end, "No run after this, RFC 3339");
+  auto sched_name = std::make_shared<std::string>();
+  create->add_option("--name", *sched_name, "A name for the schedule");
   AddRunOptions(create, *run);
   create->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
@@ -574,6 +581,7 @@ void AddSchedule(CLI::App& app) {
     if (!tz->empty()) s += ",\"time_zone\":" + JsonString(*tz);
     if (!start->empty()) s += ",\"start_at\":" + JsonString(*start);
     if (!end->empty()) s += ",\"end_at\":" + JsonString(*end);
+    if (!sched_name->empty()) s += ",\"name\":" + JsonString(*sched_name);
     s += RunFields(*run);
     std::exit(
         Print(Call(c, "POST", Base(c) + "/schedules", "{\"schedules\":[" + s + "}]}"), f->json,
@@ -583,9 +591,8 @@ void AddSchedule(CLI::App& app) {
   sched->add_subcommand("ls", "List schedules")->callback([=] {
     auto c = Resolve(f->conn, Product::kWorker);
     ListAll(c, Base(c) + "/schedules", "schedules", f->json, [](const rapidjson::Value& s) {
-      // A schedule that will not run again has Go's zero time as its next.
-      std::string next = Str(s, "next_start");
-      if (next.empty() || next.starts_with("0001-")) next = "-";
+      std::string next = TimeOf(s, "next_start");  // none: it will not run again
+      if (next.empty()) next = "-";
       std::printf("%s  %-9s  %s  next %s  runs %ld\n", Str(s, "id"), Str(s, "status"),
                   Str(s, "code_name"), next.c_str(), static_cast<long>(Int(s, "run_count")));
     });
@@ -600,6 +607,7 @@ void AddSchedule(CLI::App& app) {
                     [](const rapidjson::Document& s) {
                       std::printf("id          %s\n", Str(s, "id"));
                       std::printf("code        %s\n", Str(s, "code_name"));
+                      if (*Str(s, "name")) std::printf("name        %s\n", Str(s, "name"));
                       std::printf("status      %s\n", Str(s, "status"));
                       if (*Str(s, "cron"))
                         std::printf("cron        %s %s\n", Str(s, "cron"), Str(s, "time_zone"));
@@ -608,17 +616,13 @@ void AddSchedule(CLI::App& app) {
                       if (Int(s, "run_times"))
                         std::printf("run_times   %ld\n", static_cast<long>(Int(s, "run_times")));
                       std::printf("run_count   %ld\n", static_cast<long>(Int(s, "run_count")));
-                      std::string next = Str(s, "next_start");
-                      if (next.empty() || next.starts_with("0001-")) next = "-";
-                      std::printf("next_start  %s\n", next.c_str());
-                      if (*Str(s, "last_run_time") &&
-                          !std::string(Str(s, "last_run_time")).starts_with("0001-"))
-                        std::printf("last_run    %s\n", Str(s, "last_run_time"));
-                      for (const char* k : {"start_at", "end_at"}) {
-                        std::string at = Str(s, k);
-                        if (!at.empty() && !at.starts_with("0001-"))
-                          std::printf("%-11s %s\n", k, at.c_str());
-                      }
+                      std::string next = TimeOf(s, "next_start");
+                      std::printf("next_start  %s\n", next.empty() ? "-" : next.c_str());
+                      for (auto [k, shown] :
+                           {std::pair{"last_run_time", "last_run"},
+                            std::pair{"start_at", "start_at"}, std::pair{"end_at", "end_at"}})
+                        if (auto at = TimeOf(s, k); !at.empty())
+                          std::printf("%-11s %s\n", shown, at.c_str());
                       if (Int(s, "error_count"))
                         std::printf("errors      %ld\n", static_cast<long>(Int(s, "error_count")));
                       if (*Str(s, "msg")) std::printf("msg         %s\n", Str(s, "msg"));

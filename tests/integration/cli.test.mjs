@@ -370,10 +370,11 @@ test('worker info, pause, resume, stats, cancel-all, revisions, rm; task retry a
   assert.match(r.stdout, /^next_start\s+2031-06-01T00:00:00Z$/m);
   assert.match(r.stdout, /^payload\s+hello$/m);
   r = await cli(['schedule', 'create', 'held', '--run-every', '3600', '--end-at', '2031-07-01T00:00:00Z',
-    '--start-at', '2031-06-01T00:00:00Z', '--label', 'weekly', '--timeout', '60']);
+    '--start-at', '2031-06-01T00:00:00Z', '--label', 'weekly', '--timeout', '60', '--name', 'reports']);
   r = await cli(['schedule', 'info', r.stdout.trim(), '--json']);
   const sch = JSON.parse(r.stdout);
   assert.equal(sch.label, 'weekly');
+  assert.equal(sch.name, 'reports');
   assert.equal(sch.timeout, 60);
   assert.match(sch.end_at, /^2031-07-01T00:00:00/);
   r = await cli(['schedule', 'info', 'f'.repeat(24)]);
