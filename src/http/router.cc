@@ -78,31 +78,45 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
 Router::Match Router::Find(Request& req, const Handler** handler) const {
   auto segs = Split(req.path);
   if (segs.n >= by_length_.size()) return Match::kNoPath;
+  // A path is the route's with the most literal segments that matches it:
+  // "/tasks/webhook" (POST) is not a task id for "/tasks/:task" (GET), so a
+  // GET there is 405, not "Task not found". Among those, the method's.
   bool path_matched = false;
+  size_t most_literal = 0;
+  const Route* best = nullptr;
+  size_t best_literal = 0;
   for (size_t index : by_length_[segs.n]) {
     const auto& r = routes_[index];
     // From the last segment: routes mostly share their first ones.
     bool ok = true;
+    size_t literal = 0;
     for (size_t i = segs.n; i-- > 0 && ok;) {
       const auto& p = r.segments[i];
-      if (p[0] != ':' && p != segs.seg[i]) ok = false;
+      if (p[0] == ':') continue;
+      if (p != segs.seg[i]) ok = false;
+      ++literal;
     }
     if (!ok) continue;
     path_matched = true;
+    most_literal = std::max(most_literal, literal);
     // HEAD is a GET without the body (the server leaves the body out).
     if (r.method != req.method && !(r.method == "GET" && req.method == "HEAD")) continue;
-    req.params.clear();
-    for (size_t i = 0; i < segs.n; ++i) {
-      const auto& p = r.segments[i];
-      if (p[0] != ':') continue;
-      std::string decoded;
-      if (!PercentDecode(segs.seg[i], false, &decoded)) return Match::kBadPath;
-      req.params.emplace_back(p.substr(1), std::move(decoded));
+    if (!best || literal > best_literal) {  // the first added wins a tie
+      best = &r;
+      best_literal = literal;
     }
-    *handler = &r.handler;
-    return Match::kFound;
   }
-  return path_matched ? Match::kNoMethod : Match::kNoPath;
+  if (!best || best_literal < most_literal) return path_matched ? Match::kNoMethod : Match::kNoPath;
+  req.params.clear();
+  for (size_t i = 0; i < segs.n; ++i) {
+    const auto& p = best->segments[i];
+    if (p[0] != ':') continue;
+    std::string decoded;
+    if (!PercentDecode(segs.seg[i], false, &decoded)) return Match::kBadPath;
+    req.params.emplace_back(p.substr(1), std::move(decoded));
+  }
+  *handler = &best->handler;
+  return Match::kFound;
 }
 
 }  // namespace kiln::http

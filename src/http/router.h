@@ -23,6 +23,8 @@ class Router {
 
   enum class Match { kFound, kNoPath, kNoMethod, kBadPath };
   // Finds the route for `req`, fills req.params (decoded) and sets *handler.
+  // A path belongs to the routes with the most literal segments matching it
+  // (of those, the first added with the request's method).
   // kNoPath: no pattern matches (404); kNoMethod: the path matches with
   // another method (405); kBadPath: a malformed percent escape (400).
   Match Find(Request& req, const Handler** handler) const;
@@ -33,7 +35,7 @@ class Router {
     std::vector<std::string> segments;
     Handler handler;
   };
-  std::vector<Route> routes_;                   // in the order added: the first match wins
+  std::vector<Route> routes_;                   // in the order added
   std::vector<std::vector<size_t>> by_length_;  // indexes into routes_ by segment count
 };
 

@@ -43,6 +43,31 @@ TEST(RouterTest, WrongMethodAndUnknownPathAndBadEscape) {
   EXPECT_EQ(r.Find(req, &h), Router::Match::kBadPath);
 }
 
+// "/tasks/webhook" takes POST only: a GET there is 405, not a task whose id
+// is "webhook"; another word is still a task id.
+TEST(RouterTest, ALiteralSegmentOwnsItsPathOverAParameter) {
+  Router r;
+  int hit = 0;
+  r.Add("GET", "/tasks/:task", Named(&hit, 1));
+  r.Add("POST", "/tasks/webhook", Named(&hit, 2));
+  r.Add("POST", "/tasks/:task", Named(&hit, 3));
+  const Handler* h = nullptr;
+  Request req;
+  req.method = "GET";
+  req.path = "/tasks/webhook";
+  EXPECT_EQ(r.Find(req, &h), Router::Match::kNoMethod);
+  req.path = "/tasks/abc";
+  ASSERT_EQ(r.Find(req, &h), Router::Match::kFound);
+  EXPECT_EQ(req.Param("task"), "abc");
+  req.method = "POST";
+  req.path = "/tasks/webhook";  // the literal route: no "task" parameter
+  ASSERT_EQ(r.Find(req, &h), Router::Match::kFound);
+  EXPECT_TRUE(req.params.empty());
+  req.path = "/tasks/xyz";
+  ASSERT_EQ(r.Find(req, &h), Router::Match::kFound);
+  EXPECT_EQ(req.Param("task"), "xyz");
+}
+
 TEST(RouterTest, HeadFindsTheGetRoute) {
   Router r;
   int hit = 0;

@@ -122,6 +122,9 @@ test('unknown paths are 404, wrong methods 405, other versions 404', async () =>
   expectError(await kiln.req('GET', `/1/projects/${kiln.project}/queues`), 404);
   expectError(await kiln.req('POST', kiln.q()), 405);
   expectError(await kiln.req('PUT', kiln.q('safe') + '/reservations'), 405);
+  // The task webhook takes POST: a GET there is 405, not a task named "webhook".
+  expectError(await kiln.req('GET', `/2/projects/${kiln.project}/tasks/webhook`), 405);
+  expectError(await kiln.req('GET', `/2/projects/${kiln.project}/tasks/${'f'.repeat(24)}`), 404);
   expectError(await kiln.req('GET', `/3/projects/${kiln.project}/queues/%zz`), 400);
 });
 
