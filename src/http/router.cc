@@ -72,6 +72,10 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   for (size_t i = 0; i < segs.n; ++i) r.segments.emplace_back(segs.seg[i]);
   by_length_.resize(std::max(by_length_.size(), segs.n + 1));
   by_length_[segs.n].push_back(routes_.size());
+  most_literal_.resize(by_length_.size());
+  size_t literal = 0;
+  for (const auto& p : r.segments) literal += p[0] != ':';
+  most_literal_[segs.n] = std::max(most_literal_[segs.n], literal);
   routes_.push_back(std::move(r));
 }
 
@@ -104,6 +108,7 @@ Router::Match Router::Find(Request& req, const Handler** handler) const {
     if (!best || literal > best_literal) {  // the first added wins a tie
       best = &r;
       best_literal = literal;
+      if (literal == most_literal_[segs.n]) break;  // no route of this length has more
     }
   }
   if (!best || best_literal < most_literal) return path_matched ? Match::kNoMethod : Match::kNoPath;

@@ -37,6 +37,7 @@ class Router {
   };
   std::vector<Route> routes_;                   // in the order added
   std::vector<std::vector<size_t>> by_length_;  // indexes into routes_ by segment count
+  std::vector<size_t> most_literal_;  // by segment count: the most literal segments of a route
 };
 
 }  // namespace kiln::http
