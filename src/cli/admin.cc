@@ -22,20 +22,23 @@ struct AdminFlags {
   bool json = false;
 };
 
-// The admin token reaches every project: it goes where --host and --port
-// say (or KILN_HOST, KILN_PORT), by default this machine's 127.0.0.1:8080,
+// The admin token reaches every project: it goes where --scheme, --host and
+// --port say (or KILN_SCHEME, KILN_HOST, KILN_PORT), by default this
+// machine's http://127.0.0.1:8080,
 // and never where IRON_* variables or an iron.json of the working directory
 // or ~ point (a cloned repository's iron.json could name any server).
 Connection AdminConnection(const AdminFlags& f) {
   Connection c = f.conn;
-  c.scheme = "http";
   c.project_id = "-";  // not used
+  if (c.scheme.empty())
+    if (const char* v = std::getenv("KILN_SCHEME")) c.scheme = v;
+  if (c.scheme.empty()) c.scheme = "http";
   if (c.host.empty())
     if (const char* v = std::getenv("KILN_HOST")) c.host = v;
   if (c.port.empty())
     if (const char* v = std::getenv("KILN_PORT")) c.port = v;
   if (c.host.empty()) c.host = "127.0.0.1";
-  if (c.port.empty()) c.port = "8080";
+  if (c.port.empty()) c.port = c.scheme == "https" ? "443" : "8080";
   c.token = f.admin_token;
   if (c.token.empty()) {
     if (const char* v = std::getenv("KILN_ADMIN_TOKEN")) c.token = v;
@@ -55,6 +58,7 @@ Connection AdminConnection(const AdminFlags& f) {
 }
 
 void Common(CLI::App* cmd, AdminFlags& f) {
+  cmd->add_option("--scheme", f.conn.scheme, "http or https (KILN_SCHEME; default http)");
   cmd->add_option("--host", f.conn.host, "Server host (KILN_HOST; default 127.0.0.1)");
   cmd->add_option("--port", f.conn.port, "Server port (KILN_PORT; default 8080)");
   cmd->add_option("--admin-token", f.admin_token, "Admin token (KILN_ADMIN_TOKEN)");

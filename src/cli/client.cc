@@ -1,11 +1,14 @@
 #include "cli/client.h"
 
+#include <openssl/ssl.h>
 #include <rapidjson/document.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -18,8 +21,34 @@ namespace kiln::cli {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 
 namespace {
+
+// Each step gets its own minute, and a transfer a minute more for each
+// stretch without progress: a large upload or download over a slow link
+// is not cut, a server that stops answering still is.
+constexpr auto kStep = std::chrono::seconds(60);
+
+// Writes `req` and reads the answer over a connected stream (plain or TLS).
+template <class Stream>
+Reply Exchange(Stream& stream, bhttp::request<bhttp::string_body>& req) {
+  auto& tcp = beast::get_lowest_layer(stream);
+  bhttp::request_serializer<bhttp::string_body> out(req);
+  while (!out.is_done()) {
+    tcp.expires_after(kStep);
+    bhttp::write_some(stream, out);
+  }
+  beast::flat_buffer buf;
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(1ULL << 30);  // code downloads
+  while (!parser.is_done()) {
+    tcp.expires_after(kStep);
+    bhttp::read_some(stream, buf, parser);
+  }
+  auto& res = parser.get();
+  return Reply{static_cast<int>(res.result_int()), res.body()};
+}
 
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
@@ -87,7 +116,7 @@ Connection Resolve(Connection c, Product product) {
   Fill(c.token, "token", "TOKEN", p);
   if (c.scheme.empty()) c.scheme = "http";
   if (c.host.empty()) c.host = "127.0.0.1";
-  if (c.port.empty()) c.port = "8080";
+  if (c.port.empty()) c.port = c.scheme == "https" ? "443" : "8080";
   if (c.project_id.empty()) {
     // Every request names it: without one it would be /projects//..., a 404
     // that says nothing of why.
@@ -103,8 +132,9 @@ std::string Escape(const std::string& s) { return PercentEncode(s); }
 
 Result<Reply> Call(const Connection& c, const std::string& method, const std::string& target,
                    const std::string& body, const std::string& content_type) {
-  if (c.scheme != "http")
-    return Fail(Error::InvalidArgument("the CLI speaks http only (scheme " + c.scheme + ")"));
+  if (c.scheme != "http" && c.scheme != "https")
+    return Fail(
+        Error::InvalidArgument("the CLI speaks http and https only (scheme " + c.scheme + ")"));
   // iron.json of a server on IPv6 says "[::1]": the brackets are for URLs
   // and Host headers, not for the resolver.
   std::string host = c.host, host_header = c.host;
@@ -112,44 +142,46 @@ Result<Reply> Call(const Connection& c, const std::string& method, const std::st
     host = host.substr(1, host.size() - 2);
   else if (host.find(':') != std::string::npos)
     host_header = "[" + host + "]";
-  // Each step gets its own minute, and a transfer a minute more for each
-  // stretch without progress: a large upload or download over a slow link
-  // is not cut, a server that stops answering still is.
-  constexpr auto kStep = std::chrono::seconds(60);
+  bhttp::request<bhttp::string_body> req{bhttp::string_to_verb(method), target, 11};
+  req.set(bhttp::field::host, host_header);
+  req.set(bhttp::field::user_agent, "kiln-cli");
+  if (!c.token.empty()) req.set(bhttp::field::authorization, "OAuth " + c.token);
+  if (method != "GET") {
+    req.set(bhttp::field::content_type, content_type);
+    req.body() = body.empty() ? "{}" : body;
+    req.prepare_payload();
+  }
   try {
     asio::io_context ioc;
     asio::ip::tcp::resolver resolver(ioc);
-    beast::tcp_stream stream(ioc);
-    stream.expires_after(kStep);
-    stream.connect(resolver.resolve(host, c.port));
-    bhttp::request<bhttp::string_body> req{bhttp::string_to_verb(method), target, 11};
-    req.set(bhttp::field::host, host_header);
-    req.set(bhttp::field::user_agent, "kiln-cli");
-    if (!c.token.empty()) req.set(bhttp::field::authorization, "OAuth " + c.token);
-    if (method != "GET") {
-      req.set(bhttp::field::content_type, content_type);
-      req.body() = body.empty() ? "{}" : body;
-      req.prepare_payload();
-    }
-    bhttp::request_serializer<bhttp::string_body> out(req);
-    while (!out.is_done()) {
-      stream.expires_after(kStep);
-      bhttp::write_some(stream, out);
-    }
-    beast::flat_buffer buf;
-    bhttp::response_parser<bhttp::string_body> parser;
-    parser.body_limit(1ULL << 30);  // code downloads
-    while (!parser.is_done()) {
-      stream.expires_after(kStep);
-      bhttp::read_some(stream, buf, parser);
-    }
-    auto& res = parser.get();
+    beast::tcp_stream tcp(ioc);
+    tcp.expires_after(kStep);
+    tcp.connect(resolver.resolve(host, c.port));
     beast::error_code ec;
-    stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-    return Reply{static_cast<int>(res.result_int()), res.body()};
+    if (c.scheme == "http") {
+      Reply reply = Exchange(tcp, req);
+      tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+      return reply;
+    }
+    // https: the server's certificate must chain to a CA this machine
+    // trusts (OpenSSL's default paths, which SSL_CERT_FILE and SSL_CERT_DIR
+    // override) and name the host; the token is never sent otherwise.
+    ssl::context ctx{ssl::context::tls_client};
+    ctx.set_default_verify_paths();
+    ctx.set_verify_mode(ssl::verify_peer);
+    beast::ssl_stream<beast::tcp_stream> tls(std::move(tcp), ctx);
+    asio::ip::make_address(host, ec);
+    if (ec && !SSL_set_tlsext_host_name(tls.native_handle(), host.c_str()))  // SNI names hosts only
+      throw std::runtime_error("cannot set the TLS server name");
+    ec = {};
+    tls.set_verify_callback(ssl::host_name_verification(host));
+    tls.handshake(ssl::stream_base::client);
+    // The answer is read whole (its framing says where it ends): the
+    // connection is closed without waiting for the server's close_notify.
+    return Exchange(tls, req);
   } catch (const std::exception& e) {
-    return Fail(
-        Error::Unavailable("cannot reach Kiln at " + c.host + ":" + c.port + ": " + e.what()));
+    return Fail(Error::Unavailable("cannot reach Kiln at " + c.scheme + "://" + host_header + ":" +
+                                   c.port + ": " + e.what()));
   }
 }
 

@@ -49,6 +49,8 @@ void AddMqCommands(CLI::App& app) {
   auto* mq = app.add_subcommand("mq", "Message queues (IronMQ v3)");
   mq->require_subcommand(1);
   mq->fallthrough();  // --json, --port ... also after the verb
+  mq->add_option("--scheme", f->conn.scheme,
+                 "http or https (IRON_SCHEME, iron.json; default http)");
   mq->add_option("--host", f->conn.host, "Server host (IRON_HOST, iron.json)");
   mq->add_option("--port", f->conn.port, "Server port (IRON_PORT, iron.json)");
   mq->add_option("--project-id", f->conn.project_id, "Project id (IRON_PROJECT_ID, iron.json)");

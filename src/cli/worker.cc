@@ -33,6 +33,8 @@ std::shared_ptr<Flags> AddConnectionFlags(CLI::App* cmd) {
   auto f = std::make_shared<Flags>();
   cmd->require_subcommand(1);
   cmd->fallthrough();
+  cmd->add_option("--scheme", f->conn.scheme,
+                  "http or https (IRON_SCHEME, iron.json; default http)");
   cmd->add_option("--host", f->conn.host, "Server host (IRON_HOST, iron.json)");
   cmd->add_option("--port", f->conn.port, "Server port (IRON_PORT, iron.json)");
   cmd->add_option("--project-id", f->conn.project_id, "Project id (IRON_PROJECT_ID, iron.json)");

@@ -4,11 +4,14 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kiln, KILN_BIN } from '../support/kiln.mjs';
 import { skipWithoutContainers } from '../support/containers.mjs';
+import { makeTestPki } from '../support/pki.mjs';
 
 const kiln = new Kiln();
 before(() => kiln.start());
@@ -96,9 +99,9 @@ test('settings are found as iron_core finds them: per product, section before to
     writeFileSync(join(home, 'elsewhere.json'), JSON.stringify({ token: kiln.token }));
     r = await run(['mq', 'list'], { IRON_CONFIG: join(home, 'elsewhere.json') });
     assert.equal(r.code, 0, r.stderr);
-    r = await run(['mq', 'list'], { IRON_CONFIG: join(home, 'elsewhere.json'), IRON_SCHEME: 'https' });
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /http only/);
+    r = await run(['mq', 'list'], { IRON_CONFIG: join(home, 'elsewhere.json'), IRON_SCHEME: 'ftp' });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /http and https only/);
   } finally {
     rmSync(home, { recursive: true, force: true });
     rmSync(cwd, { recursive: true, force: true });
@@ -523,5 +526,44 @@ test('iron.json is written before the port opens (a script may connect at once)'
     proc.kill('SIGTERM');
     await new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r)));
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('https: through a TLS proxy whose certificate chains to a trusted CA and names the host', async () => {
+  // The certificate names localhost only, so 127.0.0.1 must fail the host check.
+  const pki = makeTestPki('DNS:localhost');
+  const proxy = https.createServer(pki.tls, (req, res) => {
+    const up = http.request({ host: '127.0.0.1', port: kiln.port, method: req.method, path: req.url, headers: req.headers },
+      (ans) => { res.writeHead(ans.statusCode, ans.headers); ans.pipe(res); });
+    req.pipe(up);
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const env = { IRON_SCHEME: 'https', IRON_HOST: 'localhost', IRON_PORT: String(proxy.address().port) };
+  try {
+    let r = await cli(['mq', 'create', 'over-tls'], { env: { ...env, SSL_CERT_FILE: pki.caFile } });
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli(['mq', 'push', 'over-tls', 'sealed'], { env: { ...env, SSL_CERT_FILE: pki.caFile } });
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli(['mq', 'peek', 'over-tls', '--json'], { env: { ...env, SSL_CERT_FILE: pki.caFile } });
+    assert.equal(JSON.parse(r.stdout).messages[0].body, 'sealed');
+    r = await cli(['worker', 'ls', '--scheme', 'https'], { env: { ...env, IRON_SCHEME: 'http', SSL_CERT_FILE: pki.caFile } });
+    assert.equal(r.code, 0, r.stderr);
+    // A CA this machine does not trust: refused before any request is sent.
+    r = await cli(['mq', 'list'], { env });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /certificate verify failed/);
+    // Trusted CA, but the certificate does not name 127.0.0.1.
+    r = await cli(['mq', 'list'], { env: { ...env, IRON_HOST: '127.0.0.1', SSL_CERT_FILE: pki.caFile } });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /certificate verify failed/);
+    // The admin commands take --scheme (or KILN_SCHEME) too.
+    r = await cli(['project', 'list', '--host', 'localhost', '--port', env.IRON_PORT, '--admin-token', kiln.adminToken],
+      { env: { KILN_SCHEME: 'https', SSL_CERT_FILE: pki.caFile } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(kiln.project));
+  } finally {
+    proxy.closeAllConnections();
+    proxy.close();
+    rmSync(pki.dir, { recursive: true, force: true });
   }
 });

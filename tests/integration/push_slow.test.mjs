@@ -5,24 +5,18 @@
 // resolves (a DNS server that does not answer). Tests run concurrently.
 import test, { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kiln, eventually } from '../support/kiln.mjs';
 import { startSink } from '../support/sink.mjs';
+import { makeTestPki } from '../support/pki.mjs';
 
 // A throwaway CA and a certificate for "localhost" signed by it.
-const pki = mkdtempSync(join(tmpdir(), 'kiln-pki-'));
-const ossl = (...args) => execFileSync('openssl', args, { cwd: pki, stdio: 'pipe' });
-ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=Kiln Test CA');
-ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=localhost');
-execFileSync('sh', ['-c', 'printf "subjectAltName=DNS:localhost,IP:127.0.0.1\\n" > ext.cnf'], { cwd: pki });
-ossl('x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf');
-const tls = { key: readFileSync(join(pki, 'srv.key')), cert: readFileSync(join(pki, 'srv.pem')) };
+const { dir: pki, caFile, tls } = makeTestPki();
 
-const kiln = new Kiln({ args: ['--push-ca-file', join(pki, 'ca.pem')] });
+const kiln = new Kiln({ args: ['--push-ca-file', caFile] });
 const sinks = [];
 before(() => kiln.start());
 after(async () => {
