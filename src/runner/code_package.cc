@@ -41,6 +41,23 @@ bool SafeName(const std::string& name) {
   return true;
 }
 
+// Whether the archive's last 64 KiB hold its end-of-central-directory
+// record (zip64 archives have one too): a zip cut short between two
+// members still reads member by member, short of what its maker put in.
+bool EndsWithCentralDirectory(const std::string& bytes) {
+  constexpr size_t kRecord = 22, kMaxComment = 0xffff;
+  if (bytes.size() < kRecord) return false;
+  size_t lowest = bytes.size() > kRecord + kMaxComment ? bytes.size() - kRecord - kMaxComment : 0;
+  for (size_t at = bytes.size() - kRecord;; --at) {
+    if (bytes.compare(at, 4, "PK\x05\x06") == 0) {
+      size_t comment = static_cast<unsigned char>(bytes[at + 20]) |
+                       static_cast<unsigned char>(bytes[at + 21]) << 8;
+      if (at + kRecord + comment <= bytes.size()) return true;  // trailing bytes, as unzip allows
+    }
+    if (at == lowest) return false;
+  }
+}
+
 std::string ErrorText(archive* a) {
   const char* s = archive_error_string(a);
   return s ? s : "unreadable";
@@ -52,6 +69,9 @@ Result<ZipInfo> CheckZip(const std::string& bytes, int64_t max_unpacked, int64_t
   auto a = NewZipReader();
   if (archive_read_open_memory(a.get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
     return Fail(Error::InvalidArgument("the file part is not a zip archive"));
+  if (!EndsWithCentralDirectory(bytes))
+    return Fail(
+        Error::InvalidArgument("the zip archive has no central directory at its end (cut short?)"));
   ZipInfo info;
   std::set<std::string, std::less<>> dirs;  // made on the way to members: inodes too
   archive_entry* e;

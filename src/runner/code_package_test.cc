@@ -92,6 +92,24 @@ TEST(CodePackageTest, LongDeepAndEscapingNamesAreRefusedAndImpliedDirsCount) {
 
 // A member whose data is longer than its header says is not unpacked: the
 // upload's check counted what the headers say.
+TEST(CodePackageTest, AZipCutShortBeforeItsCentralDirectoryIsRefused) {
+  std::string zip = MakeZip({{"first", "1"}, {"second", "2"}});
+  ASSERT_TRUE(CheckZip(zip, 1 << 20));
+  // Cut between the members: the first still reads whole, the second is gone.
+  std::string cut = zip.substr(0, zip.find("PK\x03\x04", 4));
+  auto check = CheckZip(cut, 1 << 20);
+  ASSERT_FALSE(check);
+  EXPECT_EQ(check.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(check.error().message().find("central directory"), std::string::npos);
+  // Cut inside the central directory, or inside its end record's comment.
+  EXPECT_FALSE(CheckZip(zip.substr(0, zip.rfind("PK\x01\x02") + 10), 1 << 20));
+  std::string commented = zip;
+  commented[commented.size() - 2] = 3;  // the comment's length
+  EXPECT_FALSE(CheckZip(commented + "ab", 1 << 20));
+  EXPECT_TRUE(CheckZip(commented + "abc", 1 << 20));
+  EXPECT_TRUE(CheckZip(zip + "trailing bytes", 1 << 20));  // as unzip takes them
+}
+
 TEST(CodePackageTest, AMemberThatHoldsMoreThanItsHeaderSaysIsRefused) {
   testing::TempDir dir;
   std::string honest = MakeZip({{"small", "ok"}, {"zeros", std::string(100000, '\0')}});
