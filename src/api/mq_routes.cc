@@ -211,7 +211,8 @@ Result<std::vector<store::Subscriber>> ParseSubscribers(const JsonValue* arr) {
       for (const auto& m : (*headers)->GetObject()) {
         if (!m.value.IsString())
           return Fail(Error::InvalidArgument("subscriber header values must be strings"));
-        sub.headers.emplace_back(m.name.GetString(), m.value.GetString());
+        sub.headers.emplace_back(std::string(m.name.GetString(), m.name.GetStringLength()),
+                                 std::string(m.value.GetString(), m.value.GetStringLength()));
       }
     }
     out.push_back(std::move(sub));
@@ -227,7 +228,9 @@ Result<mq::Headers> ParseHeaderObject(const JsonValue& obj, const char* key) {
   for (const auto& m : (*h)->GetObject()) {
     if (!m.value.IsString())
       return Fail(Error::InvalidArgument(std::string(key) + " values must be strings"));
-    out.emplace_back(m.name.GetString(), m.value.GetString());
+    // With their lengths: a NUL inside must be refused, not cut at.
+    out.emplace_back(std::string(m.name.GetString(), m.name.GetStringLength()),
+                     std::string(m.value.GetString(), m.value.GetStringLength()));
   }
   return out;
 }

@@ -194,14 +194,14 @@ struct Paging {
 };
 // page (0-based, at most 100) and per_page (1-100, default 30), §1.5.
 Result<Paging> GetPaging(const Request& req) {
-  Paging p;
-  if (auto v = req.Query("page")) {
+  Paging p;  // an empty value is no value, as for every optional parameter
+  if (auto v = req.Query("page"); v && !v->empty()) {
     auto n = ParseIntParam("page", *v);
     if (!n) return Fail(n.error());
     if (*n < 0 || *n > 100) return Fail(Error::InvalidArgument("page must be between 0 and 100"));
     p.page = static_cast<int>(*n);
   }
-  if (auto v = req.Query("per_page")) {
+  if (auto v = req.Query("per_page"); v && !v->empty()) {
     auto n = ParseIntParam("per_page", *v);
     if (!n) return Fail(n.error());
     if (*n < 1 || *n > 100)

@@ -112,6 +112,17 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
     });
     if (s.name.empty() || s.name.size() > 255)
       return Fail(Error::InvalidArgument("A subscriber needs a name of 1 to 255 bytes"));
+    // The name goes out in a header (without its control bytes) and in
+    // JSON (bytes that are not UTF-8 as U+FFFD), and comes back in an
+    // acknowledgement: it must read back as it was. A name kept from
+    // before this check stays.
+    bool kept_name = std::any_of(kept.begin(), kept.end(),
+                                 [&](const store::Subscriber& k) { return k.name == s.name; });
+    if (!kept_name && (!IsUtf8(s.name) || std::any_of(s.name.begin(), s.name.end(), [](char c) {
+          return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+        })))
+      return Fail(
+          Error::InvalidArgument("A subscriber name must be UTF-8 without control characters"));
     for (size_t j = 0; j < i; ++j)
       if (subs[j].name == s.name)
         return Fail(Error::InvalidArgument("Subscriber names must be unique: " + s.name));
@@ -141,7 +152,7 @@ Result<void> ValidateSubscribers(const std::vector<store::Subscriber>& subs,
           "Subscriber url must be ironworker://[project_id:token@][host[:port]]/code_name: " +
           s.url));
     for (const auto& [k, v] : s.headers)
-      if (!IsHeaderToken(k) || v.find_first_of("\r\n") != std::string::npos)
+      if (!IsHeaderToken(k) || v.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
         return Fail(Error::InvalidArgument("Invalid subscriber header: " + k));
   }
   return Ok();
@@ -156,7 +167,7 @@ Result<void> ValidatePushHeaders(const Headers& h) {
       if (IEquals(k, r)) return Fail(Error::InvalidArgument("Push header not allowed: " + k));
     if (v.empty() || v.size() > 1024)
       return Fail(Error::InvalidArgument("A push header value must be 1 to 1024 bytes: " + k));
-    if (!IsHeaderToken(k) || v.find_first_of("\r\n") != std::string::npos)
+    if (!IsHeaderToken(k) || v.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
       return Fail(Error::InvalidArgument("Invalid push header: " + k));
   }
   return Ok();
@@ -675,6 +686,7 @@ Result<void> Engine::AcknowledgePush(const std::string& project, const std::stri
 void Engine::FollowSubscribersLocked(const SlotPtr& slot) {
   ++slot->subscriber_edits;
   TimeMs now = clock_.NowMs();
+  // Whatever changed is looked at now: a retry may be a day away.
   for (auto& [id, plan] : slot->plans)
     if (FollowSubscribers(plan, slot->queue.record(), now)) SchedulePush(slot, id, now);
 }

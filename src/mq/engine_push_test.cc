@@ -341,6 +341,39 @@ TEST_F(EnginePushTest, SubscribersReplacedByAQueueUpdateAreForgottenByMessagesOn
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
 }
 
+// A change of subscribers is acted on at once, not at the next retry
+// (which may be a day away): a message the change completed is settled, a
+// subscriber added to a waiting unicast message is tried.
+TEST_F(EnginePushTest, ASubscriberChangeActsOnMessagesAtOnce) {
+  MakeQueue("multicast", 3);
+  Post("pq", "m");
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  sent[0].done(200, "");
+  sent[1].done(500, "");  // b: a retry in 10 s
+  ASSERT_TRUE(engine_->RemoveSubscribers(kProject, "pq", {"b"}));
+  engine_->Tick();  // the clock has not moved
+  EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+
+  QueueSettings s;
+  s.type = "unicast";
+  s.subscribers = std::vector<store::Subscriber>{{"down", "http://down/hook", {}}};
+  s.retries = 3;
+  s.retries_delay = 600;
+  ASSERT_TRUE(engine_->PutQueue(kProject, "uq", s));
+  Post("uq", "u");
+  auto first = transport_.Take();
+  ASSERT_EQ(first.size(), 1u);
+  first[0].done(0, "connection refused");  // the round is over: 600 s to wait
+  ASSERT_TRUE(engine_->AddSubscribers(kProject, "uq", {{"up", "http://up/hook", {}}}));
+  engine_->Tick();
+  auto next = transport_.Take();
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].request.url, "http://up/hook");
+  next[0].done(200, "");
+  EXPECT_EQ(engine_->GetQueue(kProject, "uq")->size, 0u);
+}
+
 TEST_F(EnginePushTest, AMessageHeldByItsHostsLimitIsSentWhenStaleEntriesAheadOfItStartNothing) {
   QueueSettings s;
   s.type = "unicast";

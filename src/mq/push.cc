@@ -227,7 +227,20 @@ bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now) 
     plan.cursor = cursor.value_or(0);
     plan.round_start = cursor ? index_of(at_round_start).value_or(*cursor) : 0;
   }
-  return added;
+  if (plan.unicast && added && plan.cursor < plan.deliveries.size()) {
+    // A subscriber added while the failover waits out retries_delay is
+    // tried now: the message is for any one of them, and it may be the
+    // one that works. One in flight or holding a 202 stays the current.
+    const Delivery& at = plan.deliveries[plan.cursor];
+    bool waiting = !at.in_flight && at.status != DeliveryStatus::kReserved && at.next_try_at > now;
+    if (waiting)
+      for (size_t i = 0; i < plan.deliveries.size(); ++i)
+        if (plan.deliveries[i].tries == 0 && plan.deliveries[i].next_try_at <= now) {
+          plan.cursor = plan.round_start = i;
+          break;
+        }
+  }
+  return removed || added;
 }
 
 namespace {

@@ -129,8 +129,10 @@ bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reserva
 // the added ones (due at `now`): its message is for any one of them. A
 // multicast plan keeps its own recipients, but one left with none (all
 // replaced, none reached) goes to the queue's subscribers now, rather than
-// being settled as delivered. True when deliveries were added: the caller
-// schedules the plan.
+// being settled as delivered. A unicast plan waiting out retries_delay
+// tries an added subscriber at once. True when deliveries were added or
+// removed: the caller schedules the plan now, to start what is due or
+// settle what the change completed.
 bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
 
 // ironmq://[project_id:token@][host[:port]]/queue, a subscriber that posts

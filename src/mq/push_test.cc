@@ -99,7 +99,7 @@ TEST(PushPlanTest, RemovedSubscribersAreForgotten) {
   auto q = Queue("multicast", 2);
   auto plan = NewPlan(q, {}, kNow);
   q.subscribers.erase(q.subscribers.begin());
-  EXPECT_FALSE(FollowSubscribers(plan, q, kNow));
+  EXPECT_TRUE(FollowSubscribers(plan, q, kNow));  // changed: the caller looks at it again
   ASSERT_EQ(plan.deliveries.size(), 1u);
   EXPECT_EQ(plan.deliveries[0].subscriber, "s1");
 }
@@ -119,8 +119,9 @@ TEST(PushPlanTest, AMulticastMessageWhoseSubscribersWereAllReplacedGoesToTheNewO
   auto reached = NewPlan(two, {}, kNow);
   OnAnswer(reached, 0, 200, "", two, kNow);
   two.subscribers = {{"new", "http://h/new", {}}};
-  EXPECT_FALSE(FollowSubscribers(reached, two, kNow));
+  EXPECT_TRUE(FollowSubscribers(reached, two, kNow));  // for the caller to settle
   EXPECT_TRUE(reached.Complete());
+  EXPECT_FALSE(FollowSubscribers(reached, two, kNow));  // nothing left to change
 }
 
 TEST(PushPlanTest, AUnicastMessageTakesAddedSubscribersIntoItsFailover) {
@@ -132,6 +133,8 @@ TEST(PushPlanTest, AUnicastMessageTakesAddedSubscribersIntoItsFailover) {
   EXPECT_TRUE(FollowSubscribers(plan, q, kNow));
   ASSERT_EQ(plan.deliveries.size(), 2u);
   EXPECT_EQ(plan.deliveries[1].subscriber, "spare");
+  // s0 waits out its delay; the one added is tried now, not after it.
+  EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{1}));
   q.subscribers.erase(q.subscribers.begin());  // and replaced outright
   FollowSubscribers(plan, q, kNow);
   ASSERT_EQ(plan.deliveries.size(), 1u);

@@ -152,7 +152,7 @@ std::string RuntimeCommand(const Code& c) {
   auto it = kInterpreters.find(c.runtime.empty() ? "sh" : c.runtime);
   std::string interp = it == kInterpreters.end() ? c.runtime : it->second;
   std::string file = "'" + c.file_name + "'";  // file names were checked: no quotes
-  return (interp.empty() ? "./" + c.file_name : interp + " " + file) +
+  return (interp.empty() ? "'./" + c.file_name + "'" : interp + " " + file) +
          " -d \"$TASK_DIR\" -payload \"$PAYLOAD_FILE\" -config \"$CONFIG_FILE\" -id \"$TASK_ID\"" +
          " ${SCHEDULE_ID:+-schedule_id \"$SCHEDULE_ID\"}";
 }
@@ -1648,16 +1648,22 @@ void Service::RunTask(const std::string& id) {
     if (r.timed_out)
       return finish(TaskState::kTimeout, "Ran longer than " + std::to_string(t.timeout) + " s",
                     r.exit_code);
-    if (r.oom)
-      return finish(TaskState::kError,
-                    "Out of memory (limit " + std::to_string(code.memory_mb) + " MB)", r.exit_code);
+    std::string limit = "(limit " + std::to_string(code.memory_mb) + " MB)";
+    if (r.oom && r.exit_code != 0)
+      return finish(TaskState::kError, "Out of memory " + limit, r.exit_code);
     if (auto why = DiskStopMessage(r, code.disk_mb, options_.min_free_disk_bytes); !why.empty())
       return finish(TaskState::kError, why, r.exit_code);
     if (r.exit_code != 0)
       return finish(TaskState::kError,
                     "Exit code " + std::to_string(r.exit_code) + ": " + Tail(LogPath(id), 1024),
                     r.exit_code);
-    finish(TaskState::kComplete, "", 0);
+    // The exit code decides (contract §3.6); a process the task lost on the
+    // way is still worth a word.
+    finish(TaskState::kComplete,
+           r.oom
+               ? "A process of the task was killed: out of memory " + limit + "; the task exited 0"
+               : "",
+           0);
   };
   runner::RunOptions o;
   o.id = "kiln-" + id;

@@ -76,6 +76,20 @@ test('wrong types and missing fields are 400', async () => {
     expectError(await kiln.req('PUT', kiln.q('bad-sub'), { queue: { type: 'multicast', push: { subscribers: [{ name: 's', url }] } } }), 400);
   for (const url of ['http://127.0.0.1:8080/x', 'https://[::1]:8443/hook?a=b', 'http://my_host.local'])
     assert.equal((await kiln.req('PUT', kiln.q(`good-sub-${url.length}`), { queue: { type: 'multicast', push: { subscribers: [{ name: 's', url }] } } })).status, 200, url);
+  // A subscriber name must read back as it was (in the Iron-Subscriber-Name
+  // header, in JSON, in an acknowledgement): no control bytes, UTF-8 only.
+  const sub = (name, extra = {}) => ({ queue: { type: 'multicast', push: { subscribers: [{ name, url: 'http://127.0.0.1:9/x', ...extra }] } } });
+  for (const name of ['svc\nA', 'tab\there', 'del\u007f'])
+    expectError(await kiln.req('PUT', kiln.q('bad-sub-name'), sub(name)), 400);
+  const [head, tail] = JSON.stringify(sub('X')).split('"X"');
+  const notUtf8 = Buffer.concat([Buffer.from(head + '"'), Buffer.from([0xff, 0xfe]), Buffer.from('"' + tail)]);
+  expectError(await kiln.req('PUT', kiln.q('bad-sub-name'), notUtf8), 400);
+  assert.equal((await kiln.req('PUT', kiln.q('good-sub-name'), sub('équipe 1'))).status, 200);
+  // A NUL inside a header name or value is refused, not cut at.
+  for (const headers of [{ 'X-Nul': 'before\u0000after' }, { 'X\u0000Evil': 'v' }])
+    expectError(await kiln.req('PUT', kiln.q('bad-sub-header'), sub('s', { headers })), 400);
+  for (const push_headers of [{ 'X-P': 'pre\u0000post' }, { 'X\u0000P': 'v' }])
+    expectError(await kiln.req('POST', kiln.q('good-sub-name') + '/messages', { messages: [{ body: 'b', push_headers }] }), 400);
 });
 
 test('deeply nested JSON is 400 and the server keeps serving', async () => {

@@ -116,6 +116,20 @@ test('errors, timeouts and cancel', async (t) => {
   assert.equal((await finished(c.body.tasks[0].id)).status, 'cancelled');
 });
 
+test('out of memory: an error when the task fails of it, complete with a note when it exits 0', async (t) => {
+  const fill = 'dd if=/dev/zero of=/dev/shm/x bs=1M count=64';
+  await upload({ name: 'oom-main', image: 'busybox', memory: 16, command: `echo start; ${fill}; exit $?` });
+  await upload({ name: 'oom-child', image: 'busybox', memory: 16, command: `echo start; ${fill}; echo after` });
+  const q = await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'oom-main' }, { code_name: 'oom-child' }] });
+  const [main, child] = await Promise.all(q.body.tasks.map((x) => finished(x.id)));
+  if (skipWithoutContainers(t)) return;
+  assert.equal(main.status, 'error', JSON.stringify(main));
+  assert.match(main.msg, /Out of memory \(limit 16 MB\)/);
+  assert.equal(child.status, 'complete', JSON.stringify(child));
+  assert.equal(child.exit_code, 0);
+  assert.match(child.msg, /killed: out of memory \(limit 16 MB\).*exited 0/);
+});
+
 test('an upload is refused before its body is read unless the token is good for the project', async () => {
   // Over --max-request-bytes (1 MiB), under --max-upload-bytes (2 MiB).
   const big = `--${B}\r\nContent-Disposition: form-data; name="junk"\r\n\r\n${'x'.repeat(1536 << 10)}\r\n--${B}--`;
@@ -201,6 +215,9 @@ test('bad requests: unknown code, broken multipart, zip codes, bad task fields',
   assert.equal((await kiln.req('POST', w('/tasks'), { tasks: 'valid' })).status, 400);
   assert.equal((await kiln.req('GET', w('/tasks?per_page=500'))).status, 400);
   assert.equal((await kiln.req('GET', w('/tasks?page=x'))).status, 400);
+  // An empty value is no value (a client's unset option): the defaults.
+  for (const list of ['/tasks', '/codes', '/schedules'])
+    assert.equal((await kiln.req('GET', w(`${list}?page=&per_page=`))).status, 200, list);
   const anyTask = (await kiln.req('GET', w('/tasks'))).body.tasks[0];
   assert.equal((await kiln.req('GET', w(`/tasks/${anyTask.id}?wait=31`))).status, 400);
   // Unsafe or broken packages, bad code settings: refused, nothing stored.
@@ -297,6 +314,13 @@ test('a zip code on the busybox stack gets the contract arguments; revisions and
   assert.match(log, /revision two/);
   assert.match(log, /config: cfg/);
   assert.equal(task.log_size, Buffer.byteLength(log));
+
+  // runtime binary runs ./file_name, as one word whatever it holds.
+  const bin = makeZip({ 'my prog': '#!/bin/sh\necho "binary ran: $1"\n' }, { executable: ['my prog'] });
+  assert.equal((await upload({ name: 'spaced', file_name: 'my prog', runtime: 'binary' }, bin)).status, 200);
+  const b = await finished((await kiln.req('POST', w('/tasks'), { tasks: [{ code_name: 'spaced' }] })).body.tasks[0].id);
+  assert.equal(b.status, 'complete', b.msg);
+  assert.match((await kiln.req('GET', w(`/tasks/${b.id}/log`))).text, /binary ran: -d/);
 });
 
 test('a task cancelled while it is prepared never starts its container and is not retried', async (t) => {
