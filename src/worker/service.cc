@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <sstream>
 
 #include "base/ids.h"
@@ -579,7 +580,7 @@ Result<Code> Service::PutCode(const std::string& project, Code spec, const std::
   codes_[spec.id] = spec;
   revisions_[{spec.id, spec.rev}] = spec;
   PruneRevisionsLocked(spec);
-  cv_.notify_all();  // a higher max_concurrency may let tasks start
+  WakeSlotsLocked();  // a higher max_concurrency may let tasks start
   return spec;
 }
 
@@ -749,7 +750,7 @@ Result<void> Service::SetPaused(const std::string& project, const std::string& i
   Code& code = codes_.at((*c)->id);
   code.paused = paused;
   if (auto r = store_.PutWorkerRecord("code/" + code.id, EncodeCode(code)); !r) return r;
-  cv_.notify_all();
+  WakeSlotsLocked();
   return Ok();
 }
 
@@ -814,7 +815,7 @@ Result<void> Service::EnqueueLocked(std::vector<Task> tasks, store::Store::Worke
     std::string id = t.id;
     IndexLocked(tasks_[id] = std::move(t));
   }
-  cv_.notify_all();
+  WakeSlotsLocked();
   return Ok();
 }
 
@@ -1327,6 +1328,12 @@ void Service::ScheduleLoop() {
 
 void Service::QueueLocked(const Task& t) {
   queued_[t.project_id].insert({-t.priority, t.seq, t.id});
+  ++wake_generation_;
+}
+
+void Service::WakeSlotsLocked() {
+  ++wake_generation_;
+  cv_.notify_all();
 }
 
 void Service::UnqueueLocked(const Task& t) {
@@ -1357,9 +1364,18 @@ std::string Service::PickLocked(TimeMs now) {
     if (best && std::tie(running, turn) > std::tie(best_running, best_turn)) continue;
     if (options_.max_running_per_project > 0 && running >= options_.max_running_per_project)
       continue;
+    if (auto n = nothing_runnable_.find(project); n != nothing_runnable_.end()) {
+      if (n->second.generation == wake_generation_ && now < n->second.until) continue;
+      nothing_runnable_.erase(n);
+    }
+    bool found = false;
+    TimeMs first_due = std::numeric_limits<TimeMs>::max();
     for (const auto& key : queue) {
       const Task& t = tasks_.at(std::get<2>(key));
-      if (t.run_after > now) continue;
+      if (t.run_after > now) {
+        first_due = std::min(first_due, t.run_after);
+        continue;
+      }
       auto c = codes_.find(t.code_id);
       if (c != codes_.end() && c->second.paused) continue;
       if (c != codes_.end() && c->second.max_concurrency > 0 &&
@@ -1370,8 +1386,10 @@ std::string Service::PickLocked(TimeMs now) {
         best_running = running;
         best_turn = turn;
       }
+      found = true;
       break;  // the project's first runnable task
     }
+    if (!found) nothing_runnable_[project] = {wake_generation_, first_due};
   }
   if (!best) return "";
   std::string picked = std::get<2>(*best);
@@ -1449,7 +1467,7 @@ void Service::RecordEndLocked(const Task& t, TimeMs now) {
   QueueLocked(*retry);
   std::string id = retry->id;
   IndexLocked(tasks_[id] = std::move(*retry));
-  cv_.notify_all();
+  WakeSlotsLocked();
 }
 
 // A failed task runs again, as a new task, while the code allows it.
@@ -1485,7 +1503,7 @@ void Service::RunTask(const std::string& id) {
   auto finish = [&](TaskState state, std::string msg, int exit_code) {
     std::lock_guard lock(mu_);
     FinishLocked(tasks_.at(id), state, std::move(msg), exit_code);
-    cv_.notify_all();
+    WakeSlotsLocked();
   };
   // A cancel that comes while the task is prepared ends it before its
   // container starts, and wins over a failure to prepare it: a cancelled
@@ -1496,7 +1514,7 @@ void Service::RunTask(const std::string& id) {
     std::lock_guard lock(mu_);
     if (!stopping_) {
       FinishLocked(tasks_.at(id), TaskState::kCancelled, "Cancelled", -1);
-      cv_.notify_all();
+      WakeSlotsLocked();
       return true;
     }
     Task& live = tasks_.at(id);

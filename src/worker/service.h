@@ -248,7 +248,19 @@ class Service {
   using QueuedTask = std::tuple<int, uint64_t, std::string>;
   std::unordered_map<std::string, std::set<QueuedTask>> queued_;
   std::unordered_map<std::string, int> running_by_project_;  // preparing or running
-  std::unordered_map<std::string, uint64_t> last_start_;     // by project: starts_ then
+  // Projects whose queue a pick found nothing runnable in (delayed, paused,
+  // at max_concurrency): not walked again until `until` (the first delay
+  // that ends) or until something that can let a task start happens
+  // (WakeSlotsLocked moves the generation). A backlog that cannot run
+  // costs one walk per change, not one per slot every 200 ms.
+  struct NothingRunnable {
+    uint64_t generation;
+    TimeMs until;
+  };
+  std::unordered_map<std::string, NothingRunnable> nothing_runnable_;
+  uint64_t wake_generation_ = 0;
+  void WakeSlotsLocked();
+  std::unordered_map<std::string, uint64_t> last_start_;  // by project: starts_ then
   uint64_t starts_ = 0;
   // Every task of a project, and of a project's code name, oldest first: a
   // list walks one newest first and stops when its page is full (a scan

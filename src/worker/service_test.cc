@@ -183,6 +183,41 @@ TEST_F(ServiceTest, HigherPriorityFirstThenFifoOnOneSlot) {
   EXPECT_EQ(order, (std::vector<std::string>{block, high, high2, mid, low}));
 }
 
+// A queue with nothing runnable is not walked again until something
+// changes; every change that can let a task start is one: a task queued, a
+// code resumed, a task of a code at its max_concurrency ended, a delay run
+// out.
+TEST_F(ServiceTest, TasksHeldBackStartAsSoonAsTheyCan) {
+  NeedContainers();
+  Open(2);
+  Code("held", "true");
+  Code("one-at-a-time", "sleep 1", 1);
+  Code("now", "true");
+  service_->Start();
+  ASSERT_TRUE(service_->SetPaused(kProject, "held", true));
+  std::vector<std::string> held;
+  for (int i = 0; i < 3; ++i) held.push_back(Queue("held"));
+  NewTask later;
+  later.code_name = "now";
+  later.payload = "{}";
+  later.delay = 1;
+  auto delayed = service_->QueueTasks(kProject, {later});
+  ASSERT_TRUE(delayed);
+  auto first = Queue("one-at-a-time");
+  auto second = Queue("one-at-a-time");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // picks find nothing more
+  auto fresh = Queue("now");
+  EXPECT_EQ(WaitFinal(fresh).state, TaskState::kComplete);
+  ASSERT_TRUE(service_->SetPaused(kProject, "held", false));
+  for (const auto& id : held) EXPECT_EQ(WaitFinal(id).state, TaskState::kComplete);
+  Task d = WaitFinal(delayed->at(0));
+  EXPECT_EQ(d.state, TaskState::kComplete);
+  EXPECT_GE(d.start_time, d.created_at + 1000);
+  Task a = WaitFinal(first), b = WaitFinal(second);
+  EXPECT_EQ(b.state, TaskState::kComplete);
+  EXPECT_GE(b.start_time, a.end_time);  // max_concurrency 1: after the first ended
+}
+
 // Projects take turns at the slots: priorities order a project's own tasks,
 // not one project's before another's.
 TEST_F(ServiceTest, ProjectsTakeTurnsAtTheSlots) {
