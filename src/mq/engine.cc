@@ -98,11 +98,17 @@ Result<void> Engine::Recover() {
   if (!r) return r;
   TimeMs now = clock_.NowMs();
   uint64_t max_id = 0;
+  // Push messages are delivered from their plans; a plan of a Kiln before
+  // plans kept the expiry takes it from the message's state.
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, TimeMs>> push_expiry;  // qid, id
   r = store_.ForEachMessage([&](uint64_t qid, const store::MessageState& s) {
     max_id = std::max(max_id, s.id);
     auto it = by_qid.find(qid);
     if (it == by_qid.end()) return;  // its queue was deleted; DeleteQueue removed the range
-    if (it->second->queue.record().push()) return;  // delivered from its plan
+    if (it->second->queue.record().push()) {
+      push_expiry[qid][s.id] = s.expires_at;
+      return;
+    }
     it->second->queue.Add(s, now);
   });
   if (!r) return r;
@@ -121,6 +127,9 @@ Result<void> Engine::Recover() {
                    it->second->queue.record().name + " cannot be read";
       return;
     }
+    if (plan->expires_at == 0)
+      if (auto q = push_expiry.find(qid); q != push_expiry.end())
+        if (auto e = q->second.find(id); e != q->second.end()) plan->expires_at = e->second;
     FollowSubscribers(*plan, it->second->queue.record(), now);
     auto next = plan->NextDue();
     it->second->plans.emplace(id, std::move(*plan));
@@ -485,6 +494,7 @@ void Engine::PostChecked(const std::string& project, const std::string& name,
       plan.headers = std::move(m.push_headers);
       plan.hops = m.hops;
       plan.spread = m.spread;
+      plan.expires_at = s.expires_at;
       for (auto& d : plan.deliveries) d.next_try_at = s.visible_at ? s.visible_at : now;
       batch.PutPlan(qid, s.id, EncodePlan(plan));
       if (held_body_bytes_.load(std::memory_order_relaxed) + m.body.size() <= kHeldBodyBudget)
@@ -696,6 +706,7 @@ void Engine::MoveToDeadLetter(const std::string& project, const std::string& dlq
       batch.Delete(from_qid, s.id, from_push);
       if (rec.push()) {
         plans.push_back(NewPlan(rec, {}, now));
+        plans.back().expires_at = s.expires_at;
         batch.PutPlan(rec.qid, s.id, EncodePlan(plans.back()));
       }
       batch.Put(rec.qid, s, std::move(*body));

@@ -259,6 +259,7 @@ void Engine::StartPushes(const SlotPtr& slot, std::span<const uint64_t> ids,
         return true;
       };
       ExpireReservations(plan, rec, now);
+      ExpirePlan(plan, now);
       if (plan.Complete()) {
         notices.push_back(SettlePlan(*slot, id));
         continue;
@@ -468,6 +469,7 @@ void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, ui
       OnAnswer(it->second, static_cast<size_t>(d - ds.begin()), status, error, rec, now);
       delivered = status >= 200 && status < 300 && status != 202;
       if (!delivered) it->second.body.Drop();  // a retry is a while off: read it again then
+      if (ExpirePlan(it->second, now)) delivered = false;  // to be written as given up
     }
     error_post = SettlePlan(*slot, id, !delivered);
     it = slot->plans.find(id);

@@ -374,6 +374,45 @@ TEST_F(EnginePushTest, ASubscriberChangeActsOnMessagesAtOnce) {
   EXPECT_EQ(engine_->GetQueue(kProject, "uq")->size, 0u);
 }
 
+// A push message expires like any other: message_expiration after its
+// post, whatever retries or delay it still has; the subscribers it did not
+// reach are reported in the error queue.
+TEST_F(EnginePushTest, PushMessagesExpireAndTheUndeliveredAreReported) {
+  QueueSettings s;
+  s.type = "multicast";
+  s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
+  s.retries = 100;
+  s.retries_delay = 86400;
+  s.message_expiration = 60;
+  s.error_queue = "errors";
+  ASSERT_TRUE(engine_->PutQueue(kProject, "ex", s));
+  auto id = Post("ex", "short-lived");
+  std::promise<Result<std::vector<uint64_t>>> p;
+  engine_->Post(kProject, "ex", {{"delayed", 120, {}}}, [&](auto r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(p.get_future().get());
+  auto sent = transport_.Take();
+  ASSERT_EQ(sent.size(), 1u);  // the delayed one is not due
+  sent[0].done(500, "");       // a retry in a day
+  EXPECT_EQ(engine_->GetQueue(kProject, "ex")->size, 2u);
+  // Across a restart the expiry is kept.
+  Open();
+  transport_.Take();
+  clock_.Advance(59'999);
+  engine_->Tick();
+  EXPECT_EQ(engine_->GetQueue(kProject, "ex")->size, 2u);
+  clock_.Advance(1);
+  engine_->Tick();
+  engine_->Flush();
+  EXPECT_TRUE(transport_.Take().empty());  // the delayed one was never sent
+  EXPECT_EQ(engine_->GetQueue(kProject, "ex")->size, 0u);
+  auto errors = engine_->Peek(kProject, "errors", 10);
+  ASSERT_TRUE(errors);
+  ASSERT_EQ(errors->size(), 2u);
+  EXPECT_NE((*errors)[0].body.find("\"source_msg_id\":\"" + std::to_string(id) + "\""),
+            std::string::npos);
+  EXPECT_NE((*errors)[0].body.find("expired before it was delivered"), std::string::npos);
+}
+
 TEST_F(EnginePushTest, AMessageHeldByItsHostsLimitIsSentWhenStaleEntriesAheadOfItStartNothing) {
   QueueSettings s;
   s.type = "unicast";

@@ -110,6 +110,7 @@ std::optional<TimeMs> PushPlan::NextDue() const {
     if (unicast && i != cursor && d.status != DeliveryStatus::kReserved) continue;
     if (!best || d.next_try_at < *best) best = d.next_try_at;
   }
+  if (best && expires_at > 0 && expires_at < *best) best = expires_at;
   return best;
 }
 
@@ -165,6 +166,18 @@ void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now)
         next.next_try_at = std::min(next.next_try_at, now);
     }
   }
+}
+
+bool ExpirePlan(PushPlan& plan, TimeMs now) {
+  if (plan.expires_at == 0 || now < plan.expires_at || plan.Complete()) return false;
+  bool gave_up = false;
+  for (auto& d : plan.deliveries) {
+    if (d.final() || d.in_flight) continue;
+    d.status = DeliveryStatus::kError;
+    d.msg = "expired before it was delivered";
+    gave_up = true;
+  }
+  return gave_up;
 }
 
 bool Acknowledge(PushPlan& plan, const std::string& subscriber, uint64_t reservation) {
@@ -322,6 +335,10 @@ std::string EncodePlan(const PushPlan& plan) {
     w.Key("spread");
     w.Int(plan.spread);
   }
+  if (plan.expires_at > 0) {
+    w.Key("expires_at");
+    w.Int64(plan.expires_at);
+  }
   w.Key("headers");
   w.StartArray();
   for (const auto& [k, v] : plan.headers) {
@@ -382,6 +399,7 @@ std::optional<PushPlan> DecodePlan(std::string_view b) {
   plan.hops = static_cast<int>(std::clamp<int64_t>(i64(doc, "hops"), 0, kMaxHops + 1));
   if (doc.HasMember("spread"))
     plan.spread = static_cast<int>(std::clamp<int64_t>(i64(doc, "spread"), 1, kMaxSpread + 1));
+  plan.expires_at = std::max<int64_t>(i64(doc, "expires_at"), 0);
   if (doc.HasMember("headers") && doc["headers"].IsArray()) {
     for (const auto& h : doc["headers"].GetArray())
       if (h.IsArray() && h.Size() == 2 && h[0].IsString() && h[1].IsString())

@@ -91,6 +91,9 @@ struct PushPlan {
   int64_t retries_remaining = 0;     // unicast: rounds left after this one
   int hops = 0;                      // of its message (NewMessage::hops)
   int spread = 1;                    // of its message (NewMessage::spread)
+  // When its message expires (message_expiration after the post; 0: never,
+  // as in a plan of a Kiln before this field until Recover fills it in).
+  TimeMs expires_at = 0;
   // The waiting lists (of a host, of a project) it is on for a free slot,
   // each once: a multicast message may wait on several hosts. Not persisted.
   std::vector<std::string> held_on;
@@ -102,7 +105,8 @@ struct PushPlan {
   bool Failed() const;
   // Indexes of deliveries to start at `now` (not in flight, due).
   std::vector<size_t> Due(TimeMs now) const;
-  // The earliest time something is due, or nullopt when nothing is pending.
+  // The earliest time something is due (a try, or the message's expiry),
+  // or nullopt when nothing is pending.
   std::optional<TimeMs> NextDue() const;
 };
 
@@ -118,6 +122,11 @@ void OnAnswer(PushPlan& plan, size_t i, int status, const std::string& error,
 // A 202 that was not acknowledged by its deadline (the queue's
 // message_timeout) counts as a failed try; the next try is due at once.
 void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
+
+// Once the message has expired, gives up on every delivery not done and
+// not in flight (msg "expired before it was delivered"): a request under
+// way is still answered. True when it gave up on one.
+bool ExpirePlan(PushPlan& plan, TimeMs now);
 
 // Acknowledges a 202, or a request still in flight (the subscriber may
 // acknowledge before its 202 is read). False when `subscriber` (any, when

@@ -193,12 +193,41 @@ TEST(IronMqUrlTest, ParsesAndRefusesWhatCannotNameAQueue) {
     EXPECT_FALSE(ParseIronMqUrl(bad)) << bad;
 }
 
+TEST(PushPlanTest, AnExpiredMessageIsGivenUpSaveForATryUnderWay) {
+  auto q = Queue("multicast", 3);
+  auto plan = NewPlan(q, {}, kNow);
+  plan.expires_at = kNow + 60'000;
+  OnAnswer(plan, 0, 500, "", q, kNow);  // s0: a retry in 10 s
+  EXPECT_EQ(plan.NextDue(), kNow);      // s1 and s2 are due
+  plan.deliveries[1].in_flight = true;
+  plan.deliveries[2].status = DeliveryStatus::kDeleted;
+  EXPECT_EQ(plan.NextDue(), kNow + 10'000);
+  q.retries_delay = 3600;
+  OnAnswer(plan, 0, 500, "", q, kNow + 10'000);  // now an hour off: the expiry comes first
+  EXPECT_EQ(plan.NextDue(), kNow + 60'000);
+  EXPECT_FALSE(ExpirePlan(plan, kNow + 59'999));
+  EXPECT_TRUE(ExpirePlan(plan, kNow + 60'000));
+  EXPECT_EQ(plan.deliveries[0].status, DeliveryStatus::kError);
+  EXPECT_EQ(plan.deliveries[0].msg, "expired before it was delivered");
+  EXPECT_FALSE(plan.deliveries[1].final());  // in flight: its answer still counts
+  EXPECT_EQ(plan.deliveries[2].status, DeliveryStatus::kDeleted);
+  EXPECT_FALSE(plan.Complete());
+  plan.deliveries[1].in_flight = false;
+  EXPECT_TRUE(ExpirePlan(plan, kNow + 60'001));
+  EXPECT_TRUE(plan.Complete());
+  EXPECT_TRUE(plan.Failed());
+  PushPlan never = NewPlan(q, {}, kNow);  // expires_at 0: a plan from before the field
+  EXPECT_FALSE(ExpirePlan(never, kNow + 1'000'000'000));
+}
+
 TEST(PushPlanTest, RoundTripsThroughItsEncoding) {
   auto q = Queue("unicast", 2);
   auto plan = NewPlan(q, {{"X-A", "1"}}, kNow);
+  plan.expires_at = kNow + 5;
   OnAnswer(plan, 0, 500, "boom", q, kNow);
   auto back = DecodePlan(EncodePlan(plan));
   ASSERT_TRUE(back);
+  EXPECT_EQ(back->expires_at, kNow + 5);
   EXPECT_TRUE(back->unicast);
   EXPECT_EQ(back->cursor, 1u);
   EXPECT_EQ(back->headers, plan.headers);
