@@ -451,10 +451,23 @@ void Engine::OnPushAnswer(const SlotPtr& slot, const std::string& of_project, ui
     std::lock_guard lock(slot->mu);
     if (slot->deleted) return;
     auto it = slot->plans.find(id);
-    if (it == slot->plans.end()) return;
     const auto& rec = slot->queue.record();
-    project = rec.project_id;
     TimeMs now = clock_.NowMs();
+    if (it == slot->plans.end()) {
+      // Settled while this try was on its way (acknowledged before its
+      // answer was read): the try is still shown in the statuses.
+      for (auto& [fid, fplan] : slot->finished) {
+        if (fid != id) continue;
+        auto& fd = fplan.deliveries;
+        auto d = std::find_if(fd.begin(), fd.end(), [&](const Delivery& x) {
+          return x.in_flight && x.subscriber == subscriber && x.reservation == reservation;
+        });
+        if (d != fd.end())
+          OnAnswer(fplan, static_cast<size_t>(d - fd.begin()), status, error, rec, now);
+      }
+      return;
+    }
+    project = rec.project_id;
     // The try is found by its subscriber and reservation, not by position:
     // subscribers removed while it was on its way shift the deliveries, and
     // an answer for a removed one has nothing left to update.

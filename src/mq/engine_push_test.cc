@@ -571,8 +571,18 @@ TEST_F(EnginePushTest, AnAcknowledgementThatArrivesBeforeIts202IsRead) {
   ASSERT_TRUE(st);
   ASSERT_EQ(st->size(), 2u);
   EXPECT_EQ((*st)[0].status, "deleted");
-  sent[1].done(200, "");
+  // b acknowledges before its answer too, which then settles nothing but
+  // is still shown as its try.
+  ASSERT_TRUE(engine_->AcknowledgePush(kProject, "pq", id,
+                                       HeaderOf(sent[1].request, "Iron-Reservation-Id"), "b"));
   EXPECT_EQ(engine_->GetQueue(kProject, "pq")->size, 0u);
+  sent[1].done(500, "");
+  st = engine_->PushStatus(kProject, "pq", id);
+  ASSERT_TRUE(st);
+  for (const auto& s : *st) EXPECT_EQ(s.tries, 1) << s.name;
+  EXPECT_EQ((*st)[0].status_code, 202);
+  EXPECT_EQ((*st)[1].status_code, 500);
+  EXPECT_EQ((*st)[1].status, "deleted");
   clock_.Advance(120'000);  // past the message timeout: nothing is sent again
   engine_->Tick();
   EXPECT_TRUE(transport_.Take().empty());
