@@ -3,9 +3,12 @@
 #include <openssl/ssl.h>
 #include <rapidjson/document.h>
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -25,29 +28,68 @@ namespace ssl = boost::asio::ssl;
 
 namespace {
 
-// Each step gets its own minute, and a transfer a minute more for each
-// stretch without progress: a large upload or download over a slow link
-// is not cut, a server that stops answering still is.
-constexpr auto kStep = std::chrono::seconds(60);
+// Each step gets its own minute (KILN_CLI_TIMEOUT seconds), and a
+// transfer a minute more for each stretch without progress: a large upload
+// or download over a slow link is not cut, a server that stops answering
+// still is. The steps run asynchronously: a tcp_stream's expiry only cuts
+// asynchronous operations.
+std::chrono::seconds Step() {
+  const char* v = std::getenv("KILN_CLI_TIMEOUT");
+  long n = v ? std::strtol(v, nullptr, 10) : 0;
+  return std::chrono::seconds(n > 0 ? n : 60);
+}
 
 // Writes `req` and reads the answer over a connected stream (plain or TLS).
 template <class Stream>
-Reply Exchange(Stream& stream, bhttp::request<bhttp::string_body>& req) {
+asio::awaitable<Reply> Exchange(Stream& stream, bhttp::request<bhttp::string_body>& req) {
   auto& tcp = beast::get_lowest_layer(stream);
   bhttp::request_serializer<bhttp::string_body> out(req);
   while (!out.is_done()) {
-    tcp.expires_after(kStep);
-    bhttp::write_some(stream, out);
+    tcp.expires_after(Step());
+    co_await bhttp::async_write_some(stream, out, asio::use_awaitable);
   }
   beast::flat_buffer buf;
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(1ULL << 30);  // code downloads
   while (!parser.is_done()) {
-    tcp.expires_after(kStep);
-    bhttp::read_some(stream, buf, parser);
+    tcp.expires_after(Step());
+    co_await bhttp::async_read_some(stream, buf, parser, asio::use_awaitable);
   }
   auto& res = parser.get();
-  return Reply{static_cast<int>(res.result_int()), res.body()};
+  co_return Reply{static_cast<int>(res.result_int()), res.body()};
+}
+
+// Connects to host:port over `scheme` and exchanges `req`.
+asio::awaitable<Reply> Talk(std::string scheme, std::string host, std::string port,
+                            bhttp::request<bhttp::string_body>& req) {
+  auto ex = co_await asio::this_coro::executor;
+  asio::ip::tcp::resolver resolver(ex);
+  auto endpoints = co_await resolver.async_resolve(host, port, asio::use_awaitable);
+  beast::tcp_stream tcp(ex);
+  tcp.expires_after(Step());
+  co_await tcp.async_connect(endpoints, asio::use_awaitable);
+  beast::error_code ec;
+  if (scheme == "http") {
+    Reply reply = co_await Exchange(tcp, req);
+    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    co_return reply;
+  }
+  // https: the server's certificate must chain to a CA this machine
+  // trusts (OpenSSL's default paths, which SSL_CERT_FILE and SSL_CERT_DIR
+  // override) and name the host; the token is never sent otherwise.
+  ssl::context ctx{ssl::context::tls_client};
+  ctx.set_default_verify_paths();
+  ctx.set_verify_mode(ssl::verify_peer);
+  beast::ssl_stream<beast::tcp_stream> tls(std::move(tcp), ctx);
+  asio::ip::make_address(host, ec);
+  if (ec && !SSL_set_tlsext_host_name(tls.native_handle(), host.c_str()))  // SNI names hosts only
+    throw std::runtime_error("cannot set the TLS server name");
+  tls.set_verify_callback(ssl::host_name_verification(host));
+  beast::get_lowest_layer(tls).expires_after(Step());
+  co_await tls.async_handshake(ssl::stream_base::client, asio::use_awaitable);
+  // The answer is read whole (its framing says where it ends): the
+  // connection is closed without waiting for the server's close_notify.
+  co_return co_await Exchange(tls, req);
 }
 
 std::string Env(const char* name) {
@@ -153,32 +195,9 @@ Result<Reply> Call(const Connection& c, const std::string& method, const std::st
   }
   try {
     asio::io_context ioc;
-    asio::ip::tcp::resolver resolver(ioc);
-    beast::tcp_stream tcp(ioc);
-    tcp.expires_after(kStep);
-    tcp.connect(resolver.resolve(host, c.port));
-    beast::error_code ec;
-    if (c.scheme == "http") {
-      Reply reply = Exchange(tcp, req);
-      tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-      return reply;
-    }
-    // https: the server's certificate must chain to a CA this machine
-    // trusts (OpenSSL's default paths, which SSL_CERT_FILE and SSL_CERT_DIR
-    // override) and name the host; the token is never sent otherwise.
-    ssl::context ctx{ssl::context::tls_client};
-    ctx.set_default_verify_paths();
-    ctx.set_verify_mode(ssl::verify_peer);
-    beast::ssl_stream<beast::tcp_stream> tls(std::move(tcp), ctx);
-    asio::ip::make_address(host, ec);
-    if (ec && !SSL_set_tlsext_host_name(tls.native_handle(), host.c_str()))  // SNI names hosts only
-      throw std::runtime_error("cannot set the TLS server name");
-    ec = {};
-    tls.set_verify_callback(ssl::host_name_verification(host));
-    tls.handshake(ssl::stream_base::client);
-    // The answer is read whole (its framing says where it ends): the
-    // connection is closed without waiting for the server's close_notify.
-    return Exchange(tls, req);
+    auto reply = asio::co_spawn(ioc, Talk(c.scheme, host, c.port, req), asio::use_future);
+    ioc.run();
+    return reply.get();
   } catch (const std::exception& e) {
     return Fail(Error::Unavailable("cannot reach Kiln at " + c.scheme + "://" + host_header + ":" +
                                    c.port + ": " + e.what()));

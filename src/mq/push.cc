@@ -32,7 +32,10 @@ void FailTry(PushPlan& plan, size_t i, const store::QueueRecord& q, TimeMs now) 
   size_t n = plan.deliveries.size();
   plan.cursor = (i + 1) % n;
   if (plan.cursor != plan.round_start) {
-    plan.deliveries[plan.cursor].next_try_at = now;
+    // At once, unless it still waits out retries_delay (the round went on
+    // with a subscriber added meanwhile; see FollowSubscribers).
+    Delivery& next = plan.deliveries[plan.cursor];
+    next.next_try_at = std::max(next.next_try_at, now);
     return;
   }
   if (plan.retries_remaining > 0) {
@@ -110,7 +113,11 @@ std::optional<TimeMs> PushPlan::NextDue() const {
     if (unicast && i != cursor && d.status != DeliveryStatus::kReserved) continue;
     if (!best || d.next_try_at < *best) best = d.next_try_at;
   }
-  if (best && expires_at > 0 && expires_at < *best) best = expires_at;
+  // The expiry, when it would give up on something (not on a 202).
+  bool expirable = std::any_of(deliveries.begin(), deliveries.end(), [](const Delivery& d) {
+    return !d.final() && !d.in_flight && d.status != DeliveryStatus::kReserved;
+  });
+  if (best && expirable && expires_at > 0 && expires_at < *best) best = expires_at;
   return best;
 }
 
@@ -172,7 +179,8 @@ bool ExpirePlan(PushPlan& plan, TimeMs now) {
   if (plan.expires_at == 0 || now < plan.expires_at || plan.Complete()) return false;
   bool gave_up = false;
   for (auto& d : plan.deliveries) {
-    if (d.final() || d.in_flight) continue;
+    // A 202 is the subscriber's: its acknowledgement or its timeout decides.
+    if (d.final() || d.in_flight || d.status == DeliveryStatus::kReserved) continue;
     d.status = DeliveryStatus::kError;
     d.msg = "expired before it was delivered";
     gave_up = true;
@@ -244,8 +252,11 @@ bool FollowSubscribers(PushPlan& plan, const store::QueueRecord& q, TimeMs now) 
     // A subscriber added while the failover waits out retries_delay is
     // tried now: the message is for any one of them, and it may be the
     // one that works. One in flight or holding a 202 stays the current.
+    // Waiting after a failed try, that is: not a message whose delay has
+    // not ended, which none of its subscribers gets before its time.
     const Delivery& at = plan.deliveries[plan.cursor];
-    bool waiting = !at.in_flight && at.status != DeliveryStatus::kReserved && at.next_try_at > now;
+    bool waiting = at.status == DeliveryStatus::kRetrying && at.tries > 0 && !at.in_flight &&
+                   at.next_try_at > now;
     if (waiting)
       for (size_t i = 0; i < plan.deliveries.size(); ++i)
         if (plan.deliveries[i].tries == 0 && plan.deliveries[i].next_try_at <= now) {

@@ -123,9 +123,10 @@ void OnAnswer(PushPlan& plan, size_t i, int status, const std::string& error,
 // message_timeout) counts as a failed try; the next try is due at once.
 void ExpireReservations(PushPlan& plan, const store::QueueRecord& q, TimeMs now);
 
-// Once the message has expired, gives up on every delivery not done and
-// not in flight (msg "expired before it was delivered"): a request under
-// way is still answered. True when it gave up on one.
+// Once the message has expired, gives up on every delivery not done, not
+// in flight and not holding a 202 (msg "expired before it was delivered"):
+// a request under way is still answered, a 202 still acknowledged or timed
+// out. True when it gave up on one.
 bool ExpirePlan(PushPlan& plan, TimeMs now);
 
 // Acknowledges a 202, or a request still in flight (the subscriber may

@@ -135,6 +135,24 @@ TEST(PushPlanTest, AUnicastMessageTakesAddedSubscribersIntoItsFailover) {
   EXPECT_EQ(plan.deliveries[1].subscriber, "spare");
   // s0 waits out its delay; the one added is tried now, not after it.
   EXPECT_EQ(plan.Due(kNow), (std::vector<size_t>{1}));
+  {
+    // Should it fail too, s0 still waits out what is left of its delay.
+    PushPlan copy = plan;
+    auto q2 = q;
+    OnAnswer(copy, 1, 500, "", q2, kNow + 1);
+    EXPECT_TRUE(copy.Due(kNow + 1).empty());
+    EXPECT_EQ(copy.NextDue(), kNow + 10'000);
+  }
+  {
+    // A message whose delay has not ended is not sent to one added meanwhile.
+    auto one = Queue("unicast", 1);
+    PushPlan delayed = NewPlan(one, {}, kNow);
+    for (auto& d : delayed.deliveries) d.next_try_at = kNow + 60'000;
+    one.subscribers.push_back({"late", "http://h/late", {}});
+    FollowSubscribers(delayed, one, kNow + 1);
+    EXPECT_TRUE(delayed.Due(kNow + 1).empty());
+    EXPECT_EQ(delayed.cursor, 0u);
+  }
   q.subscribers.erase(q.subscribers.begin());  // and replaced outright
   FollowSubscribers(plan, q, kNow);
   ASSERT_EQ(plan.deliveries.size(), 1u);
@@ -216,6 +234,17 @@ TEST(PushPlanTest, AnExpiredMessageIsGivenUpSaveForATryUnderWay) {
   EXPECT_TRUE(ExpirePlan(plan, kNow + 60'001));
   EXPECT_TRUE(plan.Complete());
   EXPECT_TRUE(plan.Failed());
+  // A 202 is left to its acknowledgement or its timeout, and its deadline
+  // is not pulled in to the expiry.
+  PushPlan reserved = NewPlan(q, {}, kNow);
+  reserved.expires_at = kNow + 60'000;
+  for (size_t i = 0; i < 3; ++i) OnAnswer(reserved, i, i == 0 ? 202 : 200, "", q, kNow);
+  EXPECT_EQ(reserved.NextDue(), kNow + 30'000);  // message_timeout
+  q.message_timeout = 600;
+  OnAnswer(reserved, 0, 202, "", q, kNow);
+  EXPECT_EQ(reserved.NextDue(), kNow + 600'000);
+  EXPECT_FALSE(ExpirePlan(reserved, kNow + 60'000));
+  EXPECT_EQ(reserved.deliveries[0].status, DeliveryStatus::kReserved);
   PushPlan never = NewPlan(q, {}, kNow);  // expires_at 0: a plan from before the field
   EXPECT_FALSE(ExpirePlan(never, kNow + 1'000'000'000));
 }

@@ -50,9 +50,23 @@ bool EndsWithCentralDirectory(const std::string& bytes) {
   size_t lowest = bytes.size() > kRecord + kMaxComment ? bytes.size() - kRecord - kMaxComment : 0;
   for (size_t at = bytes.size() - kRecord;; --at) {
     if (bytes.compare(at, 4, "PK\x05\x06") == 0) {
+      auto u32 = [&](size_t i) {
+        return static_cast<uint32_t>(static_cast<unsigned char>(bytes[i])) |
+               static_cast<uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8 |
+               static_cast<uint32_t>(static_cast<unsigned char>(bytes[i + 2])) << 16 |
+               static_cast<uint32_t>(static_cast<unsigned char>(bytes[i + 3])) << 24;
+      };
       size_t comment = static_cast<unsigned char>(bytes[at + 20]) |
                        static_cast<unsigned char>(bytes[at + 21]) << 8;
-      if (at + kRecord + comment <= bytes.size()) return true;  // trailing bytes, as unzip allows
+      // Its directory is where it says, just before it: an end record of a
+      // stored zip inside (a .jar as the last member) is no such thing.
+      // Zip64 keeps the offset elsewhere (0xffffffff here).
+      uint32_t size = u32(at + 12), offset = u32(at + 16);
+      bool directory =
+          offset == 0xffffffff || (size_t{offset} + size <= at &&
+                                   (size == 0 || bytes.compare(offset, 4, "PK\x01\x02") == 0));
+      if (directory && at + kRecord + comment <= bytes.size())
+        return true;  // trailing bytes, as unzip allows
     }
     if (at == lowest) return false;
   }

@@ -37,11 +37,12 @@ TEST(CodePackageTest, ThePackagesBytesAndEntriesAreBounded) {
   EXPECT_FALSE(CheckZip("not a zip", 1 << 20));
 }
 
-// A zip of regular files (name, bytes), deflated, made in memory.
-std::string MakeZip(const std::vector<std::pair<std::string, std::string>>& files) {
+// A zip of regular files (name, bytes), deflated (or stored), made in memory.
+std::string MakeZip(const std::vector<std::pair<std::string, std::string>>& files,
+                    bool store = false) {
   std::unique_ptr<archive, int (*)(archive*)> a(archive_write_new(), archive_write_free);
   archive_write_set_format_zip(a.get());
-  archive_write_set_options(a.get(), "zip:compression=deflate");
+  archive_write_set_options(a.get(), store ? "zip:compression=store" : "zip:compression=deflate");
   archive_write_set_bytes_in_last_block(a.get(), 1);
   std::string out;
   auto write_cb = [](archive*, void* ud, const void* buf, size_t n) -> la_ssize_t {
@@ -108,6 +109,13 @@ TEST(CodePackageTest, AZipCutShortBeforeItsCentralDirectoryIsRefused) {
   EXPECT_FALSE(CheckZip(commented + "ab", 1 << 20));
   EXPECT_TRUE(CheckZip(commented + "abc", 1 << 20));
   EXPECT_TRUE(CheckZip(zip + "trailing bytes", 1 << 20));  // as unzip takes them
+  // A stored zip as the last member, cut after it: the end record found is
+  // the inner zip's, whose directory is not where it says.
+  std::string outer = MakeZip({{"first", "1"}, {"inner.zip", zip}}, /*store=*/true);
+  ASSERT_TRUE(CheckZip(outer, 1 << 20));
+  size_t inner_end = outer.find(zip) + zip.size();
+  ASSERT_NE(outer.find(zip), std::string::npos);
+  EXPECT_FALSE(CheckZip(outer.substr(0, inner_end), 1 << 20));
 }
 
 TEST(CodePackageTest, AMemberThatHoldsMoreThanItsHeaderSaysIsRefused) {

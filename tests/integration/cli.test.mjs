@@ -567,3 +567,20 @@ test('https: through a TLS proxy whose certificate chains to a trusted CA and na
     rmSync(pki.dir, { recursive: true, force: true });
   }
 });
+
+test('a server that accepts and never answers is given up on after the step timeout, over http and https', async () => {
+  const held = [];
+  const silent = net.createServer((sock) => held.push(sock));
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  try {
+    for (const scheme of ['http', 'https']) {
+      const r = await cli(['mq', 'list', '--scheme', scheme, '--port', String(silent.address().port)],
+        { env: { KILN_CLI_TIMEOUT: '1' } });
+      assert.equal(r.code, 2, `${scheme}: ${r.stderr}`);
+      assert.match(r.stderr, /timeout/, scheme);
+    }
+  } finally {
+    for (const sock of held) sock.destroy();
+    silent.close();
+  }
+});
