@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <future>
+#include <set>
 #include <unordered_map>
 
 #include "base/ids.h"
@@ -98,24 +99,19 @@ Result<void> Engine::Recover() {
   if (!r) return r;
   TimeMs now = clock_.NowMs();
   uint64_t max_id = 0;
-  // Push messages are delivered from their plans; a plan of a Kiln before
-  // plans kept the expiry takes it from the message's state.
-  std::unordered_map<uint64_t, std::unordered_map<uint64_t, TimeMs>> push_expiry;  // qid, id
   r = store_.ForEachMessage([&](uint64_t qid, const store::MessageState& s) {
     max_id = std::max(max_id, s.id);
     auto it = by_qid.find(qid);
     if (it == by_qid.end()) return;  // its queue was deleted; DeleteQueue removed the range
-    if (it->second->queue.record().push()) {
-      push_expiry[qid][s.id] = s.expires_at;
-      return;
-    }
+    if (it->second->queue.record().push()) return;  // delivered from its plan
     it->second->queue.Add(s, now);
   });
   if (!r) return r;
   for (auto& [qid, slot] : by_qid) slot->alert_size = slot->queue.size();
   for (const auto& [key, slot] : queues_) ++per_project_[slot->queue.record().project_id];
   // Push deliveries resume where they were; one in flight at the crash is due again.
-  std::string unreadable;  // the first plan that cannot be read
+  std::string unreadable;                                  // the first plan that cannot be read
+  std::set<std::pair<uint64_t, uint64_t>> without_expiry;  // plans of a Kiln before expires_at
   r = store_.ForEachPlan([&](uint64_t qid, uint64_t id, std::string_view blob) {
     auto it = by_qid.find(qid);
     if (it == by_qid.end() || !unreadable.empty()) return;
@@ -127,9 +123,7 @@ Result<void> Engine::Recover() {
                    it->second->queue.record().name + " cannot be read";
       return;
     }
-    if (plan->expires_at == 0)
-      if (auto q = push_expiry.find(qid); q != push_expiry.end())
-        if (auto e = q->second.find(id); e != q->second.end()) plan->expires_at = e->second;
+    if (plan->expires_at == 0) without_expiry.insert({qid, id});
     FollowSubscribers(*plan, it->second->queue.record(), now);
     auto next = plan->NextDue();
     it->second->plans.emplace(id, std::move(*plan));
@@ -137,6 +131,16 @@ Result<void> Engine::Recover() {
   });
   if (!r) return r;
   if (!unreadable.empty()) return Fail(Error::Internal(unreadable));
+  if (!without_expiry.empty()) {
+    // Their expiry is in their messages' states: read again for them only.
+    r = store_.ForEachMessage([&](uint64_t qid, const store::MessageState& s) {
+      if (!without_expiry.count({qid, s.id})) return;
+      auto& slot = by_qid.at(qid);
+      slot->plans.at(s.id).expires_at = s.expires_at;
+      SchedulePush(slot, s.id, s.expires_at);  // besides its next try: whichever comes first
+    });
+    if (!r) return r;
+  }
   // Ids grow with time, (ms << 20) leaving room for 2^20 per ms, and stay
   // above the store's floor, which is ahead of every id handed out before:
   // unique across restarts even when the newest messages were deleted and

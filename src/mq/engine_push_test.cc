@@ -281,6 +281,36 @@ TEST_F(EnginePushTest, AnUnreadablePlanStopsTheStartAndSaysWhich) {
       << r.error().message();
 }
 
+// A plan written before plans kept expires_at takes the expiry from its
+// message's state at start.
+TEST_F(EnginePushTest, APlanWithoutItsExpiryTakesItFromTheMessageAtStart) {
+  QueueSettings s;
+  s.type = "multicast";
+  s.subscribers = std::vector<store::Subscriber>{{"a", "http://a/hook", {}}};
+  s.retries_delay = 86400;
+  s.message_expiration = 60;
+  ASSERT_TRUE(engine_->PutQueue(kProject, "old", s));
+  auto id = Post("old", "x");
+  transport_.Take()[0].done(500, "");  // a retry in a day
+  uint64_t qid = 0;
+  store::QueueRecord rec;
+  ASSERT_TRUE(store_->ForEachQueue([&](const store::QueueRecord& r, uint64_t) {
+    if (r.name == "old") qid = r.qid, rec = r;
+  }));
+  PushPlan old = NewPlan(rec, {}, clock_.NowMs());
+  old.deliveries[0].status = DeliveryStatus::kRetrying;
+  old.deliveries[0].next_try_at = clock_.NowMs() + 86'400'000;
+  ASSERT_EQ(old.expires_at, 0);
+  store::MessageBatch b;
+  b.PutPlan(qid, id, EncodePlan(old));
+  store_->Append(std::move(b));
+  engine_->Flush();
+  Open();
+  clock_.Advance(60'000);
+  engine_->Tick();
+  EXPECT_EQ(engine_->GetQueue(kProject, "old")->size, 0u);
+}
+
 TEST_F(EnginePushTest, RecordedRetriesResumeOnTimeAfterReopen) {
   MakeQueue("multicast", 2);
   Post("pq", "retry me");
