@@ -20,8 +20,8 @@ struct ZipInfo {
 };
 
 // InvalidArgument when `bytes` is not a readable zip archive, does not end
-// with its central directory (cut short) or has an unsafe member (absolute, with "..", a name over 1024 bytes or 64 levels);
-// TooLarge when it unpacks to more than `max_unpacked` bytes or has more
+// with its central directory (cut short) or has an unsafe member (absolute, with "..", a name over
+// 1024 bytes or 64 levels); TooLarge when it unpacks to more than `max_unpacked` bytes or has more
 // than `max_entries` entries, the directories its names imply counted
 // (inodes on every run). ExtractZip refuses a member that holds more than
 // its header says.
